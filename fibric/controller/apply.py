@@ -1,0 +1,177 @@
+"""Apply desired state: the one function behind `fibric apply`, the apply route and object creation.
+
+Apply is declarative and idempotent. The whole set is checked against itself
+and the live state first, then written in one tenant transaction, so an apply
+lands completely or not at all. An unchanged spec is not written and its
+generation does not move. `prune` deletes only objects an earlier apply of the
+same set created (the `apply_set` column, shown as the `fibric.io/apply-set`
+label), never objects created through the API.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fibric import errors, specs, store
+
+APPLY_SET_LABEL = "fibric.io/apply-set"
+SECRET_PREFIX = "whsec_"
+
+Action = Literal["created", "configured", "unchanged", "pruned", "deleted"]
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    kind: str
+    name: str
+    id: str | None  # None for an object a dry run would create
+    generation: int | None
+    signing_secret: str | None = field(default=None, repr=False)  # a new webhook's, shown once
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    changes: list[Change]
+    warnings: list[errors.SpecProblem]
+    dry_run: bool
+
+    @property
+    def changed(self) -> bool:
+        return any(c.action != "unchanged" for c in self.changes)
+
+
+def apply(
+    state: store.StateStore,
+    tenant_id: str,
+    loaded: Sequence[specs.Loaded],
+    *,
+    apply_set: str | None = None,
+    prune: bool = False,
+    dry_run: bool = False,
+    create_only: bool = False,
+) -> ApplyResult:
+    """Make the tenant's stored specs match `loaded`; all or nothing.
+
+    `create_only` refuses to touch an existing object (the API's POST create).
+    """
+    if prune and not apply_set:
+        raise errors.SpecInvalid(errors.SpecProblem("prune needs an apply set", path="apply_set"))
+    _require_resolved(loaded)
+    with state.tenant_transaction(tenant_id) as tx:
+        live = tx.list()
+        wanted = {(i.document.kind, i.document.name) for i in loaded}  # type: ignore[attr-defined]
+        doomed = [
+            o for o in live
+            if prune and o.apply_set == apply_set and (o.kind, o.name) not in wanted
+        ]
+        report = _check(loaded, live, wanted, doomed)
+        report.raise_for_problems()
+
+        changes: list[Change] = []
+        for item in loaded:
+            doc = item.document
+            existing = tx.get(doc.kind, doc.name)  # type: ignore[attr-defined]
+            if existing is not None and create_only:
+                raise errors.Conflict(f"{doc.kind} '{doc.name}' already exists")  # type: ignore[attr-defined]
+            changes.append(_write(tx, doc, existing, apply_set, dry_run))
+        for obj in doomed:
+            if not dry_run:
+                tx.delete(obj)
+            changes.append(Change("pruned", obj.kind, obj.name, obj.id, obj.generation))
+    return ApplyResult(changes=changes, warnings=report.warnings, dry_run=dry_run)
+
+
+def delete(state: store.StateStore, tenant_id: str, kind: str, ref: str) -> Change:
+    """Delete one object by id or name; a policy still bound to an operator is kept (Conflict)."""
+    with state.tenant_transaction(tenant_id) as tx:
+        obj = tx.get(kind, ref)
+        if obj is None:
+            raise errors.NotFound(f"No such {kind.lower()}: '{ref}'")
+        if kind == "Policy":
+            users = [o.name for o in tx.list("Operator") if o.spec.get("policy") == obj.name]
+            if users:
+                raise errors.Conflict(
+                    f"policy '{obj.name}' is bound to operator(s) {', '.join(sorted(users))}"
+                )
+        tx.delete(obj)
+    return Change("deleted", obj.kind, obj.name, obj.id, obj.generation)
+
+
+def document_of(obj: store.StoredObject) -> specs.Document:
+    """The stored object as a spec document (what export prints)."""
+    return specs.build(obj.kind, obj.name, obj.spec, obj.labels)
+
+
+def _require_resolved(loaded: Sequence[specs.Loaded]) -> None:
+    problems = []
+    for item in loaded:
+        doc = item.document
+        if isinstance(doc, specs.Policy) and not doc.spec.resolved:
+            field_name = "rego_file" if doc.spec.rego_file else "tests"
+            problems.append(
+                item.source.problem(
+                    "file references must be inlined before apply (the CLI does this): "
+                    "send 'rego' and 'test_rego'",
+                    ("spec", field_name),
+                )
+            )
+    if problems:
+        raise errors.SpecInvalid(problems)
+
+
+def _check(
+    loaded: Sequence[specs.Loaded],
+    live: list[store.StoredObject],
+    wanted: set[tuple[str, str]],
+    doomed: list[store.StoredObject],
+) -> specs.Report:
+    remaining = [o for o in live if (o.kind, o.name) not in wanted and o not in doomed]
+    report = specs.check_set(
+        loaded,
+        live_policies=[o.name for o in remaining if o.kind == "Policy"],
+        live_capabilities=[
+            c for o in remaining if o.kind == "Connector" for c in o.spec.get("capabilities", {})
+        ],
+    )
+    doomed_policies = {o.name for o in doomed if o.kind == "Policy"}
+    for o in remaining:
+        if o.kind == "Operator" and o.spec.get("policy") in doomed_policies:
+            report.problems.append(
+                errors.SpecProblem(
+                    f"prune would delete policy '{o.spec['policy']}', still bound to operator "
+                    f"'{o.name}'",
+                    path="spec.policy",
+                )
+            )
+    return report
+
+
+def _write(
+    tx: store.ObjectTransaction,
+    doc: specs.Document,
+    existing: store.StoredObject | None,
+    apply_set: str | None,
+    dry_run: bool,
+) -> Change:
+    kind, name = doc.kind, doc.name  # type: ignore[attr-defined]
+    spec = doc.spec_dict()
+    labels = dict(doc.metadata.labels)
+    if existing is None:
+        secret = None
+        if kind == "Webhook" and not spec.get("secret_env"):
+            secret = SECRET_PREFIX + secrets.token_hex(24)
+        if dry_run:
+            return Change("created", kind, name, None, 1)
+        obj = tx.insert(kind, name, spec, labels, apply_set=apply_set, secret=secret)
+        return Change("created", kind, name, obj.id, obj.generation, signing_secret=secret)
+    if existing.spec == spec and existing.labels == labels:
+        return Change("unchanged", kind, name, existing.id, existing.generation)
+    if dry_run:
+        bumped = existing.generation + (1 if existing.spec != spec else 0)
+        return Change("configured", kind, name, existing.id, bumped)
+    obj = tx.update(existing, spec, labels)
+    return Change("configured", kind, name, obj.id, obj.generation)

@@ -1,0 +1,81 @@
+"""One settings object, read once from flags and FIBRIC_* variables, then passed down.
+
+Nothing in Fibric reads the environment for configuration after start-up;
+components receive the part of `Settings` they need.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where desired state lives: a data dir (SQLite) or a PostgreSQL URL."""
+
+    data_dir: Path = Path(".fibric")
+    url: str | None = None  # postgresql://... ; None means SQLite in data_dir
+
+    @property
+    def location(self) -> str:
+        return self.url or str(self.data_dir / "state.db")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 8 * 1_048_576  # an apply of thousands of specs fits
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    resync_seconds: float = 30.0  # periodic full reconcile, for writes made by other processes
+    max_backoff_seconds: float = 300.0
+    specs_dir: Path | None = None
+    watch: bool = False
+    apply_set: str = "serve"  # the set `--specs` applies and prunes
+
+
+@dataclass(frozen=True)
+class Settings:
+    store: StoreSettings = field(default_factory=StoreSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    controller: ControllerSettings = field(default_factory=ControllerSettings)
+    reseller_id: str = "rs_fibric"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from FIBRIC_* variables, with explicit (flag) overrides winning.
+
+        Overrides use dotted group names, e.g. `store_url=...`, `server_port=...`.
+        """
+        env = dict(os.environ if environ is None else environ)
+
+        def pick(key: str, env_name: str) -> object:
+            value = overrides.get(key)
+            return value if value is not None else env.get(env_name)
+
+        data_dir = pick("data_dir", "FIBRIC_DATA_DIR")
+        store_url = pick("store_url", "FIBRIC_STORE")
+        host = pick("host", "FIBRIC_HOST")
+        port = pick("port", "FIBRIC_PORT")
+        resync = pick("resync_seconds", "FIBRIC_RESYNC_SECONDS")
+        specs_dir = pick("specs_dir", "FIBRIC_SPECS")
+        watch = overrides.get("watch")
+        store = StoreSettings(
+            data_dir=Path(str(data_dir)) if data_dir else StoreSettings.data_dir,
+            url=str(store_url) if store_url else None,
+        )
+        server = ServerSettings(
+            host=str(host) if host else ServerSettings.host,
+            port=int(str(port)) if port else ServerSettings.port,
+        )
+        controller = ControllerSettings(
+            resync_seconds=float(str(resync)) if resync else ControllerSettings.resync_seconds,
+            specs_dir=Path(str(specs_dir)) if specs_dir else None,
+            watch=bool(watch),
+        )
+        return cls(store=store, server=server, controller=controller)

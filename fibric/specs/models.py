@@ -1,0 +1,305 @@
+"""The four kinds of desired state, as pydantic models of their YAML shape.
+
+These shapes are the contract (DESIGN.md, docs/specs.md). Every model forbids
+unknown fields, so a typo in Git is an error at validate time, not a silently
+ignored setting in production.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+API_VERSION = "fibric.io/v1"
+RESERVED_LABEL_PREFIX = "fibric.io/"
+
+Name = Annotated[
+    str,
+    StringConstraints(max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+    Field(description="Slug: lowercase letters, digits and '-', 1-63 characters."),
+]
+Capability = Annotated[
+    str,
+    StringConstraints(max_length=128, pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$"),
+    Field(description="A capability by intent, e.g. orders.hold."),
+]
+EventPattern = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.*?\-\[\]]+$"),
+    Field(description="Event type, '*' globs allowed, e.g. order.*"),
+]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+WEBHOOK_EVENTS = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created")
+WebhookEvent = Literal["plan.proposed", "plan.executed", "action.disposed", "receipt.created"]
+
+
+class FieldError(ValueError):
+    """A model-level check that knows which nested field is wrong.
+
+    `path` is relative to the model that raised it; the loader appends it to
+    pydantic's location so the error points at the field, not at the model.
+    """
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        self.path = path
+        self.message = message
+        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        super().__init__(f"{dotted}: {message}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key in labels:
+        if key.startswith(RESERVED_LABEL_PREFIX):
+            raise ValueError(f"label '{key}': the '{RESERVED_LABEL_PREFIX}' prefix is reserved")
+        if not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_./]{0,61}[A-Za-z0-9])?", key):
+            raise ValueError(f"label '{key}' is not a valid label key")
+    return labels
+
+
+class Metadata(Strict):
+    name: Name
+    labels: Annotated[dict[str, Annotated[str, StringConstraints(max_length=63)]],
+                      AfterValidator(_check_labels)] = Field(default_factory=dict)
+
+
+# --- Operator -----------------------------------------------------------------
+
+
+class RuleAction(Strict):
+    capability: Capability
+    args: dict[str, Any] = Field(default_factory=dict)
+    entity_key: str | None = Field(
+        default=None, description="CEL template; defaults to the event's entity_key."
+    )
+    idempotency_key: str | None = Field(
+        default=None, description="CEL template; derived from operator, entity and args if omitted."
+    )
+
+
+class Rule(Strict):
+    when: str = Field(min_length=1, description="CEL condition over `event` and `sensed`.")
+    actions: list[RuleAction] = Field(min_length=1)
+
+
+class OperatorSpec(Strict):
+    capabilities: list[Capability] = Field(min_length=1)
+    policy: Name = Field(description="metadata.name of the Policy that disposes of actions.")
+    model: str = Field(default="rules", min_length=1, max_length=128)
+    schedule: str | None = Field(default=None, description="Cron expression (5 fields).")
+    subscribes: list[EventPattern] = Field(default_factory=list)
+    sense: list[Capability] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
+    lifecycle: Literal["active", "paused", "draft"] = Field(
+        default="active", description="The API's `status`: only active operators run."
+    )
+
+    @field_validator("capabilities", "sense")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for item in value:
+            if item in seen:
+                raise ValueError(f"'{item}' is listed twice")
+            seen.add(item)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        fields = value.split()
+        if len(fields) != 5:
+            raise ValueError(f"cron expression must have 5 fields, got {len(fields)}")
+        if not all(re.fullmatch(r"[0-9*/,\-A-Za-z?LW#]+", f) for f in fields):
+            raise ValueError(f"'{value}' is not a cron expression")
+        return value
+
+    @model_validator(mode="after")
+    def _rules_use_own_capabilities(self) -> OperatorSpec:
+        for i, rule in enumerate(self.rules):
+            for j, action in enumerate(rule.actions):
+                if action.capability not in self.capabilities:
+                    raise FieldError(
+                        ("rules", i, "actions", j, "capability"),
+                        f"'{action.capability}' is not in spec.capabilities",
+                    )
+        return self
+
+
+# --- Connector ----------------------------------------------------------------
+
+
+class StdioTransport(Strict):
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+
+class HttpTransport(Strict):
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+    headers: dict[str, str] = Field(default_factory=dict)
+    bearer_token_env: EnvName | None = Field(
+        default=None, description="Environment variable holding a bearer token; never the token."
+    )
+
+
+class Transport(Strict):
+    stdio: StdioTransport | None = None
+    http: HttpTransport | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Transport:
+        if (self.stdio is None) == (self.http is None):
+            raise ValueError("set exactly one of 'stdio' or 'http'")
+        return self
+
+
+class ConnectorSpec(Strict):
+    display_name: str | None = Field(default=None, max_length=200, description="The API's `name`.")
+    kind: Literal["saas", "hardware", "operator"] = "saas"
+    transport: Transport
+    capabilities: dict[Capability, Annotated[str, StringConstraints(min_length=1)]] = Field(
+        min_length=1, description="capability -> MCP tool name"
+    )
+
+
+# --- Policy -------------------------------------------------------------------
+
+
+class PolicySpec(Strict):
+    rego: str | None = Field(default=None, description="Inline Rego source.")
+    rego_file: str | None = Field(
+        default=None, description="Rego file, relative to the spec file; the CLI inlines it."
+    )
+    query: str | None = Field(
+        default=None,
+        pattern=r"^data(\.[A-Za-z_][A-Za-z0-9_]*)+$",
+        description="Query whose value is the decision object; defaults to <package>.decision.",
+    )
+    tests: list[str] = Field(
+        default_factory=list, description="Rego unit-test files, relative to the spec file."
+    )
+    test_rego: list[str] = Field(
+        default_factory=list, description="Inline Rego unit-test modules (what `tests` resolve to)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PolicySpec:
+        if (self.rego is None) == (self.rego_file is None):
+            raise ValueError("set exactly one of 'rego' or 'rego_file'")
+        return self
+
+    @property
+    def resolved(self) -> bool:
+        """True when every file reference has been inlined (what the server stores)."""
+        return self.rego_file is None and not self.tests
+
+
+# --- Webhook ------------------------------------------------------------------
+
+
+class WebhookSpec(Strict):
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s]+$")]
+    events: list[WebhookEvent] = Field(min_length=1)
+    description: str | None = Field(default=None, max_length=500)
+    secret_env: EnvName | None = Field(
+        default=None, description="Variable holding the signing secret; else one is generated."
+    )
+    enabled: bool = True
+
+
+# --- Documents ----------------------------------------------------------------
+
+
+class Document(Strict):
+    api_version: Literal["fibric.io/v1"] = Field(alias="apiVersion")
+    metadata: Metadata
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON-able data, defaults included, for storage and comparison."""
+        return self.spec.model_dump(mode="json")  # type: ignore[attr-defined]
+
+
+class Operator(Document):
+    kind: Literal["Operator"]
+    spec: OperatorSpec
+
+
+class Connector(Document):
+    kind: Literal["Connector"]
+    spec: ConnectorSpec
+
+
+class Policy(Document):
+    kind: Literal["Policy"]
+    spec: PolicySpec
+
+
+class Webhook(Document):
+    kind: Literal["Webhook"]
+    spec: WebhookSpec
+
+
+KINDS: dict[str, type[Document]] = {
+    "Operator": Operator,
+    "Connector": Connector,
+    "Policy": Policy,
+    "Webhook": Webhook,
+}
+SPEC_MODELS: dict[str, type[BaseModel]] = {
+    "Operator": OperatorSpec,
+    "Connector": ConnectorSpec,
+    "Policy": PolicySpec,
+    "Webhook": WebhookSpec,
+}
+# Names the CLI and API accept for each kind: `fibric get operators`, `/v1/policies`.
+KIND_ALIASES: dict[str, str] = {}
+for _kind in KINDS:
+    for _alias in (_kind.lower(), _kind.lower() + "s", _kind):
+        KIND_ALIASES[_alias] = _kind
+KIND_ALIASES["policies"] = "Policy"
+
+
+def kind_from_alias(alias: str) -> str:
+    """'operators' / 'operator' / 'Operator' -> 'Operator'; ValueError names the choices."""
+    try:
+        return KIND_ALIASES[alias]
+    except KeyError:
+        raise ValueError(
+            f"unknown kind '{alias}'; expected one of: operators, connectors, policies, webhooks"
+        ) from None
+
+
+def build(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> Document:
+    """A document from stored parts (validated, so stored state is always well-formed)."""
+    return KINDS[kind].model_validate(
+        {
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": spec,
+        }
+    )

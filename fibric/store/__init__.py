@@ -1,0 +1,16 @@
+"""Persistent state: desired state, tenants and keys (SQLite or PostgreSQL)."""
+
+from fibric.store.records import SCOPES, ApiKey, Principal, StoredObject, Tenant
+from fibric.store.state import KEY_PREFIX, ObjectTransaction, StateStore, open_store
+
+__all__ = [
+    "KEY_PREFIX",
+    "SCOPES",
+    "ApiKey",
+    "ObjectTransaction",
+    "Principal",
+    "StateStore",
+    "StoredObject",
+    "Tenant",
+    "open_store",
+]

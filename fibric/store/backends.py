@@ -1,0 +1,163 @@
+"""The two SQL backends: SQLite in the data dir (default) and PostgreSQL by URL.
+
+They differ only in how connections are made and how writers are serialized;
+all SQL lives in `sql.py`, written once with `?` placeholders.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from fibric import errors
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class Backend(Protocol):
+    """How to get a transaction on one kind of database."""
+
+    dialect: str
+
+    def transaction(self, *, write: bool, lock_key: str | None = None) -> Any:
+        """A context manager yielding a cursor inside one transaction.
+
+        Commits on success, rolls back on error. With `lock_key`, writers holding
+        the same key are serialized for the length of the transaction.
+        """
+
+    def close(self) -> None: ...
+
+
+class SQLiteBackend:
+    """SQLite in WAL mode, one connection per thread (sqlite3 connections are not shared)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=30.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self, *, write: bool, lock_key: str | None = None) -> Iterator[Cursor]:
+        conn = self._connection()
+        cur = conn.cursor()
+        try:
+            # BEGIN IMMEDIATE takes the database's write lock up front, which
+            # serializes writers (and so any lock_key) across processes too.
+            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield cur
+            cur.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            _rollback(conn)
+            raise errors.TemporaryError(f"state store unavailable: {e}") from e
+        except BaseException:
+            _rollback(conn)
+            raise
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+class PostgresBackend:
+    """PostgreSQL through a psycopg connection pool; writers of one key serialize on an advisory lock."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, max_size: int = 10) -> None:
+        import psycopg_pool
+
+        self.url = url
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False}
+        )
+        try:
+            self._pool.open(wait=True, timeout=10.0)
+        except psycopg_pool.PoolTimeout as e:
+            self._pool.close()
+            raise errors.TemporaryError(f"cannot connect to PostgreSQL at {_redact(url)}") from e
+
+    @contextmanager
+    def transaction(self, *, write: bool, lock_key: str | None = None) -> Iterator[Cursor]:
+        import psycopg
+
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                adapter = _QmarkCursor(cur)
+                if lock_key is not None:
+                    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
+                yield adapter
+        except psycopg.OperationalError as e:
+            raise errors.TemporaryError(f"state store unavailable: {e}") from e
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _QmarkCursor:
+    """Lets the shared SQL use `?` placeholders on psycopg, which wants `%s`."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(sql.replace("?", "%s"), params)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return list(self._cursor.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+
+def _redact(url: str) -> str:
+    """A URL safe to print: any password is replaced."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
