@@ -128,7 +128,7 @@ def parse_document(raw: Any, filename: str) -> Loaded:
         )
     source = Source(file=filename, line=raw.lc.line + 1, node=raw)
     kind = raw.get("kind")
-    if kind not in models.KINDS:
+    if not isinstance(kind, str) or kind not in models.KINDS:
         message = (
             "missing 'kind'" if kind is None
             else f"unknown kind '{kind}'; expected one of: {', '.join(models.KINDS)}"
@@ -146,7 +146,7 @@ def validate_data(data: Any, source_name: str = "body") -> models.Document:
     if not isinstance(data, dict):
         raise errors.SpecInvalid(errors.SpecProblem("expected an object", file=None))
     kind = data.get("kind")
-    if kind not in models.KINDS:
+    if not isinstance(kind, str) or kind not in models.KINDS:
         message = "missing 'kind'" if kind is None else f"unknown kind '{kind}'"
         raise errors.SpecInvalid(errors.SpecProblem(message, path="kind"))
     try:

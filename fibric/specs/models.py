@@ -7,6 +7,7 @@ ignored setting in production.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -59,7 +60,7 @@ class FieldError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
@@ -80,9 +81,22 @@ class Metadata(Strict):
 # --- Operator -----------------------------------------------------------------
 
 
+def _finite(value: Any, path: str = "args") -> Any:
+    """Reject NaN and infinities: they never equal themselves, so a re-apply would look like a change."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            _finite(item, f"{path}[{n}]")
+    return value
+
+
 class RuleAction(Strict):
     capability: Capability
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: Annotated[dict[str, Any], AfterValidator(_finite)] = Field(default_factory=dict)
     entity_key: str | None = Field(
         default=None, description="CEL template; defaults to the event's entity_key."
     )
@@ -232,7 +246,7 @@ class Document(Strict):
     api_version: Literal["fibric.io/v1"] = Field(alias="apiVersion")
     metadata: Metadata
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     @property
     def name(self) -> str:

@@ -343,7 +343,9 @@ class ObjectTransaction:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    # Key order is kept as declared (a connector's capability map reads as written);
+    # comparisons are on decoded dicts, so order never makes a spec look changed.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def _object(row: Any) -> records.StoredObject:

@@ -1,0 +1,74 @@
+"""/v1/connectors: the reference's connector routes, over Connector specs.
+
+Connectors are declared as specs (apply); the API lists, reads and deletes
+them. The reference's `name` is the spec's `display_name` (else the object's
+name), `capabilities` are the keys of the spec's capability map, and
+`status`, `tools` and `last_synced_at` are what the controller observed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from fibric import store
+from fibric.api import auth, context, objects, pagination, writes
+from fibric.api import errors as api_errors
+
+router = APIRouter(prefix="/v1/connectors", tags=["connectors"], responses=api_errors.RESPONSES)
+
+ConnectorKind = Literal["saas", "hardware", "operator"]
+Reader = Annotated[store.Principal, Depends(auth.require("connectors:read"))]
+Writer = Annotated[store.Principal, Depends(auth.require("connectors:write"))]
+
+
+def represent(obj: store.StoredObject, *, detail: bool = False) -> dict[str, Any]:
+    spec, status = obj.spec, obj.status
+    data: dict[str, Any] = {
+        "id": obj.id,
+        "object": "connector",
+        "name": spec.get("display_name") or obj.name,
+        "kind": spec.get("kind", "saas"),
+        "transport": "mcp",
+        "capabilities": list(spec.get("capabilities", {})),
+        "status": status.get("connection", "disconnected"),
+    }
+    if detail:
+        data["tools"] = list(status.get("tools", []))
+        data["last_synced_at"] = status.get("last_synced_at")
+    data.update(objects.common(obj))
+    return data
+
+
+@router.get("", summary="List connectors")
+def list_connectors(
+    ctx: context.Ctx,
+    principal: Reader,
+    page_params: pagination.Params,
+    capability: Annotated[
+        str | None, Query(description="Only connectors that fulfil this capability.")
+    ] = None,
+    kind: Annotated[ConnectorKind | None, Query(description="saas, hardware or operator.")] = None,
+) -> dict[str, Any]:
+    def keep(obj: store.StoredObject) -> bool:
+        if capability is not None and capability not in obj.spec.get("capabilities", {}):
+            return False
+        return kind is None or obj.spec.get("kind", "saas") == kind
+
+    filtered = capability is not None or kind is not None
+    page = pagination.paginate(
+        objects.fetcher(ctx, principal, ["Connector"]), page_params, keep=keep if filtered else None
+    )
+    return pagination.envelope(page, [represent(o) for o in page.items])
+
+
+@router.get("/{connector_id}", summary="Retrieve a connector")
+def retrieve_connector(ctx: context.Ctx, principal: Reader, connector_id: str) -> dict[str, Any]:
+    return represent(objects.get(ctx, principal, "Connector", connector_id), detail=True)
+
+
+@router.delete("/{connector_id}", summary="Delete a connector")
+def delete_connector(ctx: context.Ctx, principal: Writer, connector_id: str) -> dict[str, Any]:
+    change = writes.delete(ctx, principal, "Connector", connector_id)
+    return {"id": change.id, "object": "connector", "deleted": True}

@@ -1,0 +1,91 @@
+"""/v1/policies: list, read, create and delete Policy specs (docs/api.md).
+
+A policy's Rego travels inline through the API; the representation shows its
+query and the SHA-256 of its source, which receipts record as the policy
+version that decided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from fibric import specs, store
+from fibric.api import auth, context, objects, pagination, writes
+from fibric.api import errors as api_errors
+
+router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=api_errors.RESPONSES)
+
+Reader = Annotated[store.Principal, Depends(auth.require("policies:read"))]
+Writer = Annotated[store.Principal, Depends(auth.require("policies:write"))]
+
+_FIELDS = {"metadata.name": "name", "metadata.labels": "labels", "spec": ""}
+_PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)", re.M)
+
+
+class PolicyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Unique slug within the tenant.")
+    rego: str = Field(description="Rego source of the policy module.")
+    query: str | None = Field(
+        default=None, description="Query returning the decision; defaults to data.<package>.decision."
+    )
+    test_rego: list[str] | None = Field(default=None, description="Inline Rego unit-test modules.")
+    labels: dict[str, str] | None = None
+
+
+def default_query(rego: str) -> str | None:
+    """`data.<package>.decision`, the query used when a policy names none."""
+    match = _PACKAGE.search(rego)
+    return f"data.{match.group(1)}.decision" if match else None
+
+
+def represent(obj: store.StoredObject) -> dict[str, Any]:
+    rego = str(obj.spec.get("rego") or "")
+    return {
+        "id": obj.id,
+        "object": "policy",
+        "name": obj.name,
+        "query": obj.spec.get("query") or default_query(rego),
+        "sha256": hashlib.sha256(rego.encode()).hexdigest(),
+        **objects.common(obj),
+    }
+
+
+@router.get("", summary="List policies")
+def list_policies(ctx: context.Ctx, principal: Reader, page_params: pagination.Params) -> dict[str, Any]:
+    page = pagination.paginate(objects.fetcher(ctx, principal, ["Policy"]), page_params)
+    return pagination.envelope(page, [represent(o) for o in page.items])
+
+
+@router.post("", status_code=201, summary="Create a policy")
+def create_policy(ctx: context.Ctx, principal: Writer, body: PolicyCreate) -> dict[str, Any]:
+    spec: dict[str, Any] = {"rego": body.rego}
+    if body.query is not None:
+        spec["query"] = body.query
+    if body.test_rego is not None:
+        spec["test_rego"] = body.test_rego
+    data = {
+        "apiVersion": specs.API_VERSION,
+        "kind": "Policy",
+        "metadata": {"name": body.name, "labels": body.labels or {}},
+        "spec": spec,
+    }
+    _, obj = writes.create(ctx, principal, "Policy", data, _FIELDS)
+    return represent(obj)
+
+
+@router.get("/{policy_id}", summary="Retrieve a policy")
+def retrieve_policy(ctx: context.Ctx, principal: Reader, policy_id: str) -> dict[str, Any]:
+    return represent(objects.get(ctx, principal, "Policy", policy_id))
+
+
+@router.delete("/{policy_id}", summary="Delete a policy (409 while an operator is bound to it)")
+def delete_policy(ctx: context.Ctx, principal: Writer, policy_id: str) -> dict[str, Any]:
+    change = writes.delete(ctx, principal, "Policy", policy_id)
+    return {"id": change.id, "object": "policy", "deleted": True}

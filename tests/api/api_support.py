@@ -1,0 +1,91 @@
+"""Helpers the API tests share: spec documents, an apply call, and the error-shape check."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+with warnings.catch_warnings():
+    # Starlette asks for httpx2 instead of httpx; the client behaves the same.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+__all__ = ["Recorder", "TestClient"]
+
+MAX_BODY = 64 * 1024  # the test app's body limit
+
+
+class Recorder:
+    """Stands in for the controller: records notify calls and lifespan events."""
+
+    def __init__(self) -> None:
+        self.notified: list[tuple[str, str, str]] = []
+        self.events: list[str] = []
+
+    def notify(self, tenant_id: str, kind: str, name: str) -> None:
+        self.notified.append((tenant_id, kind, name))
+
+    async def start(self) -> None:
+        self.events.append("start")
+
+    async def stop(self) -> None:
+        self.events.append("stop")
+
+
+# --- spec documents ------------------------------------------------------------
+
+
+def doc(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "fibric.io/v1", "kind": kind,
+            "metadata": {"name": name, "labels": labels or {}}, "spec": spec}
+
+
+def policy_doc(name: str = "guard") -> dict[str, Any]:
+    package = name.replace("-", "_")
+    return doc("Policy", name, {
+        "rego": f"package fibric.{package}\n\ndefault decision := {{\"decision\": \"BLOCK\"}}\n",
+        "query": f"data.fibric.{package}.decision",
+    })
+
+
+def operator_doc(name: str = "ship-risk", policy: str = "guard", **spec: Any) -> dict[str, Any]:
+    return doc("Operator", name, {"capabilities": ["orders.hold"], "policy": policy, **spec})
+
+
+def connector_doc(
+    name: str = "magento", capabilities: tuple[str, ...] = ("orders.hold",), **spec: Any
+) -> dict[str, Any]:
+    return doc("Connector", name, {
+        "transport": {"stdio": {"command": "python", "args": ["-m", "orders_mcp"]}},
+        "capabilities": {c: c for c in capabilities},
+        **spec,
+    })
+
+
+def webhook_doc(name: str = "ops-channel", **spec: Any) -> dict[str, Any]:
+    return doc("Webhook", name, {"url": "https://acme.example/hooks", "events": ["plan.proposed"],
+                                 **spec})
+
+
+def apply(client: TestClient, documents: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
+    """POST /v1/apply, asserting success."""
+    response = client.post("/v1/apply", json={"documents": documents, **options})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def error_of(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The error object of a response, after checking the reference's full error shape."""
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code
+    assert error["docs"] == f"https://api.fibric.io/docs/errors#{code}"
+    assert error["request_id"].startswith("req_")
+    assert response.headers["Request-Id"] == error["request_id"]
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+def fields_of(error: dict[str, Any]) -> list[str]:
+    return [f["field"] for f in error.get("fields", [])]
