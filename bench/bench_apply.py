@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _servers  # noqa: E402
+import _servers
 
 HERE = Path(__file__).parent
 

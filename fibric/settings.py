@@ -7,6 +7,7 @@ components receive the part of `Settings` they need.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +41,54 @@ class ControllerSettings:
 
 
 @dataclass(frozen=True)
+class RateLimitSettings:
+    """Requests per minute per tenant and route class (the reference's defaults), and where counts live.
+
+    `overrides` maps a tenant id to its own ceilings, e.g. {"t_1": {"events": 1200}};
+    env FIBRIC_RATE_LIMIT_OVERRIDES="t_1:events=1200,reads=5000;t_2:writes=300".
+    Counters live in this process unless `redis_url` (FIBRIC_REDIS_URL) is set,
+    which replicas must share so a tenant's budget is one budget.
+    """
+
+    reads_per_minute: int = 1000
+    writes_per_minute: int = 120
+    events_per_minute: int = 600
+    overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    redis_url: str | None = None
+
+    def per_minute(self, tenant_id: str | None, route_class: str) -> int:
+        """The ceiling of one route class ("reads", "writes", "events") for a tenant."""
+        override = self.overrides.get(tenant_id, {}) if tenant_id else {}
+        if route_class in override:
+            return int(override[route_class])
+        return int(getattr(self, f"{route_class}_per_minute"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RateLimitSettings:
+        overrides: dict[str, dict[str, int]] = {}
+        for entry in filter(None, (e.strip() for e in env.get("FIBRIC_RATE_LIMIT_OVERRIDES", "").split(";"))):
+            tenant_id, _, ceilings = entry.partition(":")
+            for ceiling in filter(None, (c.strip() for c in ceilings.split(","))):
+                route_class, _, value = ceiling.partition("=")
+                if route_class.strip() not in ("reads", "writes", "events"):
+                    raise ValueError(f"FIBRIC_RATE_LIMIT_OVERRIDES: unknown route class in {ceiling!r}")
+                overrides.setdefault(tenant_id.strip(), {})[route_class.strip()] = int(value)
+        return cls(
+            reads_per_minute=int(env.get("FIBRIC_RATE_LIMIT_READS") or cls.reads_per_minute),
+            writes_per_minute=int(env.get("FIBRIC_RATE_LIMIT_WRITES") or cls.writes_per_minute),
+            events_per_minute=int(env.get("FIBRIC_RATE_LIMIT_EVENTS") or cls.events_per_minute),
+            overrides=overrides,
+            redis_url=env.get("FIBRIC_REDIS_URL") or None,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     controller: ControllerSettings = field(default_factory=ControllerSettings)
     reseller_id: str = "rs_fibric"
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -71,11 +115,12 @@ class Settings:
         )
         server = ServerSettings(
             host=str(host) if host else ServerSettings.host,
-            port=int(str(port)) if port else ServerSettings.port,
+            port=int(str(port)) if port not in (None, "") else ServerSettings.port,  # 0: any free port
         )
         controller = ControllerSettings(
             resync_seconds=float(str(resync)) if resync else ControllerSettings.resync_seconds,
             specs_dir=Path(str(specs_dir)) if specs_dir else None,
             watch=bool(watch),
         )
-        return cls(store=store, server=server, controller=controller)
+        return cls(store=store, server=server, controller=controller,
+                   rate_limits=RateLimitSettings.from_env(env))

@@ -160,10 +160,11 @@ def _write(
     kind, name = doc.kind, doc.name  # type: ignore[attr-defined]
     spec = doc.spec_dict()
     labels = dict(doc.metadata.labels)
+    # A webhook signs with its secret_env or, failing that, a secret we generate and
+    # show once: at creation, or when a webhook that had secret_env drops it.
+    needs_secret = kind == "Webhook" and not spec.get("secret_env")
     if existing is None:
-        secret = None
-        if kind == "Webhook" and not spec.get("secret_env"):
-            secret = SECRET_PREFIX + secrets.token_hex(24)
+        secret = SECRET_PREFIX + secrets.token_hex(24) if needs_secret else None
         if dry_run:
             return Change("created", kind, name, None, 1)
         obj = tx.insert(kind, name, spec, labels, apply_set=apply_set, secret=secret)
@@ -173,5 +174,6 @@ def _write(
     if dry_run:
         bumped = existing.generation + (1 if existing.spec != spec else 0)
         return Change("configured", kind, name, existing.id, bumped)
-    obj = tx.update(existing, spec, labels)
-    return Change("configured", kind, name, obj.id, obj.generation)
+    secret = SECRET_PREFIX + secrets.token_hex(24) if needs_secret and existing.secret is None else None
+    obj = tx.update(existing, spec, labels, secret=secret)
+    return Change("configured", kind, name, obj.id, obj.generation, signing_secret=secret)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,7 +58,11 @@ class SQLiteBackend:
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                _enable_wal(conn, timeout=30.0)
+            except sqlite3.OperationalError as e:
+                conn.close()
+                raise errors.TemporaryError(f"state store unavailable: {e}") from e
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
@@ -91,6 +96,23 @@ class SQLiteBackend:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL, waiting out other connections doing the same.
+
+    Processes opening a fresh database together race to convert it, and SQLite
+    answers the losers "database is locked" at once, without its busy handler.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

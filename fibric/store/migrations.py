@@ -50,6 +50,63 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX objects_tenant_kind_seq ON objects (tenant_id, kind, seq)",
         ],
     ),
+    (
+        2,
+        "events, execution plans, idempotency keys",
+        [
+            # One row per (tenant, idempotency_key): the unique constraint is the dedup.
+            """CREATE TABLE events (
+                seq {serial},
+                id TEXT NOT NULL UNIQUE,
+                reseller_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                type TEXT NOT NULL,
+                entity_key TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                occurred_at TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                data TEXT NOT NULL,
+                UNIQUE (tenant_id, idempotency_key)
+            )""",
+            "CREATE INDEX events_tenant_seq ON events (tenant_id, seq)",
+            """CREATE TABLE plans (
+                seq {serial},
+                id TEXT NOT NULL UNIQUE,
+                reseller_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                operator_id TEXT NOT NULL,
+                run_id TEXT,
+                event_id TEXT,
+                proposed_by TEXT NOT NULL,
+                status TEXT NOT NULL,
+                actions TEXT NOT NULL,
+                policy_id TEXT,
+                proposed_at TEXT NOT NULL,
+                approver TEXT,
+                approved_at TEXT,
+                executed_at TEXT,
+                results TEXT
+            )""",
+            "CREATE INDEX plans_tenant_seq ON plans (tenant_id, seq)",
+            "CREATE INDEX plans_tenant_status_seq ON plans (tenant_id, status, seq)",
+            "CREATE INDEX plans_tenant_operator_seq ON plans (tenant_id, operator_id, seq)",
+            """CREATE TABLE idempotency_keys (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                idempotency_key TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                attempt TEXT NOT NULL,
+                state TEXT NOT NULL,
+                response_status INTEGER,
+                response_headers TEXT,
+                response_body TEXT,
+                created_at TEXT NOT NULL,
+                locked_until TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, idempotency_key)
+            )""",
+            "CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)",
+        ],
+    ),
 ]
 
 SERIAL = {

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 # Scopes exactly as the reference names them, plus additive ones for routes it
-# does not define (connectors:write, policies:read, policies:write).
+# does not define (connectors:write, policies:read, policies:write, events:read).
 SCOPES = (
     "operators:read",
     "operators:write",
@@ -15,6 +15,7 @@ SCOPES = (
     "connectors:write",
     "policies:read",
     "policies:write",
+    "events:read",
     "events:write",
     "plans:read",
     "plans:approve",

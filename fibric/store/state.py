@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ _OBJECT_COLUMNS = (
     "seq, id, reseller_id, tenant_id, kind, name, spec, labels, generation, status, "
     "apply_set, secret, created_at, updated_at"
 )
+_MAX_SEQ = 2**63 - 1  # seq is a signed 64-bit integer on both backends
 
 
 def open_store(location: str | Path) -> StateStore:
@@ -37,15 +39,28 @@ def open_store(location: str | Path) -> StateStore:
         backend = backends.PostgresBackend(text)
     else:
         path = Path(text)
-        backend = backends.SQLiteBackend(path if path.suffix == ".db" else path / "state.db")
+        try:
+            backend = backends.SQLiteBackend(path if path.suffix == ".db" else path / "state.db")
+        except OSError as e:
+            raise errors.PermanentError(f"cannot use data dir {path}: {e.strerror or e}") from e
     store = StateStore(backend)
-    store.migrate()
+    try:
+        store.migrate()
+    except sqlite3.DatabaseError as e:  # e.g. a state.db that is not a SQLite database
+        store.close()
+        raise errors.PermanentError(f"cannot open state store {text}: {e}") from e
     return store
 
 
 def hash_secret(secret: str) -> str:
     # API keys carry 192 bits of randomness, so a fast hash is enough at rest.
-    return hashlib.sha256(secret.encode()).hexdigest()
+    # surrogatepass: a malformed key (a lone surrogate from undecodable bytes) is just unknown.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _names_nothing(ref: str) -> bool:
+    """True for a reference no row can hold: PostgreSQL text refuses NUL, so look nothing up."""
+    return "\x00" in ref
 
 
 def _now() -> str:
@@ -174,6 +189,8 @@ class StateStore:
         ]
 
     def revoke_api_key(self, key_id: str) -> None:
+        if _names_nothing(key_id):
+            raise errors.NotFound(f"no API key '{key_id}'")
         with self.backend.transaction(write=True) as cur:
             cur.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
@@ -207,6 +224,8 @@ class StateStore:
     @contextmanager
     def tenant_transaction(self, tenant_id: str) -> Iterator[ObjectTransaction]:
         """All-or-nothing writes for one tenant; concurrent writers of the tenant wait."""
+        if _names_nothing(tenant_id):
+            raise errors.NotFound(f"no tenant '{tenant_id}'")
         with self.backend.transaction(write=True, lock_key=f"fibric:tenant:{tenant_id}") as cur:
             cur.execute("SELECT reseller_id FROM tenants WHERE id = ?", (tenant_id,))
             row = cur.fetchone()
@@ -216,6 +235,8 @@ class StateStore:
 
     def get_object(self, tenant_id: str, kind: str, ref: str) -> records.StoredObject:
         """The object of `kind` whose id or name is `ref`, in this tenant only."""
+        if _names_nothing(ref):
+            raise errors.NotFound(f"No such {kind.lower()}: '{ref}'")
         column = "id" if "_" in ref else "name"  # names are slugs, ids always carry a '_'
         with self.backend.transaction(write=False) as cur:
             cur.execute(
@@ -240,7 +261,7 @@ class StateStore:
         params: list[Any] = [tenant_id, kind]
         if before_seq is not None:
             sql += " AND seq < ?"
-            params.append(before_seq)
+            params.append(min(max(before_seq, 0), _MAX_SEQ))  # out of range would overflow SQLite
         sql += " ORDER BY seq DESC"
         if limit is not None:
             sql += " LIMIT ?"
@@ -288,6 +309,8 @@ class ObjectTransaction:
         return [_object(r) for r in self._cur.fetchall()]
 
     def get(self, kind: str, ref: str) -> records.StoredObject | None:
+        if _names_nothing(ref):
+            return None
         column = "id" if "_" in ref else "name"
         self._cur.execute(
             f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant_id = ? AND kind = ? AND {column} = ?",
@@ -318,14 +341,23 @@ class ObjectTransaction:
         return self._reread(kind, name)
 
     def update(
-        self, obj: records.StoredObject, spec: dict[str, Any], labels: dict[str, str]
+        self,
+        obj: records.StoredObject,
+        spec: dict[str, Any],
+        labels: dict[str, str],
+        *,
+        secret: str | None = None,
     ) -> records.StoredObject:
-        """Write a new spec and labels; the generation moves only when the spec changed."""
+        """Write a new spec and labels; the generation moves only when the spec changed.
+
+        A `secret` replaces the stored one; without it the stored secret is kept.
+        """
         generation = obj.generation + (1 if spec != obj.spec else 0)
         self._cur.execute(
-            "UPDATE objects SET spec = ?, labels = ?, generation = ?, updated_at = ?"
-            " WHERE tenant_id = ? AND kind = ? AND id = ?",
-            (_dumps(spec), _dumps(labels), generation, _now(), self.tenant_id, obj.kind, obj.id),
+            "UPDATE objects SET spec = ?, labels = ?, generation = ?, updated_at = ?,"
+            " secret = COALESCE(?, secret) WHERE tenant_id = ? AND kind = ? AND id = ?",
+            (_dumps(spec), _dumps(labels), generation, _now(), secret, self.tenant_id, obj.kind,
+             obj.id),
         )
         return self._reread(obj.kind, obj.id)
 

@@ -18,8 +18,8 @@ def test_list_has_the_reference_shape(client: TestClient) -> None:
     assert connector["name"] == "Magento Orders"
     assert connector["kind"] == "saas"
     assert connector["transport"] == "mcp"
-    # The store keeps the capability map with sorted keys, so the order is alphabetical.
-    assert connector["capabilities"] == ["orders.hold", "orders.notify", "orders.read"]
+    # Capabilities read in the order the spec declares them, as in the reference.
+    assert connector["capabilities"] == ["orders.read", "orders.hold", "orders.notify"]
     # Before the controller has connected it, a connector is reported disconnected.
     assert connector["status"] == "disconnected"
 

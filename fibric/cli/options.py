@@ -1,0 +1,78 @@
+"""What several commands share: the API session from FIBRIC_URL / FIBRIC_KEY, and kind names.
+
+The client is built lazily, so offline commands (validate, schema, admin,
+serve) never need a key, and a missing key is reported only by a command
+that talks to the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from fibric import client, specs
+from fibric.cli import edge
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+@dataclass
+class Session:
+    """The API a command talks to; the key is kept out of repr and messages."""
+
+    url: str
+    key: str | None = field(repr=False)
+    timeout: float = 30.0
+    _client: client.Client | None = field(default=None, repr=False)
+
+    def client(self) -> client.Client:
+        if self._client is None:
+            if not self.key:
+                raise edge.BadInput("no API key: set FIBRIC_KEY (or pass --key)")
+            self._client = client.Client(self.url, self.key, timeout=self.timeout)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def session(ctx: click.Context) -> Session:
+    found = ctx.find_object(Session)
+    if found is None:  # a command invoked without the root group (library use)
+        found = Session(DEFAULT_URL, None)
+        ctx.obj = found
+    return found
+
+
+class KindParam(click.ParamType):
+    """operators / operator / Operator -> 'Operator'."""
+
+    name = "kind"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value in specs.KINDS:
+            return str(value)
+        try:
+            return specs.kind_from_alias(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "KIND"
+
+
+KIND = KindParam()
+
+files_option = click.option(
+    "-f", "--filename", "paths", multiple=True, required=True,
+    type=click.Path(exists=False, dir_okay=True, file_okay=True),
+    help="Spec file or folder (every *.yaml / *.yml under it); repeatable.",
+)
+apply_set_option = click.option(
+    "--apply-set", default="default", show_default=True,
+    help="Name of the set of objects these files own; --prune deletes set members missing from them.",
+)

@@ -1,0 +1,156 @@
+"""`fibric serve`: the API and the controller in one process, on one event loop.
+
+uvicorn's `Server.serve()` runs inside our own `asyncio.run`, so the folder
+watcher (`--specs DIR --watch`) runs beside it as a task; the controller
+runs in the app's lifespan. SIGTERM and SIGINT shut down gracefully:
+uvicorn stops taking requests and drains, the lifespan stops the
+controller, the watcher stops, and the store is closed; the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+import uvicorn
+
+from fibric import errors, settings, store
+from fibric.api import app as api_app
+from fibric.cli import edge
+from fibric.controller import apply, bootstrap, loop, watch
+
+log = logging.getLogger("fibric.serve")
+WATCH_STOP_TIMEOUT = 5.0
+
+
+@click.command("serve")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Data directory of the SQLite store [env FIBRIC_DATA_DIR; default ./.fibric].")
+@click.option("--host", default=None, help="Address to listen on [env FIBRIC_HOST; default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on (0: any free port) "
+              "[env FIBRIC_PORT; default 8080].")
+@click.option("--store", "store_url", default=None,
+              help="PostgreSQL URL of the state store, instead of SQLite [env FIBRIC_STORE].")
+@click.option("--specs", "specs_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Apply this specs folder at start (pruning what left it) [env FIBRIC_SPECS].")
+@click.option("--watch", is_flag=True, help="With --specs: re-apply the folder whenever a file changes.")
+@click.option("--tenant", "tenant_name", default="default", show_default=True,
+              help="Tenant that owns the --specs folder.")
+def serve(data_dir: str | None, host: str | None, port: int | None, store_url: str | None,
+          specs_dir: str | None, watch: bool, tenant_name: str) -> None:
+    """Run the API server and the controller.
+
+    On the first start it creates the `default` tenant and prints its first
+    API key (all scopes) once, on stderr.
+    """
+    config = settings.Settings.from_env(
+        data_dir=data_dir, store_url=store_url, host=host, port=port, specs_dir=specs_dir, watch=watch,
+    )
+    if config.controller.watch and config.controller.specs_dir is None:
+        raise click.UsageError("--watch needs --specs DIR")
+    _configure_logging()
+    state = edge.open_store(config.store.location)
+    try:
+        _bootstrap(state, config)
+        controller = loop.Controller(state, config.controller)
+        tenant_id = None
+        if config.controller.specs_dir is not None:
+            tenant_id = state.get_tenant(tenant_name).id
+            _apply_at_start(state, controller, tenant_id, config)
+        server = uvicorn.Server(uvicorn.Config(
+            api_app.create_app(config, state, controller),
+            host=config.server.host, port=config.server.port, lifespan="on",
+            timeout_graceful_shutdown=10,
+        ))
+        _exit_gracefully_on_signals(server)
+        asyncio.run(_run(server, state, controller, tenant_id, config))
+    finally:
+        state.close()
+
+
+def _bootstrap(state: store.StateStore, config: settings.Settings) -> None:
+    created = bootstrap.bootstrap(state, config.reseller_id)
+    if created is None:
+        return
+    tenant, secret = created
+    rule = "=" * 72
+    click.echo(
+        f"{rule}\nFirst start: created tenant '{tenant.name}' and its first API key (all scopes).\n"
+        f"It is shown only this once; store it now:\n\n    FIBRIC_KEY={secret}\n{rule}",
+        err=True,
+    )
+
+
+def _apply_at_start(
+    state: store.StateStore, controller: loop.Controller, tenant_id: str, config: settings.Settings
+) -> None:
+    folder = config.controller.specs_dir
+    try:
+        result = watch.apply_folder(state, tenant_id, str(folder), config.controller.apply_set)
+    except errors.SpecInvalid as e:
+        raise edge.SpecFailure(e.problems, f"specs in {folder} are invalid; not serving") from e
+    for change in result.changes:
+        click.echo(f"{change.kind.lower()}/{change.name} {change.action}", err=True)
+        if change.signing_secret:
+            click.echo(f"webhook/{change.name} signing secret (shown once): {change.signing_secret}",
+                       err=True)
+    edge.warn(result.warnings)
+    _notify(controller, tenant_id, result)
+
+
+def _notify(controller: loop.Controller, tenant_id: str, result: apply.ApplyResult) -> None:
+    for change in result.changes:
+        if change.action != "unchanged":
+            controller.notify(tenant_id, change.kind, change.name)
+
+
+async def _run(
+    server: uvicorn.Server,
+    state: store.StateStore,
+    controller: loop.Controller,
+    tenant_id: str | None,
+    config: settings.Settings,
+) -> None:
+    stop = asyncio.Event()
+    watcher: asyncio.Task[None] | None = None
+    folder: Path | None = config.controller.specs_dir
+    if config.controller.watch and folder is not None and tenant_id is not None:
+        watcher = asyncio.create_task(watch.watch_folder(
+            state, tenant_id, folder, config.controller.apply_set,
+            lambda result: _notify(controller, tenant_id, result), stop,
+        ), name="fibric-watch")
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        if watcher is not None:
+            done, _ = await asyncio.wait([watcher], timeout=WATCH_STOP_TIMEOUT)
+            if not done:
+                watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+
+
+def _exit_gracefully_on_signals(server: uvicorn.Server) -> None:
+    """SIGTERM/SIGINT ask the server to stop, before and after uvicorn's own handlers run.
+
+    uvicorn handles both while serving and re-raises them once it has shut
+    down; with these handlers in place that re-raise is harmless, so a
+    graceful stop exits 0 instead of dying by the signal.
+    """
+
+    def handle(sig: int, frame: FrameType | None) -> Any:
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")

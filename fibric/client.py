@@ -1,0 +1,293 @@
+"""A typed client of the v1 REST API: what the CLI (and any Python script) talks through.
+
+It speaks the wire contract (the reference plus docs/api.md) and nothing
+else; it never imports the server. Three behaviours a caller relies on:
+
+- Every error body becomes an `ApiError` carrying the reference's code,
+  message and request id (and `fields` for spec problems); a server that
+  cannot be reached is `Unreachable`, naming the URL.
+- Requests are retried with backoff when retrying cannot do harm: a 429
+  (after its Retry-After), a refused connection, and for idempotent requests
+  a 5xx or a dropped response. Every POST carries an `Idempotency-Key` that
+  stays the same across its retries, so a retried create is replayed, not
+  repeated.
+- The API key is sent and never shown: not in `repr`, not in any error.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from fibric import errors
+
+# Path segment of each kind: "Policy" -> /v1/policies. Aliases are accepted too.
+RESOURCES = {"Operator": "operators", "Connector": "connectors", "Policy": "policies",
+             "Webhook": "webhooks"}
+_ALIASES = {alias: kind for kind, resource in RESOURCES.items()
+            for alias in (kind, kind.lower(), resource)}
+PAGE_SIZE = 100
+MAX_RETRY_AFTER = 60.0  # a longer Retry-After fails now rather than hanging a CLI for minutes
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+class ApiError(errors.FibricError):
+    """The server answered with the reference's error body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request_id: str | None = None,
+        fields: list[dict[str, str]] | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.fields = list(fields or [])
+        where = f" (request {request_id})" if request_id else ""
+        super().__init__(f"{message} [{status} {code}]{where}")
+
+
+class Unreachable(errors.TemporaryError):
+    """No answer from the server at all: not running, wrong URL, or the network."""
+
+
+def resource_of(kind: str) -> str:
+    """'Operator', 'operator' or 'operators' -> 'operators'."""
+    try:
+        return RESOURCES[_ALIASES[kind]]
+    except KeyError:
+        raise ValueError(
+            f"unknown kind '{kind}'; expected one of: {', '.join(RESOURCES.values())}"
+        ) from None
+
+
+class Client:
+    """The v1 API at `url`, authenticated with `key`; use as a context manager or call close()."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retries = max(0, retries)
+        self._backoff = backoff
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"  # never the key
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- desired state ------------------------------------------------------
+
+    def apply(
+        self,
+        documents: list[dict[str, Any]],
+        apply_set: str | None = None,
+        prune: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """POST /v1/apply: the apply_result (changes, warnings)."""
+        body: dict[str, Any] = {"documents": documents, "prune": prune, "dry_run": dry_run}
+        if apply_set is not None:
+            body["apply_set"] = apply_set
+        return self.request("POST", "/v1/apply", json=body)
+
+    def specs(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every live spec document (all pages), newest first; `kind` as 'Operator' or an alias."""
+        params = {"kind": _ALIASES.get(kind, kind)} if kind else {}
+        return list(self.paginate("/v1/specs", params))
+
+    def delete(self, kind: str, ref: str) -> dict[str, Any]:
+        """DELETE one object by id or name."""
+        return self.request("DELETE", f"/v1/{resource_of(kind)}/{_segment(ref)}")
+
+    # --- reference objects --------------------------------------------------
+
+    def list_operators(self, status: str | None = None) -> list[dict[str, Any]]:
+        return list(self.paginate("/v1/operators", {"status": status} if status else {}))
+
+    def get_operator(self, ref: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/operators/{_segment(ref)}")
+
+    def create_operator(
+        self, name: str, capabilities: list[str], policy_id: str, **optional: Any
+    ) -> dict[str, Any]:
+        """POST /v1/operators; `optional` takes model, schedule, subscribes, sense, rules, status, labels."""
+        body = {"name": name, "capabilities": capabilities, "policy_id": policy_id, **optional}
+        return self.request("POST", "/v1/operators", json=body)
+
+    def list_connectors(
+        self, capability: str | None = None, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("capability", capability), ("kind", kind)) if v}
+        return list(self.paginate("/v1/connectors", params))
+
+    def get_connector(self, ref: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/connectors/{_segment(ref)}")
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        return list(self.paginate("/v1/webhooks"))
+
+    def get_webhook(self, ref: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/webhooks/{_segment(ref)}")
+
+    def create_webhook(
+        self, url: str, events: list[str], description: str | None = None, **optional: Any
+    ) -> dict[str, Any]:
+        """POST /v1/webhooks; the response's signing_secret is shown this once."""
+        body: dict[str, Any] = {"url": url, "events": events, **optional}
+        if description is not None:
+            body["description"] = description
+        return self.request("POST", "/v1/webhooks", json=body)
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        return list(self.paginate("/v1/policies"))
+
+    def get_policy(self, ref: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/policies/{_segment(ref)}")
+
+    def get_object(self, kind: str, ref: str) -> dict[str, Any]:
+        """One API object of any desired-state kind, by id or name."""
+        return self.request("GET", f"/v1/{resource_of(kind)}/{_segment(ref)}")
+
+    def list_objects(self, kind: str) -> list[dict[str, Any]]:
+        """Every API object of one desired-state kind (all pages)."""
+        return list(self.paginate(f"/v1/{resource_of(kind)}"))
+
+    # --- plumbing -----------------------------------------------------------
+
+    def paginate(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Items of a list route, page after page, following next_cursor until it is null."""
+        query = {**(params or {}), "limit": PAGE_SIZE}
+        while True:
+            page = self.request("GET", path, params=query)
+            yield from page.get("data", [])
+            cursor = page.get("next_cursor")
+            if not page.get("has_more") or not cursor:
+                return
+            query["cursor"] = cursor
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """One call, retried where that is safe; the decoded JSON body, or ApiError / Unreachable."""
+        headers = {}
+        if method == "POST":
+            headers["Idempotency-Key"] = idempotency_key or f"fibric-cli-{uuid.uuid4().hex}"
+        idempotent = method in _IDEMPOTENT or "Idempotency-Key" in headers
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, json=json, params=params, headers=headers)
+            except httpx.TransportError as e:
+                # A refused connection never reached the server; other failures may have.
+                safe = idempotent or isinstance(e, httpx.ConnectError)
+                if safe and attempt < self.retries:
+                    self._sleep(self._delay(attempt))
+                    attempt += 1
+                    continue
+                raise Unreachable(f"cannot reach the Fibric API at {self.url}: {_describe(e)}") from e
+            retry_after = _retry_after(response)
+            retryable = response.status_code == 429 or (response.status_code >= 500 and idempotent)
+            patient = retry_after is None or retry_after <= MAX_RETRY_AFTER
+            if retryable and patient and attempt < self.retries:
+                self._sleep(retry_after if retry_after is not None else self._delay(attempt))
+                attempt += 1
+                continue
+            return _decode(response)
+
+    def _delay(self, attempt: int) -> float:
+        # Exponential with full jitter, so many clients retrying do not stampede together.
+        return random.uniform(0, self._backoff * 2**attempt)
+
+
+def _decode(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_success and isinstance(body, dict):
+        return body
+    if response.is_success:
+        raise ApiError(response.status_code, "invalid_response",
+                       f"expected a JSON object from {response.request.url.path}")
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):  # not our server (a proxy page, say)
+        text = " ".join(response.text.split())[:200] or response.reason_phrase
+        raise ApiError(response.status_code, f"http_{response.status_code}", text,
+                       response.headers.get("Request-Id"))
+    fields = error.get("fields")
+    raise ApiError(
+        response.status_code,
+        str(error.get("code", f"http_{response.status_code}")),
+        str(error.get("message", response.reason_phrase)),
+        error.get("request_id") or response.headers.get("Request-Id"),
+        [f for f in fields if isinstance(f, dict)] if isinstance(fields, list) else None,
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date); None if absent or unreadable."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _segment(ref: str) -> str:
+    """A path segment; refs with '/' or '?' would address another route, so they are escaped."""
+    return quote(ref, safe="")
+
+
+def _describe(error: httpx.TransportError) -> str:
+    if isinstance(error, httpx.ConnectError):
+        return f"connection failed ({error})" if str(error) else "connection failed"
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out"
+    return str(error) or type(error).__name__

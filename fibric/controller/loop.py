@@ -1,0 +1,291 @@
+"""The reconcile loop: a work queue of object keys, workers, backoff and a periodic resync.
+
+Writes tell the controller what changed (`notify`, from any thread); a
+periodic resync enqueues everything anyway, so objects written by another
+replica, another process or a lost notification converge within
+`resync_seconds`. Keys are (tenant, kind, name) and are deduplicated while
+queued; one key is never reconciled by two workers at once, so a late,
+stale reconcile cannot overwrite a newer one.
+
+This module owns every retry decision (controller-runtime's rule): a
+reconcile that raises is logged, its object is marked `Ready` False with
+reason ReconcileError, and the key is retried with capped exponential
+backoff (a `TemporaryError` may ask for its own delay; a `PermanentError`
+waits for the next change or resync). One failing object never holds up
+the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from fibric import errors, settings, store, timefmt
+from fibric.controller import conditions, reconcile
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]  # (tenant_id, kind, name)
+ALL = "*"  # a key's name meaning "every object of this kind in the tenant" (never a valid name)
+# Operators' conditions depend on these kinds, so a change to one re-reconciles the tenant's operators.
+OPERATOR_INPUTS = frozenset({"Policy", "Connector"})
+BASE_BACKOFF_SECONDS = 0.5
+MAX_MESSAGE = 1000
+
+
+class _KeyLock:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class Controller:
+    """Runs reconciles on the event loop's thread pool, started and stopped by the app's lifespan."""
+
+    def __init__(
+        self,
+        state: store.StateStore,
+        settings: settings.ControllerSettings,
+        *,
+        reconcilers: Mapping[str, reconcile.Reconciler] | None = None,
+        workers: int = 1,
+        base_backoff_seconds: float = BASE_BACKOFF_SECONDS,
+        stop_timeout_seconds: float = 10.0,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a controller needs at least one worker")
+        self.state = state
+        self.settings = settings
+        self.reconcilers = reconcile.RECONCILERS if reconcilers is None else reconcilers
+        self.workers = workers
+        self.base_backoff_seconds = base_backoff_seconds
+        self.stop_timeout_seconds = stop_timeout_seconds
+        # notify() runs on arbitrary threads; these three fields are shared with it.
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._buffer: list[Key] = []
+        self._stopped = False
+        # Everything below is touched only on the event loop's thread.
+        self._queue: asyncio.Queue[Key] | None = None
+        self._queued: set[Key] = set()
+        self._key_locks: dict[Key, _KeyLock] = {}
+        self._failures: dict[Key, int] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # --- public ---------------------------------------------------------------
+
+    def notify(self, tenant_id: str, kind: str, name: str) -> None:
+        """Ask for (tenant, kind, name) to be reconciled soon. Thread-safe, never blocks.
+
+        Before `start` the key is buffered; after `stop` it is ignored.
+        """
+        key = (tenant_id, kind, name)
+        with self._lock:
+            if self._stopped:
+                return
+            if self._loop is None:
+                self._buffer.append(key)
+                return
+            loop = self._loop
+        with contextlib.suppress(RuntimeError):  # the loop closed under us: nothing left to do
+            loop.call_soon_threadsafe(self._notified, key)
+
+    async def start(self) -> None:
+        """Spawn the workers and the periodic resync (which begins with a full pass)."""
+        if self._closing:
+            raise RuntimeError("a stopped controller cannot be started again; make a new one")
+        if self._tasks:
+            return
+        self._queue = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._work(), name=f"fibric-reconcile-{n}")
+                       for n in range(self.workers)]
+        self._tasks.append(asyncio.create_task(self._resync(), name="fibric-resync"))
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            buffered, self._buffer = self._buffer, []
+        for key in buffered:
+            self._notified(key)
+
+    async def stop(self) -> None:
+        """Stop taking work, let in-flight reconciles finish (bounded), then cancel the rest."""
+        with self._lock:
+            self._stopped = True
+            self._loop = None
+        self._closing = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in self._tasks:
+            if task not in self._busy:
+                task.cancel()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self.stop_timeout_seconds)
+            for task in pending:
+                log.warning("reconcile still running after %.0fs at shutdown; cancelling",
+                            self.stop_timeout_seconds)
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def reconcile_all(self) -> None:
+        """One full pass over every object of every tenant, awaited (start-up and tests)."""
+        objects = await asyncio.to_thread(self.state.all_objects)
+        for obj in objects:
+            await self._process((obj.tenant_id, obj.kind, obj.name))
+
+    # --- queue ------------------------------------------------------------------
+
+    def _notified(self, key: Key) -> None:
+        self._add(key)
+        tenant_id, kind, _ = key
+        if kind in OPERATOR_INPUTS:
+            self._add((tenant_id, "Operator", ALL))
+
+    def _add(self, key: Key) -> None:
+        if self._closing or self._queue is None or key in self._queued:
+            return
+        self._queued.add(key)
+        self._queue.put_nowait(key)
+
+    def _add_later(self, key: Key, delay: float) -> None:
+        if self._closing or self._queue is None:  # not running: nobody would take it
+            return
+        previous = self._timers.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self._add(key)
+
+    async def _work(self) -> None:
+        queue = self._queue
+        task = asyncio.current_task()
+        if queue is None or task is None:
+            return
+        while not self._closing:
+            key = await queue.get()
+            self._queued.discard(key)
+            self._busy.add(task)
+            try:
+                await self._process(key)
+            except Exception:  # a bug in the loop itself: keep the worker alive
+                log.exception("reconcile loop error on %s", key)
+            finally:
+                self._busy.discard(task)
+
+    async def _resync(self) -> None:
+        while not self._closing:
+            try:
+                objects = await asyncio.to_thread(self.state.all_objects)
+            except Exception:
+                log.exception("resync could not list objects; trying again next period")
+            else:
+                for obj in objects:
+                    self._add((obj.tenant_id, obj.kind, obj.name))
+            await asyncio.sleep(self.settings.resync_seconds)
+
+    # --- one key ------------------------------------------------------------------
+
+    async def _process(self, key: Key) -> None:
+        """Reconcile one key and decide what happens next: done, requeue, or retry with backoff."""
+        async with self._exclusive(key):
+            try:
+                if key[2] == ALL:
+                    await self._fan_out(key)
+                    result = reconcile.Result()
+                else:
+                    result = await asyncio.to_thread(self._reconcile, key, timefmt.now())
+            except Exception as e:
+                self._failed(key, e)
+                return
+        self._failures.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if result.requeue_after is not None:
+            self._add_later(key, max(0.0, result.requeue_after))
+
+    async def _fan_out(self, key: Key) -> None:
+        tenant_id, kind, _ = key
+        objects = await asyncio.to_thread(self.state.list_objects, tenant_id, kind)
+        for obj in objects:
+            self._add((tenant_id, kind, obj.name))
+
+    def _reconcile(self, key: Key, now: datetime) -> reconcile.Result:
+        """Runs in a worker thread: read the object fresh and reconcile it; record a failure on it."""
+        tenant_id, kind, name = key
+        reconciler = self.reconcilers.get(kind)
+        if reconciler is None:
+            log.warning("no reconciler for kind %s; skipping '%s'", kind, name)
+            return reconcile.Result()
+        try:
+            obj = self.state.get_object(tenant_id, kind, name)
+        except errors.NotFound:
+            return reconcile.Result()  # deleted: nothing left to observe
+        try:
+            return reconciler(self.state, obj, now)
+        except Exception as e:
+            # Recorded while this key is still held, so it cannot overwrite a newer success.
+            self._mark_failed(key, (str(e) or type(e).__name__)[:MAX_MESSAGE], now)
+            raise
+
+    def _failed(self, key: Key, error: Exception) -> None:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        cap = self.settings.max_backoff_seconds
+        delay: float | None
+        if isinstance(error, errors.PermanentError):
+            delay = None  # retrying unchanged will not help; a change or the resync will
+        elif isinstance(error, errors.TemporaryError):
+            delay = min(cap, max(error.delay, 0.0))
+        else:
+            delay = min(cap, self.base_backoff_seconds * 2 ** min(failures - 1, 32))
+        log.error(
+            "reconcile of %s '%s' (tenant %s) failed (attempt %d)%s: %s",
+            key[1], key[2], key[0], failures,
+            f"; retrying in {delay:.1f}s" if delay is not None else "",
+            error, exc_info=not isinstance(error, errors.FibricError),
+        )
+        if delay is not None:
+            self._add_later(key, delay)
+
+    def _mark_failed(self, key: Key, message: str, now: datetime) -> None:
+        try:
+            obj = self.state.get_object(*key)
+            conds = conditions.set_condition(
+                conditions.of(obj.status), conditions.READY, conditions.FALSE, "ReconcileError",
+                message, now,
+            )
+            status = {**obj.status, "conditions": conds}
+            if status != obj.status:
+                self.state.set_status(obj, status)
+        except errors.NotFound:
+            pass
+        except Exception:
+            log.exception("could not record the reconcile error of %s '%s'", key[1], key[2])
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, key: Key) -> AsyncIterator[None]:
+        """One reconcile per key at a time, whether from a worker or reconcile_all."""
+        entry = self._key_locks.get(key)
+        if entry is None:
+            entry = self._key_locks[key] = _KeyLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._key_locks[key]

@@ -1,0 +1,139 @@
+"""Serve a specs folder: apply it, and re-apply it whenever a file in it changes.
+
+`fibric serve --specs DIR [--watch]` makes a folder the desired state of one
+tenant, exactly like `fibric apply --prune DIR` run on every save. The apply
+is all or nothing, so a bad edit (invalid YAML, a dangling policy) is logged
+with its file:line errors and the last good state stays live until the
+folder is fixed.
+
+Policies usually name Rego files outside the specs folder
+(`rego_file: ../policies/x.rego`); those files are watched too, so editing a
+policy reloads it like editing a spec does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+
+from fibric import errors, specs, store
+from fibric.controller import apply
+
+log = logging.getLogger(__name__)
+
+
+def apply_folder(
+    state: store.StateStore, tenant_id: str, folder: str | Path, apply_set: str
+) -> apply.ApplyResult:
+    """Apply every spec under `folder` as `apply_set`, pruning what left it; all or nothing."""
+    loaded = _resolve_all(specs.load_paths([folder]))
+    return apply.apply(state, tenant_id, loaded, apply_set=apply_set, prune=True)
+
+
+async def watch_folder(
+    state: store.StateStore,
+    tenant_id: str,
+    folder: str | Path,
+    apply_set: str,
+    on_applied: Callable[[apply.ApplyResult], Any],
+    stop_event: asyncio.Event,
+    *,
+    debounce_ms: int = 1600,
+) -> None:
+    """Re-apply `folder` after every change until `stop_event` is set.
+
+    The caller applies the folder once at start-up (and reports a bad folder
+    loudly); this only follows changes. `on_applied` runs after each apply
+    that succeeded, on the event loop.
+    """
+    folder = Path(folder).resolve()
+    while not stop_event.is_set():
+        referenced = await asyncio.to_thread(_referenced_files, folder)
+        roots = sorted({folder, *(p.parent for p in referenced)})
+        roots = [r for r in roots if not any(r != o and r.is_relative_to(o) for o in roots)]
+
+        def relevant(change: watchfiles.Change, path: str, referenced: set[Path] = referenced) -> bool:
+            target = Path(path)
+            in_folder = target.is_relative_to(folder) and target.suffix in specs.loader.YAML_SUFFIXES
+            return in_folder or target in referenced
+
+        watcher = watchfiles.awatch(
+            *roots, watch_filter=relevant, stop_event=stop_event, debounce=debounce_ms
+        )
+        async with contextlib.aclosing(watcher):
+            async for _changes in watcher:
+                if not await _apply_once(state, tenant_id, folder, apply_set, on_applied):
+                    continue
+                if await asyncio.to_thread(_referenced_files, folder) != referenced:
+                    break  # policies now name other Rego files: watch those instead
+
+
+async def _apply_once(
+    state: store.StateStore,
+    tenant_id: str,
+    folder: Path,
+    apply_set: str,
+    on_applied: Callable[[apply.ApplyResult], Any],
+) -> bool:
+    try:
+        result = await asyncio.to_thread(apply_folder, state, tenant_id, folder, apply_set)
+    except errors.SpecInvalid as e:
+        log.error("specs in %s not applied; the last good state stays live:\n%s", folder, e)
+        return False
+    except errors.FibricError as e:
+        log.error("specs in %s not applied (%s); the last good state stays live: %s",
+                  folder, type(e).__name__, e)
+        return False
+    except Exception:  # keep watching whatever went wrong; the next save tries again
+        log.exception("specs in %s not applied; the last good state stays live", folder)
+        return False
+    _log_changes(folder, result)
+    try:
+        on_applied(result)
+    except Exception:
+        log.exception("after applying %s", folder)
+    return True
+
+
+def _resolve_all(loaded: list[specs.Loaded]) -> list[specs.Loaded]:
+    """Inline every policy's files, reporting every unreadable file at once."""
+    resolved: list[specs.Loaded] = []
+    problems: list[errors.SpecProblem] = []
+    for item in loaded:
+        try:
+            resolved.append(specs.resolve(item))
+        except errors.SpecInvalid as e:
+            problems.extend(e.problems)
+    if problems:
+        raise errors.SpecInvalid(problems)
+    return resolved
+
+
+def _referenced_files(folder: Path) -> set[Path]:
+    """Files outside the YAML that policies under `folder` point at (best effort)."""
+    try:
+        loaded = specs.load_paths([folder])
+    except errors.FibricError:
+        return set()
+    files: set[Path] = set()
+    for item in loaded:
+        doc = item.document
+        if isinstance(doc, specs.Policy):
+            base = Path(item.source.file).parent
+            names = ([doc.spec.rego_file] if doc.spec.rego_file else []) + list(doc.spec.tests)
+            files.update((base / name).resolve() for name in names)
+    return {f for f in files if f.parent.is_dir()}
+
+
+def _log_changes(folder: Path, result: apply.ApplyResult) -> None:
+    changed = [c for c in result.changes if c.action != "unchanged"]
+    for change in changed:
+        log.info("%s: %s %s '%s'", folder, change.action, change.kind, change.name)
+    for warning in result.warnings:
+        log.warning("%s", warning)

@@ -1,0 +1,205 @@
+"""Execution plans: what an operator's model proposed, and what became of it.
+
+A plan moves one way: proposed -> approved -> executed | blocked. Every move
+is a compare-and-set on the stored status, so two approvals racing for one
+plan cannot both win: the loser sees `NotApprovable`, exactly like an approval
+of a plan that was executed long ago. Operator runs (a later issue) call
+`propose`; the approve route calls `approve`; the executor calls
+`record_results`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fibric import errors, ids
+from fibric.store import state as state_module
+
+STATUSES = ("proposed", "approved", "executed", "blocked")
+DECISIONS = ("ALLOW", "ALERT", "BLOCK", "DEDUP")
+_COLUMNS = (
+    "seq, id, reseller_id, tenant_id, operator_id, run_id, event_id, proposed_by, status, actions,"
+    " policy_id, proposed_at, approver, approved_at, executed_at, results"
+)
+_MAX_SEQ = 2**63 - 1
+
+
+class NotApprovable(errors.Conflict):
+    """The plan is not in `proposed` state (any more): it cannot be approved."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    seq: int
+    id: str
+    reseller_id: str
+    tenant_id: str
+    operator_id: str
+    run_id: str | None
+    event_id: str | None
+    proposed_by: str
+    status: str
+    # Each action: capability, entity_key, idempotency_key, args, decision.
+    actions: list[dict[str, Any]]
+    policy_id: str | None
+    proposed_at: datetime
+    approver: str | None
+    approved_at: datetime | None
+    executed_at: datetime | None
+    # Each result: idempotency_key, decision, outcome, receipt_id (+ rule when refused).
+    results: list[dict[str, Any]] | None
+
+
+def propose(
+    state: state_module.StateStore,
+    tenant_id: str,
+    *,
+    operator_id: str,
+    actions: Sequence[Mapping[str, Any]],
+    policy_id: str | None,
+    proposed_by: str = "model",
+    run_id: str | None = None,
+    event_id: str | None = None,
+) -> Plan:
+    """Store a newly proposed plan of the tenant (status `proposed`)."""
+    plan_id = ids.new_id("plan")
+    with state.backend.transaction(write=True) as cur:
+        cur.execute("SELECT reseller_id FROM tenants WHERE id = ?", (tenant_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"no tenant '{tenant_id}'")
+        cur.execute(
+            "INSERT INTO plans (id, reseller_id, tenant_id, operator_id, run_id, event_id, proposed_by,"
+            " status, actions, policy_id, proposed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'proposed', ?, ?, ?)",
+            (plan_id, row[0], tenant_id, operator_id, run_id, event_id, proposed_by,
+             _dumps([dict(a) for a in actions]), policy_id, _stamp(datetime.now(UTC))),
+        )
+        return _read(cur, tenant_id, plan_id)
+
+
+def get(state: state_module.StateStore, tenant_id: str, plan_id: str) -> Plan:
+    """The tenant's plan by id; NotFound for another tenant's, like one that never existed."""
+    with state.backend.transaction(write=False) as cur:
+        return _read(cur, tenant_id, plan_id)
+
+
+def list_plans(
+    state: state_module.StateStore,
+    tenant_id: str,
+    *,
+    status: str | None = None,
+    operator_id: str | None = None,
+    limit: int | None = None,
+    before_seq: int | None = None,
+) -> list[Plan]:
+    """The tenant's plans newest first, optionally of one status and one operator."""
+    sql = f"SELECT {_COLUMNS} FROM plans WHERE tenant_id = ?"
+    params: list[Any] = [tenant_id]
+    for column, value in (("status", status), ("operator_id", operator_id)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    if before_seq is not None:
+        sql += " AND seq < ?"
+        params.append(min(max(before_seq, 0), _MAX_SEQ))
+    sql += " ORDER BY seq DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(sql, params)
+        return [_plan(r) for r in cur.fetchall()]
+
+
+def approve(state: state_module.StateStore, tenant_id: str, plan_id: str, *, approver: str | None) -> Plan:
+    """Move a proposed plan to `approved`; NotApprovable if it is in any other state."""
+    with state.backend.transaction(write=True) as cur:
+        cur.execute(
+            "UPDATE plans SET status = 'approved', approver = ?, approved_at = ?"
+            " WHERE tenant_id = ? AND id = ? AND status = 'proposed'",
+            (approver, _stamp(datetime.now(UTC)), tenant_id, plan_id),
+        )
+        changed = cur.rowcount == 1
+        plan = _read(cur, tenant_id, plan_id)
+    if not changed:
+        raise not_approvable(plan)
+    return plan
+
+
+def record_results(
+    state: state_module.StateStore,
+    tenant_id: str,
+    plan_id: str,
+    *,
+    status: str,
+    results: Sequence[Mapping[str, Any]],
+) -> Plan:
+    """The executor's outcome of an approved plan: `executed` or `blocked`, with one result per action."""
+    if status not in ("executed", "blocked"):
+        raise errors.PermanentError(f"a disposed plan is executed or blocked, not {status!r}")
+    with state.backend.transaction(write=True) as cur:
+        cur.execute(
+            "UPDATE plans SET status = ?, results = ?, executed_at = ?"
+            " WHERE tenant_id = ? AND id = ? AND status = 'approved'",
+            (status, _dumps([dict(r) for r in results]), _stamp(datetime.now(UTC)), tenant_id, plan_id),
+        )
+        changed = cur.rowcount == 1
+        plan = _read(cur, tenant_id, plan_id)
+    if not changed:
+        raise errors.Conflict(f"Plan {plan_id} is {plan.status}, not approved; its results are not recorded.")
+    return plan
+
+
+def not_approvable(plan: Plan) -> NotApprovable:
+    state = {"executed": "already executed", "blocked": "blocked", "approved": "already approved"}
+    return NotApprovable(
+        f"Plan {plan.id} is {state.get(plan.status, plan.status)} and cannot be approved."
+    )
+
+
+def _read(cur: Any, tenant_id: str, plan_id: str) -> Plan:
+    cur.execute(f"SELECT {_COLUMNS} FROM plans WHERE tenant_id = ? AND id = ?", (tenant_id, plan_id))
+    row = cur.fetchone()
+    if row is None:
+        raise errors.NotFound(f"No such plan: '{plan_id}'")
+    return _plan(row)
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise errors.PermanentError(f"plan data is not JSON: {e}") from e
+
+
+def _stamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _plan(row: Any) -> Plan:
+    return Plan(
+        seq=int(row[0]),
+        id=row[1],
+        reseller_id=row[2],
+        tenant_id=row[3],
+        operator_id=row[4],
+        run_id=row[5],
+        event_id=row[6],
+        proposed_by=row[7],
+        status=row[8],
+        actions=json.loads(row[9]),
+        policy_id=row[10],
+        proposed_at=datetime.fromisoformat(row[11]),
+        approver=row[12],
+        approved_at=_time(row[13]),
+        executed_at=_time(row[14]),
+        results=json.loads(row[15]) if row[15] is not None else None,
+    )
