@@ -63,6 +63,7 @@ def apply(
     _require_resolved(loaded)
     with state.tenant_transaction(tenant_id) as tx:
         live = tx.list()
+        by_name = {(o.kind, o.name): o for o in live}  # one read serves every document
         wanted = {(i.document.kind, i.document.name) for i in loaded}  # type: ignore[attr-defined]
         doomed = [
             o for o in live
@@ -74,7 +75,7 @@ def apply(
         changes: list[Change] = []
         for item in loaded:
             doc = item.document
-            existing = tx.get(doc.kind, doc.name)  # type: ignore[attr-defined]
+            existing = by_name.get((doc.kind, doc.name))  # type: ignore[attr-defined]
             if existing is not None and create_only:
                 raise errors.Conflict(f"{doc.kind} '{doc.name}' already exists")  # type: ignore[attr-defined]
             changes.append(_write(tx, doc, existing, apply_set, dry_run))
