@@ -45,6 +45,7 @@ async def watch_folder(
     stop_event: asyncio.Event,
     *,
     debounce_ms: int = 1600,
+    idle_check_ms: int = 2000,
 ) -> None:
     """Re-apply `folder` after every change until `stop_event` is set.
 
@@ -53,6 +54,7 @@ async def watch_folder(
     that succeeded, on the event loop.
     """
     folder = Path(folder).resolve()
+    applied_fingerprint: object = None  # unknown: the first idle check applies once
     while not stop_event.is_set():
         referenced = await asyncio.to_thread(_referenced_files, folder)
         roots = sorted({folder, *(p.parent for p in referenced)})
@@ -63,11 +65,19 @@ async def watch_folder(
             in_folder = target.is_relative_to(folder) and target.suffix in specs.loader.YAML_SUFFIXES
             return in_folder or target in referenced
 
+        # yield_on_timeout wakes us even without events: an edit made before the
+        # watcher was running (start-up, or a re-created watcher) is then caught
+        # by comparing fingerprints, so no save is ever missed.
         watcher = watchfiles.awatch(
-            *roots, watch_filter=relevant, stop_event=stop_event, debounce=debounce_ms
+            *roots, watch_filter=relevant, stop_event=stop_event, debounce=debounce_ms,
+            yield_on_timeout=True, rust_timeout=idle_check_ms,
         )
         async with contextlib.aclosing(watcher):
-            async for _changes in watcher:
+            async for changes in watcher:
+                seen = await asyncio.to_thread(_fingerprint, folder, referenced)
+                if not changes and seen == applied_fingerprint:
+                    continue
+                applied_fingerprint = seen
                 if not await _apply_once(state, tenant_id, folder, apply_set, on_applied):
                     continue
                 if await asyncio.to_thread(_referenced_files, folder) != referenced:
@@ -137,3 +147,16 @@ def _log_changes(folder: Path, result: apply.ApplyResult) -> None:
         log.info("%s: %s %s '%s'", folder, change.action, change.kind, change.name)
     for warning in result.warnings:
         log.warning("%s", warning)
+
+
+def _fingerprint(folder: Path, referenced: set[Path]) -> frozenset[tuple[str, int, int]]:
+    """(path, mtime, size) of every spec and referenced file: changes when any file does."""
+    paths = {p for p in folder.rglob("*") if p.suffix in specs.loader.YAML_SUFFIXES} | referenced
+    found = set()
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        found.add((str(path), stat.st_mtime_ns, stat.st_size))
+    return frozenset(found)

@@ -125,3 +125,26 @@ def test_watch_folder_follows_edits_and_keeps_the_last_good_state(
 
     with caplog.at_level(logging.INFO, logger="fibric.controller.watch"):
         run(scenario(), timeout=30)
+
+
+def test_an_edit_saved_before_the_watcher_runs_is_not_missed(
+    state: store.StateStore, tenant: store.Tenant, folder: Path
+) -> None:
+    apply_folder(state, tenant.id, folder, SET)
+    # Saved after serve's start-up apply but before the watcher is watching: no event will come.
+    (folder / "operator.yaml").write_text(operator(name="late"))
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            watch_folder(state, tenant.id, folder, SET, lambda _: None, stop,
+                         debounce_ms=100, idle_check_ms=200)
+        )
+        try:
+            await eventually(lambda: names(state, tenant, "Operator") == {"late"},
+                             what="the early edit to apply")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+
+    run(scenario(), timeout=20)
