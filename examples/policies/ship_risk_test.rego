@@ -1,4 +1,4 @@
-# Unit tests of ship_risk.rego, run by `fibric validate`.
+# Unit tests of ship_risk.rego, run by `fibric validate` and `fibric policy test`.
 package fibric.ship_risk_test
 
 import rego.v1
@@ -12,12 +12,47 @@ action(capability) := {
 	"args": {},
 }
 
+# The input for `capability` when `sent` notifications about the order were
+# applied in the last hour.
+with_counts(capability, sent) := {
+	"action": action(capability),
+	"context": {"counts": {"entity_capability": {"last_hour": sent, "last_day": sent}}},
+}
+
 test_hold_is_allowed if {
 	ship_risk.decision == {"decision": "ALLOW", "rule": "orders.hold"} with input as {"action": action("orders.hold")}
 }
 
 test_notify_raises_an_alert if {
-	ship_risk.decision == {"decision": "ALERT", "rule": "orders.notify"} with input as {"action": action("orders.notify")}
+	ship_risk.decision == {"decision": "ALERT", "rule": "orders.notify"} with input as with_counts("orders.notify", 0)
+}
+
+test_notify_below_the_cap_still_alerts if {
+	ship_risk.decision == {"decision": "ALERT", "rule": "orders.notify"} with input as with_counts("orders.notify", 2)
+}
+
+test_notify_at_the_cap_is_blocked if {
+	d := ship_risk.decision with input as with_counts("orders.notify", 3)
+	d.decision == "BLOCK"
+	d.rule == "orders.notify.cap"
+	d.reasons == ["3 notifications about order:SO-10884 in the last hour (cap 3)"]
+}
+
+test_a_flood_of_notifications_is_blocked if {
+	d := ship_risk.decision with input as with_counts("orders.notify", 657)
+	d.rule == "orders.notify.cap"
+}
+
+test_holds_are_not_capped if {
+	ship_risk.decision.decision == "ALLOW" with input as with_counts("orders.hold", 657)
+}
+
+test_notify_without_counts_is_blocked if {
+	ship_risk.decision == {"decision": "BLOCK", "rule": "default-deny"} with input as {"action": action("orders.notify")}
+}
+
+test_notify_with_a_non_numeric_count_is_blocked if {
+	ship_risk.decision == {"decision": "BLOCK", "rule": "default-deny"} with input as with_counts("orders.notify", "2")
 }
 
 test_other_capabilities_are_blocked if {

@@ -1,0 +1,204 @@
+"""The connector runtime: every tenant's live connectors, owned by the controller.
+
+The controller reconciles Connector objects into it (`ensure`, `remove`),
+writes what it reports (`state(...).status(previous)`) into each object's
+status, and the executor calls capabilities through it (`resolve` for the
+policy input, then `call`). It is an async context manager because each
+connector's supervisor is a task in its task group: leaving the block stops
+every session and every stdio server, shielded, so nothing leaks.
+
+Connectors are keyed by (tenant id, connector name) and a capability is
+only ever resolved among the calling tenant's connectors.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from fibric import errors, specs
+from fibric.connectors import connector as connectors
+from fibric.connectors import errors as cerrors
+from fibric.connectors import pins as pinning
+from fibric.connectors import status as states
+from fibric.connectors import tools
+
+
+class ConnectorRuntime:
+    """Live MCP connectors, one supervisor task and one shared session each."""
+
+    def __init__(
+        self,
+        pins: pinning.PinStore,
+        settings: connectors.ConnectorSettings | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        on_change: connectors.OnChange | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`environ` is read for stdio PATH and bearer tokens (default: this process's, copied now);
+        `on_change(tenant_id, name)` is called on the event loop whenever a connector's
+        observed state changes, so the controller can requeue it: keep it cheap."""
+        self._pins = pins
+        self._settings = settings or connectors.ConnectorSettings()
+        self._environ = dict(os.environ if environ is None else environ)
+        self._on_change = on_change
+        self._rng = rng or random.Random()
+        self._tenants: dict[str, dict[str, connectors.Connector]] = {}
+        self._locks: dict[tuple[str, str], anyio.Lock] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> ConnectorRuntime:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        tg, self._tg = self._tg, None
+        if tg is None:
+            return None
+        for by_name in self._tenants.values():
+            for item in by_name.values():
+                item.cancel()  # each supervisor stops its own server, shielded, concurrently
+        self._tenants.clear()
+        return await tg.__aexit__(exc_type, exc, tb)
+
+    # --- desired state (the controller) ----------------------------------------
+
+    async def ensure(
+        self, tenant_id: str, name: str, spec: specs.models.ConnectorSpec, generation: int = 1
+    ) -> states.ConnectorState:
+        """Make the connector run with this spec; idempotent, cheap when nothing changed.
+
+        A new transport restarts the session; a changed capability map or
+        display field applies in place. Also re-reads the tool pins, so an
+        acknowledgement made by another replica clears ToolsChanged here.
+        """
+        if self._tg is None:
+            raise RuntimeError("use the runtime inside `async with`")
+        async with self._lock(tenant_id, name):
+            current = self._tenants.get(tenant_id, {}).get(name)
+            if current is not None and current.spec.transport == spec.transport:
+                current.update(spec, generation)
+                await current.recheck_pins()
+                return current.state()
+            if current is not None:
+                await current.stop()
+            item = connectors.Connector(
+                tenant_id,
+                name,
+                spec,
+                generation,
+                pins=self._pins,
+                settings=self._settings,
+                environ=self._environ,
+                on_change=self._on_change,
+                rng=self._rng,
+            )
+            self._tenants.setdefault(tenant_id, {})[name] = item
+            await self._tg.start(item.run)
+            return item.state()
+
+    async def remove(self, tenant_id: str, name: str, *, forget_pins: bool = True) -> None:
+        """Stop a connector whose object was deleted, and (by default) drop its pins."""
+        async with self._lock(tenant_id, name):
+            item = self._tenants.get(tenant_id, {}).pop(name, None)
+            if item is not None:
+                await item.stop()
+            if forget_pins:
+                await anyio.to_thread.run_sync(self._pins.forget, tenant_id, name)
+
+    def names(self, tenant_id: str) -> list[str]:
+        return sorted(self._tenants.get(tenant_id, {}))
+
+    def state(self, tenant_id: str, name: str) -> states.ConnectorState:
+        return self._get(tenant_id, name).state()
+
+    def status(self, tenant_id: str, name: str, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The status document to store; `previous` keeps condition transition times."""
+        return self.state(tenant_id, name).status(previous)
+
+    async def wait_for(
+        self,
+        tenant_id: str,
+        name: str,
+        predicate: Callable[[states.ConnectorState], bool],
+        timeout: float,
+    ) -> states.ConnectorState:
+        """Wait until the connector's state satisfies `predicate`; TimeoutError after `timeout`."""
+        with anyio.fail_after(timeout):
+            while True:
+                item = self._get(tenant_id, name)
+                current = item.state()
+                if predicate(current):
+                    return current
+                await item.wait_changed(timeout)
+
+    async def ack(self, tenant_id: str, name: str) -> states.ConnectorState:
+        """Accept the tools the server lists now as pinned (`fibric connector ack NAME`)."""
+        item = self._get(tenant_id, name)
+        await item.acknowledge()
+        return item.state()
+
+    # --- calls (the executor, operators' sense step) -------------------------------
+
+    def resolve(self, tenant_id: str, capability: str, connector: str | None = None) -> tools.Binding:
+        """The connector and tool behind a capability, for the policy input; fails closed."""
+        return self._provider(tenant_id, capability, connector).resolve(capability)
+
+    async def call(
+        self,
+        tenant_id: str,
+        capability: str,
+        arguments: dict[str, Any],
+        idempotency_key: str | None,
+        *,
+        connector: str | None = None,
+        entity_key: str | None = None,
+        timeout: float | None = None,
+    ) -> tools.ToolResult:
+        """Call the tool behind `capability`; the idempotency key travels in the request's _meta.
+
+        Raises the errors of `fibric.connectors.errors`; a tool's own failure
+        comes back as a result with `is_error` set, not as an exception.
+        """
+        item = self._provider(tenant_id, capability, connector)
+        return await item.call(capability, arguments, idempotency_key, entity_key=entity_key, timeout=timeout)
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _get(self, tenant_id: str, name: str) -> connectors.Connector:
+        item = self._tenants.get(tenant_id, {}).get(name)
+        if item is None:
+            raise errors.NotFound(f"no connector '{name}' is running for this tenant")
+        return item
+
+    def _provider(self, tenant_id: str, capability: str, connector: str | None) -> connectors.Connector:
+        if connector is not None:
+            item = self._get(tenant_id, connector)
+            if capability not in item.spec.capabilities:
+                raise cerrors.CapabilityUnavailable(
+                    f"connector {connector} does not map capability '{capability}'"
+                )
+            return item
+        found = [c for c in self._tenants.get(tenant_id, {}).values() if capability in c.spec.capabilities]
+        if not found:
+            raise cerrors.CapabilityUnavailable(f"no connector maps capability '{capability}'")
+        if len(found) > 1:
+            names = ", ".join(sorted(c.name for c in found))
+            raise cerrors.CapabilityUnavailable(
+                f"capability '{capability}' is mapped by several connectors ({names}); name one"
+            )
+        return found[0]
+
+    def _lock(self, tenant_id: str, name: str) -> anyio.Lock:
+        return self._locks.setdefault((tenant_id, name), anyio.Lock())

@@ -1,0 +1,78 @@
+"""Fail closed in exactly one place.
+
+`evaluate()` is the only function in Fibric that turns a policy into a trust
+decision. Whatever goes wrong on the way (the engine raises, times out, is
+unreachable or answers garbage; the query is undefined; the value is not a
+well-formed decision) comes out as BLOCK with `rule = "fail-closed:<cause>"`
+and the detail in `reasons`. Nothing else in the codebase may decide.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from fibric.policies import compiler, decision, failures
+from fibric.policies import engine as engine_module
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(
+    engine: engine_module.Engine,
+    policy: compiler.CompiledPolicy,
+    input_doc: Mapping[str, Any],
+    *,
+    timeout: float | None = None,
+) -> decision.Decision:
+    """The decision of `policy` on `input_doc`; never raises, BLOCKs on any failure."""
+    budget = engine.timeout if timeout is None else timeout
+    started = time.perf_counter()
+    try:
+        if not isinstance(input_doc, Mapping):
+            raise failures.InputInvalid(f"the input must be an object, not {type(input_doc).__name__}")
+        outcome = engine.query(policy, input_doc, budget)
+        elapsed = time.perf_counter() - started
+        if elapsed > budget:
+            raise failures.Timeout(f"took {elapsed * 1000:.1f} ms, budget {budget * 1000:.1f} ms")
+        if not outcome.defined:
+            raise failures.Undefined(f"{policy.query} is undefined for this input")
+        verdict, rule, reasons = decision.interpret(outcome.value)
+    except failures.PolicyFailure as e:
+        return _fail_closed(engine, policy, e.cause, e.detail, started)
+    except Exception as e:  # any other exception is an engine bug: still a BLOCK, never a crash
+        log.exception("policy engine %s raised while evaluating %s", engine.name, policy.policy_id)
+        return _fail_closed(engine, policy, failures.EngineError.cause, f"{type(e).__name__}: {e}", started)
+    result = decision.Decision(
+        decision=verdict,
+        rule=rule,
+        reasons=reasons,
+        policy_id=policy.policy_id,
+        policy_sha256=policy.sha256,
+        engine=engine.name,
+        duration_us=_micros(started),
+    )
+    return engine.stats.record(result, failed=False)
+
+
+def _fail_closed(
+    engine: engine_module.Engine, policy: compiler.CompiledPolicy, cause: str, detail: str, started: float
+) -> decision.Decision:
+    log.warning("policy %s fails closed on %s: %s", policy.policy_id or policy.name, cause, detail)
+    blocked = decision.Decision(
+        decision=decision.Verdict.BLOCK,
+        rule=f"fail-closed:{cause}",
+        reasons=(detail,),
+        policy_id=policy.policy_id,
+        policy_sha256=policy.sha256,
+        engine=engine.name,
+        failure=cause,
+        duration_us=_micros(started),
+    )
+    return engine.stats.record(blocked, failed=True)
+
+
+def _micros(started: float) -> int:
+    return int((time.perf_counter() - started) * 1_000_000)

@@ -1,0 +1,144 @@
+"""Checks rego-cpp does not make at compile time but OPA does, or that Fibric needs.
+
+rego-cpp compiles a call to a function that does not exist and only fails when
+the call is evaluated; a typo like `startwith(...)` would then BLOCK every
+action that reaches it. OPA rejects such a module when it is pushed. We reject
+it at validate/apply time on both engines, with its line.
+
+The OPA engine mounts every policy version under its own prefix so tenants
+never share a package in one OPA (see opa.py); a module that names its own
+package through `data.<package>` would read an empty document there, so it is
+rejected too, and the query must lie inside the module's package.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fibric.policies import rego
+
+_PACKAGE = re.compile(r"\A\s*package[ \t]+([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)[ \t]*(?:\n|\Z)")
+_CALL = re.compile(r"(?<![\w.\]\)])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\(")
+_DEFINED = re.compile(r"^([A-Za-z_]\w*)\(", re.MULTILINE)
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+([\w.]+)(?:[ \t]+as[ \t]+(\w+))?", re.MULTILINE)
+_INPUT_REF = re.compile(r"(?<![\w.])input((?:\.[A-Za-z_]\w*)*)(?![\w])")
+_DEFAULT = re.compile(r"^[ \t]*default[ \t]+([A-Za-z_][\w.]*)", re.MULTILINE)
+_KEYWORDS = frozenset(
+    {"if", "not", "some", "every", "in", "contains", "else", "with", "as", "default", "import",
+     "package", "null", "true", "false"}
+)
+# Built-ins rego-cpp evaluates but does not list through is_builtin().
+_SPECIAL = frozenset({"print"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
+def package_of(source: str) -> str | None:
+    """The module's package as a dotted name, or None if it is missing or not a dotted name."""
+    match = _PACKAGE.match(code_only(source))
+    return match.group(1) if match else None
+
+
+def check_module(source: str, package: str) -> list[Finding]:
+    """Unknown functions and references to the module's own package through `data.`."""
+    code = code_only(source)
+    findings: list[Finding] = []
+    defined = set(_DEFINED.findall(code))
+    aliases = {"data", "input"}
+    for path, alias in _IMPORT.findall(code):
+        aliases.add(alias or path.rsplit(".", 1)[-1])
+    unknown: dict[str, int] = {}
+    for match in _CALL.finditer(code):
+        name = match.group(1)
+        if name in _KEYWORDS or name in defined or name in _SPECIAL or name.split(".")[0] in aliases:
+            continue
+        unknown.setdefault(name, match.start())
+    interpreter = rego.new_interpreter()
+    for name, offset in unknown.items():
+        if not interpreter.is_builtin(name):
+            line, column = _position(code, offset)
+            findings.append(Finding(
+                f"unknown function '{name}' (not defined in this module and not a built-in "
+                "rego-cpp supports)", line, column))
+    own = re.compile(r"(?<![\w.])data\." + re.escape(package) + r"(?![\w])")
+    for match in own.finditer(code):
+        line, column = _position(code, match.start())
+        findings.append(Finding(
+            f"refers to its own package through 'data.{package}'; name the rule directly",
+            line, column))
+    return findings
+
+
+def input_paths(source: str) -> tuple[tuple[str, ...], ...] | None:
+    """The static `input.a.b` paths the module reads, or None if it may read all of `input`.
+
+    Every reference to the input document spells the `input` root; a path ends
+    where the reference stops being `.name` (an index, a call argument, the end
+    of the term), and everything below that point counts as read. A bare
+    `input` (passed to a function, iterated, replaced by `with`) reads it all.
+    """
+    paths: set[tuple[str, ...]] = set()
+    for match in _INPUT_REF.finditer(code_only(source)):
+        path = tuple(match.group(1).split(".")[1:])
+        if not path:
+            return None
+        paths.add(path)
+    return tuple(sorted(paths))
+
+
+def locate(sources: Mapping[str, str], message: str) -> tuple[str | None, int | None, int | None]:
+    """Best-effort (module, line, column) for compiler messages that carry no location."""
+    if "Multiple default rules" in message:
+        for name, source in sources.items():
+            seen: set[str] = set()
+            for match in _DEFAULT.finditer(code_only(source)):
+                if match.group(1) in seen:
+                    line, column = _position(source, match.start())
+                    return name, line, column
+                seen.add(match.group(1))
+    return None, None, None
+
+
+def code_only(source: str) -> str:
+    """`source` with comments and string contents blanked, offsets and newlines kept."""
+    out = list(source)
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if ch == "#":
+            while i < n and source[i] != "\n":
+                out[i] = " "
+                i += 1
+        elif ch == '"':
+            i += 1
+            while i < n and source[i] not in '"\n':
+                if source[i] == "\\":
+                    out[i] = " "
+                    i += 1
+                    if i >= n:
+                        break
+                out[i] = " "
+                i += 1
+            i += 1
+        elif ch == "`":
+            i += 1
+            while i < n and source[i] != "`":
+                if source[i] != "\n":
+                    out[i] = " "
+                i += 1
+            i += 1
+        else:
+            i += 1
+    return "".join(out)
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - line_start + 1
