@@ -157,6 +157,10 @@ class Client:
     def get_connector(self, ref: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/connectors/{_segment(ref)}")
 
+    def ack_connector(self, ref: str) -> dict[str, Any]:
+        """POST /v1/connectors/{id}/ack: accept its current tool definitions as the pins."""
+        return self.request("POST", f"/v1/connectors/{_segment(ref)}/ack")
+
     def list_webhooks(self) -> list[dict[str, Any]]:
         return list(self.paginate("/v1/webhooks"))
 
@@ -185,6 +189,59 @@ class Client:
     def list_objects(self, kind: str) -> list[dict[str, Any]]:
         """Every API object of one desired-state kind (all pages)."""
         return list(self.paginate(f"/v1/{resource_of(kind)}"))
+
+    # --- the loop: events, plans, receipts -------------------------------------
+
+    def ingest_event(
+        self,
+        type: str,
+        entity_key: str,
+        idempotency_key: str,
+        data: dict[str, Any],
+        occurred_at: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /v1/events: the stored envelope; `dedup` is true when the key was seen before."""
+        body: dict[str, Any] = {"type": type, "entity_key": entity_key,
+                                "idempotency_key": idempotency_key, "data": data}
+        if occurred_at is not None:
+            body["occurred_at"] = occurred_at
+        # Retries reuse this call's Idempotency-Key; a new call with the same body key reads as dedup.
+        return self.request("POST", "/v1/events", json=body)
+
+    def list_plans(self, status: str | None = None, operator_id: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("status", status), ("operator_id", operator_id)) if v}
+        return list(self.paginate("/v1/plans", params))
+
+    def get_plan(self, plan_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/plans/{_segment(plan_id)}")
+
+    def approve_plan(
+        self,
+        plan_id: str,
+        approver: str | None = None,
+        only_actions: list[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /v1/plans/{id}/approve: the disposed plan with one result per action."""
+        body: dict[str, Any] = {}
+        if approver is not None:
+            body["approver"] = approver
+        if only_actions is not None:
+            body["only_actions"] = only_actions
+        return self.request("POST", f"/v1/plans/{_segment(plan_id)}/approve", json=body,
+                            idempotency_key=idempotency_key)
+
+    def list_receipts(
+        self,
+        operator_id: str | None = None,
+        entity_key: str | None = None,
+        decision: str | None = None,
+    ) -> list[dict[str, Any]]:
+        filters = (("operator_id", operator_id), ("entity_key", entity_key), ("decision", decision))
+        return list(self.paginate("/v1/receipts", {k: v for k, v in filters if v}))
+
+    def get_receipt(self, receipt_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/receipts/{_segment(receipt_id)}")
 
     # --- plumbing -----------------------------------------------------------
 

@@ -83,12 +83,40 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    """Which engine evaluates Rego (docs/policies.md#configuration).
+
+    "embedded" runs rego-cpp in this process; "opa" asks the OPA server at
+    `url`, to which the controller pushes every policy version it reconciles.
+    """
+
+    engine: str = "embedded"  # FIBRIC_POLICY_ENGINE: "embedded" | "opa"
+    url: str | None = None  # FIBRIC_OPA_URL, http(s)://host:port; required for "opa"
+    timeout_ms: int = 100  # FIBRIC_POLICY_TIMEOUT_MS: one decision's budget; over it is BLOCK
+    workers: int = 0  # FIBRIC_POLICY_WORKERS: embedded engine threads; 0 evaluates on the caller's
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PolicySettings:
+        engine = env.get("FIBRIC_POLICY_ENGINE") or cls.engine
+        if engine not in ("embedded", "opa"):
+            raise ValueError(f"FIBRIC_POLICY_ENGINE must be 'embedded' or 'opa', not {engine!r}")
+        timeout_ms = int(env.get("FIBRIC_POLICY_TIMEOUT_MS") or cls.timeout_ms)
+        workers = int(env.get("FIBRIC_POLICY_WORKERS") or cls.workers)
+        if timeout_ms <= 0 or workers < 0:
+            raise ValueError(
+                "FIBRIC_POLICY_TIMEOUT_MS must be positive and FIBRIC_POLICY_WORKERS not negative")
+        url = env.get("FIBRIC_OPA_URL") or None
+        return cls(engine=engine, url=url, timeout_ms=timeout_ms, workers=workers)
+
+
+@dataclass(frozen=True)
 class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     controller: ControllerSettings = field(default_factory=ControllerSettings)
     reseller_id: str = "rs_fibric"
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    policies: PolicySettings = field(default_factory=PolicySettings)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -123,4 +151,4 @@ class Settings:
             watch=bool(watch),
         )
         return cls(store=store, server=server, controller=controller,
-                   rate_limits=RateLimitSettings.from_env(env))
+                   rate_limits=RateLimitSettings.from_env(env), policies=PolicySettings.from_env(env))

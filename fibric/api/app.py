@@ -1,9 +1,15 @@
-"""The FastAPI application: routes, error handling, request ids, and the controller's lifespan.
+"""The FastAPI application: routes, error handling, admission, idempotency, and the controller's lifespan.
 
 `create_app` is the only constructor and takes everything explicitly; the
 app keeps what it was given on `app.state` (see context.py), so tests build as
 many independent apps as they like. The controller runs inside the app's
 lifespan, on the same event loop as uvicorn (DESIGN.md, Runtime).
+
+Middleware, outermost first: RequestId (every response gets `Request-Id`),
+Admission (the key is resolved once and the rate limit counted; every
+response gets the RateLimit headers, or the request ends in 429), BodyLimit
+(413 before a byte too many is read), Idempotency (the `Idempotency-Key`
+header on POSTs). Each is a plain ASGI class, one concern per module.
 """
 
 from __future__ import annotations
@@ -17,15 +23,29 @@ from fastapi import FastAPI
 import fibric
 from fibric import settings as settings_module
 from fibric import store
-from fibric.api import context, errors, middleware, routes
+from fibric.api import admission, context, errors, idempotency, middleware, openapi, ratelimit, routes
+from fibric.store import receipts as receipts_module
+
+RECEIPTS_FILE = "receipts.duckdb"
 
 
 def create_app(
     settings: settings_module.Settings,
     state: store.StateStore,
     controller: Any | None = None,
+    *,
+    receipts: receipts_module.Ledger | None = None,
+    executor: Any | None = None,
 ) -> FastAPI:
-    """The v1 API over `state`; `controller` (see context.Controller) is started and stopped with it."""
+    """The v1 API over `state`.
+
+    `controller` (see context.Controller) is started and stopped with the app.
+    `receipts` is the receipt ledger; by default `receipts.duckdb` in the data
+    dir, opened on first use and closed with the app. `executor` (see
+    context.Executor) is the hook approve hands plans to; it can also be set
+    later as `app.state.executor`.
+    """
+    ledger = receipts or receipts_module.Ledger(settings.store.data_dir / RECEIPTS_FILE)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -36,6 +56,8 @@ def create_app(
         finally:
             if controller is not None:
                 await controller.stop()
+            if receipts is None:
+                ledger.close()
 
     app = FastAPI(
         title="Fibric API",
@@ -46,12 +68,20 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.fibric = context.Context(settings=settings, state=state, controller=controller)
+    app.state.fibric = context.Context(settings=settings, state=state, receipts=ledger,
+                                       controller=controller)
+    app.state.executor = executor
     errors.install(app)
-    app.add_middleware(middleware.RequestContext, max_body_bytes=settings.server.max_body_bytes)
+    # add_middleware wraps: the last added runs first.
+    app.add_middleware(idempotency.Idempotency, state=state)
+    app.add_middleware(middleware.BodyLimit, max_body_bytes=settings.server.max_body_bytes)
+    app.add_middleware(admission.Admission, state=state,
+                       limiter=ratelimit.RateLimiter(settings.rate_limits))
+    app.add_middleware(middleware.RequestId)
     for router in routes.ROUTERS:
         app.include_router(router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    openapi.install(app)
     return app
 
 

@@ -1,12 +1,16 @@
-"""What a route needs from the app: settings, the state store and the controller.
+"""What a route needs from the app: settings, the stores and the controller.
 
 `create_app` puts one `Context` on `app.state`; routes receive it through the
 `Ctx` dependency, so nothing in the API lives in a module-level global and two
 apps in one process (tests do this) never share state.
+
+The executor is a separate hook, `app.state.executor` (see `Executor`), so the
+controller can attach it once it has built one, after the app exists.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
@@ -14,6 +18,7 @@ from fastapi import Depends, Request
 
 from fibric import settings as settings_module
 from fibric import store
+from fibric.store import plans, receipts
 
 
 class Controller(Protocol):
@@ -31,10 +36,28 @@ class Controller(Protocol):
     async def stop(self) -> None: ...
 
 
+class Executor(Protocol):
+    """The hook behind POST /v1/plans/{id}/approve: disposes of an approved plan.
+
+    `execute` receives a plan this request has just moved from `proposed` to
+    `approved` (so no other approval can run it), evaluates each action (or
+    only those whose idempotency_key is in `only_actions`) against the policy,
+    calls the tools, writes the receipts, records the results with
+    `plans.record_results`, and returns the plan as stored afterwards. It may
+    be a plain method (run in the thread pool) or a coroutine function (awaited
+    on the event loop). Without an executor (`app.state.executor` is None) the
+    API runs nothing: approve answers 500 internal_error and leaves the plan
+    `proposed`.
+    """
+
+    def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Context:
     settings: settings_module.Settings
     state: store.StateStore
+    receipts: receipts.Ledger
     controller: Any | None  # a Controller; Any so duck-typed test doubles fit
 
 
@@ -45,3 +68,8 @@ async def get_context(request: Request) -> Context:
 
 
 Ctx = Annotated[Context, Depends(get_context)]
+
+
+def executor_of(request: Request) -> Any | None:
+    """The app's executor hook (an Executor), or None while there is none."""
+    return getattr(request.app.state, "executor", None)

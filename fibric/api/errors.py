@@ -15,6 +15,10 @@ Decisions the reference leaves open:
   `invalid_request` (see middleware.py): the right HTTP status for proxies and
   clients, with a code from the reference's list.
 - 405 (known route, other method) uses `invalid_request`, with `Allow`.
+- Approving a plan that is not `proposed` is 409 `plan_not_approvable`, the
+  code of the reference's own error example (its table lists only
+  `conflict`); every other 409 is `conflict`.
+- 429 `rate_limited` is answered by admission.py, with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fibric import errors, ids, specs
+from fibric.api import auth
+from fibric.store import plans
 
 log = logging.getLogger("fibric.api")
 
@@ -50,24 +56,52 @@ _HTTP_CODES = {
 }
 
 
-class ErrorDetail(BaseModel):
-    code: str
+class FieldProblem(BaseModel):
+    field: str = Field(description="Dotted path of the field in the request, e.g. documents[2].spec.policy.")
     message: str
-    request_id: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable: invalid_request, unauthenticated, "
+                      "insufficient_scope, not_found, conflict, plan_not_approvable, policy_blocked, "
+                      "rate_limited, internal_error.")
+    message: str = Field(description="Human-readable; names the field for invalid_request.")
+    request_id: str = Field(description="The request's id, also in the Request-Id header.")
     docs: str
-    fields: list[dict[str, str]] | None = None
+    fields: list[FieldProblem] | None = Field(
+        default=None, description="Each field that is wrong (additive; present on some 400s)."
+    )
 
 
-class ErrorBody(BaseModel):
-    """The reference's error body (documented in OpenAPI for every route)."""
+class Error(BaseModel):
+    """The reference's error body, on every error response."""
 
     error: ErrorDetail
 
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": code} for status, code in _HTTP_CODES.items()
-    if status in (400, 401, 403, 404)
+_DESCRIPTIONS = {
+    400: "invalid_request: malformed JSON, or a field, query parameter, cursor or header failed "
+         "validation (the message names it)",
+    401: "unauthenticated: missing, malformed, unknown or revoked API key",
+    403: "insufficient_scope: the key lacks the scope this route requires",
+    404: "not_found: no such resource for this tenant (another tenant's ids read the same)",
+    409: "conflict: a state precondition failed, or a request with the same Idempotency-Key is "
+         "still running",
+    413: "invalid_request: the body is larger than the server's limit",
+    422: "policy_blocked: the action was vetted and refused by a fail-closed policy",
+    429: "rate_limited: over this tenant's budget for the route class; honour Retry-After",
+    500: "internal_error: something failed on our side; safe to retry idempotent calls",
 }
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for these error statuses, each with the Error body."""
+    return {status: {"model": Error, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+# Every route may answer these: a bad query, no key, a key without the scope,
+# over the rate limit, or a failure on our side.
+RESPONSES = responses(400, 401, 403, 429, 500)
 
 
 def request_id(request: Request) -> str:
@@ -128,12 +162,31 @@ def invalid(request: Request, entries: Sequence[dict[str, str]], fallback: str) 
     return error_response(request_id(request), 400, "invalid_request", message, fields=named or None)
 
 
+async def settled(request: Request) -> JSONResponse | None:
+    """Run the key check the request still owes (auth.py); its error response if the key fails it.
+
+    Every error answered before the endpoint ran goes through here first, so a
+    revoked key reads 401 rather than whatever else was wrong with the request.
+    """
+    try:
+        await auth.settle()
+    except errors.FibricError as e:
+        return await on_fibric_error(request, e)
+    return None
+
+
 async def on_fibric_error(request: Request, exc: Exception) -> JSONResponse:
     rid = request_id(request)
+    if not isinstance(exc, errors.Unauthenticated) and (owed := await settled(request)):
+        return owed
     if isinstance(exc, errors.SpecInvalid):
         return invalid(request, field_entries(exc.problems), str(exc))
     if isinstance(exc, errors.NotFound):
         return error_response(rid, 404, "not_found", str(exc))
+    if isinstance(exc, plans.NotApprovable):
+        # The reference's own example body uses this code for a plan that is not proposed;
+        # it is a 409 like `conflict` (docs/api.md).
+        return error_response(rid, 409, "plan_not_approvable", str(exc))
     if isinstance(exc, errors.Conflict):
         return error_response(rid, 409, "conflict", str(exc))
     if isinstance(exc, errors.Unauthenticated):
@@ -152,13 +205,15 @@ async def on_fibric_error(request: Request, exc: Exception) -> JSONResponse:
             headers={"Retry-After": str(retry_after)},
         )
     log.error("request %s failed: %s", rid, exc, exc_info=exc)
-    return _internal(rid)
+    return internal_error(rid)
 
 
 async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's request validation (query, path, body) as 400 invalid_request naming the field."""
     if not isinstance(exc, RequestValidationError):  # registered for this class only
         return await on_unhandled(request, exc)
+    if owed := await settled(request):
+        return owed
     items = list(exc.errors())
     body_items = [e for e in items if e.get("loc", ("",))[0] == "body"]
     malformed = next((e for e in body_items if e.get("type") == "json_invalid"), None)
@@ -177,6 +232,8 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors: unknown route (404), wrong method (405), unreadable body (400)."""
     if not isinstance(exc, StarletteHTTPException):  # registered for this class only
         return await on_unhandled(request, exc)
+    if owed := await settled(request):
+        return owed
     rid = request_id(request)
     headers = dict(exc.headers or {})
     status = exc.status_code
@@ -190,7 +247,7 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         message = str(exc.detail)
     if status >= 500:
-        return _internal(rid)
+        return internal_error(rid)
     return error_response(rid, status, _HTTP_CODES.get(status, "invalid_request"), message,
                           headers=headers)
 
@@ -199,7 +256,7 @@ async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
     """Anything unplanned: log the traceback here, never send it."""
     rid = request_id(request)
     log.error("request %s failed", rid, exc_info=exc)
-    return _internal(rid)
+    return internal_error(rid)
 
 
 def install(app: FastAPI) -> None:
@@ -209,7 +266,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unhandled)
 
 
-def _internal(rid: str) -> JSONResponse:
+def internal_error(rid: str) -> JSONResponse:
+    """500 internal_error, never with details: those go to the log."""
     return error_response(
         rid, 500, "internal_error",
         f"Something failed on our side; quote {rid} when reporting it. Safe to retry idempotent calls.",

@@ -1,12 +1,14 @@
 """Per-request context: a request id on every response, and a cap on the body size.
 
-The id (`req_...`) is generated here, before anything can fail, so every
-response, errors included, carries the same id in its `Request-Id` header and
-in its error body; it is what a caller quotes and what our logs print.
+The id (`req_...`) is generated first (`RequestId` is the outermost of our
+middleware), before anything can fail, so every response, errors included,
+carries the same id in its `Request-Id` header and in its error body; it is
+what a caller quotes and what our logs print.
 
-The body cap runs before FastAPI reads the body: a declared Content-Length over
-the limit is refused without reading a byte; a chunked body is read up to the
-limit and then refused. Refusal is 413 with code `invalid_request`.
+The body cap (`BodyLimit`) runs before anything reads the body: a declared
+Content-Length over the limit is refused without reading a byte; a chunked
+body is read up to the limit and then refused. Refusal is 413 with code
+`invalid_request`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from fibric import ids
 from fibric.api import errors
 
 
-class RequestContext:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+class RequestId:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,16 +38,28 @@ class RequestContext:
                     headers.append(errors.REQUEST_ID_HEADER, request_id)
             await send(message)
 
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
-                await self._refuse(scope, receive, send_with_id, request_id, 400,
+                await self._refuse(scope, receive, send, 400,
                                    "Content-Length must be a whole number of bytes.")
                 return
             if int(declared) > self.max_body_bytes:
-                await self._too_large(scope, receive, send_with_id, request_id)
+                await self._too_large(scope, receive, send)
                 return
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send)
             return
 
         # No declared length (chunked or none): read up to the limit, then replay.
@@ -59,7 +72,7 @@ class RequestContext:
                 break
             size += len(message.get("body", b""))
             if size > self.max_body_bytes:
-                await self._too_large(scope, receive, send_with_id, request_id)
+                await self._too_large(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -67,16 +80,34 @@ class RequestContext:
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
-        await self.app(scope, replay, send_with_id)
+        await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._refuse(
-            scope, receive, send, request_id, 413,
+            scope, receive, send, 413,
             f"The request body is larger than the limit of {self.max_body_bytes} bytes.",
         )
 
-    async def _refuse(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str, status: int, message: str
-    ) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+        request_id = scope.get("state", {}).get("request_id") or ids.new_id("request")
         response = errors.error_response(request_id, status, "invalid_request", message)
         await response(scope, receive, send)
+
+
+async def read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """The whole request body, and a `receive` that replays it to the app."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return b"".join(chunks), replay

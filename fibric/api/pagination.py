@@ -74,12 +74,13 @@ def decode_cursor(cursor: str) -> int:
     return seq
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1-100.")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None, Query(description="next_cursor from the previous page.")
     ] = None,
 ) -> PageParams:
+    # async: a little decoding, no reason to hop to the thread pool
     return PageParams(limit=limit, before_seq=decode_cursor(cursor) if cursor else None)
 
 

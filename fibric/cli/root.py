@@ -11,7 +11,7 @@ import click
 
 import fibric
 from fibric import errors
-from fibric.cli import admin, apply, diff, edge, live, offline, options, serve
+from fibric.cli import admin, apply, connector, diff, edge, live, offline, options, policy, serve
 
 
 class FibricGroup(click.Group):
@@ -45,7 +45,8 @@ def cli(ctx: click.Context, url: str, key: str | None, timeout: float) -> None:
 
 for _command in (
     offline.validate, apply.apply, diff.diff, live.get, live.delete, live.export, offline.schema,
-    admin.admin, serve.serve,
+    admin.admin, serve.serve, policy.policy,
+    connector.connector,
 ):
     cli.add_command(_command)
 

@@ -2,9 +2,11 @@
 
 uvicorn's `Server.serve()` runs inside our own `asyncio.run`, so the folder
 watcher (`--specs DIR --watch`) runs beside it as a task; the controller
-runs in the app's lifespan. SIGTERM and SIGINT shut down gracefully:
-uvicorn stops taking requests and drains, the lifespan stops the
-controller, the watcher stops, and the store is closed; the exit code is 0.
+runs in the app's lifespan, and with it the MCP connector runtime (stdio
+servers start in this process's working directory unless a spec sets cwd).
+SIGTERM and SIGINT shut down gracefully: uvicorn stops taking requests and
+drains, the lifespan stops the controller (and every MCP server), the
+watcher stops, and the store is closed; the exit code is 0.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 import click
 import uvicorn
 
-from fibric import errors, settings, store
+from fibric import connectors, errors, settings, store
 from fibric.api import app as api_app
 from fibric.cli import edge
 from fibric.controller import apply, bootstrap, loop, watch
+from fibric.store import pins
 
 log = logging.getLogger("fibric.serve")
 WATCH_STOP_TIMEOUT = 5.0
@@ -58,7 +61,12 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
     state = edge.open_store(config.store.location)
     try:
         _bootstrap(state, config)
-        controller = loop.Controller(state, config.controller)
+        # The controller owns the MCP connectors; their changes requeue the Connector to record them.
+        runtime = connectors.ConnectorRuntime(
+            pins.SQLPinStore(state), connectors.ConnectorSettings(),
+            on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name),
+        )
+        controller = loop.Controller(state, config.controller, connectors=runtime)
         tenant_id = None
         if config.controller.specs_dir is not None:
             tenant_id = state.get_tenant(tenant_name).id

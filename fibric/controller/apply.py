@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fibric import errors, specs, store
+from fibric import errors, policies, specs, store
 
 APPLY_SET_LABEL = "fibric.io/apply-set"
 SECRET_PREFIX = "whsec_"
@@ -61,6 +61,7 @@ def apply(
     if prune and not apply_set:
         raise errors.SpecInvalid(errors.SpecProblem("prune needs an apply set", path="apply_set"))
     _require_resolved(loaded)
+    rego_problems = _compile_policies(loaded)  # outside the transaction: compiling takes milliseconds
     with state.tenant_transaction(tenant_id) as tx:
         live = tx.list()
         by_name = {(o.kind, o.name): o for o in live}  # one read serves every document
@@ -70,6 +71,7 @@ def apply(
             if prune and o.apply_set == apply_set and (o.kind, o.name) not in wanted
         ]
         report = _check(loaded, live, wanted, doomed)
+        report.problems.extend(rego_problems)
         report.raise_for_problems()
 
         changes: list[Change] = []
@@ -122,6 +124,22 @@ def _require_resolved(loaded: Sequence[specs.Loaded]) -> None:
             )
     if problems:
         raise errors.SpecInvalid(problems)
+
+
+def _compile_policies(loaded: Sequence[specs.Loaded]) -> list[errors.SpecProblem]:
+    """Rego that does not compile, as problems on its document with the Rego's own line.
+
+    rego-cpp's crashes are in evaluation (tests run in a child process for
+    that reason); compiling only parses and builds the bundle, in-process.
+    """
+    problems: list[errors.SpecProblem] = []
+    for item in loaded:
+        if isinstance(item.document, specs.Policy):
+            try:
+                policies.compile_spec(item)
+            except errors.SpecInvalid as e:
+                problems.extend(e.problems)
+    return problems
 
 
 def _check(

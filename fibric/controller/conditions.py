@@ -24,6 +24,7 @@ READY = "Ready"
 POLICY_RESOLVED = "PolicyResolved"
 CAPABILITIES_FULFILLED = "CapabilitiesFulfilled"
 CONNECTED = "Connected"
+COMPILED = "Compiled"
 
 Condition = dict[str, Any]
 

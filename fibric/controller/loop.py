@@ -7,6 +7,13 @@ replica, another process or a lost notification converge within
 queued; one key is never reconciled by two workers at once, so a late,
 stale reconcile cannot overwrite a newer one.
 
+With a connector runtime (`connectors=`), the controller owns it: it is
+entered in `start` and left in `stop` (stopping every MCP server), and a
+Connector key first brings the runtime in line with the stored spec on the
+event loop (`ensure`, or `remove` once deleted), then hands the observed
+state to the threaded reconcile, which writes it as the object's status.
+The runtime's own changes come back through `notify`.
+
 This module owns every retry decision (controller-runtime's rule): a
 reconcile that raises is logged, its object is marked `Ready` False with
 reason ReconcileError, and the key is retried with capped exponential
@@ -25,7 +32,8 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from fibric import errors, settings, store, timefmt
+from fibric import connectors as mcp
+from fibric import errors, policies, settings, specs, store, timefmt
 from fibric.controller import conditions, reconcile
 
 log = logging.getLogger(__name__)
@@ -53,18 +61,24 @@ class Controller:
         settings: settings.ControllerSettings,
         *,
         reconcilers: Mapping[str, reconcile.Reconciler] | None = None,
+        policy_engine: policies.Engine | None = None,
         workers: int = 1,
         base_backoff_seconds: float = BASE_BACKOFF_SECONDS,
         stop_timeout_seconds: float = 10.0,
+        connectors: mcp.ConnectorRuntime | None = None,
     ) -> None:
+        """`connectors`: the MCP connector runtime to own; build it with
+        `on_change=lambda t, n: controller.notify(t, "Connector", n)`."""
         if workers < 1:
             raise ValueError("a controller needs at least one worker")
         self.state = state
         self.settings = settings
-        self.reconcilers = reconcile.RECONCILERS if reconcilers is None else reconcilers
+        # Without explicit reconcilers, policies are compiled once per version and loaded into the engine.
+        self.reconcilers = reconcile.reconcilers(policy_engine) if reconcilers is None else reconcilers
         self.workers = workers
         self.base_backoff_seconds = base_backoff_seconds
         self.stop_timeout_seconds = stop_timeout_seconds
+        self.connectors = connectors
         # notify() runs on arbitrary threads; these three fields are shared with it.
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,6 +93,9 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._connectors_host: asyncio.Task[None] | None = None
+        self._connectors_release = asyncio.Event()
+        self._connectors_running: set[tuple[str, str]] = set()  # (tenant_id, name) ensured, not removed
 
     # --- public ---------------------------------------------------------------
 
@@ -104,6 +121,8 @@ class Controller:
             raise RuntimeError("a stopped controller cannot be started again; make a new one")
         if self._tasks:
             return
+        if self.connectors is not None:
+            await self._enter_connectors(self.connectors)
         self._queue = asyncio.Queue()
         self._tasks = [asyncio.create_task(self._work(), name=f"fibric-reconcile-{n}")
                        for n in range(self.workers)]
@@ -134,6 +153,26 @@ class Controller:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self._exit_connectors()
+
+    def acknowledge_tools(self, tenant_id: str, name: str, timeout: float = 30.0) -> bool:
+        """Accept a running connector's current tool definitions as its pins, then record its status.
+
+        Blocking: call it from a worker thread (an API route), never from the
+        event loop. False when there is no runtime or the connector is not
+        running in it; the caller then acknowledges through the pin store.
+        """
+        runtime = self.connectors
+        with self._lock:
+            loop = self._loop
+        if runtime is None or loop is None:
+            return False
+        future = asyncio.run_coroutine_threadsafe(self._acknowledge(runtime, tenant_id, name), loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError as e:
+            future.cancel()
+            raise errors.TemporaryError(f"acknowledging connector '{name}' timed out", delay=1.0) from e
 
     async def reconcile_all(self) -> None:
         """One full pass over every object of every tenant, awaited (start-up and tests)."""
@@ -193,6 +232,10 @@ class Controller:
             else:
                 for obj in objects:
                     self._add((obj.tenant_id, obj.kind, obj.name))
+                # Connectors deleted without a notification (another replica) still get removed.
+                present = {(o.tenant_id, o.name) for o in objects if o.kind == "Connector"}
+                for tenant_id, name in self._connectors_running - present:
+                    self._add((tenant_id, "Connector", name))
             await asyncio.sleep(self.settings.resync_seconds)
 
     # --- one key ------------------------------------------------------------------
@@ -205,7 +248,11 @@ class Controller:
                     await self._fan_out(key)
                     result = reconcile.Result()
                 else:
-                    result = await asyncio.to_thread(self._reconcile, key, timefmt.now())
+                    now = timefmt.now()
+                    observed = None
+                    if key[1] == "Connector" and self.connectors is not None:
+                        observed = await self._sync_connector(self.connectors, key, now)
+                    result = await asyncio.to_thread(self._reconcile, key, now, observed)
             except Exception as e:
                 self._failed(key, e)
                 return
@@ -222,8 +269,73 @@ class Controller:
         for obj in objects:
             self._add((tenant_id, kind, obj.name))
 
-    def _reconcile(self, key: Key, now: datetime) -> reconcile.Result:
-        """Runs in a worker thread: read the object fresh and reconcile it; record a failure on it."""
+    async def _sync_connector(
+        self, runtime: mcp.ConnectorRuntime, key: Key, now: datetime
+    ) -> mcp.ConnectorState | None:
+        """On the loop: make the runtime match the stored Connector; its observed state (None: deleted)."""
+        tenant_id, _, name = key
+        try:
+            obj = await asyncio.to_thread(self.state.get_object, tenant_id, "Connector", name)
+        except errors.NotFound:
+            await runtime.remove(tenant_id, name)
+            self._connectors_running.discard((tenant_id, name))
+            return None
+        try:
+            spec = specs.models.ConnectorSpec.model_validate(obj.spec)
+            observed = await runtime.ensure(tenant_id, name, spec, obj.generation)
+        except Exception as e:
+            await asyncio.to_thread(self._mark_failed, key, (str(e) or type(e).__name__)[:MAX_MESSAGE], now)
+            raise
+        self._connectors_running.add((tenant_id, name))
+        return observed
+
+    async def _acknowledge(self, runtime: mcp.ConnectorRuntime, tenant_id: str, name: str) -> bool:
+        if name not in runtime.names(tenant_id):
+            return False
+        await runtime.ack(tenant_id, name)
+        await self._process((tenant_id, "Connector", name))  # store the cleared condition before answering
+        return True
+
+    async def _enter_connectors(self, runtime: mcp.ConnectorRuntime) -> None:
+        """Enter the runtime in its own task: anyio scopes are per task, and `stop` may run in another."""
+        entered = asyncio.Event()
+
+        async def host() -> None:
+            async with runtime:
+                entered.set()
+                await self._connectors_release.wait()
+
+        task = self._connectors_host = asyncio.create_task(host(), name="fibric-connectors")
+        waiter = asyncio.create_task(entered.wait())
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            self._connectors_host = None
+            task.result()  # entering failed: raise why
+
+    async def _exit_connectors(self) -> None:
+        """Leave the runtime: every connector's server stops (bounded by stop_timeout_seconds)."""
+        task, self._connectors_host = self._connectors_host, None
+        if task is None:
+            return
+        self._connectors_release.set()
+        _, pending = await asyncio.wait([task], timeout=self.stop_timeout_seconds)
+        if pending:
+            log.warning("connectors still stopping after %.0fs at shutdown; cancelling",
+                        self.stop_timeout_seconds)
+            task.cancel()
+        for outcome in await asyncio.gather(task, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("connector runtime failed while stopping: %s", outcome, exc_info=outcome)
+        self._connectors_running.clear()
+
+    def _reconcile(
+        self, key: Key, now: datetime, observed: mcp.ConnectorState | None = None
+    ) -> reconcile.Result:
+        """Runs in a worker thread: read the object fresh and reconcile it; record a failure on it.
+
+        `observed` is the connector runtime's state for a Connector key, when a runtime runs.
+        """
         tenant_id, kind, name = key
         reconciler = self.reconcilers.get(kind)
         if reconciler is None:
@@ -234,6 +346,8 @@ class Controller:
         except errors.NotFound:
             return reconcile.Result()  # deleted: nothing left to observe
         try:
+            if observed is not None and kind == "Connector":
+                return reconcile.reconcile_connector(self.state, obj, now, observed=observed)
             return reconciler(self.state, obj, now)
         except Exception as e:
             # Recorded while this key is still held, so it cannot overwrite a newer success.

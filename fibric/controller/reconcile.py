@@ -8,24 +8,31 @@ idle resync free. It returns a `Result` (optionally asking to be run again
 later) or raises; deciding whether and when to retry belongs to the loop alone
 (see loop.py).
 
-Today a reconcile records bindings and readiness; connecting MCP servers,
-compiling Rego and scheduling runs arrive with their own issues and will fill
-in the same statuses.
+A Policy's reconcile compiles its Rego (recording `Compiled` and the source's
+sha256) and, with an OPA engine, pushes the version to OPA; connecting MCP
+servers and scheduling runs arrive with their own issues and fill in the same
+statuses.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from fibric import errors, store
+from fibric import connectors as mcp
+from fibric import errors, policies, store
 from fibric.controller import conditions
 
 NOT_CONNECTED_MESSAGE = "MCP connection is handled by the connector runtime"
+MAX_MESSAGE = 2000  # a condition message, not a log: long compile reports are cut
 
 
 def connector_defaults() -> dict[str, Any]:
@@ -93,11 +100,27 @@ def reconcile_operator(state: store.StateStore, obj: store.StoredObject, now: da
     return _record(state, obj, conds)
 
 
-def reconcile_connector(state: store.StateStore, obj: store.StoredObject, now: datetime) -> Result:
-    """Report what the connector runtime observed; until it runs, a connector is disconnected."""
-    observed = {key: obj.status.get(key, default) for key, default in connector_defaults().items()}
-    connection = observed["connection"]
-    last_error = observed["last_error"]
+def reconcile_connector(
+    state: store.StateStore,
+    obj: store.StoredObject,
+    now: datetime,
+    *,
+    observed: mcp.ConnectorState | None = None,
+) -> Result:
+    """Report what the connector runtime observed; without a runtime, a connector is disconnected.
+
+    `observed` is the runtime's snapshot, taken on the event loop right after
+    `ensure` (the loop does that step, since the runtime lives there); its
+    status document replaces the connector fields and conditions.
+    """
+    if observed is not None:
+        document = {**obj.status, **observed.status(previous=obj.status, now=now)}
+        if document != obj.status:
+            state.set_status(obj, document)
+        return Result()
+    reported = {key: obj.status.get(key, default) for key, default in connector_defaults().items()}
+    connection = reported["connection"]
+    last_error = reported["last_error"]
     if connection in ("connected", "degraded"):
         # Degraded still serves calls; last_error says what is wrong.
         status = conditions.TRUE
@@ -108,16 +131,116 @@ def reconcile_connector(state: store.StateStore, obj: store.StoredObject, now: d
     conds = conditions.of(obj.status)
     conds = conditions.set_condition(conds, conditions.READY, status, reason, message, now)
     conds = conditions.set_condition(conds, conditions.CONNECTED, status, reason, message, now)
-    return _record(state, obj, conds, extra=observed)
+    return _record(state, obj, conds, extra=reported)
 
 
 def reconcile_policy(state: store.StateStore, obj: store.StoredObject, now: datetime) -> Result:
-    """A stored policy is ready; compiling its Rego belongs to the policy engine."""
+    """Compile the policy's Rego and record whether it compiled (no engine, no cache)."""
+    return _reconcile_policy(state, obj, now, CompileCache(size=0), None)
+
+
+def policy_reconciler(
+    engine: policies.Engine | None = None, cache: CompileCache | None = None
+) -> Reconciler:
+    """A Policy reconciler that reuses compiled versions and, given an engine, loads them into it."""
+    compiled = cache if cache is not None else CompileCache()
+
+    def reconcile_compiled(state: store.StateStore, obj: store.StoredObject, now: datetime) -> Result:
+        return _reconcile_policy(state, obj, now, compiled, engine)
+
+    return reconcile_compiled
+
+
+def reconcilers(engine: policies.Engine | None = None) -> Mapping[str, Reconciler]:
+    """The reconcilers a controller runs: RECONCILERS, with policies compiled once and sent to `engine`."""
+    return MappingProxyType({**RECONCILERS, "Policy": policy_reconciler(engine)})
+
+
+class CompileCache:
+    """Compile outcomes by policy content, so a resync does not compile unchanged Rego again.
+
+    Keyed by a hash of the source, query and tests: the same content compiles
+    the same, whichever object holds it. Failures are kept too (a broken policy
+    stays broken until its spec changes). Reconciles run on worker threads,
+    hence the lock.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, policies.CompiledPolicy | errors.SpecInvalid] = OrderedDict()
+
+    def compile(self, obj: store.StoredObject) -> policies.CompiledPolicy:
+        """The stored policy compiled (labelled with its id), or SpecInvalid with the Rego's line."""
+        source = obj.spec.get("rego")
+        query = obj.spec.get("query")
+        tests = list(obj.spec.get("test_rego") or [])
+        key = hashlib.sha256(json.dumps([source, query, tests]).encode("utf-8")).hexdigest()
+        with self._lock:
+            outcome = self._entries.get(key)
+            if outcome is not None:
+                self._entries.move_to_end(key)
+        if outcome is None:
+            outcome = _compile_stored(obj.name, source, query, tests)
+            if self.size > 0:
+                with self._lock:
+                    self._entries[key] = outcome
+                    while len(self._entries) > self.size:
+                        self._entries.popitem(last=False)
+        if isinstance(outcome, errors.SpecInvalid):
+            raise outcome
+        return outcome.with_id(obj.id)
+
+
+def _compile_stored(
+    name: str, source: object, query: object, tests: list[str]
+) -> policies.CompiledPolicy | errors.SpecInvalid:
+    if not isinstance(source, str):
+        return errors.SpecInvalid(
+            errors.SpecProblem("the stored policy has no Rego source", path="spec.rego"))
+    try:
+        return policies.compile(
+            source,
+            query=query if isinstance(query, str) else None,
+            name=f"{name}.rego",
+            tests=[policies.Module(f"{name}.test_rego[{i}]", t) for i, t in enumerate(tests)],
+        )
+    except errors.SpecInvalid as e:
+        return e
+
+
+def _reconcile_policy(
+    state: store.StateStore,
+    obj: store.StoredObject,
+    now: datetime,
+    cache: CompileCache,
+    engine: policies.Engine | None,
+) -> Result:
+    source = obj.spec.get("rego")
+    sha256 = policies.source_sha256(source) if isinstance(source, str) else None
+    conds = conditions.of(obj.status)
+    try:
+        compiled = cache.compile(obj)
+    except errors.SpecInvalid as e:
+        message = "; ".join(str(p) for p in e.problems)[:MAX_MESSAGE]
+        for type in (conditions.COMPILED, conditions.READY):
+            conds = conditions.set_condition(conds, type, conditions.FALSE, "CompileError", message, now)
+        return _record(state, obj, conds, extra={"sha256": sha256})
     conds = conditions.set_condition(
-        conditions.of(obj.status), conditions.READY, conditions.TRUE, "Stored",
-        "policy source stored", now,
+        conds, conditions.COMPILED, conditions.TRUE, "Compiled", f"query {compiled.query}", now
     )
-    return _record(state, obj, conds)
+    ready, reason, message = conditions.TRUE, "Compiled", ""
+    if engine is not None:
+        try:
+            engine.load(compiled)  # TemporaryError (engine unreachable) propagates: the loop retries
+        except errors.SpecInvalid as e:
+            ready, reason = conditions.FALSE, "EngineRejected"
+            message = "; ".join(str(p) for p in e.problems)[:MAX_MESSAGE]
+        else:
+            reason = "Loaded"
+            message = f"loaded into the {engine.name} engine"
+    conds = conditions.set_condition(conds, conditions.READY, ready, reason, message, now)
+    return _record(state, obj, conds, extra={"sha256": compiled.sha256})
 
 
 def reconcile_webhook(state: store.StateStore, obj: store.StoredObject, now: datetime) -> Result:

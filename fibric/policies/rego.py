@@ -36,6 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# DuckDB must be loaded before regopy: with librego_shared.so loaded first, the
+# first duckdb.connect() in the same process aborts with "double free or
+# corruption" (regopy 1.5.2, duckdb 1.5.5; tests/test_native_libraries.py).
+import duckdb  # noqa: F401  (load order matters, see above)
 import regopy
 from regopy import rego_shared
 

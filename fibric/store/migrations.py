@@ -107,6 +107,21 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)",
         ],
     ),
+    (
+        3,
+        "connector tool pins",
+        [
+            # One pin per tool; only an acknowledgement overwrites one (fibric/store/pins.py).
+            """CREATE TABLE connector_tool_pins (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                connector TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                pinned_at TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, connector, tool)
+            )""",
+        ],
+    ),
 ]
 
 SERIAL = {

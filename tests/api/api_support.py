@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+import uvicorn
+
+from fibric import store
+from fibric.store import plans, receipts
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 instead of httpx; the client behaves the same.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
-__all__ = ["Recorder", "TestClient"]
+__all__ = ["Executor", "Recorder", "TestClient"]
 
 MAX_BODY = 64 * 1024  # the test app's body limit
 
@@ -89,3 +98,82 @@ def error_of(response: Any, status: int, code: str) -> dict[str, Any]:
 
 def fields_of(error: dict[str, Any]) -> list[str]:
     return [f["field"] for f in error.get("fields", [])]
+
+
+# --- a live server ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """`app` served by uvicorn on 127.0.0.1 and a free port, in a thread; yields the base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not instance.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = instance.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=20)
+
+
+# --- plans, receipts and an executor ------------------------------------------------
+
+
+def action(capability: str, key: str, decision: str = "ALLOW", entity: str = "order:SO-10884",
+           **args: Any) -> dict[str, Any]:
+    return {"capability": capability, "entity_key": entity, "idempotency_key": key, "args": args,
+            "decision": decision}
+
+
+def new_receipt(tenant: store.Tenant, **fields: Any) -> receipts.NewReceipt:
+    values: dict[str, Any] = {
+        "reseller_id": tenant.reseller_id, "tenant_id": tenant.id, "operator_id": "op_8f2a1c",
+        "operator": "ship-risk", "capability": "orders.hold", "entity_key": "order:SO-10884",
+        "idempotency_key": "ship-risk:SO-10884:hold", "decision": "ALLOW", "outcome": "applied",
+        "rule": "orders.hold", **fields,
+    }
+    return receipts.NewReceipt(**values)
+
+
+class Executor:
+    """Stands in for the executor at its boundary (context.Executor): disposes of approved plans.
+
+    Each action's pre-evaluated decision stands in for the policy: BLOCK is
+    refused, anything else applied; a receipt is appended for every action run.
+    """
+
+    def __init__(self, state: store.StateStore, ledger: receipts.Ledger) -> None:
+        self.state = state
+        self.ledger = ledger
+        self.calls: list[tuple[str, str, list[str] | None]] = []
+
+    def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> plans.Plan:
+        self.calls.append((plan.id, plan.status, list(only_actions) if only_actions else None))
+        reseller_id = plan.reseller_id
+        results = []
+        for item in plan.actions:
+            if only_actions is not None and item["idempotency_key"] not in only_actions:
+                continue
+            decision = item.get("decision") or "BLOCK"
+            outcome = "refused" if decision == "BLOCK" else "applied"
+            receipt = self.ledger.append(receipts.NewReceipt(
+                reseller_id=reseller_id, tenant_id=plan.tenant_id, operator_id=plan.operator_id,
+                operator="ship-risk", capability=item["capability"], entity_key=item["entity_key"],
+                idempotency_key=item["idempotency_key"], decision=decision, outcome=outcome,
+                rule=item["capability"], plan_id=plan.id, approver=plan.approver,
+                args=item.get("args", {}), policy_id=plan.policy_id,
+            ))
+            result = {"idempotency_key": item["idempotency_key"], "decision": decision,
+                      "outcome": outcome, "receipt_id": receipt.id}
+            if outcome == "refused":
+                result["rule"] = item["capability"]
+            results.append(result)
+        status = "blocked" if all(r["outcome"] == "refused" for r in results) else "executed"
+        return plans.record_results(self.state, plan.tenant_id, plan.id, status=status, results=results)

@@ -7,6 +7,7 @@ what the API told it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from api_support import MAX_BODY, Recorder, TestClient
 
 from fibric import settings, store
 from fibric.api import create_app
+from fibric.store import receipts
 
 ALL_SCOPES = frozenset(store.SCOPES)
 
@@ -24,9 +26,19 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def app(state: store.StateStore, recorder: Recorder) -> Any:
+def ledger(tmp_path: Path) -> Iterator[receipts.Ledger]:
+    """A receipt ledger (DuckDB) of its own for each test."""
+    opened = receipts.Ledger(tmp_path / "receipts.duckdb")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def app(state: store.StateStore, recorder: Recorder, ledger: receipts.Ledger) -> Any:
     config = settings.Settings(server=settings.ServerSettings(max_body_bytes=MAX_BODY))
-    return create_app(config, state, recorder)
+    return create_app(config, state, recorder, receipts=ledger)
 
 
 @pytest.fixture

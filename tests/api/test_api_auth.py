@@ -7,7 +7,9 @@ from collections.abc import Callable
 import pytest
 from api_support import TestClient, error_of, policy_doc
 
-from fibric import store
+from fibric import settings, store
+from fibric.api import create_app
+from fibric.store import receipts
 
 ROUTES = [
     ("GET", "/v1/operators"),
@@ -22,6 +24,14 @@ ROUTES = [
     ("POST", "/v1/policies"),
     ("GET", "/v1/specs"),
     ("POST", "/v1/apply"),
+    ("POST", "/v1/events"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/events/ev_1"),
+    ("GET", "/v1/plans"),
+    ("GET", "/v1/plans/pl_1"),
+    ("POST", "/v1/plans/pl_1/approve"),
+    ("GET", "/v1/receipts"),
+    ("GET", "/v1/receipts/rc_1"),
 ]
 
 
@@ -74,6 +84,12 @@ def test_a_revoked_key_is_401(app: object, state: store.StateStore, tenant: stor
         ("POST", "/v1/policies", "policies:write"),
         ("GET", "/v1/policies/pol_1", "policies:read"),
         ("DELETE", "/v1/policies/pol_1", "policies:write"),
+        ("GET", "/v1/plans", "plans:read"),
+        ("GET", "/v1/plans/pl_1", "plans:read"),
+        ("POST", "/v1/plans/pl_1/approve", "plans:approve"),
+        ("GET", "/v1/receipts", "receipts:read"),
+        ("GET", "/v1/receipts/rc_1", "receipts:read"),
+        ("GET", "/v1/events", "events:read"),
     ],
 )
 def test_a_key_without_the_routes_scope_is_403_naming_it(
@@ -130,3 +146,49 @@ def test_the_tenant_comes_from_the_key_not_the_request(
     listed = other_client.get("/v1/policies", params={"tenant_id": "t_whatever"}).json()
     assert listed["data"] == []
     assert [p["name"] for p in client.get("/v1/policies").json()["data"]] == ["acme-guard"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/operators", None),  # a sync route
+        ("GET", "/v1/operators?limit=0", None),  # answered before the route runs
+        ("GET", "/v1/operators?cursor=nope", None),
+        ("POST", "/v1/events", {"type": "bad type"}),  # a body that fails validation
+        ("POST", "/v1/events", {"type": "a.b", "entity_key": "e", "idempotency_key": "k", "data": {}}),
+        ("POST", "/v1/plans/pl_1/approve", {}),  # an async route
+        ("GET", "/v1/specs", None),  # scopes checked inside the route
+        ("POST", "/v1/apply", {"documents": [policy_doc()]}),
+        ("GET", "/v1/receipts", None),  # a scope this key never had: still 401, not 403
+    ],
+)
+def test_a_key_revoked_after_use_is_401_everywhere(
+    app: object, state: store.StateStore, tenant: store.Tenant, method: str, path: str,
+    body: object,
+) -> None:
+    scopes = frozenset(store.SCOPES) - {"receipts:read"}
+    key, secret = state.create_api_key(tenant.id, scopes)
+    client = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    assert client.get("/v1/webhooks").status_code == 200  # the app has seen the key valid
+    state.revoke_api_key(key.id)
+    for _ in range(2):
+        response = client.request(method, path, json=body)
+        assert "revoked" in error_of(response, 401, "unauthenticated")["message"]
+    assert client.get("/v1/policies").status_code == 401
+    assert state.list_api_keys(tenant.id)[0].revoked_at is not None
+
+
+def test_a_revoked_key_stops_spending_its_tenants_budget(
+    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+) -> None:
+    app = create_app(settings.Settings(rate_limits=settings.RateLimitSettings(reads_per_minute=5)),
+                     state, receipts=ledger)
+    leaked, leaked_secret = state.create_api_key(tenant.id, frozenset({"operators:read"}))
+    _, good_secret = state.create_api_key(tenant.id, frozenset({"operators:read"}))
+    bad = TestClient(app, headers={"Authorization": f"Bearer {leaked_secret}"})
+    good = TestClient(app, headers={"Authorization": f"Bearer {good_secret}"})
+    assert bad.get("/v1/operators").status_code == 200
+    state.revoke_api_key(leaked.id)
+    assert [bad.get("/v1/operators").status_code for _ in range(3)] == [401, 401, 401]
+    # Only the first refused request was counted against the tenant.
+    assert [good.get("/v1/operators").status_code for _ in range(4)] == [200, 200, 200, 429]

@@ -112,6 +112,7 @@ def _cursor(payload: bytes) -> str:
     ],
 )
 def test_a_bad_cursor_is_400_naming_it(client: TestClient, cursor: str) -> None:
-    for path in ("/v1/policies", "/v1/operators", "/v1/connectors", "/v1/webhooks", "/v1/specs"):
+    for path in ("/v1/policies", "/v1/operators", "/v1/connectors", "/v1/webhooks", "/v1/specs",
+                 "/v1/events", "/v1/plans", "/v1/receipts"):
         error = error_of(client.get(path, params={"cursor": cursor}), 400, "invalid_request")
         assert fields_of(error) == ["cursor"]

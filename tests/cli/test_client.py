@@ -191,3 +191,23 @@ def test_unknown_kinds_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown kind 'gadgets'"):
         client.resource_of("gadgets")
     assert client.resource_of("Policy") == client.resource_of("policies") == "policies"
+
+
+def test_event_plan_and_receipt_methods_against_the_real_api(
+    api_url: str, state: store.StateStore, tenant: store.Tenant
+) -> None:
+    _, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
+    with client.Client(api_url, secret) as api:
+        data = {"status": "open", "carrier_scanned": False}
+        first = api.ingest_event("order.updated", "order:SO-10884", "magento:SO-10884:v7", data)
+        again = api.ingest_event("order.updated", "order:SO-10884", "magento:SO-10884:v7", data)
+        assert first["id"].startswith("ev_") and first["dedup"] is False
+        assert again["dedup"] is True and again["id"] == first["id"]
+        assert first["tenant_id"] == tenant.id
+        assert api.list_plans(status="proposed") == []
+        assert api.list_receipts(decision="ALLOW") == []
+        for call in (lambda: api.get_plan("pl_missing"), lambda: api.approve_plan("pl_missing"),
+                     lambda: api.get_receipt("rc_missing")):
+            with pytest.raises(client.ApiError) as caught:
+                call()
+            assert (caught.value.status, caught.value.code) == (404, "not_found")

@@ -45,8 +45,8 @@ def test_reconcile_records_observed_generation_and_conditions(
     apply_yaml(state, tenant.id, policy())
     obj = reconciled(state, tenant, "Policy", "guard")
     assert obj.observed_generation == 1
-    assert condition(obj, "Ready") == {"type": "Ready", "status": "True", "reason": "Stored",
-                                       "message": "policy source stored",
+    assert condition(obj, "Ready") == {"type": "Ready", "status": "True", "reason": "Compiled",
+                                       "message": "",
                                        "last_transition_time": "2026-06-14T09:00:00Z"}
 
 

@@ -1,10 +1,23 @@
 """One module per resource; `ROUTERS` is what the app mounts, in documentation order."""
 
-from fibric.api.routes import apply, connectors, operators, policies, specs, webhooks
+from fibric.api.routes import (
+    apply,
+    connectors,
+    events,
+    operators,
+    plans,
+    policies,
+    receipts,
+    specs,
+    webhooks,
+)
 
 ROUTERS = (
     operators.router,
     connectors.router,
+    events.router,
+    plans.router,
+    receipts.router,
     webhooks.router,
     policies.router,
     specs.router,

@@ -11,14 +11,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fibric import errors, specs
-from fibric.api import auth, context, writes
+from fibric.api import auth, context, routing, schemas, writes
 from fibric.api import errors as api_errors
 from fibric.controller import apply
 
-router = APIRouter(prefix="/v1/apply", tags=["specs"], responses=api_errors.RESPONSES)
+router = APIRouter(prefix="/v1/apply", tags=["specs"], responses=api_errors.RESPONSES,
+                   route_class=routing.Route)
 
 MAX_DOCUMENTS = 5000
 
@@ -84,11 +86,12 @@ def _has_kind(document: dict[str, Any]) -> bool:
     return isinstance(document.get("kind"), str)
 
 
-@router.post("", summary="Apply spec documents (create or update by name, all or nothing)")
-def apply_specs(ctx: context.Ctx, principal: auth.Authenticated, body: ApplyRequest) -> dict[str, Any]:
+@router.post("", summary="Apply spec documents (create or update by name, all or nothing)",
+             **schemas.returns(schemas.ApplyResult, 200, 409, 413))
+def apply_specs(ctx: context.Ctx, principal: auth.Authenticated, body: ApplyRequest) -> JSONResponse:
     auth.check(principal, required_scopes(body))
     result = writes.apply_documents(
         ctx, principal, load(body.documents),
         apply_set=body.apply_set, prune=body.prune, dry_run=body.dry_run,
     )
-    return represent(result)
+    return JSONResponse(represent(result))

@@ -11,12 +11,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 
-from fibric import store
-from fibric.api import auth, context, objects, pagination, writes
+from fibric import errors, store
+from fibric.api import auth, context, objects, pagination, routing, schemas, writes
 from fibric.api import errors as api_errors
+from fibric.store import pins
 
-router = APIRouter(prefix="/v1/connectors", tags=["connectors"], responses=api_errors.RESPONSES)
+router = APIRouter(prefix="/v1/connectors", tags=["connectors"], responses=api_errors.RESPONSES,
+                   route_class=routing.Route)
 
 ConnectorKind = Literal["saas", "hardware", "operator"]
 Reader = Annotated[store.Principal, Depends(auth.require("connectors:read"))]
@@ -41,7 +44,7 @@ def represent(obj: store.StoredObject, *, detail: bool = False) -> dict[str, Any
     return data
 
 
-@router.get("", summary="List connectors")
+@router.get("", summary="List connectors", **schemas.returns(schemas.ConnectorList))
 def list_connectors(
     ctx: context.Ctx,
     principal: Reader,
@@ -50,7 +53,7 @@ def list_connectors(
         str | None, Query(description="Only connectors that fulfil this capability.")
     ] = None,
     kind: Annotated[ConnectorKind | None, Query(description="saas, hardware or operator.")] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     def keep(obj: store.StoredObject) -> bool:
         if capability is not None and capability not in obj.spec.get("capabilities", {}):
             return False
@@ -60,15 +63,33 @@ def list_connectors(
     page = pagination.paginate(
         objects.fetcher(ctx, principal, ["Connector"]), page_params, keep=keep if filtered else None
     )
-    return pagination.envelope(page, [represent(o) for o in page.items])
+    return JSONResponse(pagination.envelope(page, [represent(o) for o in page.items]))
 
 
-@router.get("/{connector_id}", summary="Retrieve a connector")
-def retrieve_connector(ctx: context.Ctx, principal: Reader, connector_id: str) -> dict[str, Any]:
-    return represent(objects.get(ctx, principal, "Connector", connector_id), detail=True)
+@router.get("/{connector_id}", summary="Retrieve a connector", **schemas.returns(schemas.Connector, 200, 404))
+def retrieve_connector(ctx: context.Ctx, principal: Reader, connector_id: str) -> JSONResponse:
+    return JSONResponse(represent(objects.get(ctx, principal, "Connector", connector_id), detail=True))
 
 
-@router.delete("/{connector_id}", summary="Delete a connector")
-def delete_connector(ctx: context.Ctx, principal: Writer, connector_id: str) -> dict[str, Any]:
+@router.delete("/{connector_id}", summary="Delete a connector", **schemas.returns(schemas.Deleted, 200, 404))
+def delete_connector(ctx: context.Ctx, principal: Writer, connector_id: str) -> JSONResponse:
     change = writes.delete(ctx, principal, "Connector", connector_id)
-    return {"id": change.id, "object": "connector", "deleted": True}
+    return JSONResponse({"id": change.id, "object": "connector", "deleted": True})
+
+
+@router.post("/{connector_id}/ack", summary="Acknowledge a connector's tool definitions",
+             **schemas.returns(schemas.Connector, 200, 404, 409))
+def ack_connector(ctx: context.Ctx, principal: Writer, connector_id: str) -> JSONResponse:
+    """Accept the tools as listed now as the new pins, clearing ToolsChanged (`fibric connector ack`)."""
+    obj = objects.get(ctx, principal, "Connector", connector_id)
+    acknowledge = getattr(ctx.controller, "acknowledge_tools", None)
+    if acknowledge is None or not acknowledge(obj.tenant_id, obj.name):
+        # No runtime here runs it: pin what the status shows; runtimes re-read pins on their next ensure.
+        listed = obj.status.get("tool_hashes")
+        hashes = {str(k): str(v) for k, v in listed.items()} if isinstance(listed, dict) else {}
+        if not hashes:
+            raise errors.Conflict(f"connector {obj.name} has not listed its tools yet; nothing to ack")
+        pins.SQLPinStore(ctx.state).acknowledge(obj.tenant_id, obj.name, hashes)
+        if ctx.controller is not None:
+            ctx.controller.notify(obj.tenant_id, "Connector", obj.name)
+    return JSONResponse(represent(ctx.state.get_object(obj.tenant_id, "Connector", obj.name), detail=True))

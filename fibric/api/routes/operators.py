@@ -10,13 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fibric import errors, specs, store
-from fibric.api import auth, context, objects, pagination, writes
+from fibric.api import auth, context, objects, pagination, routing, schemas, writes
 from fibric.api import errors as api_errors
 
-router = APIRouter(prefix="/v1/operators", tags=["operators"], responses=api_errors.RESPONSES)
+router = APIRouter(prefix="/v1/operators", tags=["operators"], responses=api_errors.RESPONSES,
+                   route_class=routing.Route)
 
 Lifecycle = Literal["active", "paused", "draft"]
 Reader = Annotated[store.Principal, Depends(auth.require("operators:read"))]
@@ -83,26 +85,26 @@ def _one(ctx: context.Context, principal: store.Principal, obj: store.StoredObje
     return represent(obj, policy_ids(ctx, principal, [obj])[str(obj.spec.get("policy", ""))])
 
 
-@router.get("", summary="List operators")
+@router.get("", summary="List operators", **schemas.returns(schemas.OperatorList))
 def list_operators(
     ctx: context.Ctx,
     principal: Reader,
     page_params: pagination.Params,
     status: Annotated[Lifecycle | None, Query(description="active, paused or draft.")] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     page = pagination.paginate(
         objects.fetcher(ctx, principal, ["Operator"]),
         page_params,
         keep=None if status is None else (lambda o: o.spec.get("lifecycle", "active") == status),
     )
     ids = policy_ids(ctx, principal, page.items)
-    return pagination.envelope(
+    return JSONResponse(pagination.envelope(
         page, [represent(o, ids[str(o.spec.get("policy", ""))]) for o in page.items]
-    )
+    ))
 
 
-@router.post("", status_code=201, summary="Create an operator")
-def create_operator(ctx: context.Ctx, principal: Writer, body: OperatorCreate) -> dict[str, Any]:
+@router.post("", summary="Create an operator", **schemas.returns(schemas.Operator, 201, 409, 413))
+def create_operator(ctx: context.Ctx, principal: Writer, body: OperatorCreate) -> JSONResponse:
     try:
         policy = objects.get(ctx, principal, "Policy", body.policy_id)
     except errors.NotFound:
@@ -120,16 +122,16 @@ def create_operator(ctx: context.Ctx, principal: Writer, body: OperatorCreate) -
         "spec": spec,
     }
     _, obj = writes.create(ctx, principal, "Operator", data, _FIELDS)
-    return represent(obj, policy.id)
+    return JSONResponse(represent(obj, policy.id), status_code=201)
 
 
-@router.get("/{operator_id}", summary="Retrieve an operator")
-def retrieve_operator(ctx: context.Ctx, principal: Reader, operator_id: str) -> dict[str, Any]:
-    return _one(ctx, principal, objects.get(ctx, principal, "Operator", operator_id))
+@router.get("/{operator_id}", summary="Retrieve an operator", **schemas.returns(schemas.Operator, 200, 404))
+def retrieve_operator(ctx: context.Ctx, principal: Reader, operator_id: str) -> JSONResponse:
+    return JSONResponse(_one(ctx, principal, objects.get(ctx, principal, "Operator", operator_id)))
 
 
-@router.delete("/{operator_id}", summary="Delete an operator")
-def delete_operator(ctx: context.Ctx, principal: Writer, operator_id: str) -> dict[str, Any]:
+@router.delete("/{operator_id}", summary="Delete an operator", **schemas.returns(schemas.Deleted, 200, 404))
+def delete_operator(ctx: context.Ctx, principal: Writer, operator_id: str) -> JSONResponse:
     change = writes.delete(ctx, principal, "Operator", operator_id)
-    return {"id": change.id, "object": "operator", "deleted": True}
+    return JSONResponse({"id": change.id, "object": "operator", "deleted": True})
 

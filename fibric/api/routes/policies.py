@@ -12,13 +12,15 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fibric import specs, store
-from fibric.api import auth, context, objects, pagination, writes
+from fibric.api import auth, context, objects, pagination, routing, schemas, writes
 from fibric.api import errors as api_errors
 
-router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=api_errors.RESPONSES)
+router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=api_errors.RESPONSES,
+                   route_class=routing.Route)
 
 Reader = Annotated[store.Principal, Depends(auth.require("policies:read"))]
 Writer = Annotated[store.Principal, Depends(auth.require("policies:write"))]
@@ -57,14 +59,14 @@ def represent(obj: store.StoredObject) -> dict[str, Any]:
     }
 
 
-@router.get("", summary="List policies")
-def list_policies(ctx: context.Ctx, principal: Reader, page_params: pagination.Params) -> dict[str, Any]:
+@router.get("", summary="List policies", **schemas.returns(schemas.PolicyList))
+def list_policies(ctx: context.Ctx, principal: Reader, page_params: pagination.Params) -> JSONResponse:
     page = pagination.paginate(objects.fetcher(ctx, principal, ["Policy"]), page_params)
-    return pagination.envelope(page, [represent(o) for o in page.items])
+    return JSONResponse(pagination.envelope(page, [represent(o) for o in page.items]))
 
 
-@router.post("", status_code=201, summary="Create a policy")
-def create_policy(ctx: context.Ctx, principal: Writer, body: PolicyCreate) -> dict[str, Any]:
+@router.post("", summary="Create a policy", **schemas.returns(schemas.Policy, 201, 409, 413))
+def create_policy(ctx: context.Ctx, principal: Writer, body: PolicyCreate) -> JSONResponse:
     spec: dict[str, Any] = {"rego": body.rego}
     if body.query is not None:
         spec["query"] = body.query
@@ -77,15 +79,16 @@ def create_policy(ctx: context.Ctx, principal: Writer, body: PolicyCreate) -> di
         "spec": spec,
     }
     _, obj = writes.create(ctx, principal, "Policy", data, _FIELDS)
-    return represent(obj)
+    return JSONResponse(represent(obj), status_code=201)
 
 
-@router.get("/{policy_id}", summary="Retrieve a policy")
-def retrieve_policy(ctx: context.Ctx, principal: Reader, policy_id: str) -> dict[str, Any]:
-    return represent(objects.get(ctx, principal, "Policy", policy_id))
+@router.get("/{policy_id}", summary="Retrieve a policy", **schemas.returns(schemas.Policy, 200, 404))
+def retrieve_policy(ctx: context.Ctx, principal: Reader, policy_id: str) -> JSONResponse:
+    return JSONResponse(represent(objects.get(ctx, principal, "Policy", policy_id)))
 
 
-@router.delete("/{policy_id}", summary="Delete a policy (409 while an operator is bound to it)")
-def delete_policy(ctx: context.Ctx, principal: Writer, policy_id: str) -> dict[str, Any]:
+@router.delete("/{policy_id}", summary="Delete a policy (409 while an operator is bound to it)",
+               **schemas.returns(schemas.Deleted, 200, 404, 409))
+def delete_policy(ctx: context.Ctx, principal: Writer, policy_id: str) -> JSONResponse:
     change = writes.delete(ctx, principal, "Policy", policy_id)
-    return {"id": change.id, "object": "policy", "deleted": True}
+    return JSONResponse({"id": change.id, "object": "policy", "deleted": True})

@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 
 from fibric import specs, store, timefmt
-from fibric.api import auth, context, objects, pagination
+from fibric.api import auth, context, objects, pagination, routing, schemas
 from fibric.api import errors as api_errors
 from fibric.controller import apply
 
-router = APIRouter(prefix="/v1/specs", tags=["specs"], responses=api_errors.RESPONSES)
+router = APIRouter(prefix="/v1/specs", tags=["specs"], responses=api_errors.RESPONSES,
+                   route_class=routing.Route)
 
 Kind = Literal["Operator", "Connector", "Policy", "Webhook"]
 
@@ -38,14 +40,14 @@ def represent(obj: store.StoredObject) -> dict[str, Any]:
     }
 
 
-@router.get("", summary="List desired state as spec documents")
+@router.get("", summary="List desired state as spec documents", **schemas.returns(schemas.SpecList))
 def list_specs(
     ctx: context.Ctx,
     principal: auth.Authenticated,
     page_params: pagination.Params,
     kind: Annotated[Kind | None, Query(description="Operator, Connector, Policy or Webhook.")] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     kinds = [kind] if kind is not None else list(specs.KINDS)
     auth.check(principal, [auth.scope_for(k, "read") for k in kinds])
     page = pagination.paginate(objects.fetcher(ctx, principal, kinds), page_params)
-    return pagination.envelope(page, [represent(o) for o in page.items])
+    return JSONResponse(pagination.envelope(page, [represent(o) for o in page.items]))

@@ -10,13 +10,15 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fibric import specs, store
-from fibric.api import auth, context, objects, pagination, writes
+from fibric.api import auth, context, objects, pagination, routing, schemas, writes
 from fibric.api import errors as api_errors
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=api_errors.RESPONSES)
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=api_errors.RESPONSES,
+                   route_class=routing.Route)
 
 Reader = Annotated[store.Principal, Depends(auth.require("webhooks:read"))]
 Writer = Annotated[store.Principal, Depends(auth.require("webhooks:write"))]
@@ -50,8 +52,8 @@ def represent(obj: store.StoredObject) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201, summary="Create a webhook")
-def create_webhook(ctx: context.Ctx, principal: Writer, body: WebhookCreate) -> dict[str, Any]:
+@router.post("", summary="Create a webhook", **schemas.returns(schemas.WebhookCreated, 201, 409, 413))
+def create_webhook(ctx: context.Ctx, principal: Writer, body: WebhookCreate) -> JSONResponse:
     spec: dict[str, Any] = {"url": body.url, "events": body.events}
     if body.description is not None:
         spec["description"] = body.description
@@ -67,22 +69,23 @@ def create_webhook(ctx: context.Ctx, principal: Writer, body: WebhookCreate) -> 
     change, obj = writes.create(ctx, principal, "Webhook", data, _FIELDS)
     represented = represent(obj)
     # Shown once, here; placed after `events` as in the reference.
-    return {**{k: represented[k] for k in ("id", "object", "name", "url", "events")},
-            "signing_secret": change.signing_secret, **represented}
+    return JSONResponse({**{k: represented[k] for k in ("id", "object", "name", "url", "events")},
+                         "signing_secret": change.signing_secret, **represented}, status_code=201)
 
 
-@router.get("", summary="List webhooks")
-def list_webhooks(ctx: context.Ctx, principal: Reader, page_params: pagination.Params) -> dict[str, Any]:
+@router.get("", summary="List webhooks", **schemas.returns(schemas.WebhookList))
+def list_webhooks(ctx: context.Ctx, principal: Reader, page_params: pagination.Params) -> JSONResponse:
     page = pagination.paginate(objects.fetcher(ctx, principal, ["Webhook"]), page_params)
-    return pagination.envelope(page, [represent(o) for o in page.items])
+    return JSONResponse(pagination.envelope(page, [represent(o) for o in page.items]))
 
 
-@router.get("/{webhook_id}", summary="Retrieve a webhook (never its signing secret)")
-def retrieve_webhook(ctx: context.Ctx, principal: Reader, webhook_id: str) -> dict[str, Any]:
-    return represent(objects.get(ctx, principal, "Webhook", webhook_id))
+@router.get("/{webhook_id}", summary="Retrieve a webhook (never its signing secret)",
+            **schemas.returns(schemas.Webhook, 200, 404))
+def retrieve_webhook(ctx: context.Ctx, principal: Reader, webhook_id: str) -> JSONResponse:
+    return JSONResponse(represent(objects.get(ctx, principal, "Webhook", webhook_id)))
 
 
-@router.delete("/{webhook_id}", summary="Delete a webhook")
-def delete_webhook(ctx: context.Ctx, principal: Writer, webhook_id: str) -> dict[str, Any]:
+@router.delete("/{webhook_id}", summary="Delete a webhook", **schemas.returns(schemas.Deleted, 200, 404))
+def delete_webhook(ctx: context.Ctx, principal: Writer, webhook_id: str) -> JSONResponse:
     change = writes.delete(ctx, principal, "Webhook", webhook_id)
-    return {"id": change.id, "object": "webhook", "deleted": True}
+    return JSONResponse({"id": change.id, "object": "webhook", "deleted": True})

@@ -1,0 +1,164 @@
+"""Who is calling and whether their budget allows it, decided once per request before routing.
+
+The bearer key is resolved here, so the rate limit can count per tenant; the
+principal (or why there is none) is left in the request's state for
+`auth.authenticated`, which turns a missing or bad key into 401 only on
+routes that need a key. Then one hit is counted against the caller's budget
+for the route class: over it, the request ends here with 429 `rate_limited`
+and `Retry-After`; otherwise every response, errors included, carries the
+RateLimit-Limit/Remaining/Reset headers.
+
+A key's tenant and scopes never change, so they are remembered (`KeyMemory`)
+after the first successful lookup. With in-process counters, a remembered key
+is admitted on the event loop, and the store check that it is still valid
+(not revoked) is left owed to the request (auth.VERIFY), which runs it in the
+endpoint's own thread. Otherwise the key is looked up in the thread pool, in
+one hop with the counter (which may be in Redis).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from anyio import to_thread
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fibric import errors, ids, store
+from fibric.api import auth, ratelimit
+from fibric.api import errors as api_errors
+
+_NOUN = {ratelimit.READS: "reads", ratelimit.WRITES: "writes", ratelimit.EVENTS: "events"}
+
+
+class KeyMemory:
+    """The principals of keys seen valid, by a hash of the secret; bounded, oldest forgotten first."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._known: dict[str, store.Principal] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> store.Principal | None:
+        return self._known.get(digest)
+
+    def remember(self, digest: str, principal: store.Principal) -> None:
+        with self._lock:
+            self._known[digest] = principal
+            while len(self._known) > self.size:
+                del self._known[next(iter(self._known))]
+
+    def forget(self, digest: str) -> None:
+        with self._lock:
+            self._known.pop(digest, None)
+
+
+class Admission:
+    def __init__(self, app: ASGIApp, state: store.StateStore, limiter: ratelimit.RateLimiter) -> None:
+        self.app = app
+        self.state = state
+        self.limiter = limiter
+        self.keys = KeyMemory()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization")
+        klass = ratelimit.route_class(scope["method"], scope["path"])
+        client = scope.get("client")
+        address = str(client[0]) if client else "unknown"
+        request_state = scope.setdefault("state", {})
+        principal: store.Principal | None
+        failure: errors.FibricError | None
+        budget: ratelimit.Budget | None
+        remembered = self._remembered(header) if self.limiter.local else None
+        if remembered is not None and header:
+            principal, failure = remembered, None
+            budget = self.limiter.hit(remembered.tenant_id, remembered.tenant_id, klass)
+            request_state[auth.VERIFY] = self._verification(header, remembered)
+        elif not header and self.limiter.local:
+            principal, failure, budget = self._admit(header, klass, address)
+        else:
+            principal, failure, budget = await to_thread.run_sync(self._admit, header, klass, address)
+        request_state[auth.PRINCIPAL] = principal
+        request_state[auth.FAILURE] = failure
+        request_id = str(request_state.get("request_id") or ids.new_id("request"))
+        extra = budget.headers() if budget is not None else []
+
+        if budget is not None and not budget.allowed:
+            response = api_errors.error_response(
+                request_id, 429, "rate_limited",
+                f"Rate limit of {budget.limit} {_NOUN[klass]} per minute exceeded"
+                f"{' for this tenant' if principal else ''}; retry after {budget.retry_after} s.",
+                headers={**dict(extra), "Retry-After": str(budget.retry_after)},
+            )
+            await response(scope, receive, send)
+            return
+
+        started = False
+
+        async def send_with_budget(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                for name, value in extra:
+                    headers[name] = value
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_budget)
+        except Exception:
+            # Starlette's outermost handler will log this and answer 500, but
+            # outside us, without the budget headers; answer here so it has them.
+            if not started:
+                response = api_errors.internal_error(request_id)
+                await response(scope, receive, send_with_budget)
+            raise
+
+    def _remembered(self, header: str | None) -> store.Principal | None:
+        if not header:
+            return None
+        try:
+            secret = auth.bearer_secret(header)
+        except errors.Unauthenticated:
+            return None
+        return self.keys.get(_digest(secret))
+
+    def _verification(self, header: str, principal: store.Principal) -> auth.Verification:
+        def verify() -> None:
+            try:
+                current = auth.principal_from_header(self.state, header)
+            except errors.Unauthenticated:
+                # Revoked (or gone): forget it, so its requests stop counting against the tenant.
+                self.keys.forget(_digest(auth.bearer_secret(header)))
+                raise
+            if current != principal:  # cannot happen: a key's tenant and scopes are fixed
+                self.keys.forget(_digest(auth.bearer_secret(header)))
+                raise errors.Unauthenticated("API key is not recognised")
+
+        return verify
+
+    def _admit(
+        self, header: str | None, klass: str, address: str
+    ) -> tuple[store.Principal | None, errors.FibricError | None, ratelimit.Budget | None]:
+        principal: store.Principal | None = None
+        failure: errors.FibricError | None = None
+        if header:
+            try:
+                principal = auth.principal_from_header(self.state, header)
+                self.keys.remember(_digest(auth.bearer_secret(header)), principal)
+            except errors.FibricError as e:  # 401, or the store briefly down: the route reports it
+                failure = e
+        if principal is not None:
+            budget = self.limiter.hit(principal.tenant_id, principal.tenant_id, klass)
+        else:
+            budget = self.limiter.hit(f"anonymous:{address}", None, klass)
+        return principal, failure, budget
+
+
+def _digest(secret: str) -> str:
+    # The memory holds no secrets, only their hashes (as the store does).
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()

@@ -1,0 +1,175 @@
+"""The `Idempotency-Key` header on POSTs: a retry replays the first response instead of acting twice.
+
+Stripe's semantics (the records themselves live in store/idempotency.py):
+
+- The first request with a key runs; its response is stored when it did
+  something (2xx) or was vetted and refused (422), and is replayed, status and
+  body, with `Idempotent-Replayed: true`, to every request with the same key
+  for 24 hours. The replay keeps the first response's `Request-Id`: it is that
+  request's answer, and that request is the one in the logs and receipts.
+- Responses that changed nothing are not stored, so a retry runs afresh: a
+  request that failed validation (400, 413), was not found (404), conflicted
+  (409) or failed on our side (5xx). A rate-limited request never gets here.
+- The same key with different parameters (method, path, query or JSON body)
+  is 400 `invalid_request`; a key whose first request is still running is 409
+  `conflict`. Keys are per tenant: two tenants never see each other's answers.
+
+The stored response is written before the client receives it, so a client
+that retries the moment it has an answer finds the answer, not "still running".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import anyio
+from anyio import to_thread
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fibric import errors, ids, store
+from fibric.api import auth, middleware
+from fibric.api import errors as api_errors
+from fibric.store import idempotency as records
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def keeps(status: int) -> bool:
+    """Whether a response is the key's answer for good (see the module docstring)."""
+    return status < 400 or status == 422
+
+
+class Idempotency:
+    def __init__(self, app: ASGIApp, state: store.StateStore) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        key = Headers(scope=scope).get(HEADER)
+        principal: store.Principal | None = scope.get("state", {}).get(auth.PRINCIPAL)
+        if key is None or principal is None:  # without a key the route answers 401 itself
+            await self.app(scope, receive, send)
+            return
+        request_id = str(scope["state"].get("request_id") or ids.new_id("request"))
+        problem = check_key(key)
+        body, replay = await middleware.read_body(receive)
+        tenant_id = principal.tenant_id
+        request_state = scope["state"]
+        verify: auth.Verification | None = request_state.pop(auth.VERIFY, None)
+
+        def claim() -> records.Outcome | None:
+            # A key admitted from memory is checked against the store before anything
+            # is claimed or replayed: a revoked key must never read a stored answer.
+            if verify is not None:
+                verify()
+            return None if problem else records.begin(self.state, tenant_id, key, fingerprint(scope, body))
+
+        try:
+            outcome = await to_thread.run_sync(claim)
+        except errors.FibricError as e:  # the key failed its check: the route answers 401
+            request_state[auth.PRINCIPAL], request_state[auth.FAILURE] = None, e
+            await self.app(scope, replay, send)
+            return
+        if outcome is None:
+            await _error(scope, receive, send, request_id, 400, "invalid_request", str(problem), field=HEADER)
+            return
+        if isinstance(outcome, records.Replay):
+            await _replay(send, outcome)
+            return
+        if isinstance(outcome, records.InFlight):
+            await _error(scope, receive, send, request_id, 409, "conflict",
+                         f"A request with {HEADER} '{key}' is still being processed; "
+                         "retry once it has finished.")
+            return
+        if isinstance(outcome, records.Mismatch):
+            await _error(scope, receive, send, request_id, 400, "invalid_request",
+                         f"{HEADER} '{key}' was already used with different parameters; "
+                         "use a new key for a different request.", field=HEADER)
+            return
+        await self._run(scope, replay, send, tenant_id, key, outcome.attempt, request_id)
+
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, tenant_id: str, key: str, attempt: str,
+        request_id: str,
+    ) -> None:
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        try:
+            await self.app(scope, receive, capture)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await to_thread.run_sync(records.release, self.state, tenant_id, key, attempt)
+            raise
+        if start is None:  # the app answered nothing; nothing to keep or send
+            with anyio.CancelScope(shield=True):
+                await to_thread.run_sync(records.release, self.state, tenant_id, key, attempt)
+            return
+        body = b"".join(chunks)
+        status = int(start["status"])
+        with anyio.CancelScope(shield=True):
+            if keeps(status):
+                headers = [("content-type", Headers(raw=start["headers"]).get("content-type") or
+                            "application/json"), (api_errors.REQUEST_ID_HEADER, request_id)]
+                await to_thread.run_sync(lambda: records.finish(
+                    self.state, tenant_id, key, attempt, status=status, headers=headers, body=body))
+            else:
+                await to_thread.run_sync(records.release, self.state, tenant_id, key, attempt)
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+
+def check_key(key: str) -> str | None:
+    """Why a header value cannot be an idempotency key, or None."""
+    if not key:
+        return f"{HEADER} must not be empty."
+    if len(key) > records.MAX_KEY_LENGTH:
+        return f"{HEADER} must be at most {records.MAX_KEY_LENGTH} characters, not {len(key)}."
+    if _CONTROL.search(key):
+        return f"{HEADER} must not contain control characters."
+    return None
+
+
+def fingerprint(scope: Scope, body: bytes) -> str:
+    """What makes two requests the same: method, path, query and body (JSON compared as data)."""
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, RecursionError):  # not JSON (the request will fail validation): the bytes
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""),
+                 canonical):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+async def _replay(send: Send, replay: records.Replay) -> None:
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in replay.headers]
+    headers += [(b"content-length", str(len(replay.body)).encode()),
+                (REPLAYED_HEADER.lower().encode(), b"true")]
+    await send({"type": "http.response.start", "status": replay.status, "headers": headers})
+    await send({"type": "http.response.body", "body": replay.body})
+
+
+async def _error(
+    scope: Scope, receive: Receive, send: Send, request_id: str, status: int, code: str, message: str,
+    *, field: str | None = None,
+) -> None:
+    fields = [{"field": field, "message": message}] if field else None
+    response = api_errors.error_response(request_id, status, code, message, fields=fields)
+    await response(scope, receive, send)

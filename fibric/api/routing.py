@@ -1,0 +1,58 @@
+"""The route class every router uses: strict JSON bodies, and the key's owed check run first.
+
+Two things must happen around every endpoint, whatever the route:
+
+- Its body is parsed as strict JSON (jsonbody.py).
+- If the caller's key was recognised from memory (see auth.py), the store
+  check that the key is still valid runs before the endpoint, in the same
+  worker thread as a sync endpoint (one hop to the thread pool per request,
+  not two), or in the thread pool before an async one.
+
+Doing both here, in the route class, rather than in each route, means a new
+route cannot forget either.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from fibric.api import auth, jsonbody
+
+
+class Route(APIRoute):
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, checked_first(endpoint), **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            auth.DEFERRABLE.set(True)
+            return await handler(jsonbody.StrictJSONRequest(request.scope, request.receive))
+
+        return route_handler
+
+
+def checked_first(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """`endpoint`, running the request's owed key check before it (same signature, same kind)."""
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            await auth.settle()
+            return await endpoint(*args, **kwargs)
+
+        return run_async
+
+    @functools.wraps(endpoint)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        auth.run_pending()  # in the endpoint's worker thread
+        return endpoint(*args, **kwargs)
+
+    return run
