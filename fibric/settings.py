@@ -94,6 +94,7 @@ class PolicySettings:
     url: str | None = None  # FIBRIC_OPA_URL, http(s)://host:port; required for "opa"
     timeout_ms: int = 100  # FIBRIC_POLICY_TIMEOUT_MS: one decision's budget; over it is BLOCK
     workers: int = 0  # FIBRIC_POLICY_WORKERS: embedded engine threads; 0 evaluates on the caller's
+    token_env: str | None = None  # FIBRIC_OPA_TOKEN_ENV: the variable holding OPA's bearer token
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PolicySettings:
@@ -106,7 +107,8 @@ class PolicySettings:
             raise ValueError(
                 "FIBRIC_POLICY_TIMEOUT_MS must be positive and FIBRIC_POLICY_WORKERS not negative")
         url = env.get("FIBRIC_OPA_URL") or None
-        return cls(engine=engine, url=url, timeout_ms=timeout_ms, workers=workers)
+        return cls(engine=engine, url=url, timeout_ms=timeout_ms, workers=workers,
+                   token_env=env.get("FIBRIC_OPA_TOKEN_ENV") or None)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -22,11 +24,11 @@ from typing import Any
 import click
 import uvicorn
 
-from fibric import connectors, errors, settings, store
+from fibric import connectors, errors, policies, settings, store
 from fibric.api import app as api_app
 from fibric.cli import edge
 from fibric.controller import apply, bootstrap, loop, watch
-from fibric.store import pins
+from fibric.store import pins, receipts
 
 log = logging.getLogger("fibric.serve")
 WATCH_STOP_TIMEOUT = 5.0
@@ -58,7 +60,9 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
     if config.controller.watch and config.controller.specs_dir is None:
         raise click.UsageError("--watch needs --specs DIR")
     _configure_logging()
+    engine = _open_policy_engine(config.policies)
     state = edge.open_store(config.store.location)
+    ledger = receipts.Ledger(config.store.data_dir / api_app.RECEIPTS_FILE)
     try:
         _bootstrap(state, config)
         # The controller owns the MCP connectors; their changes requeue the Connector to record them.
@@ -66,20 +70,59 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
             pins.SQLPinStore(state), connectors.ConnectorSettings(),
             on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name),
         )
-        controller = loop.Controller(state, config.controller, connectors=runtime)
+        parts = Parts(state=state, config=config, engine=engine, ledger=ledger, connectors=runtime)
+        controller = loop.Controller(state, config.controller, connectors=runtime, policy_engine=engine,
+                                     services=_services(parts))
         tenant_id = None
         if config.controller.specs_dir is not None:
             tenant_id = state.get_tenant(tenant_name).id
             _apply_at_start(state, controller, tenant_id, config)
         server = uvicorn.Server(uvicorn.Config(
-            api_app.create_app(config, state, controller),
+            api_app.create_app(config, state, controller, receipts=ledger, executor=parts.executor),
             host=config.server.host, port=config.server.port, lifespan="on",
             timeout_graceful_shutdown=10,
         ))
         _exit_gracefully_on_signals(server)
         asyncio.run(_run(server, state, controller, tenant_id, config))
     finally:
+        ledger.close()
         state.close()
+        engine.close()
+
+
+@dataclass
+class Parts:
+    """What serve builds once and hands to the controller's services and the API."""
+
+    state: store.StateStore
+    config: settings.Settings
+    engine: policies.Engine
+    ledger: receipts.Ledger
+    connectors: connectors.ConnectorRuntime
+    executor: Any = None  # the approve hook (fibric.api.context.Executor), once there is one
+
+
+def _services(parts: Parts) -> list[loop.Service]:
+    """The controller's long-running services, in start order (stopped in reverse)."""
+    services: list[loop.Service] = []
+    # SERVICES: operator runs and scheduler (issue 6) go here.
+    # SERVICES: executor and its crash recovery (issue 7) go here; set parts.executor.
+    # SERVICES: webhook dispatcher (issue 8) goes here.
+    return services
+
+
+def _open_policy_engine(config: settings.PolicySettings) -> policies.Engine:
+    """The Rego engine `config.policies` asks for; a usage error, not a traceback, when misconfigured."""
+    token = None
+    if config.token_env is not None:
+        token = os.environ.get(config.token_env)
+        if not token:
+            raise click.UsageError(f"FIBRIC_OPA_TOKEN_ENV names {config.token_env}, which is not set")
+    try:
+        return policies.open_engine(config.engine, url=config.url, timeout=config.timeout_ms / 1000,
+                                    workers=config.workers, token=token)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
 
 
 def _bootstrap(state: store.StateStore, config: settings.Settings) -> None:

@@ -28,9 +28,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from fibric import connectors as mcp
 from fibric import errors, policies, settings, specs, store, timefmt
@@ -44,6 +44,14 @@ ALL = "*"  # a key's name meaning "every object of this kind in the tenant" (nev
 OPERATOR_INPUTS = frozenset({"Policy", "Connector"})
 BASE_BACKOFF_SECONDS = 0.5
 MAX_MESSAGE = 1000
+
+
+class Service(Protocol):
+    """A long-running part of the controller, run on its event loop between start and stop."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class _KeyLock:
@@ -66,9 +74,13 @@ class Controller:
         base_backoff_seconds: float = BASE_BACKOFF_SECONDS,
         stop_timeout_seconds: float = 10.0,
         connectors: mcp.ConnectorRuntime | None = None,
+        services: Sequence[Service] = (),
     ) -> None:
         """`connectors`: the MCP connector runtime to own; build it with
-        `on_change=lambda t, n: controller.notify(t, "Connector", n)`."""
+        `on_change=lambda t, n: controller.notify(t, "Connector", n)`.
+        `services`: long-running parts (operator runs, scheduler, executor
+        recovery, webhook dispatcher), started in order after the connectors
+        and the reconcile workers, stopped in reverse order before them."""
         if workers < 1:
             raise ValueError("a controller needs at least one worker")
         self.state = state
@@ -79,6 +91,8 @@ class Controller:
         self.base_backoff_seconds = base_backoff_seconds
         self.stop_timeout_seconds = stop_timeout_seconds
         self.connectors = connectors
+        self.services = list(services)
+        self._started_services: list[Service] = []
         # notify() runs on arbitrary threads; these three fields are shared with it.
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,9 +146,18 @@ class Controller:
             buffered, self._buffer = self._buffer, []
         for key in buffered:
             self._notified(key)
+        for service in self.services:
+            await service.start()
+            self._started_services.append(service)
 
     async def stop(self) -> None:
-        """Stop taking work, let in-flight reconciles finish (bounded), then cancel the rest."""
+        """Stop the services, stop taking work, let in-flight reconciles finish (bounded), cancel the rest."""
+        while self._started_services:
+            service = self._started_services.pop()
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("service %s failed to stop cleanly", type(service).__name__)
         with self._lock:
             self._stopped = True
             self._loop = None

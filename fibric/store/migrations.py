@@ -122,6 +122,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        4,
+        "webhook outbox",
+        [
+            # Written in the same transaction as the change it reports (fibric/store/outbox.py);
+            # the webhook dispatcher turns each row into one delivery per subscribed endpoint.
+            """CREATE TABLE outbox (
+                seq {serial},
+                id TEXT NOT NULL UNIQUE,
+                reseller_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                type TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                dispatched_at TEXT
+            )""",
+            "CREATE INDEX outbox_pending ON outbox (dispatched_at, seq)",
+        ],
+    ),
+    # MIGRATION 5 (operator runs, schedules: issue 6) goes here.
+    # MIGRATION 6 (executor leases, intents: issue 7) goes here.
+    # MIGRATION 7 (webhook endpoints' deliveries and secrets: issue 8) goes here.
 ]
 
 SERIAL = {

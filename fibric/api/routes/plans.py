@@ -16,17 +16,17 @@ request: this server cannot execute (see docs/api.md).
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from fibric import errors, store, timefmt
+from fibric import errors, store
 from fibric.api import auth, context, objects, pagination, routing, schemas
 from fibric.api import errors as api_errors
-from fibric.store import plans
+from fibric.store import plans, views
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -50,44 +50,6 @@ class PlanApproval(BaseModel):
     )
 
 
-def summary(plan: plans.Plan) -> dict[str, Any]:
-    return {
-        "id": plan.id,
-        "object": "execution_plan",
-        "operator_id": plan.operator_id,
-        "status": plan.status,
-        "action_count": len(plan.actions),
-        "proposed_at": timefmt.rfc3339(plan.proposed_at),
-    }
-
-
-def represent(plan: plans.Plan) -> dict[str, Any]:
-    return {
-        "id": plan.id,
-        "object": "execution_plan",
-        "operator_id": plan.operator_id,
-        "proposed_by": plan.proposed_by,
-        "status": plan.status,
-        "actions": [_action(a) for a in plan.actions],
-        "action_count": len(plan.actions),
-        "policy_id": plan.policy_id,
-        "proposed_at": timefmt.rfc3339(plan.proposed_at),
-        "approver": plan.approver,
-        "results": plan.results,
-        "executed_at": timefmt.rfc3339(plan.executed_at),
-    }
-
-
-def _action(action: dict[str, Any]) -> dict[str, Any]:
-    return {"capability": action.get("capability"), "entity_key": action.get("entity_key"),
-            "idempotency_key": action.get("idempotency_key"), "args": action.get("args") or {},
-            "decision": action.get("decision"),
-            **{k: v for k, v in action.items() if k not in _ACTION_FIELDS}}
-
-
-_ACTION_FIELDS = frozenset({"capability", "entity_key", "idempotency_key", "args", "decision"})
-
-
 @router.get("", summary="List execution plans", **schemas.returns(schemas.ExecutionPlanList))
 def list_plans(
     ctx: context.Ctx,
@@ -101,14 +63,14 @@ def list_plans(
                                 limit=limit, before_seq=before_seq)
 
     page = pagination.paginate(fetch, page_params)
-    return JSONResponse(pagination.envelope(page, [summary(p) for p in page.items]))
+    return JSONResponse(pagination.envelope(page, [views.plan_summary(p) for p in page.items]))
 
 
 @router.get("/{plan_id}", summary="Retrieve a proposed plan",
             **schemas.returns(schemas.ExecutionPlan, 200, 404))
 def retrieve_plan(ctx: context.Ctx, principal: Reader, plan_id: str) -> JSONResponse:
     objects.check_ref("plan", plan_id)
-    return JSONResponse(represent(plans.get(ctx.state, principal.tenant_id, plan_id)))
+    return JSONResponse(views.plan(plans.get(ctx.state, principal.tenant_id, plan_id)))
 
 
 @router.post("/{plan_id}/approve", summary="Approve and execute a plan",
@@ -142,7 +104,7 @@ async def approve_plan(
         disposed = await executor.execute(approved, only_actions=only)
     else:
         disposed = await run_in_threadpool(lambda: executor.execute(approved, only_actions=only))
-    return JSONResponse(represent(disposed))
+    return JSONResponse(views.plan(disposed))
 
 
 def _check_subset(plan: plans.Plan, only: list[str]) -> None:

@@ -7,16 +7,16 @@ are exact and cursors stable while receipts are appended.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import StringConstraints
 
-from fibric import store, timefmt
+from fibric import store
 from fibric.api import auth, context, objects, pagination, routing, schemas
 from fibric.api import errors as api_errors
-from fibric.store import receipts
+from fibric.store import receipts, views
 
 router = APIRouter(prefix="/v1/receipts", tags=["receipts"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -25,48 +25,6 @@ Reader = Annotated[store.Principal, Depends(auth.require("receipts:read"))]
 Decision = Literal["ALLOW", "ALERT", "BLOCK", "DEDUP"]
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 EntityKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
-
-
-def summary(receipt: receipts.Receipt) -> dict[str, Any]:
-    return {
-        "id": receipt.id,
-        "object": "receipt",
-        "operator": receipt.operator,
-        "capability": receipt.capability,
-        "entity_key": receipt.entity_key,
-        "decision": receipt.decision,
-        "outcome": receipt.outcome,
-        "at": timefmt.rfc3339(receipt.at),
-    }
-
-
-def represent(receipt: receipts.Receipt) -> dict[str, Any]:
-    return {
-        "id": receipt.id,
-        "object": "receipt",
-        "reseller_id": receipt.reseller_id,
-        "tenant_id": receipt.tenant_id,
-        "operator": receipt.operator,
-        "operator_id": receipt.operator_id,
-        "capability": receipt.capability,
-        "entity_key": receipt.entity_key,
-        "args": receipt.args,
-        "triggered_by_event": receipt.triggered_by_event,
-        "plan_id": receipt.plan_id,
-        "run_id": receipt.run_id,
-        "proposed_by": receipt.proposed_by,
-        "policy": {**receipt.policy, "decision": receipt.decision, "rule": receipt.rule},
-        "policy_id": receipt.policy_id,
-        "policy_sha256": receipt.policy_sha256,
-        "decision": receipt.decision,
-        "idempotency_key": receipt.idempotency_key,
-        "outcome": receipt.outcome,
-        "approver": receipt.approver,
-        "detail": receipt.detail,
-        "at": timefmt.rfc3339(receipt.at),
-        "prev_hash": receipt.prev_hash,
-        "hash": receipt.hash,
-    }
 
 
 @router.get("", summary="List receipts", **schemas.returns(schemas.ReceiptList))
@@ -84,10 +42,10 @@ def list_receipts(
                                           limit=limit, before_seq=before_seq)
 
     page = pagination.paginate(fetch, page_params)
-    return JSONResponse(pagination.envelope(page, [summary(r) for r in page.items]))
+    return JSONResponse(pagination.envelope(page, [views.receipt_summary(r) for r in page.items]))
 
 
 @router.get("/{receipt_id}", summary="Retrieve a receipt", **schemas.returns(schemas.Receipt, 200, 404))
 def retrieve_receipt(ctx: context.Ctx, principal: Reader, receipt_id: str) -> JSONResponse:
     objects.check_ref("receipt", receipt_id)
-    return JSONResponse(represent(ctx.receipts.get(principal.tenant_id, receipt_id)))
+    return JSONResponse(views.receipt(ctx.receipts.get(principal.tenant_id, receipt_id)))

@@ -1,0 +1,104 @@
+"""The webhook outbox: events written in the same transaction as the change they report.
+
+A plan proposed, a plan executed, an action disposed, a receipt written: the
+code that makes the change calls `enqueue(cur, ...)` on the cursor of its own
+write transaction, so the event exists exactly when the change does. A crash
+can neither lose one (it is committed with the change) nor announce a change
+that rolled back (it rolls back with it). The webhook dispatcher reads
+pending rows (`pending`), fans each out to the endpoints subscribed to its
+type, and marks it dispatched (`mark_dispatched`).
+
+Payloads are the resource as the API shows it, rendered by the caller at the
+moment of the change: a `plan.proposed` delivered after approval still shows
+the plan as it was proposed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fibric import errors, ids
+from fibric.store import state as state_module
+
+EVENT_TYPES = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created")
+ID_PREFIX = "evt"  # a webhook event; "ev_" is an ingested event
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    seq: int
+    id: str
+    reseller_id: str
+    tenant_id: str
+    type: str
+    payload: dict[str, Any]  # the resource as the API shows it
+    created_at: datetime
+
+    def envelope(self) -> dict[str, Any]:
+        """The delivered body: an event object wrapping the resource (docs/webhooks.md)."""
+        return {
+            "id": self.id,
+            "object": "event",
+            "type": self.type,
+            "created_at": self.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "data": self.payload,
+        }
+
+
+def new_event_id() -> str:
+    return f"{ID_PREFIX}_{ids.new_id('event').split('_', 1)[1]}"
+
+
+def enqueue(
+    cur: Any, *, reseller_id: str, tenant_id: str, type: str, payload: Mapping[str, Any],
+    at: datetime | None = None,
+) -> str:
+    """Add one event on the caller's transaction cursor; returns its id. Never commits by itself."""
+    if type not in EVENT_TYPES:
+        raise errors.PermanentError(f"webhook event type must be one of {EVENT_TYPES}, not {type!r}")
+    try:
+        body = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise errors.PermanentError(f"webhook payload is not JSON: {e}") from e
+    event_id = new_event_id()
+    cur.execute(
+        "INSERT INTO outbox (id, reseller_id, tenant_id, type, payload, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (event_id, reseller_id, tenant_id, type, body, _stamp(at or datetime.now(UTC))),
+    )
+    return event_id
+
+
+def pending(state: state_module.StateStore, *, limit: int = 100) -> list[OutboxEvent]:
+    """Undispatched events of every tenant, oldest first."""
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(
+            "SELECT seq, id, reseller_id, tenant_id, type, payload, created_at FROM outbox"
+            " WHERE dispatched_at IS NULL ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [_event(r) for r in cur.fetchall()]
+
+
+def mark_dispatched(cur: Any, event_id: str, at: datetime | None = None) -> bool:
+    """Mark one event fanned out, on the caller's cursor; False if another dispatcher was first."""
+    cur.execute(
+        "UPDATE outbox SET dispatched_at = ? WHERE id = ? AND dispatched_at IS NULL",
+        (_stamp(at or datetime.now(UTC)), event_id),
+    )
+    return bool(cur.rowcount == 1)
+
+
+def _stamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _event(row: Any) -> OutboxEvent:
+    return OutboxEvent(
+        seq=int(row[0]), id=row[1], reseller_id=row[2], tenant_id=row[3], type=row[4],
+        payload=json.loads(row[5]), created_at=datetime.fromisoformat(row[6]),
+    )
