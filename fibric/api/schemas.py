@@ -146,6 +146,8 @@ class ExecutionPlan(ExecutionPlanSummary):
     proposed_by: str
     actions: list[PlanAction]
     policy_id: str | None
+    digest: str = Field(description="sha256 over the actions as proposed; pass it to approve to bind "
+                        "the approval to what was shown.")
     approver: str | None
     results: list[PlanResult] | None = Field(description="Once executed: one result per action run.")
     executed_at: Timestamp | None

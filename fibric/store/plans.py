@@ -10,6 +10,7 @@ of a plan that was executed long ago. Operator runs (a later issue) call
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fibric import errors, ids
+from fibric.store import outbox, views
 from fibric.store import state as state_module
 
 STATUSES = ("proposed", "approved", "executed", "blocked")
@@ -53,6 +55,17 @@ class Plan:
     # Each result: idempotency_key, decision, outcome, receipt_id (+ rule when refused).
     results: list[dict[str, Any]] | None
 
+    @property
+    def digest(self) -> str:
+        """sha256 over the actions exactly as proposed (they never change): what an approver saw."""
+        return actions_digest(self.actions)
+
+
+def actions_digest(actions: Sequence[Mapping[str, Any]]) -> str:
+    canonical = json.dumps([dict(a) for a in actions], sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False, allow_nan=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
 
 def propose(
     state: state_module.StateStore,
@@ -65,7 +78,11 @@ def propose(
     run_id: str | None = None,
     event_id: str | None = None,
 ) -> Plan:
-    """Store a newly proposed plan of the tenant (status `proposed`)."""
+    """Store a newly proposed plan of the tenant (status `proposed`) and its `plan.proposed` webhook event.
+
+    Both are written in one transaction (fibric/store/outbox.py): the event
+    exists exactly when the plan does.
+    """
     plan_id = ids.new_id("plan")
     with state.backend.transaction(write=True) as cur:
         cur.execute("SELECT reseller_id FROM tenants WHERE id = ?", (tenant_id,))
@@ -78,7 +95,10 @@ def propose(
             (plan_id, row[0], tenant_id, operator_id, run_id, event_id, proposed_by,
              _dumps([dict(a) for a in actions]), policy_id, _stamp(datetime.now(UTC))),
         )
-        return _read(cur, tenant_id, plan_id)
+        plan = _read(cur, tenant_id, plan_id)
+        outbox.enqueue(cur, reseller_id=row[0], tenant_id=tenant_id, type="plan.proposed",
+                       payload=views.plan(plan))
+        return plan
 
 
 def get(state: state_module.StateStore, tenant_id: str, plan_id: str) -> Plan:

@@ -7,10 +7,12 @@ transaction as a change (fibric/store/outbox.py) call these, so a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fibric import timefmt
-from fibric.store import plans, receipts
+
+if TYPE_CHECKING:
+    from fibric.store import plans, receipts
 
 _ACTION_FIELDS = frozenset({"capability", "entity_key", "idempotency_key", "args", "decision"})
 
@@ -36,6 +38,7 @@ def plan(plan: plans.Plan) -> dict[str, Any]:
         "actions": [plan_action(a) for a in plan.actions],
         "action_count": len(plan.actions),
         "policy_id": plan.policy_id,
+        "digest": plan.digest,
         "proposed_at": timefmt.rfc3339(plan.proposed_at),
         "approver": plan.approver,
         "results": plan.results,
