@@ -27,7 +27,7 @@ import uvicorn
 from fibric import connectors, errors, policies, settings, store
 from fibric.api import app as api_app
 from fibric.cli import edge
-from fibric.controller import apply, bootstrap, loop, watch
+from fibric.controller import apply, bootstrap, decide, loop, reconcile, watch
 from fibric.store import pins, receipts
 
 log = logging.getLogger("fibric.serve")
@@ -70,8 +70,11 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
             pins.SQLPinStore(state), connectors.ConnectorSettings(),
             on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name),
         )
-        parts = Parts(state=state, config=config, engine=engine, ledger=ledger, connectors=runtime)
-        controller = loop.Controller(state, config.controller, connectors=runtime, policy_engine=engine,
+        cache = reconcile.CompileCache()  # one compile per policy version, for reconcile and decisions
+        parts = Parts(state=state, config=config, engine=engine, ledger=ledger, connectors=runtime,
+                      decider=decide.Decider(state, engine, cache))
+        controller = loop.Controller(state, config.controller, connectors=runtime,
+                                     reconcilers=reconcile.reconcilers(engine, cache),
                                      services=_services(parts))
         tenant_id = None
         if config.controller.specs_dir is not None:
@@ -99,6 +102,7 @@ class Parts:
     engine: policies.Engine
     ledger: receipts.Ledger
     connectors: connectors.ConnectorRuntime
+    decider: decide.Decider  # the operator's policy on one action, fail-closed
     executor: Any = None  # the approve hook (fibric.api.context.Executor), once there is one
 
 

@@ -151,9 +151,11 @@ def policy_reconciler(
     return reconcile_compiled
 
 
-def reconcilers(engine: policies.Engine | None = None) -> Mapping[str, Reconciler]:
+def reconcilers(
+    engine: policies.Engine | None = None, cache: CompileCache | None = None
+) -> Mapping[str, Reconciler]:
     """The reconcilers a controller runs: RECONCILERS, with policies compiled once and sent to `engine`."""
-    return MappingProxyType({**RECONCILERS, "Policy": policy_reconciler(engine)})
+    return MappingProxyType({**RECONCILERS, "Policy": policy_reconciler(engine, cache)})
 
 
 class CompileCache:

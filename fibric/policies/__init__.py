@@ -17,7 +17,7 @@ from fibric.policies.decision import Decision, Verdict
 from fibric.policies.embedded import EmbeddedEngine
 from fibric.policies.engine import Engine, Outcome, Stats
 from fibric.policies.engines import open_engine
-from fibric.policies.failclosed import evaluate
+from fibric.policies.failclosed import evaluate, unavailable
 from fibric.policies.files import eval_file, read_input, read_module, run_path_tests, run_spec_tests
 from fibric.policies.inputs import Counts, Window, build_input
 from fibric.policies.opa import OpaEngine
@@ -50,4 +50,5 @@ __all__ = [
     "run_spec_tests",
     "run_tests",
     "source_sha256",
+    "unavailable",
 ]

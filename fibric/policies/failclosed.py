@@ -57,6 +57,18 @@ def evaluate(
     return engine.stats.record(result, failed=False)
 
 
+def unavailable(
+    engine: engine_module.Engine, cause: str, detail: str, *, policy_id: str = ""
+) -> decision.Decision:
+    """BLOCK for an action whose policy cannot even be found or compiled (no evaluation happened)."""
+    log.warning("policy %s is unavailable (%s): %s", policy_id or "?", cause, detail)
+    blocked = decision.Decision(
+        decision=decision.Verdict.BLOCK, rule=f"fail-closed:{cause}", reasons=(detail,),
+        policy_id=policy_id, engine=engine.name, failure=cause,
+    )
+    return engine.stats.record(blocked, failed=True)
+
+
 def _fail_closed(
     engine: engine_module.Engine, policy: compiler.CompiledPolicy, cause: str, detail: str, started: float
 ) -> decision.Decision:

@@ -1,0 +1,50 @@
+"""Decide one action against its operator's bound policy: the plan's preview and the executor's verdict.
+
+Plan pre-evaluation (the `decision` each proposed action shows) and the
+executor ask the same question with the same input document, so they share
+this. The policy is looked up by the operator's `spec.policy` name in the
+same tenant and compiled through the controller's CompileCache (once per
+version). A policy that is missing or does not compile is BLOCK with a
+`fail-closed:` rule, never an exception: callers always get a Decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fibric import errors, policies, store
+from fibric.controller import reconcile
+
+
+class Decider:
+    """Fail-closed decisions for a tenant's operators, over one engine and one compile cache."""
+
+    def __init__(
+        self, state: store.StateStore, engine: policies.Engine, cache: reconcile.CompileCache | None = None
+    ) -> None:
+        self.state = state
+        self.engine = engine
+        self.cache = cache or reconcile.CompileCache()
+
+    def policy_for(self, tenant_id: str, operator: store.StoredObject) -> policies.CompiledPolicy:
+        """The operator's bound policy, compiled; NotFound or SpecInvalid when it cannot be had."""
+        obj = self.state.get_object(tenant_id, "Policy", str(operator.spec.get("policy")))
+        return self.cache.compile(obj)
+
+    def decide(
+        self, tenant_id: str, operator: store.StoredObject, input_doc: Mapping[str, Any]
+    ) -> policies.Decision:
+        """The policy's decision on `input_doc` (policies.build_input); never raises. Blocking."""
+        try:
+            policy = self.policy_for(tenant_id, operator)
+        except errors.NotFound:
+            return policies.unavailable(
+                self.engine, "policy-missing",
+                f"operator {operator.name} is bound to policy '{operator.spec.get('policy')}', "
+                "which does not exist")
+        except errors.SpecInvalid as e:
+            return policies.unavailable(
+                self.engine, "policy-invalid",
+                f"policy '{operator.spec.get('policy')}' does not compile: {e}")
+        return policies.evaluate(self.engine, policy, input_doc)
