@@ -8,7 +8,8 @@ else; it never imports the server. Three behaviours a caller relies on:
   cannot be reached is `Unreachable`, naming the URL.
 - Requests are retried with backoff when retrying cannot do harm: a 429
   (after its Retry-After), a refused connection, and for idempotent requests
-  a 5xx or a dropped response. Every POST carries an `Idempotency-Key` that
+  a 5xx, a dropped response, or a 409 with Retry-After (the server is still
+  running the first request under this Idempotency-Key). Every POST carries an `Idempotency-Key` that
   stays the same across its retries, so a retried create is replayed, not
   repeated.
 - The API key is sent and never shown: not in `repr`, not in any error.
@@ -283,7 +284,8 @@ class Client:
                     continue
                 raise Unreachable(f"cannot reach the Fibric API at {self.url}: {_describe(e)}") from e
             retry_after = _retry_after(response)
-            retryable = response.status_code == 429 or (response.status_code >= 500 and idempotent)
+            retryable = response.status_code == 429 or (idempotent and (
+                response.status_code >= 500 or (response.status_code == 409 and retry_after is not None)))
             patient = retry_after is None or retry_after <= MAX_RETRY_AFTER
             if retryable and patient and attempt < self.retries:
                 self._sleep(retry_after if retry_after is not None else self._delay(attempt))

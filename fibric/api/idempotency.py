@@ -36,6 +36,9 @@ from fibric.store import idempotency as records
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
+# A 409 for a key whose first request is still running carries Retry-After, so a client can tell
+# "wait and repeat" from a conflict that repeating will not fix (fibric.client retries only the former).
+IN_FLIGHT_RETRY_AFTER = "1"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -87,7 +90,7 @@ class Idempotency:
         if isinstance(outcome, records.InFlight):
             await _error(scope, receive, send, request_id, 409, "conflict",
                          f"A request with {HEADER} '{key}' is still being processed; "
-                         "retry once it has finished.")
+                         "retry once it has finished.", headers={"Retry-After": IN_FLIGHT_RETRY_AFTER})
             return
         if isinstance(outcome, records.Mismatch):
             await _error(scope, receive, send, request_id, 400, "invalid_request",
@@ -168,8 +171,8 @@ async def _replay(send: Send, replay: records.Replay) -> None:
 
 async def _error(
     scope: Scope, receive: Receive, send: Send, request_id: str, status: int, code: str, message: str,
-    *, field: str | None = None,
+    *, field: str | None = None, headers: dict[str, str] | None = None,
 ) -> None:
     fields = [{"field": field, "message": message}] if field else None
-    response = api_errors.error_response(request_id, status, code, message, fields=fields)
+    response = api_errors.error_response(request_id, status, code, message, fields=fields, headers=headers)
     await response(scope, receive, send)

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from fibric.specs import expressions
+
 API_VERSION = "fibric.io/v1"
 RESERVED_LABEL_PREFIX = "fibric.io/"
 
@@ -94,23 +96,59 @@ def _finite(value: Any, path: str = "args") -> Any:
     return value
 
 
+def _cel(source: str) -> str:
+    """A `when` condition must compile (docs/operators.md#rules)."""
+    try:
+        expressions.compile_expression(source)
+    except expressions.ExpressionError as e:
+        raise ValueError(str(e)) from None
+    return source
+
+
+def _template(text: str | None) -> str | None:
+    if text is not None:
+        try:
+            expressions.parse_template(text)
+        except expressions.ExpressionError as e:
+            raise ValueError(str(e)) from None
+    return text
+
+
+def _templates_in_args(args: dict[str, Any]) -> dict[str, Any]:
+    problems = expressions.check_args(args)
+    if problems:
+        path, message = problems[0]
+        raise FieldError(path, message)
+    return args
+
+
 class RuleAction(Strict):
     capability: Capability
-    args: Annotated[dict[str, Any], AfterValidator(_finite)] = Field(default_factory=dict)
-    entity_key: str | None = Field(
-        default=None, description="CEL template; defaults to the event's entity_key."
+    args: Annotated[dict[str, Any], AfterValidator(_finite), AfterValidator(_templates_in_args)] = Field(
+        default_factory=dict, description="Tool arguments; '{{ cel }}' inside a string is evaluated."
     )
-    idempotency_key: str | None = Field(
-        default=None, description="CEL template; derived from operator, entity and args if omitted."
+    entity_key: Annotated[str | None, AfterValidator(_template)] = Field(
+        default=None, max_length=500, description="Template; defaults to the event's entity_key."
+    )
+    idempotency_key: Annotated[str | None, AfterValidator(_template)] = Field(
+        default=None, max_length=500,
+        description="Template; derived from operator, entity, capability and args if omitted.",
     )
 
 
 class Rule(Strict):
-    when: str = Field(min_length=1, description="CEL condition over `event` and `sensed`.")
+    when: Annotated[str, AfterValidator(_cel)] = Field(
+        min_length=1, max_length=4000,
+        description="CEL condition over event, events, sensed, operator and now.",
+    )
     actions: list[RuleAction] = Field(min_length=1)
 
 
 class OperatorSpec(Strict):
+    purpose: str | None = Field(
+        default=None, max_length=4000,
+        description="What the operator is for, in plain words; an LLM model reads it first.",
+    )
     capabilities: list[Capability] = Field(min_length=1)
     policy: Name = Field(description="metadata.name of the Policy that disposes of actions.")
     model: str = Field(default="rules", min_length=1, max_length=128)

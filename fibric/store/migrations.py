@@ -141,8 +141,115 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX outbox_pending ON outbox (dispatched_at, seq)",
         ],
     ),
-    # MIGRATION 5 (operator runs, schedules: issue 6) goes here.
-    # MIGRATION 6 (executor leases, intents: issue 7) goes here.
+    (
+        5,
+        "event routing, operator runs, schedules",
+        [
+            # An event is routed once (fibric/store/routing.py); events stored before this
+            # migration count as routed, so an upgrade does not replay history into operators.
+            "ALTER TABLE events ADD COLUMN routed_at TEXT",
+            "UPDATE events SET routed_at = received_at",
+            "CREATE INDEX events_unrouted ON events (seq) WHERE routed_at IS NULL",
+            # Events routed to an operator and not yet consumed by a finished run of it.
+            """CREATE TABLE run_queue (
+                seq {serial},
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                operator_id TEXT NOT NULL,
+                entity_key TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                run_id TEXT,
+                queued_at TEXT NOT NULL,
+                UNIQUE (operator_id, event_id)
+            )""",
+            "CREATE INDEX run_queue_key ON run_queue (tenant_id, operator_id, entity_key, seq)",
+            "CREATE INDEX run_queue_run ON run_queue (run_id)",
+            # Single flight: at most one run in progress per (tenant, operator, entity_key).
+            """CREATE TABLE run_leases (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                operator_id TEXT NOT NULL,
+                entity_key TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, operator_id, entity_key)
+            )""",
+            """CREATE TABLE runs (
+                seq {serial},
+                id TEXT NOT NULL UNIQUE,
+                reseller_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                operator_id TEXT NOT NULL,
+                operator TEXT NOT NULL,
+                entity_key TEXT NOT NULL,
+                trigger TEXT NOT NULL,
+                status TEXT NOT NULL,
+                event_ids TEXT NOT NULL,
+                sensed INTEGER NOT NULL DEFAULT 0,
+                proposed INTEGER NOT NULL DEFAULT 0,
+                applied INTEGER NOT NULL DEFAULT 0,
+                plan_id TEXT,
+                proposal_digest TEXT,
+                proposed_by TEXT,
+                error TEXT,
+                started_at TEXT NOT NULL,
+                finished_at TEXT
+            )""",
+            "CREATE INDEX runs_tenant_seq ON runs (tenant_id, seq)",
+            "CREATE INDEX runs_tenant_operator_seq ON runs (tenant_id, operator_id, seq)",
+            "CREATE INDEX runs_proposal ON runs (tenant_id, operator_id, proposal_digest)",
+            # The last time each scheduled operator fired: a restart resumes from it.
+            """CREATE TABLE schedules (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                operator_id TEXT NOT NULL,
+                last_fired_at TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, operator_id)
+            )""",
+        ],
+    ),
+    (
+        6,
+        "executor leases, plan executions, action intents",
+        [
+            # Single-flight: one row per (tenant, entity) while an executor works on it; an
+            # expired row belongs to a dead holder and may be taken over (fibric/store/leases.py).
+            """CREATE TABLE leases (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                entity_key TEXT NOT NULL,
+                holder TEXT NOT NULL,
+                acquired_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, entity_key)
+            )""",
+            # One row per approved plan being disposed of, so recovery can finish it after a crash.
+            """CREATE TABLE executions (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                plan_id TEXT NOT NULL,
+                only_actions TEXT,
+                holder TEXT NOT NULL,
+                started_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                finished_at TEXT,
+                PRIMARY KEY (tenant_id, plan_id)
+            )""",
+            "CREATE INDEX executions_open ON executions (finished_at, expires_at)",
+            # Written before a tool is called, completed with its receipt (fibric/store/intents.py).
+            """CREATE TABLE intents (
+                id TEXT PRIMARY KEY,
+                reseller_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                plan_id TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                calls_tool INTEGER NOT NULL,
+                receipt TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                state TEXT NOT NULL,
+                receipt_id TEXT,
+                created_at TEXT NOT NULL,
+                completed_at TEXT,
+                UNIQUE (tenant_id, plan_id, idempotency_key)
+            )""",
+            "CREATE INDEX intents_key_state ON intents (tenant_id, idempotency_key, state)",
+        ],
+    ),
     # MIGRATION 7 (webhook endpoints' deliveries and secrets: issue 8) goes here.
 ]
 

@@ -12,6 +12,13 @@ DuckDB connection is not shared between threads). The file is opened on first
 use, so an API that is never asked for receipts never creates it. Extensions
 are never installed or loaded at run time (JSON is built into the pinned
 release).
+
+Appends are serialised by one lock and keep each tenant's chain head in
+memory: the process holding the DuckDB file is its only writer, so the cache
+is authoritative, and an append costs one INSERT. The file records its schema
+version (`ledger_meta`); a file of another version is refused with a message
+rather than extended with a chain that would not verify. docs/receipts.md
+documents every column for auditors; fibric/store/audit.py verifies chains.
 """
 
 from __future__ import annotations
@@ -26,14 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from fibric import errors, ids
+from fibric.store import ledger_access
 
 GENESIS = "0" * 64  # prev_hash of a tenant's first receipt
 DECISIONS = ("ALLOW", "ALERT", "BLOCK", "DEDUP")
 OUTCOMES = ("applied", "failed", "refused", "deduplicated", "in_doubt")
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS receipts (
     seq BIGINT NOT NULL,               -- ledger-wide append order; lists are newest first by it
+    tenant_seq BIGINT NOT NULL,        -- 1, 2, 3, ... within the tenant: the order of its hash chain
     id VARCHAR PRIMARY KEY,            -- rc_...
     reseller_id VARCHAR NOT NULL,
     tenant_id VARCHAR NOT NULL,
@@ -58,10 +68,11 @@ CREATE TABLE IF NOT EXISTS receipts (
     disposed_at TIMESTAMP NOT NULL,    -- UTC; the API's "at" ("at" is a keyword in SQL)
     prev_hash VARCHAR NOT NULL,        -- hash of the tenant's previous receipt (GENESIS for the first)
     hash VARCHAR NOT NULL              -- SHA-256 of this receipt's canonical JSON, prev_hash included
-)
+);
+CREATE TABLE IF NOT EXISTS ledger_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 """
 _FIELDS = (
-    "seq", "id", "reseller_id", "tenant_id", "operator_id", "operator", "capability", "entity_key", "args",
+    "seq", "tenant_seq", "id", "reseller_id", "tenant_id", "operator_id", "operator", "capability", "entity_key", "args",
     "triggered_by_event", "plan_id", "run_id", "proposed_by", "decision", "rule", "policy", "policy_id",
     "policy_sha256", "idempotency_key", "outcome", "approver", "detail", "at", "prev_hash", "hash",
 )
@@ -99,6 +110,7 @@ class NewReceipt:
 @dataclass(frozen=True)
 class Receipt:
     seq: int
+    tenant_seq: int
     id: str
     reseller_id: str
     tenant_id: str

@@ -202,6 +202,7 @@ def test_a_concurrent_request_with_a_running_key_is_409(
         assert executor.entered.wait(timeout=20)
         second = http.post(f"/v1/plans/{plan.id}/approve", json={"approver": "ops"}, headers=headers)
         assert "still being processed" in error_of(second, 409, "conflict")["message"]
+        assert second.headers["Retry-After"] == "1"  # "wait and repeat", unlike other conflicts
     finally:
         executor.release.set()
         first.join(timeout=30)

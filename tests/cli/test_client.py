@@ -82,6 +82,29 @@ def test_each_post_gets_its_own_idempotency_key(script: Script, scripted_url: st
     assert first != second
 
 
+def test_a_409_for_a_key_still_running_is_retried_with_the_same_key(
+    script: Script, scripted_url: str
+) -> None:
+    script.replies = [
+        (409, error_body("conflict", "still being processed"), {"Retry-After": "1"}),
+        (200, {"id": "pl_1", "object": "execution_plan", "status": "executed"}, {}),
+    ]
+    slept: list[float] = []
+    with client.Client(scripted_url, "sk_live_abc", sleep=slept.append) as api:
+        assert api.approve_plan("pl_1")["status"] == "executed"
+    assert slept == [1.0] and len(script.seen) == 2
+    assert len({headers["idempotency-key"] for _, _, headers in script.seen}) == 1
+
+
+def test_a_409_conflict_without_retry_after_is_final(script: Script, scripted_url: str) -> None:
+    script.replies = [(409, error_body("plan_not_approvable", "already executed"), {})]
+    with client.Client(scripted_url, "sk_live_abc", sleep=lambda s: None) as api,\
+            pytest.raises(client.ApiError) as caught:
+        api.approve_plan("pl_1")
+    assert (caught.value.status, caught.value.code) == (409, "plan_not_approvable")
+    assert len(script.seen) == 1
+
+
 def test_retries_give_up_with_the_last_error(script: Script, scripted_url: str) -> None:
     script.replies = [(500, error_body("internal_error", "down"), {})] * 4
     slept: list[float] = []

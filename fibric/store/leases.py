@@ -1,0 +1,85 @@
+"""Single-flight leases: at most one executor works on a (tenant, entity_key) at a time.
+
+A lease is a row keyed by (tenant_id, entity_key) naming its holder and when
+it expires. Taking one is a single upsert that only overwrites an expired
+row (`INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= now`), so two
+executors racing for one entity, in one process or in many replicas sharing
+PostgreSQL, cannot both win: the database's unique key decides. A holder
+that dies stops renewing; once its lease expires anyone may take it over.
+Holders are opaque strings, one per plan execution (not per process), so two
+approvals in one process collide exactly like two in different ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from fibric.store import state as state_module
+
+
+def acquire(
+    state: state_module.StateStore, tenant_id: str, entity_key: str, holder: str, ttl: float,
+    *, now: datetime | None = None,
+) -> bool:
+    """Take the lease on (tenant, entity) for `holder` for `ttl` seconds; False if someone live holds it.
+
+    Re-acquiring one's own lease renews it.
+    """
+    moment = now or datetime.now(UTC)
+    with state.backend.transaction(write=True) as cur:
+        cur.execute(
+            "INSERT INTO leases (tenant_id, entity_key, holder, acquired_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (tenant_id, entity_key) DO UPDATE SET holder = excluded.holder,"
+            " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
+            " WHERE leases.expires_at <= ? OR leases.holder = excluded.holder"
+            " RETURNING holder",
+            (tenant_id, entity_key, holder, _stamp(moment), _stamp(moment + timedelta(seconds=ttl)),
+             _stamp(moment)),
+        )
+        row = cur.fetchone()
+    return row is not None and row[0] == holder
+
+
+def renew(
+    state: state_module.StateStore, tenant_id: str, entity_keys: Iterable[str], holder: str, ttl: float,
+) -> list[str]:
+    """Push the expiry of `holder`'s leases on these entities forward; returns the keys it no longer holds."""
+    expires = _stamp(datetime.now(UTC) + timedelta(seconds=ttl))
+    lost = []
+    with state.backend.transaction(write=True) as cur:
+        for key in entity_keys:
+            cur.execute(
+                "UPDATE leases SET expires_at = ? WHERE tenant_id = ? AND entity_key = ? AND holder = ?",
+                (expires, tenant_id, key, holder),
+            )
+            if cur.rowcount != 1:
+                lost.append(key)
+    return lost
+
+
+def release(state: state_module.StateStore, tenant_id: str, entity_keys: Iterable[str], holder: str) -> None:
+    """Give back `holder`'s leases on these entities (a lease taken over by someone else stays theirs)."""
+    with state.backend.transaction(write=True) as cur:
+        for key in entity_keys:
+            cur.execute(
+                "DELETE FROM leases WHERE tenant_id = ? AND entity_key = ? AND holder = ?",
+                (tenant_id, key, holder),
+            )
+
+
+def holder_of(state: state_module.StateStore, tenant_id: str, entity_key: str) -> str | None:
+    """Who holds a live lease on the entity now, if anyone."""
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(
+            "SELECT holder FROM leases WHERE tenant_id = ? AND entity_key = ? AND expires_at > ?",
+            (tenant_id, entity_key, _stamp(datetime.now(UTC))),
+        )
+        row = cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+def _stamp(value: datetime) -> str:
+    # Fixed width, so text order is time order on both backends.
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
