@@ -6,10 +6,15 @@ components receive the part of `Settings` they need.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,89 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """How the webhook dispatcher delivers (docs/webhooks.md#configuration).
+
+    `allow_http_and_private` (FIBRIC_WEBHOOKS_ALLOW_PRIVATE=1) is for
+    development and tests only: it permits http:// URLs and loopback or
+    private addresses, which production refuses (SSRF). `secret_key`
+    (FIBRIC_SECRET_KEY, base64 of 32 bytes) encrypts signing secrets at rest;
+    without it a key file `secret.key` in the data dir is created on first use.
+    Replicas sharing a PostgreSQL store must share FIBRIC_SECRET_KEY.
+    """
+
+    allow_http_and_private: bool = False
+    secret_key: str | None = field(default=None, repr=False)
+    connect_timeout_seconds: float = 5.0  # FIBRIC_WEBHOOKS_CONNECT_TIMEOUT
+    read_timeout_seconds: float = 10.0  # FIBRIC_WEBHOOKS_READ_TIMEOUT; also caps the whole attempt x2
+    max_response_bytes: int = 64 * 1024  # read at most this much of a receiver's answer
+    poll_seconds: float = 0.25  # FIBRIC_WEBHOOKS_POLL_SECONDS: how often the dispatcher looks for work
+    concurrency: int = 16  # deliveries in flight per process
+    rotation_grace_seconds: int = 24 * 3600  # the old secret keeps signing this long after a rotation
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WebhookSettings:
+        allow = (env.get("FIBRIC_WEBHOOKS_ALLOW_PRIVATE") or "").strip().lower()
+        if allow not in ("", "0", "1", "true", "false", "yes", "no"):
+            raise ValueError(f"FIBRIC_WEBHOOKS_ALLOW_PRIVATE must be 1 or 0, not {allow!r}")
+        connect = float(env.get("FIBRIC_WEBHOOKS_CONNECT_TIMEOUT") or cls.connect_timeout_seconds)
+        read = float(env.get("FIBRIC_WEBHOOKS_READ_TIMEOUT") or cls.read_timeout_seconds)
+        poll = float(env.get("FIBRIC_WEBHOOKS_POLL_SECONDS") or cls.poll_seconds)
+        if min(connect, read, poll) <= 0:
+            raise ValueError("FIBRIC_WEBHOOKS_* timeouts and poll interval must be positive")
+        return cls(allow_http_and_private=allow in ("1", "true", "yes"),
+                   secret_key=env.get("FIBRIC_SECRET_KEY") or None,
+                   connect_timeout_seconds=connect, read_timeout_seconds=read, poll_seconds=poll)
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    """Named LLM routes an operator's `model` may name (docs/operators.md#llm-routes).
+
+    FIBRIC_LLM_ROUTES_FILE names a JSON or YAML file `{routes: {<name>: {base_url,
+    model, api_key_env, tenants, ...}}}`, read once at start-up. `fibric.proposers`
+    validates each route (errors name the field); keys never appear in the file,
+    only the name of the environment variable that holds each route's key.
+    """
+
+    routes_file: Path | None = None
+    routes: Mapping[str, Any] = field(default_factory=dict)  # route name -> its raw config
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LlmSettings:
+        raw_path = env.get("FIBRIC_LLM_ROUTES_FILE")
+        if not raw_path:
+            return cls()
+        path = Path(raw_path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            document = json.loads(text) if path.suffix == ".json" else YAML(typ="safe").load(text)
+        except (OSError, ValueError, YAMLError) as e:
+            raise ValueError(f"FIBRIC_LLM_ROUTES_FILE {path}: cannot read: {e}") from e
+        if not isinstance(document, dict) or set(document) != {"routes"} or not isinstance(
+                document["routes"], dict):
+            raise ValueError(f"FIBRIC_LLM_ROUTES_FILE {path}: expected a mapping with one key, 'routes', "
+                             "mapping route names to their settings")
+        return cls(routes_file=path, routes=document["routes"])
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """Leases and crash recovery of the executor (docs/executor.md#configuration)."""
+
+    lease_seconds: float = 30.0  # FIBRIC_EXECUTOR_LEASE_SECONDS: a dead holder's leases expire after this
+    recovery_interval_seconds: float = 5.0  # FIBRIC_EXECUTOR_RECOVERY_SECONDS: scan for abandoned work
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ExecutorSettings:
+        lease = float(env.get("FIBRIC_EXECUTOR_LEASE_SECONDS") or cls.lease_seconds)
+        interval = float(env.get("FIBRIC_EXECUTOR_RECOVERY_SECONDS") or cls.recovery_interval_seconds)
+        if lease <= 0 or interval <= 0:
+            raise ValueError("FIBRIC_EXECUTOR_LEASE_SECONDS and FIBRIC_EXECUTOR_RECOVERY_SECONDS must be positive")
+        return cls(lease_seconds=lease, recovery_interval_seconds=interval)
+
+
+@dataclass(frozen=True)
 class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -119,6 +207,9 @@ class Settings:
     reseller_id: str = "rs_fibric"
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     policies: PolicySettings = field(default_factory=PolicySettings)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    llm: LlmSettings = field(default_factory=LlmSettings)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -153,4 +244,7 @@ class Settings:
             watch=bool(watch),
         )
         return cls(store=store, server=server, controller=controller,
-                   rate_limits=RateLimitSettings.from_env(env), policies=PolicySettings.from_env(env))
+                   rate_limits=RateLimitSettings.from_env(env), policies=PolicySettings.from_env(env),
+                   executor=ExecutorSettings.from_env(env),
+                   webhooks=WebhookSettings.from_env(env),
+                   llm=LlmSettings.from_env(env))

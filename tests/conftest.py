@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb  # noqa: F401  first: DuckDB loaded after regopy aborts on connect (test_native_libraries.py)
 import pytest
 
 from fibric import store
