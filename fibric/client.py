@@ -244,6 +244,48 @@ class Client:
     def get_receipt(self, receipt_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/receipts/{_segment(receipt_id)}")
 
+    # --- receipt ledger audit (issue 7) ----------------------------------------
+
+    def query_receipts(self, sql: str, max_rows: int = 1000) -> dict[str, Any]:
+        """POST /v1/receipts/query: one read-only SELECT over the key's tenant's receipts."""
+        return self.request("POST", "/v1/receipts/query", json={"sql": sql, "max_rows": max_rows})
+
+    # --- webhooks (issue 8) -----------------------------------------------------
+
+    def delete_webhook(self, ref: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/webhooks/{_segment(ref)}")
+
+    def rotate_webhook_secret(self, ref: str, grace_period_seconds: int | None = None) -> dict[str, Any]:
+        """POST /v1/webhooks/{id}/rotate_secret; the new signing_secret is shown this once."""
+        body = {} if grace_period_seconds is None else {"grace_period_seconds": grace_period_seconds}
+        return self.request("POST", f"/v1/webhooks/{_segment(ref)}/rotate_secret", json=body)
+
+    def disable_webhook(self, ref: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/webhooks/{_segment(ref)}/disable")
+
+    def enable_webhook(self, ref: str) -> dict[str, Any]:
+        """Enable it again, also after the dispatcher disabled it (410 Gone, 24 h of failures)."""
+        return self.request("POST", f"/v1/webhooks/{_segment(ref)}/enable")
+
+    def test_webhook(self, ref: str) -> dict[str, Any]:
+        """POST /v1/webhooks/{id}/test: queue a webhook.test delivery; returns the delivery."""
+        return self.request("POST", f"/v1/webhooks/{_segment(ref)}/test")
+
+    def list_webhook_deliveries(self, ref: str, status: str | None = None) -> list[dict[str, Any]]:
+        """Every delivery of the webhook (each with its attempts), newest first."""
+        return list(self.paginate(f"/v1/webhooks/{_segment(ref)}/deliveries",
+                                  {"status": status} if status else None))
+
+    # --- runs (issue 6) -------------------------------------------------------
+
+    def list_runs(self, operator_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """GET /v1/runs (every page), newest first, optionally of one operator and one status."""
+        params = {k: v for k, v in (("operator_id", operator_id), ("status", status)) if v}
+        return list(self.paginate("/v1/runs", params))
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/runs/{_segment(run_id)}")
+
     # --- plumbing -----------------------------------------------------------
 
     def paginate(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
@@ -296,6 +338,24 @@ class Client:
     def _delay(self, attempt: int) -> float:
         # Exponential with full jitter, so many clients retrying do not stampede together.
         return random.uniform(0, self._backoff * 2**attempt)
+
+
+def audit_snapshot(
+    url: str, token: str, tenant_id: str | None = None, *, timeout: float = 60.0
+) -> dict[str, Any]:
+    """POST /v1/audit/snapshot (issue 7): the local admin's Parquet snapshot, proven by the data dir's token.
+
+    No API key: the token from the data dir is the credential, so this is a
+    function rather than a Client method.
+    """
+    body = {"tenant_id": tenant_id} if tenant_id is not None else {}
+    headers = {"Fibric-Audit-Token": token, "Idempotency-Key": f"fibric-cli-{uuid.uuid4().hex}"}
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/v1/audit/snapshot", json=body, headers=headers,
+                              timeout=timeout)
+    except httpx.TransportError as e:
+        raise Unreachable(f"cannot reach the Fibric API at {url}: {_describe(e)}") from e
+    return _decode(response)
 
 
 def _decode(response: httpx.Response) -> dict[str, Any]:

@@ -195,7 +195,8 @@ class ExecutorSettings:
         lease = float(env.get("FIBRIC_EXECUTOR_LEASE_SECONDS") or cls.lease_seconds)
         interval = float(env.get("FIBRIC_EXECUTOR_RECOVERY_SECONDS") or cls.recovery_interval_seconds)
         if lease <= 0 or interval <= 0:
-            raise ValueError("FIBRIC_EXECUTOR_LEASE_SECONDS and FIBRIC_EXECUTOR_RECOVERY_SECONDS must be positive")
+            raise ValueError(
+                "FIBRIC_EXECUTOR_LEASE_SECONDS and FIBRIC_EXECUTOR_RECOVERY_SECONDS must be positive")
         return cls(lease_seconds=lease, recovery_interval_seconds=interval)
 
 

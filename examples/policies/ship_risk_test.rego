@@ -66,3 +66,46 @@ test_reads_are_not_actions if {
 test_missing_action_is_blocked if {
 	ship_risk.decision == {"decision": "BLOCK", "rule": "default-deny"} with input as {}
 }
+
+test_a_fresh_hold_is_allowed if {
+	ship_risk.decision == {"decision": "ALLOW", "rule": "orders.hold"} with input as {
+		"action": action("orders.hold"),
+		"context": {"plan_age_seconds": 60, "entity_changed_since_plan": false, "tool_changed": false},
+	}
+}
+
+test_a_hold_on_an_old_plan_is_blocked if {
+	d := ship_risk.decision with input as {
+		"action": action("orders.hold"),
+		"context": {"plan_age_seconds": 901, "entity_changed_since_plan": false, "tool_changed": false},
+	}
+	d.rule == "orders.hold.stale"
+	d.reasons == ["the plan is 901 s old (limit 900 s)"]
+}
+
+test_a_hold_after_a_newer_event_is_blocked if {
+	d := ship_risk.decision with input as {
+		"action": action("orders.hold"),
+		"context": {"plan_age_seconds": 5, "entity_changed_since_plan": true, "tool_changed": false},
+	}
+	d.rule == "orders.hold.stale"
+	d.reasons == ["a newer event about order:SO-10884 arrived after the plan was proposed"]
+}
+
+test_a_hold_that_is_old_and_overtaken_names_both_reasons if {
+	d := ship_risk.decision with input as {
+		"action": action("orders.hold"),
+		"context": {"plan_age_seconds": 7200, "entity_changed_since_plan": true},
+	}
+	d.decision == "BLOCK"
+	count(d.reasons) == 2
+}
+
+test_a_changed_tool_blocks_every_action if {
+	d := ship_risk.decision with input as {
+		"action": action("orders.notify"),
+		"context": {"tool_changed": true, "counts": {"entity_capability": {"last_hour": 0}}},
+	}
+	d.decision == "BLOCK"
+	d.rule == "tool-changed"
+}

@@ -25,6 +25,7 @@ from fibric import settings as settings_module
 from fibric import store
 from fibric.api import admission, context, errors, idempotency, middleware, openapi, ratelimit, routes
 from fibric.store import receipts as receipts_module
+from fibric.store import secretbox
 
 RECEIPTS_FILE = "receipts.duckdb"
 
@@ -73,7 +74,7 @@ def create_app(
     app.state.executor = executor
     errors.install(app)
     # add_middleware wraps: the last added runs first.
-    app.add_middleware(idempotency.Idempotency, state=state)
+    app.add_middleware(idempotency.Idempotency, state=state, box=secretbox.for_store(state, settings))
     app.add_middleware(middleware.BodyLimit, max_body_bytes=settings.server.max_body_bytes)
     app.add_middleware(admission.Admission, state=state,
                        limiter=ratelimit.RateLimiter(settings.rate_limits))

@@ -20,6 +20,7 @@ that retries the moment it has an answer finds the answer, not "still running".
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -33,6 +34,7 @@ from fibric import errors, ids, store
 from fibric.api import auth, middleware
 from fibric.api import errors as api_errors
 from fibric.store import idempotency as records
+from fibric.store import secretbox
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -47,10 +49,28 @@ def keeps(status: int) -> bool:
     return status < 400 or status == 422
 
 
+_SECRET_FIELD = re.compile(rb'"signing_secret":\s*"')
+_SEALED = b"sealed:"
+
+
 class Idempotency:
-    def __init__(self, app: ASGIApp, state: store.StateStore) -> None:
+    def __init__(self, app: ASGIApp, state: store.StateStore, box: secretbox.SecretBox | None = None) -> None:
+        """`box` seals a stored response that shows a signing secret (a webhook's create or
+        rotate): the replay must show it again, but it is never stored in plaintext."""
         self.app = app
         self.state = state
+        self.box = box
+
+    def _sealed(self, body: bytes, tenant_id: str) -> bytes:
+        if self.box is None or not _SECRET_FIELD.search(body):
+            return body
+        return _SEALED + self.box.seal(body.decode("utf-8"), tenant_id).encode("ascii")
+
+    def _opened(self, replay: records.Replay, tenant_id: str) -> records.Replay:
+        if self.box is None or not replay.body.startswith(_SEALED):
+            return replay
+        opened = self.box.open(replay.body[len(_SEALED):].decode("ascii"), tenant_id).encode("utf-8")
+        return dataclasses.replace(replay, body=opened)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -85,7 +105,7 @@ class Idempotency:
             await _error(scope, receive, send, request_id, 400, "invalid_request", str(problem), field=HEADER)
             return
         if isinstance(outcome, records.Replay):
-            await _replay(send, outcome)
+            await _replay(send, await to_thread.run_sync(self._opened, outcome, tenant_id))
             return
         if isinstance(outcome, records.InFlight):
             await _error(scope, receive, send, request_id, 409, "conflict",
@@ -130,7 +150,8 @@ class Idempotency:
                 headers = [("content-type", Headers(raw=start["headers"]).get("content-type") or
                             "application/json"), (api_errors.REQUEST_ID_HEADER, request_id)]
                 await to_thread.run_sync(lambda: records.finish(
-                    self.state, tenant_id, key, attempt, status=status, headers=headers, body=body))
+                    self.state, tenant_id, key, attempt, status=status, headers=headers,
+                    body=self._sealed(body, tenant_id)))
             else:
                 await to_thread.run_sync(records.release, self.state, tenant_id, key, attempt)
         await send(start)

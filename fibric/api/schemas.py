@@ -47,6 +47,9 @@ class LastRun(BaseModel):
     proposed: int
     applied: int
     at: Timestamp
+    status: Literal["running", "succeeded", "failed"] | None = Field(
+        default=None, description="Additive: the run's status.")
+    error: str | None = Field(default=None, description="Additive: why the run failed; null otherwise.")
 
 
 class Operator(Observed):
@@ -87,6 +90,8 @@ class Webhook(Observed):
     events: list[str]
     description: str | None
     status: Literal["enabled", "disabled"]
+    disabled_reason: str | None = Field(
+        default=None, description="Why it is disabled: spec.enabled false, 410 Gone, or 24 h of failures.")
 
 
 class WebhookCreated(Webhook):
@@ -282,3 +287,100 @@ def returns(
         "status_code": status,
         "responses": {**success, **api_errors.responses(*errors)},
     }
+
+
+# --- runs (issue 6) ------------------------------------------------------------------
+
+
+class Run(BaseModel):
+    """One operator run: what it sensed, what its model proposed, and what became of it (additive)."""
+
+    id: str = Field(description="run_...")
+    object: Literal["run"]
+    operator_id: str
+    operator: str = Field(description="The operator's name when the run started.")
+    trigger: Literal["event", "schedule"]
+    status: Literal["running", "succeeded", "failed"]
+    entity_key: str | None = Field(
+        description="The entity an event-triggered run is about; null when scheduled.")
+    event_ids: list[str] = Field(description="The events this run consumed, oldest first.")
+    sensed: int = Field(description="Events plus items read through sense capabilities.")
+    proposed: int = Field(description="Actions the model proposed.")
+    applied: int = Field(description="Actions of its plan the executor applied.")
+    plan_id: str | None = Field(description="The plan it proposed (or the identical open plan it matched).")
+    proposed_by: str | None
+    error: str | None = Field(description="Why the run failed; null otherwise.")
+    started_at: Timestamp
+    finished_at: Timestamp | None
+
+
+class RunList(ListEnvelope):
+    data: list[Run]
+
+
+# --- receipt ledger and audit (issue 7) ----------------------------------------------
+
+
+class ReceiptQueryColumn(BaseModel):
+    name: str
+    type: str = Field(description="DuckDB type of the column, e.g. VARCHAR, BIGINT, TIMESTAMP.")
+
+
+class ReceiptQueryResult(BaseModel):
+    """The result of one read-only SELECT over the caller's receipts (additive)."""
+
+    object: Literal["receipt_query"]
+    columns: list[ReceiptQueryColumn]
+    rows: list[list[Any]] = Field(description="Row values in column order; times as ISO 8601.")
+    row_count: int
+    truncated: bool = Field(description="True when the query had more rows than max_rows.")
+
+
+class AuditSnapshot(BaseModel):
+    """A Parquet snapshot of the receipts, written beside the ledger for the local admin (additive)."""
+
+    object: Literal["audit_snapshot"]
+    path: str = Field(description="Absolute path of the Parquet file; the caller reads and removes it.")
+    rows: int
+    tenant_id: str | None = Field(description="The tenant whose receipts it holds; null for all.")
+
+
+# --- webhooks (issue 8) ----------------------------------------------------------------
+
+
+class WebhookSecretRotated(Webhook):
+    """The webhook after a rotation, with its new secret (shown this once)."""
+
+    signing_secret: str = Field(description="whsec_...; shown in this response only.")
+    previous_secret_expires_at: Timestamp | None = Field(
+        description="Until then deliveries are signed with both secrets; null if the old one ended now.")
+
+
+class WebhookAttempt(BaseModel):
+    number: int
+    at: Timestamp
+    duration_ms: int
+    status_code: int | None = Field(description="The receiver's HTTP status; null if none was received.")
+    error: str | None = Field(description="timeout, connection error, SSRF refusal, ...; null on an answer.")
+
+
+class WebhookDelivery(BaseModel):
+    """One event delivered (or being delivered) to one endpoint, with every attempt."""
+
+    id: str = Field(description="dlv_...")
+    object: Literal["webhook_delivery"]
+    webhook_id: str
+    event_id: str = Field(description="evt_...; also the webhook-id header, the same on every retry.")
+    event_type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempt_count: int
+    next_attempt_at: Timestamp | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    attempts: list[WebhookAttempt]
+
+
+class WebhookDeliveryList(ListEnvelope):
+    data: list[WebhookDelivery]

@@ -32,6 +32,7 @@ def apply_documents(
     result = apply.apply(
         ctx.state, principal.tenant_id, loaded,
         apply_set=apply_set, prune=prune, dry_run=dry_run, create_only=create_only,
+        webhook_options=apply.WebhookOptions.of(ctx.state, ctx.settings),
     )
     if not dry_run:
         notify(ctx, principal, [c for c in result.changes if c.action != "unchanged"])

@@ -11,7 +11,7 @@ import click
 
 import fibric
 from fibric import errors
-from fibric.cli import admin, apply, connector, diff, edge, live, offline, options, policy, serve
+from fibric.cli import admin, apply, audit, connector, demo, diff, edge, live, offline, options, policy, serve
 
 
 class FibricGroup(click.Group):
@@ -47,6 +47,8 @@ for _command in (
     offline.validate, apply.apply, diff.diff, live.get, live.delete, live.export, offline.schema,
     admin.admin, serve.serve, policy.policy,
     connector.connector,
+    audit.audit,
+    demo.demo,
 ):
     cli.add_command(_command)
 

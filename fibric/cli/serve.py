@@ -24,11 +24,25 @@ from typing import Any
 import click
 import uvicorn
 
-from fibric import connectors, errors, policies, settings, store
+from fibric import connectors, errors, policies, proposers, settings, store
 from fibric.api import app as api_app
 from fibric.cli import edge
-from fibric.controller import apply, bootstrap, decide, loop, reconcile, watch
-from fibric.store import pins, receipts
+from fibric.controller import (
+    apply,
+    bootstrap,
+    crashpoints,
+    decide,
+    dispatch,
+    executor,
+    loop,
+    reconcile,
+    recovery,
+    routing,
+    runs,
+    scheduler,
+    watch,
+)
+from fibric.store import pins, receipts, secretbox
 
 log = logging.getLogger("fibric.serve")
 WATCH_STOP_TIMEOUT = 5.0
@@ -60,6 +74,10 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
     if config.controller.watch and config.controller.specs_dir is None:
         raise click.UsageError("--watch needs --specs DIR")
     _configure_logging()
+    try:
+        proposers.check_routes(config.llm)  # a typo in an LLM route fails here, not in the first run
+    except errors.FibricError as e:
+        raise click.UsageError(str(e)) from e
     engine = _open_policy_engine(config.policies)
     state = edge.open_store(config.store.location)
     ledger = receipts.Ledger(config.store.data_dir / api_app.RECEIPTS_FILE)
@@ -80,9 +98,10 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
         if config.controller.specs_dir is not None:
             tenant_id = state.get_tenant(tenant_name).id
             _apply_at_start(state, controller, tenant_id, config)
+        app = api_app.create_app(config, state, controller, receipts=ledger, executor=parts.executor)
+        app.state.event_router = parts.event_router
         server = uvicorn.Server(uvicorn.Config(
-            api_app.create_app(config, state, controller, receipts=ledger, executor=parts.executor),
-            host=config.server.host, port=config.server.port, lifespan="on",
+            app, host=config.server.host, port=config.server.port, lifespan="on",
             timeout_graceful_shutdown=10,
         ))
         _exit_gracefully_on_signals(server)
@@ -104,14 +123,29 @@ class Parts:
     connectors: connectors.ConnectorRuntime
     decider: decide.Decider  # the operator's policy on one action, fail-closed
     executor: Any = None  # the approve hook (fibric.api.context.Executor), once there is one
+    event_router: Any = None  # woken by POST /v1/events (app.state.event_router), once there is one
 
 
 def _services(parts: Parts) -> list[loop.Service]:
     """The controller's long-running services, in start order (stopped in reverse)."""
     services: list[loop.Service] = []
     # SERVICES: operator runs and scheduler (issue 6) go here.
+    runner = runs.Runner(parts.state, parts.decider, runtime=parts.connectors, ledger=parts.ledger,
+                         llm=parts.config.llm)
+    parts.event_router = routing.Router(parts.state, runner)  # POST /v1/events wakes it
+    services += [parts.event_router, scheduler.Scheduler(parts.state, runner)]
     # SERVICES: executor and its crash recovery (issue 7) go here; set parts.executor.
+    try:
+        crash = crashpoints.Crashpoints()  # test-only (docs/executor.md#crash-safety)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    parts.executor = executor.Executor(parts.state, parts.ledger, parts.connectors, parts.decider,
+                                       lease_seconds=parts.config.executor.lease_seconds, crash=crash)
+    services.append(recovery.Recovery(parts.executor,
+                                      interval=parts.config.executor.recovery_interval_seconds))
     # SERVICES: webhook dispatcher (issue 8) goes here.
+    services.append(dispatch.Dispatcher(parts.state, parts.config.webhooks,
+                                        secretbox.for_store(parts.state, parts.config)))
     return services
 
 
@@ -147,7 +181,8 @@ def _apply_at_start(
 ) -> None:
     folder = config.controller.specs_dir
     try:
-        result = watch.apply_folder(state, tenant_id, str(folder), config.controller.apply_set)
+        result = watch.apply_folder(state, tenant_id, str(folder), config.controller.apply_set,
+                                    webhook_options=apply.WebhookOptions.of(state, config))
     except errors.SpecInvalid as e:
         raise edge.SpecFailure(e.problems, f"specs in {folder} are invalid; not serving") from e
     for change in result.changes:
@@ -179,6 +214,7 @@ async def _run(
         watcher = asyncio.create_task(watch.watch_folder(
             state, tenant_id, folder, config.controller.apply_set,
             lambda result: _notify(controller, tenant_id, result), stop,
+            webhook_options=apply.WebhookOptions.of(state, config),
         ), name="fibric-watch")
     try:
         await server.serve()

@@ -10,15 +10,16 @@ label), never objects created through the API.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fibric import errors, policies, specs, store
+from fibric import errors, policies, settings, specs, store, webhooks
+from fibric.controller import ssrf
+from fibric.store import secretbox
 
 APPLY_SET_LABEL = "fibric.io/apply-set"
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = webhooks.SECRET_PREFIX
 
 Action = Literal["created", "configured", "unchanged", "pruned", "deleted"]
 
@@ -31,6 +32,25 @@ class Change:
     id: str | None  # None for an object a dry run would create
     generation: int | None
     signing_secret: str | None = field(default=None, repr=False)  # a new webhook's, shown once
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    """How apply treats Webhook specs: which URLs pass the SSRF check, and the box sealing secrets.
+
+    Without one (`None` to `apply`), URLs are held to production rules and
+    secrets are sealed with the key file beside a SQLite store.
+    """
+
+    allow_http_and_private: bool = False
+    box: secretbox.SecretBox | None = None
+
+    @classmethod
+    def of(cls, state: store.StateStore, config: settings.Settings) -> WebhookOptions:
+        return cls(config.webhooks.allow_http_and_private, secretbox.for_store(state, config))
+
+    def sealer(self, state: store.StateStore) -> secretbox.SecretBox:
+        return self.box if self.box is not None else secretbox.for_store(state, settings.Settings())
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,7 @@ def apply(
     prune: bool = False,
     dry_run: bool = False,
     create_only: bool = False,
+    webhook_options: WebhookOptions | None = None,
 ) -> ApplyResult:
     """Make the tenant's stored specs match `loaded`; all or nothing.
 
@@ -61,7 +82,9 @@ def apply(
     if prune and not apply_set:
         raise errors.SpecInvalid(errors.SpecProblem("prune needs an apply set", path="apply_set"))
     _require_resolved(loaded)
-    rego_problems = _compile_policies(loaded)  # outside the transaction: compiling takes milliseconds
+    hooks = webhook_options or WebhookOptions()
+    # Outside the transaction: compiling takes milliseconds, resolving a webhook's host may take longer.
+    rego_problems = _compile_policies(loaded) + _check_webhook_urls(state, tenant_id, loaded, hooks)
     with state.tenant_transaction(tenant_id) as tx:
         live = tx.list()
         by_name = {(o.kind, o.name): o for o in live}  # one read serves every document
@@ -75,12 +98,19 @@ def apply(
         report.raise_for_problems()
 
         changes: list[Change] = []
+        box: list[secretbox.SecretBox] = []  # made once, when the first webhook secret is sealed
+
+        def sealer() -> secretbox.SecretBox:
+            if not box:
+                box.append(hooks.sealer(state))
+            return box[0]
+
         for item in loaded:
             doc = item.document
             existing = by_name.get((doc.kind, doc.name))  # type: ignore[attr-defined]
             if existing is not None and create_only:
                 raise errors.Conflict(f"{doc.kind} '{doc.name}' already exists")  # type: ignore[attr-defined]
-            changes.append(_write(tx, doc, existing, apply_set, dry_run))
+            changes.append(_write(tx, doc, existing, apply_set, dry_run, sealer))
         for obj in doomed:
             if not dry_run:
                 tx.delete(obj)
@@ -142,6 +172,35 @@ def _compile_policies(loaded: Sequence[specs.Loaded]) -> list[errors.SpecProblem
     return problems
 
 
+def _check_webhook_urls(
+    state: store.StateStore, tenant_id: str, loaded: Sequence[specs.Loaded], hooks: WebhookOptions
+) -> list[errors.SpecProblem]:
+    """A new or changed webhook URL that would reach an internal address (SSRF).
+
+    Host names are resolved once each, concurrently and within a budget; an
+    unchanged URL is not resolved again on every apply (deliveries check it).
+    """
+    live = {o.name: o.spec.get("url") for o in state.list_objects(tenant_id, "Webhook")}
+    checked: list[tuple[specs.Loaded, str]] = []
+    problems: list[errors.SpecProblem] = []
+    for item in loaded:
+        doc = item.document
+        if not isinstance(doc, specs.Webhook) or live.get(doc.name) == doc.spec.url:
+            continue
+        try:
+            host = ssrf.check_url(doc.spec.url, allow_http_and_private=hooks.allow_http_and_private,
+                                  resolve=False)
+        except ssrf.Refused as e:
+            problems.append(item.source.problem(f"webhook URL refused: {e}", ("spec", "url")))
+            continue
+        checked.append((item, host))
+    if checked and not hooks.allow_http_and_private:
+        refused = ssrf.refused_names(host for _, host in checked)
+        problems.extend(item.source.problem(f"webhook URL refused: {refused[host]}", ("spec", "url"))
+                        for item, host in checked if host in refused)
+    return problems
+
+
 def _check(
     loaded: Sequence[specs.Loaded],
     live: list[store.StoredObject],
@@ -175,24 +234,28 @@ def _write(
     existing: store.StoredObject | None,
     apply_set: str | None,
     dry_run: bool,
+    sealer: Callable[[], secretbox.SecretBox],
 ) -> Change:
     kind, name = doc.kind, doc.name  # type: ignore[attr-defined]
     spec = doc.spec_dict()
     labels = dict(doc.metadata.labels)
     # A webhook signs with its secret_env or, failing that, a secret we generate and
-    # show once: at creation, or when a webhook that had secret_env drops it.
+    # show once: at creation, or when a webhook that had secret_env drops it. Only
+    # its sealed form is stored (fibric/store/secretbox.py).
     needs_secret = kind == "Webhook" and not spec.get("secret_env")
     if existing is None:
-        secret = SECRET_PREFIX + secrets.token_hex(24) if needs_secret else None
+        secret = webhooks.new_secret() if needs_secret else None
         if dry_run:
             return Change("created", kind, name, None, 1)
-        obj = tx.insert(kind, name, spec, labels, apply_set=apply_set, secret=secret)
+        sealed = sealer().seal(secret, tx.tenant_id) if secret else None
+        obj = tx.insert(kind, name, spec, labels, apply_set=apply_set, secret=sealed)
         return Change("created", kind, name, obj.id, obj.generation, signing_secret=secret)
     if existing.spec == spec and existing.labels == labels:
         return Change("unchanged", kind, name, existing.id, existing.generation)
     if dry_run:
         bumped = existing.generation + (1 if existing.spec != spec else 0)
         return Change("configured", kind, name, existing.id, bumped)
-    secret = SECRET_PREFIX + secrets.token_hex(24) if needs_secret and existing.secret is None else None
-    obj = tx.update(existing, spec, labels, secret=secret)
+    secret = webhooks.new_secret() if needs_secret and existing.secret is None else None
+    sealed = sealer().seal(secret, tx.tenant_id) if secret else None
+    obj = tx.update(existing, spec, labels, secret=sealed)
     return Change("configured", kind, name, obj.id, obj.generation, signing_secret=secret)

@@ -28,11 +28,13 @@ from types import MappingProxyType
 from typing import Any
 
 from fibric import connectors as mcp
-from fibric import errors, policies, store
+from fibric import errors, policies, store, timefmt
 from fibric.controller import conditions
+from fibric.store import webhooks
 
 NOT_CONNECTED_MESSAGE = "MCP connection is handled by the connector runtime"
 MAX_MESSAGE = 2000  # a condition message, not a log: long compile reports are cut
+DELIVERING = "Delivering"  # a webhook's condition: are its deliveries succeeding?
 
 
 def connector_defaults() -> dict[str, Any]:
@@ -246,10 +248,18 @@ def _reconcile_policy(
 
 
 def reconcile_webhook(state: store.StateStore, obj: store.StoredObject, now: datetime) -> Result:
-    """A webhook is ready when enabled and its signing secret is available to this process."""
+    """A webhook is ready when enabled (by its spec and by the dispatcher) and it can be signed.
+
+    `Delivering` reports what the dispatcher observed: False while the
+    endpoint keeps failing (since when, and the last error).
+    """
+    endpoint = webhooks.read_or_none(state, obj.tenant_id, obj.id)
     secret_env = obj.spec.get("secret_env")
     if not obj.spec.get("enabled", True):
         ready, reason, message = conditions.FALSE, "Disabled", "spec.enabled is false"
+    elif endpoint is not None and endpoint.disabled_at is not None:
+        ready, reason = conditions.FALSE, "DisabledByDispatcher"
+        message = f"{endpoint.disabled_reason}; enable it with POST /v1/webhooks/{obj.id}/enable"
     elif secret_env and not os.environ.get(secret_env):
         # The dispatcher signs with this variable's value; without it no delivery can be signed.
         ready, reason = conditions.FALSE, "SecretMissing"
@@ -259,6 +269,12 @@ def reconcile_webhook(state: store.StateStore, obj: store.StoredObject, now: dat
     conds = conditions.set_condition(
         conditions.of(obj.status), conditions.READY, ready, reason, message, now
     )
+    if endpoint is not None and endpoint.failing_since is not None:
+        since = timefmt.rfc3339(endpoint.failing_since)
+        message = f"failing since {since}: {endpoint.last_error or ''}"[:MAX_MESSAGE]
+        conds = conditions.set_condition(conds, DELIVERING, conditions.FALSE, "Failing", message, now)
+    elif endpoint is not None and endpoint.last_success_at is not None:
+        conds = conditions.set_condition(conds, DELIVERING, conditions.TRUE, "Succeeding", "", now)
     return _record(state, obj, conds)
 
 

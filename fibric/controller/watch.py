@@ -29,11 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def apply_folder(
-    state: store.StateStore, tenant_id: str, folder: str | Path, apply_set: str
+    state: store.StateStore, tenant_id: str, folder: str | Path, apply_set: str,
+    *, webhook_options: apply.WebhookOptions | None = None,
 ) -> apply.ApplyResult:
     """Apply every spec under `folder` as `apply_set`, pruning what left it; all or nothing."""
     loaded = _resolve_all(specs.load_paths([folder]))
-    return apply.apply(state, tenant_id, loaded, apply_set=apply_set, prune=True)
+    return apply.apply(state, tenant_id, loaded, apply_set=apply_set, prune=True,
+                       webhook_options=webhook_options)
 
 
 async def watch_folder(
@@ -46,6 +48,7 @@ async def watch_folder(
     *,
     debounce_ms: int = 1600,
     idle_check_ms: int = 2000,
+    webhook_options: apply.WebhookOptions | None = None,
 ) -> None:
     """Re-apply `folder` after every change until `stop_event` is set.
 
@@ -78,7 +81,7 @@ async def watch_folder(
                 if not changes and seen == applied_fingerprint:
                     continue
                 applied_fingerprint = seen
-                if not await _apply_once(state, tenant_id, folder, apply_set, on_applied):
+                if not await _apply_once(state, tenant_id, folder, apply_set, on_applied, webhook_options):
                     continue
                 if await asyncio.to_thread(_referenced_files, folder) != referenced:
                     break  # policies now name other Rego files: watch those instead
@@ -90,9 +93,11 @@ async def _apply_once(
     folder: Path,
     apply_set: str,
     on_applied: Callable[[apply.ApplyResult], Any],
+    webhook_options: apply.WebhookOptions | None = None,
 ) -> bool:
     try:
-        result = await asyncio.to_thread(apply_folder, state, tenant_id, folder, apply_set)
+        result = await asyncio.to_thread(apply_folder, state, tenant_id, folder, apply_set,
+                                         webhook_options=webhook_options)
     except errors.SpecInvalid as e:
         log.error("specs in %s not applied; the last good state stays live:\n%s", folder, e)
         return False

@@ -64,6 +64,9 @@ def build_input(
     tool: Mapping[str, Any] | None = None,
     counts: Counts | None = None,
     now: dt.datetime | None = None,
+    plan_age_seconds: int | None = None,
+    entity_changed_since_plan: bool | None = None,
+    tool_changed: bool | None = None,
 ) -> dict[str, Any]:
     """The input document for one action; raises ValueError if it cannot be JSON exactly.
 
@@ -71,11 +74,23 @@ def build_input(
     (None for a scheduled run); `tool` is `{"connector", "name", "annotations"}`
     with the MCP tool's annotations (readOnlyHint, destructiveHint,
     idempotentHint, openWorldHint) as the connector reported them.
+
+    The executor also passes what only exists at disposal time, so a policy
+    can refuse to act on a stale picture: `plan_age_seconds` (since the plan
+    was proposed), `entity_changed_since_plan` (a newer event about the entity
+    arrived after it) and `tool_changed` (the tool's definition drifted from
+    its pin). They appear in `context` only when given: a plan preview and
+    `fibric policy eval` have no plan to age.
     """
     moment = now or timefmt.now()
     if moment.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     tool = tool or {}
+    context: dict[str, Any] = {
+        "now": timefmt.rfc3339(moment),
+        "now_ns": (moment - _EPOCH) // dt.timedelta(microseconds=1) * 1_000,
+        "counts": (counts or Counts()).to_dict(),
+    }
     doc = {
         "tenant": {"id": tenant_id},
         "operator": {
@@ -96,12 +111,14 @@ def build_input(
             "name": tool.get("name"),
             "annotations": dict(tool.get("annotations") or {}),
         },
-        "context": {
-            "now": timefmt.rfc3339(moment),
-            "now_ns": (moment - _EPOCH) // dt.timedelta(microseconds=1) * 1_000,
-            "counts": (counts or Counts()).to_dict(),
-        },
+        "context": context,
     }
+    if plan_age_seconds is not None:
+        context["plan_age_seconds"] = int(plan_age_seconds)
+    if entity_changed_since_plan is not None:
+        context["entity_changed_since_plan"] = bool(entity_changed_since_plan)
+    if tool_changed is not None:
+        context["tool_changed"] = bool(tool_changed)
     try:
         check_json(doc)
     except failures.InputInvalid as e:

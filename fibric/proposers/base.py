@@ -33,7 +33,9 @@ class Situation:
     operator_id: str
     operator_name: str
     spec: models.OperatorSpec
-    events: list[dict[str, Any]]  # envelopes {id,type,entity_key,idempotency_key,occurred_at,data}, oldest first
+    # event envelopes {id, type, entity_key, idempotency_key, occurred_at, data}, oldest first;
+    # [] on a scheduled run
+    events: list[dict[str, Any]]
     sensed: dict[str, Any]  # sense capability -> its tool result
     tools: list[Tool]  # the operator's spec.capabilities with their schemas
 

@@ -23,7 +23,9 @@ def canonical_json(value: Any) -> str:
         raise base.ProposalError(f"args are not plain JSON: {e}") from e
 
 
-def derive_idempotency_key(operator_id: str, entity_key: str, capability: str, args: Mapping[str, Any]) -> str:
+def derive_idempotency_key(
+    operator_id: str, entity_key: str, capability: str, args: Mapping[str, Any]
+) -> str:
     """'ik_' + 32 hex of sha256 over the canonical JSON of the four."""
     text = canonical_json([operator_id, entity_key, capability, dict(args)])
     return "ik_" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

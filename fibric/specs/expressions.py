@@ -22,8 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import cel
+from cel import stdlib
 
 VARIABLES = ("event", "events", "sensed", "operator", "now")
+# The extended library (strings, math, lists...) the rules proposer registers; namespaced
+# functions like `math.greatest` read as a variable `math` to `Program.variables()`.
+LIBRARY_FUNCTIONS = frozenset(name.rsplit(".", 1)[-1] for name in stdlib.STDLIB_FUNCTIONS)
+LIBRARY_NAMESPACES = frozenset(name.split(".")[0] for name in stdlib.STDLIB_FUNCTIONS if "." in name)
 
 # Names bound by CEL's comprehension macros, e.g. the `x` in `items.exists(x, x > 1)`:
 # `Program.variables()` lists them beside the free variables.
@@ -68,7 +73,7 @@ def compile_expression(source: str) -> cel.Program:
     except Exception as e:  # the extension raises a few other types on odd input
         raise ExpressionError(f"invalid CEL: {e}") from e
     bound = set(_BOUND.findall(source))
-    unknown = sorted(set(program.variables()) - bound - set(VARIABLES))
+    unknown = sorted(set(program.variables()) - bound - set(VARIABLES) - LIBRARY_NAMESPACES)
     if unknown:
         raise ExpressionError(
             f"unknown variable {', '.join(repr(u) for u in unknown)} in CEL expression {source!r}; "
@@ -99,6 +104,19 @@ def parse_template(text: str) -> Template:
     if rest:
         parts.append(rest)
     return Template(source=text, parts=tuple(parts))
+
+
+def programs(rules: Sequence[Any]) -> list[cel.Program]:
+    """Every compiled program in `rules`: conditions and the expressions inside templates."""
+    out: list[cel.Program] = []
+    for rule in rules:
+        out.append(compile_expression(rule.when))
+        for action in rule.actions:
+            texts = [t for t in (action.entity_key, action.idempotency_key) if t is not None]
+            texts.extend(value for _, value in walk_strings(action.args))
+            for text in texts:
+                out.extend(p for p in parse_template(text).parts if not isinstance(p, str))
+    return out
 
 
 def check_args(args: Mapping[str, Any]) -> list[tuple[Path, str]]:

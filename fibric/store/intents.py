@@ -126,7 +126,8 @@ def finish_execution(
     """
     with state.backend.transaction(write=True) as cur:
         cur.execute(
-            "UPDATE executions SET finished_at = ? WHERE tenant_id = ? AND plan_id = ? AND finished_at IS NULL",
+            "UPDATE executions SET finished_at = ? WHERE tenant_id = ? AND plan_id = ?"
+            " AND finished_at IS NULL",
             (_stamp(datetime.now(UTC)), tenant_id, plan_id),
         )
         if cur.rowcount != 1:
@@ -141,7 +142,8 @@ def abandon_execution(state: state_module.StateStore, tenant_id: str, plan_id: s
     `proposed` again, so it can be approved once the entity is free. False if not ours to undo."""
     with state.backend.transaction(write=True) as cur:
         cur.execute(
-            "DELETE FROM executions WHERE tenant_id = ? AND plan_id = ? AND holder = ? AND finished_at IS NULL",
+            "DELETE FROM executions WHERE tenant_id = ? AND plan_id = ? AND holder = ?"
+            " AND finished_at IS NULL",
             (tenant_id, plan_id, holder),
         )
         if cur.rowcount != 1:
@@ -174,7 +176,8 @@ def unstarted_approvals(
     with state.backend.transaction(write=False) as cur:
         cur.execute(
             "SELECT p.tenant_id, p.id FROM plans p WHERE p.status = 'approved' AND p.approved_at <= ?"
-            " AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.tenant_id = p.tenant_id AND e.plan_id = p.id)"
+            " AND NOT EXISTS (SELECT 1 FROM executions e"
+            " WHERE e.tenant_id = p.tenant_id AND e.plan_id = p.id)"
             " ORDER BY p.seq LIMIT ?",
             (cutoff, limit),
         )

@@ -248,9 +248,63 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 UNIQUE (tenant_id, plan_id, idempotency_key)
             )""",
             "CREATE INDEX intents_key_state ON intents (tenant_id, idempotency_key, state)",
+            # The executor asks "did a newer event about this entity arrive?" for every action.
+            "CREATE INDEX events_tenant_entity_seq ON events (tenant_id, entity_key, seq)",
         ],
     ),
-    # MIGRATION 7 (webhook endpoints' deliveries and secrets: issue 8) goes here.
+    (
+        7,
+        "webhook deliveries, attempts and endpoint health",
+        [
+            # One row per (endpoint, event): the unique constraint makes fan-out idempotent.
+            # next_attempt_at is due time, and while a dispatcher holds `claim`, its lease.
+            """CREATE TABLE webhook_deliveries (
+                seq {serial},
+                id TEXT NOT NULL UNIQUE,
+                reseller_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                webhook_id TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                event_type TEXT NOT NULL,
+                body TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                next_attempt_at TEXT,
+                claim TEXT,
+                last_status_code INTEGER,
+                last_error TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                UNIQUE (webhook_id, event_id)
+            )""",
+            "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at)",
+            "CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (tenant_id, webhook_id, seq)",
+            """CREATE TABLE webhook_attempts (
+                seq {serial},
+                delivery_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                number INTEGER NOT NULL,
+                started_at TEXT NOT NULL,
+                duration_ms INTEGER NOT NULL,
+                status_code INTEGER,
+                error TEXT,
+                UNIQUE (delivery_id, number)
+            )""",
+            # What the dispatcher observed of an endpoint, and the previous secret during a rotation.
+            """CREATE TABLE webhook_endpoints (
+                webhook_id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                failing_since TEXT,
+                last_success_at TEXT,
+                last_failure_at TEXT,
+                last_error TEXT,
+                disabled_at TEXT,
+                disabled_reason TEXT,
+                previous_secret TEXT,
+                previous_secret_until TEXT
+            )""",
+        ],
+    ),
 ]
 
 SERIAL = {

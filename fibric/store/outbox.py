@@ -5,8 +5,9 @@ code that makes the change calls `enqueue(cur, ...)` on the cursor of its own
 write transaction, so the event exists exactly when the change does. A crash
 can neither lose one (it is committed with the change) nor announce a change
 that rolled back (it rolls back with it). The webhook dispatcher reads
-pending rows (`pending`), fans each out to the endpoints subscribed to its
-type, and marks it dispatched (`mark_dispatched`).
+pending rows (`claim`, in its own write transaction), fans each out to the
+endpoints subscribed to its type, and marks it dispatched (`mark_dispatched`)
+in that same transaction (fibric/store/deliveries.py).
 
 Payloads are the resource as the API shows it, rendered by the caller at the
 moment of the change: a `plan.proposed` delivered after approval still shows
@@ -22,10 +23,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fibric import errors, ids
+from fibric.store import backends
 from fibric.store import state as state_module
 
 EVENT_TYPES = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created")
 ID_PREFIX = "evt"  # a webhook event; "ev_" is an ingested event
+NOTIFY_CHANNEL = "fibric_outbox"  # PostgreSQL: notified on commit of a transaction that enqueued
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ def enqueue(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (event_id, reseller_id, tenant_id, type, body, _stamp(at or datetime.now(UTC))),
     )
+    if isinstance(cur, backends._QmarkCursor):
+        # PostgreSQL delivers a NOTIFY only if and when the transaction commits: every
+        # replica's dispatcher wakes at once instead of at its next poll.
+        cur.execute("SELECT pg_notify(?, '')", (NOTIFY_CHANNEL,))
     return event_id
 
 
@@ -82,6 +89,22 @@ def pending(state: state_module.StateStore, *, limit: int = 100) -> list[OutboxE
             (limit,),
         )
         return [_event(r) for r in cur.fetchall()]
+
+
+def claim(cur: Any, dialect: str, *, limit: int = 100) -> list[OutboxEvent]:
+    """Undispatched events, oldest first, locked for this write transaction.
+
+    On PostgreSQL the rows are locked with SKIP LOCKED, so replicas fanning
+    out at once take disjoint events; SQLite's write transaction already
+    excludes every other writer.
+    """
+    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    cur.execute(
+        "SELECT seq, id, reseller_id, tenant_id, type, payload, created_at FROM outbox"
+        f" WHERE dispatched_at IS NULL ORDER BY seq LIMIT ?{lock}",
+        (limit,),
+    )
+    return [_event(r) for r in cur.fetchall()]
 
 
 def mark_dispatched(cur: Any, event_id: str, at: datetime | None = None) -> bool:

@@ -3,9 +3,12 @@
 A receipt records what triggered an action, what was proposed, what the
 policy decided and why, the idempotency key that keeps the action from ever
 applying twice, and the outcome. This module can only append and read: no
-code path updates or deletes a receipt. Each receipt carries the hash of the
-previous receipt of its tenant (`prev_hash`) and its own (`hash`, SHA-256 of
-its canonical JSON), so an edit or a gap in a tenant's chain is detectable.
+code path updates or deletes a receipt. Each receipt carries its place in its
+tenant's chain (`tenant_seq`, 1, 2, 3, ...), the hash of the tenant's previous
+receipt (`prev_hash`) and its own (`hash`, SHA-256 of its canonical JSON), so
+an edit, a deletion, a reordering or an insertion is detectable
+(fibric/store/audit.py), and a signed checkpoint catches the rest
+(fibric/store/checkpoint.py).
 
 DuckDB is embedded: one connection per ledger, one cursor per thread (a
 DuckDB connection is not shared between threads). The file is opened on first
@@ -13,12 +16,13 @@ use, so an API that is never asked for receipts never creates it. Extensions
 are never installed or loaded at run time (JSON is built into the pinned
 release).
 
-Appends are serialised by one lock and keep each tenant's chain head in
-memory: the process holding the DuckDB file is its only writer, so the cache
-is authoritative, and an append costs one INSERT. The file records its schema
-version (`ledger_meta`); a file of another version is refused with a message
-rather than extended with a chain that would not verify. docs/receipts.md
-documents every column for auditors; fibric/store/audit.py verifies chains.
+Appends are serialised by one writer lock and keep each tenant's chain head
+in memory: the process holding the DuckDB file is its only writer, so the
+cache is authoritative. Appends waiting for the lock are written together, in
+one INSERT and one commit, by whichever thread gets it (group commit). The
+file records its schema version (`ledger_meta`); a file of another version is
+refused with a message rather than extended with a chain that would not
+verify. docs/receipts.md documents every column for auditors.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fibric import errors, ids
 from fibric.store import ledger_access
@@ -72,13 +77,21 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE TABLE IF NOT EXISTS ledger_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 """
 _FIELDS = (
-    "seq", "tenant_seq", "id", "reseller_id", "tenant_id", "operator_id", "operator", "capability", "entity_key", "args",
-    "triggered_by_event", "plan_id", "run_id", "proposed_by", "decision", "rule", "policy", "policy_id",
-    "policy_sha256", "idempotency_key", "outcome", "approver", "detail", "at", "prev_hash", "hash",
+    "seq", "tenant_seq", "id", "reseller_id", "tenant_id", "operator_id", "operator", "capability",
+    "entity_key", "args", "triggered_by_event", "plan_id", "run_id", "proposed_by", "decision", "rule",
+    "policy", "policy_id", "policy_sha256", "idempotency_key", "outcome", "approver", "detail", "at",
+    "prev_hash", "hash",
 )
 _COLUMNS = ", ".join("disposed_at" if f == "at" else f for f in _FIELDS)
 _JSON_COLUMNS = frozenset({"args", "policy", "detail"})
+_TYPES = {"seq": "BIGINT", "tenant_seq": "BIGINT", "at": "TIMESTAMP"}
+_ROW = json.dumps({("disposed_at" if f == "at" else f): _TYPES.get(f, "VARCHAR") for f in _FIELDS})
+_INSERT = f"INSERT INTO receipts ({_COLUMNS}) SELECT unnest(from_json(?, '[{_ROW}]'), recursive := true)"
 _MAX_SEQ = 2**63 - 1
+# Never install or load an extension at run time (JSON and Parquet are built in).
+CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+OPEN_WAIT = 5.0  # seconds to wait for a reader's shared lock on the file to go
 
 
 @dataclass(frozen=True)
@@ -146,33 +159,31 @@ class Ledger:
         self._conn: Any = None
         self._local = threading.local()
         self._cursors: list[Any] = []
+        self._last_seq: int | None = None  # loaded under the lock on the first append
+        self._heads: dict[str, tuple[int, str]] = {}  # tenant -> (tenant_seq, hash) of its last receipt
+        self._queue_lock = threading.Lock()
+        self._token: str | None = None  # the local-admin token, while this ledger holds the file
+        self._pending: list[_Ticket] = []  # appends waiting for the writer lock
 
     def append(self, new: NewReceipt, *, at: datetime | None = None) -> Receipt:
-        """Write one receipt at the end of the ledger and of its tenant's hash chain."""
-        if new.decision not in DECISIONS:
-            raise errors.PermanentError(f"receipt decision must be one of {DECISIONS}, not {new.decision!r}")
-        if new.outcome not in OUTCOMES:
-            raise errors.PermanentError(f"receipt outcome must be one of {OUTCOMES}, not {new.outcome!r}")
-        when = (at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-        values = asdict(new)
-        values["args"] = dict(new.args)
-        values["policy"] = dict(new.policy) if new.policy is not None else {
-            "decision": new.decision, "rule": new.rule}
+        """Write one receipt at the end of the ledger and of its tenant's hash chain.
+
+        Concurrent appends commit together: whichever thread takes the writer
+        lock first writes every receipt waiting by then in one statement and
+        one commit (one fsync), and the others find theirs written.
+        """
+        ticket = _Ticket(_prepare(new, at))
         cur = self._cursor()
+        with self._queue_lock:
+            self._pending.append(ticket)
         with self._lock:
-            last = cur.execute("SELECT max(seq) FROM receipts").fetchone()[0]
-            prev = cur.execute(
-                "SELECT hash FROM receipts WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1", [new.tenant_id]
-            ).fetchone()
-            values.update(seq=int(last or 0) + 1, id=ids.new_id("receipt"), at=when,
-                          prev_hash=prev[0] if prev else GENESIS)
-            values["hash"] = chain_hash(values)
-            row = [_dumps(values[n]) if n in _JSON_COLUMNS else values[n] for n in _FIELDS]
-            row[_FIELDS.index("at")] = when.replace(tzinfo=None)
-            cur.execute(
-                f"INSERT INTO receipts ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})", row
-            )
-        return self.get(new.tenant_id, values["id"])
+            if not ticket.done:
+                with self._queue_lock:
+                    batch, self._pending = self._pending, []
+                self._write(cur, batch)
+        if ticket.error is not None:
+            raise ticket.error
+        return cast(Receipt, ticket.receipt)  # _write sets it whenever it sets no error
 
     def get(self, tenant_id: str, receipt_id: str) -> Receipt:
         """The tenant's receipt by id; NotFound for another tenant's, like one that never existed."""
@@ -218,7 +229,53 @@ class Ledger:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+                ledger_access.withdraw(self.path)
+                self._token = None
             self._local = threading.local()
+            self._last_seq = None
+            self._heads.clear()
+
+    def _write(self, cur: Any, batch: list[_Ticket]) -> None:
+        """Chain and insert `batch` in one statement; every ticket gets its receipt or the error."""
+        heads: dict[str, tuple[int, str]] = {}
+        try:
+            last_seq = self._last(cur)
+            rows = []
+            for ticket in batch:
+                values = ticket.values
+                tenant_seq, prev_hash = heads.get(values["tenant_id"]) or self._head(cur, values["tenant_id"])
+                last_seq += 1
+                values.update(seq=last_seq, tenant_seq=tenant_seq + 1, id=ids.new_id("receipt"),
+                              prev_hash=prev_hash)
+                values["hash"] = chain_hash(values)
+                heads[values["tenant_id"]] = (values["tenant_seq"], values["hash"])
+                rows.append({("disposed_at" if n == "at" else n): _stored(n, values[n]) for n in _FIELDS})
+            # One JSON parameter, not 27 per row: binding each Python value costs more than the insert.
+            cur.execute(_INSERT, [json.dumps(rows, separators=(",", ":"))])
+        except Exception as e:  # disk full, file gone: no caller may act as if recorded
+            error = errors.TemporaryError(f"receipt ledger unavailable: {e}")
+            for ticket in batch:
+                ticket.error, ticket.done = error, True
+            return
+        self._last_seq = last_seq
+        self._heads.update(heads)
+        for ticket in batch:
+            ticket.receipt = Receipt(**{n: ticket.values[n] for n in _FIELDS})
+            ticket.done = True
+
+    def _last(self, cur: Any) -> int:
+        if self._last_seq is None:
+            self._last_seq = int(cur.execute("SELECT coalesce(max(seq), 0) FROM receipts").fetchone()[0])
+        return self._last_seq
+
+    def _head(self, cur: Any, tenant_id: str) -> tuple[int, str]:
+        head = self._heads.get(tenant_id)
+        if head is None:
+            row = cur.execute("SELECT tenant_seq, hash FROM receipts WHERE tenant_id = ? "
+                              "ORDER BY tenant_seq DESC LIMIT 1", [tenant_id]).fetchone()
+            head = (int(row[0]), str(row[1])) if row else (0, GENESIS)
+            self._heads[tenant_id] = head
+        return head
 
     def _cursor(self) -> Any:
         cursor = getattr(self._local, "cursor", None)
@@ -227,14 +284,121 @@ class Ledger:
         with self._lock:
             if self._conn is None:
                 self._conn = _connect(self.path)
+                self._token = ledger_access.publish(self.path)
             cursor = self._conn.cursor()
             self._cursors.append(cursor)
         self._local.cursor = cursor
         return cursor
 
+    # --- read-only lookups for the executor (issue 7) ------------------------------------
+
+    def applied(self, tenant_id: str, idempotency_key: str) -> Receipt | None:
+        """The receipt that applied this idempotency key for the tenant, if any (the executor's DEDUP)."""
+        row = self._cursor().execute(
+            f"SELECT {_COLUMNS} FROM receipts WHERE tenant_id = ? AND idempotency_key = ?"
+            " AND outcome = 'applied' ORDER BY seq LIMIT 1", [tenant_id, idempotency_key]
+        ).fetchone()
+        return None if row is None else _receipt(row)
+
+    def for_action(self, tenant_id: str, plan_id: str, idempotency_key: str) -> Receipt | None:
+        """The receipt of one action of one plan, if written (a plan disposes of each action once)."""
+        row = self._cursor().execute(
+            f"SELECT {_COLUMNS} FROM receipts WHERE tenant_id = ? AND plan_id = ? AND idempotency_key = ?"
+            " ORDER BY seq LIMIT 1", [tenant_id, plan_id, idempotency_key]
+        ).fetchone()
+        return None if row is None else _receipt(row)
+
+    def applied_counts(
+        self, tenant_id: str, *, entity_key: str, operator_id: str, capability: str, now: datetime
+    ) -> dict[str, tuple[int, int]]:
+        """Applied receipts (last hour, last day) by scope: entity, operator, capability,
+        entity_capability; the policy input's context.counts."""
+        hour = (now - timedelta(hours=1)).astimezone(UTC).replace(tzinfo=None)
+        day = (now - timedelta(days=1)).astimezone(UTC).replace(tzinfo=None)
+        scopes = {
+            "entity": ("entity_key = ?", [entity_key]),
+            "operator": ("operator_id = ?", [operator_id]),
+            "capability": ("capability = ?", [capability]),
+            "entity_capability": ("entity_key = ? AND capability = ?", [entity_key, capability]),
+        }
+        select: list[str] = []
+        params: list[Any] = []
+        for where, values in scopes.values():
+            select.append(f"count(*) FILTER (WHERE {where} AND disposed_at >= ?)")
+            select.append(f"count(*) FILTER (WHERE {where})")
+            params += [*values, hour, *values]
+        row = self._cursor().execute(
+            f"SELECT {', '.join(select)} FROM receipts WHERE tenant_id = ? AND outcome = 'applied'"
+            " AND disposed_at >= ?", [*params, tenant_id, day]
+        ).fetchone()
+        return {name: (int(row[2 * n]), int(row[2 * n + 1])) for n, name in enumerate(scopes)}
+
+
+class _Ticket:
+    """One append waiting to be written, by its own thread or by another's batch."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.done = False
+        self.receipt: Receipt | None = None
+        self.error: errors.FibricError | None = None
+
+
+def _prepare(new: NewReceipt, at: datetime | None) -> dict[str, Any]:
+    """The receipt's values but its place in the chain, checked, JSON as it will read back."""
+    if new.decision not in DECISIONS:
+        raise errors.PermanentError(f"receipt decision must be one of {DECISIONS}, not {new.decision!r}")
+    if new.outcome not in OUTCOMES:
+        raise errors.PermanentError(f"receipt outcome must be one of {OUTCOMES}, not {new.outcome!r}")
+    values = asdict(new)
+    policy = dict(new.policy) if new.policy is not None else {"decision": new.decision, "rule": new.rule}
+    # Hash what a reader will get back: the JSON columns as they round-trip.
+    for name, value in (("args", dict(new.args)), ("policy", policy), ("detail", new.detail)):
+        values[name] = _loads(_dumps(value))
+    values["at"] = (at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    return values
+
+
+def _stored(name: str, value: Any) -> Any:
+    if name in _JSON_COLUMNS:
+        return _dumps(value)
+    if name == "at":
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return value
+
+
+def audit_token(ledger: Ledger) -> str | None:
+    """The local-admin token the ledger published when it took the file (fibric/store/ledger_access.py)."""
+    return ledger._token
+
+
+def export_parquet(ledger: Ledger, dest: Path, tenant_id: str | None = None) -> int:
+    """Copy one tenant's receipts (all, without one) to a Parquet file; the rows copied.
+
+    One statement, so a consistent snapshot, read beside the appends without
+    blocking them: this is how an auditor reads the ledger while the server
+    holds the file (fibric/store/audit_sql.py).
+    """
+    where = "WHERE tenant_id = $tenant" if tenant_id is not None else ""
+    params = {"tenant": tenant_id} if tenant_id is not None else {}
+    cur = ledger._cursor().cursor()  # a cursor of its own: COPY runs long, appends go on
+    try:
+        literal = str(dest).replace("'", "''")
+        cur.execute(f"COPY (SELECT {_COLUMNS} FROM receipts {where} ORDER BY seq) TO '{literal}' "
+                    f"(FORMAT parquet)", params)
+        return int(cur.fetchone()[0])
+    except _duckdb_error() as e:
+        raise errors.TemporaryError(f"receipt ledger unavailable: {e}") from e
+    finally:
+        cur.close()
+
 
 def chain_hash(values: Mapping[str, Any]) -> str:
-    """SHA-256 of a receipt's canonical JSON (every column but `hash`, times as RFC 3339)."""
+    """SHA-256 of a receipt's canonical JSON: every field but `hash`, `at` as RFC 3339.
+
+    Canonical JSON is Python's json.dumps with sorted keys, "," and ":" as
+    separators and ASCII escapes; docs/receipts.md shows how to recompute it.
+    """
     canonical = {k: v for k, v in values.items() if k != "hash"}
     canonical["at"] = values["at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
@@ -246,13 +410,53 @@ def _connect(path: Path) -> Any:
 
     if str(path) != ":memory:":
         path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + OPEN_WAIT
+    while True:
+        try:
+            conn = duckdb.connect(str(path), config=CONFIG)
+            break
+        except duckdb.Error as e:  # another process holds the file
+            # An auditor's direct read holds a shared lock for as long as one copy takes: wait it out.
+            if "lock" not in str(e).lower() or time.monotonic() >= deadline:
+                raise errors.TemporaryError(f"receipt ledger unavailable: {e}") from e
+            time.sleep(0.05)
     try:
-        conn = duckdb.connect(str(path), config={"autoinstall_known_extensions": False,
-                                                 "autoload_known_extensions": False})
-    except duckdb.Error as e:  # e.g. another process holds the file
-        raise errors.TemporaryError(f"receipt ledger unavailable: {e}") from e
-    conn.execute(SCHEMA)
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _migrate(conn: Any, path: Path) -> None:
+    """Create the schema, or check that the file's is the one this code writes."""
+    tables = {r[0] for r in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+    if "receipts" in tables and "ledger_meta" not in tables:  # schema 1: no per-tenant sequence
+        if conn.execute("SELECT count(*) FROM receipts").fetchone()[0]:
+            raise errors.PermanentError(
+                f"{path} holds receipts of ledger schema 1, whose chains have no per-tenant sequence and "
+                f"cannot be extended by this version (schema {SCHEMA_VERSION}); move the file aside (it "
+                f"stays readable with duckdb) and start a new ledger")
+        conn.execute("ALTER TABLE receipts ADD COLUMN tenant_seq BIGINT")
+    conn.execute(SCHEMA)
+    conn.execute("INSERT INTO ledger_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
+                 [str(SCHEMA_VERSION)])
+    version = conn.execute("SELECT value FROM ledger_meta WHERE key = 'schema_version'").fetchone()[0]
+    if version != str(SCHEMA_VERSION):
+        raise errors.PermanentError(
+            f"{path} has ledger schema {version}; this version of Fibric reads and writes schema "
+            f"{SCHEMA_VERSION} only")
+
+
+def _duckdb_error() -> type[Exception]:
+    import duckdb
+
+    return duckdb.Error
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
 
 
 def _dumps(value: Any) -> str | None:
@@ -264,9 +468,26 @@ def _dumps(value: Any) -> str | None:
         raise errors.PermanentError(f"receipt data is not JSON: {e}") from e
 
 
-def _receipt(row: Any) -> Receipt:
+FIELDS = _FIELDS  # in the order of COLUMNS
+COLUMNS = _COLUMNS  # the receipts table's columns, `at` read from disposed_at
+
+
+def from_row(row: Any) -> Receipt:
+    """The receipt of one row of `SELECT {COLUMNS} FROM receipts` (ValueError when not one)."""
+    try:
+        return _receipt(row)
+    except (TypeError, AttributeError, ValueError) as e:
+        raise ValueError(str(e)) from e
+
+
+def values_of(row: Any) -> dict[str, Any]:
+    """A row's fields as a receipt has them (JSON parsed, `at` in UTC): what chain_hash takes."""
     values = dict(zip(_FIELDS, row, strict=True))
     for name in _JSON_COLUMNS:
         values[name] = json.loads(values[name]) if values[name] is not None else None
     values["at"] = values["at"].replace(tzinfo=UTC)
-    return Receipt(**values)
+    return values
+
+
+def _receipt(row: Any) -> Receipt:
+    return Receipt(**values_of(row))

@@ -102,6 +102,14 @@ def pending_keys(
         return [PendingKey(r[0], r[1], r[2]) for r in cur.fetchall()]
 
 
+def discard(state: state_module.StateStore, tenant_id: str, operator_id: str) -> int:
+    """Drop an operator's unclaimed queued events (it was deleted, paused or drafted); how many."""
+    with state.backend.transaction(write=True) as cur:
+        cur.execute("DELETE FROM run_queue WHERE tenant_id = ? AND operator_id = ? AND run_id IS NULL",
+                    (tenant_id, operator_id))
+        return int(cur.rowcount)
+
+
 def unrouted(state: state_module.StateStore) -> int:
     """How many stored events wait to be routed (tests and diagnostics)."""
     with state.backend.transaction(write=False) as cur:

@@ -147,7 +147,7 @@ def test_each_receipt_chains_to_its_tenants_previous_one(
 
 def test_the_ledger_can_only_append_and_read() -> None:
     public = sorted(n for n, _ in inspect.getmembers(receipts.Ledger) if not n.startswith("_"))
-    assert public == ["append", "close", "get", "list_receipts"]
+    assert public == ["append", "applied", "applied_counts", "close", "for_action", "get", "list_receipts"]
     source = inspect.getsource(receipts).upper()
     assert "UPDATE " not in source and "DELETE " not in source
 

@@ -101,8 +101,8 @@ ALL_COMMANDS = _commands(cli.cli)
 
 def test_the_walk_finds_every_command() -> None:
     assert {c[0] for c in ALL_COMMANDS if c} == {
-        "admin", "apply", "connector", "delete", "diff", "export", "get", "policy", "schema", "serve",
-        "validate"}
+        "admin", "apply", "audit", "connector", "delete", "demo", "diff", "export", "get", "policy", "schema",
+        "serve", "validate"}
     assert ("admin", "key", "create") in ALL_COMMANDS
     assert ("admin", "tenant", "list") in ALL_COMMANDS
     assert ("policy", "test") in ALL_COMMANDS

@@ -11,6 +11,7 @@ import pytest
 
 from fibric import errors, specs, store
 from fibric.controller import apply
+from fibric.store import secretbox
 
 KINDS = ("Operator", "Connector", "Policy", "Webhook")
 
@@ -437,6 +438,13 @@ def test_create_only_refuses_an_existing_name(state: store.StateStore, tenant: s
 # --- webhook signing secrets ----------------------------------------------------
 
 
+def stored_secret(state: store.StateStore, tenant: store.Tenant) -> str:
+    """The webhook's signing secret as stored: sealed, never in plaintext (fibric/store/secretbox.py)."""
+    sealed = state.get_object(tenant.id, "Webhook", "ops-channel").secret
+    assert sealed is not None and sealed.startswith(secretbox.SEALED_PREFIX)
+    return apply.WebhookOptions().sealer(state).open(sealed, tenant.id)
+
+
 def test_a_webhook_without_secret_env_gets_a_signing_secret_once(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
@@ -446,13 +454,13 @@ def test_a_webhook_without_secret_env_gets_a_signing_secret_once(
     assert created.signing_secret.startswith(apply.SECRET_PREFIX)
     assert len(created.signing_secret) >= len(apply.SECRET_PREFIX) + 32
     assert created.signing_secret not in repr(created)
-    assert state.get_object(tenant.id, "Webhook", "ops-channel").secret == created.signing_secret
+    assert stored_secret(state, tenant) == created.signing_secret
 
     [unchanged] = apply.apply(state, tenant.id, load(webhook())).changes
     [configured] = apply.apply(state, tenant.id, load(webhook(extra="  enabled: false\n"))).changes
     assert (unchanged.action, unchanged.signing_secret) == ("unchanged", None)
     assert (configured.action, configured.signing_secret) == ("configured", None)
-    assert state.get_object(tenant.id, "Webhook", "ops-channel").secret == created.signing_secret
+    assert stored_secret(state, tenant) == created.signing_secret
 
     [other] = apply.apply(state, tenant.id, load(webhook("other"))).changes
     assert other.signing_secret not in (None, created.signing_secret)
@@ -477,7 +485,7 @@ def test_a_webhook_that_drops_secret_env_gets_a_signing_secret(
     assert configured.action == "configured"
     assert configured.signing_secret is not None
     assert configured.signing_secret.startswith(apply.SECRET_PREFIX)
-    assert state.get_object(tenant.id, "Webhook", "ops-channel").secret == configured.signing_secret
+    assert stored_secret(state, tenant) == configured.signing_secret
     [again] = apply.apply(state, tenant.id, load(webhook())).changes
     assert (again.action, again.signing_secret) == ("unchanged", None)
 
@@ -559,7 +567,7 @@ def test_concurrent_applies_of_one_set_create_each_object_once(
     changes = [c for r in results for c in r.changes]
     assert sorted(c.action for c in changes) == ["created"] * 4 + ["unchanged"] * 4 * (appliers - 1)
     secrets = [c.signing_secret for c in changes if c.signing_secret]
-    assert secrets == [state.get_object(tenant.id, "Webhook", "ops-channel").secret]
+    assert secrets == [stored_secret(state, tenant)]
 
 
 def test_concurrent_applies_of_changing_specs_keep_the_generation_consistent(

@@ -33,15 +33,15 @@ def test_the_example_policy_passes_its_tests() -> None:
     report = policies.run_path_tests([EXAMPLES / "policies"])
 
     assert report.passed
-    assert len(report.results) == 11
+    assert len(report.results) == 16
     assert all(r.passed for r in report.results)
-    assert report.lines()[-1] == "PASS: 11/11"
+    assert report.lines()[-1] == "PASS: 16/16"
 
 
 def test_a_spec_file_runs_its_policys_tests() -> None:
     report = policies.run_path_tests([EXAMPLES / "specs" / "policies.yaml"])
 
-    assert report.passed and len(report.results) == 11
+    assert report.passed and len(report.results) == 16
 
 
 def test_validate_runs_the_tests_of_every_policy_in_a_set() -> None:

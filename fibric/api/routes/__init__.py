@@ -2,12 +2,14 @@
 
 from fibric.api.routes import (
     apply,
+    audit,
     connectors,
     events,
     operators,
     plans,
     policies,
     receipts,
+    runs,
     specs,
     webhooks,
 )
@@ -18,6 +20,8 @@ ROUTERS = (
     events.router,
     plans.router,
     receipts.router,
+    audit.router,
+    runs.router,
     webhooks.router,
     policies.router,
     specs.router,

@@ -4,6 +4,12 @@ An event is stored once per (tenant, idempotency_key): the first ingest is
 202 with `"dedup": false`; every later one, concurrent ones included, is 200
 with `"dedup": true` and the original envelope, whatever it carries this time.
 reseller_id and tenant_id come from the API key; a body naming either is 400.
+
+Storing is all ingest does: routing to subscribed operators happens in the
+controller's event router. After storing a new event the route wakes that
+router through `app.state.event_router` (anything with a thread-safe,
+non-blocking `wake()`), so routing starts at once instead of at its next
+poll; with no router attached the event simply waits, stored.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
@@ -86,7 +92,7 @@ def represent(event: events.Event, *, dedup: bool | None = None, data: bool = Fa
 
 @router.post("", summary="Ingest an event",
              **schemas.returns(schemas.Event, 202, 413, also=(200,)))
-def ingest_event(ctx: context.Ctx, principal: Writer, body: EventIngest) -> JSONResponse:
+def ingest_event(request: Request, ctx: context.Ctx, principal: Writer, body: EventIngest) -> JSONResponse:
     ingested = events.ingest(
         ctx.state,
         reseller_id=principal.reseller_id,
@@ -97,8 +103,17 @@ def ingest_event(ctx: context.Ctx, principal: Writer, body: EventIngest) -> JSON
         occurred_at=body.occurred_at,
         data=body.data,
     )
+    if not ingested.dedup:
+        wake_router(request)
     return JSONResponse(represent(ingested.event, dedup=ingested.dedup),
                         status_code=200 if ingested.dedup else 202)
+
+
+def wake_router(request: Request) -> None:
+    """Tell the event router (if this app has one) that a new event is stored."""
+    event_router = getattr(request.app.state, "event_router", None)
+    if event_router is not None:
+        event_router.wake()
 
 
 @router.get("", summary="List events (additive)", **schemas.returns(schemas.EventList))

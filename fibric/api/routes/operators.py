@@ -3,6 +3,10 @@
 The reference's `status` is the spec's `lifecycle`; its `policy_id` is the id
 of the Policy the spec names (`spec.policy`), and a create takes `policy_id`
 and stores that policy's name, so specs in Git and the API agree.
+
+`last_run` is the operator's most recent run (fibric/store/runs.py) in the
+reference's shape (run_id, sensed, proposed, applied, at), plus, additively,
+its `status` and `error`, so a failed run is visible on the operator.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from fibric import errors, specs, store
+from fibric import errors, specs, store, timefmt
 from fibric.api import auth, context, objects, pagination, routing, schemas, writes
 from fibric.api import errors as api_errors
+from fibric.store import runs
 
 router = APIRouter(prefix="/v1/operators", tags=["operators"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -51,7 +56,7 @@ class OperatorCreate(BaseModel):
     labels: dict[str, str] | None = None
 
 
-def represent(obj: store.StoredObject, policy_id: str | None) -> dict[str, Any]:
+def represent(obj: store.StoredObject, policy_id: str | None, last: runs.Run | None = None) -> dict[str, Any]:
     spec = obj.spec
     return {
         "id": obj.id,
@@ -63,9 +68,17 @@ def represent(obj: store.StoredObject, policy_id: str | None) -> dict[str, Any]:
         "model": spec.get("model"),
         "schedule": spec.get("schedule"),
         "subscribes": list(spec.get("subscribes", [])),
-        "last_run": None,  # operator runs land with the executor
+        "last_run": last_run(last),
         **objects.common(obj),
     }
+
+
+def last_run(run: runs.Run | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {"run_id": run.id, "sensed": run.sensed, "proposed": run.proposed, "applied": run.applied,
+            "at": timefmt.rfc3339(run.finished_at or run.started_at),
+            "status": run.status, "error": run.error}
 
 
 def policy_ids(
@@ -82,7 +95,8 @@ def policy_ids(
 
 
 def _one(ctx: context.Context, principal: store.Principal, obj: store.StoredObject) -> dict[str, Any]:
-    return represent(obj, policy_ids(ctx, principal, [obj])[str(obj.spec.get("policy", ""))])
+    last = runs.latest(ctx.state, principal.tenant_id, [obj.id]).get(obj.id)
+    return represent(obj, policy_ids(ctx, principal, [obj])[str(obj.spec.get("policy", ""))], last)
 
 
 @router.get("", summary="List operators", **schemas.returns(schemas.OperatorList))
@@ -98,8 +112,9 @@ def list_operators(
         keep=None if status is None else (lambda o: o.spec.get("lifecycle", "active") == status),
     )
     ids = policy_ids(ctx, principal, page.items)
+    latest = runs.latest(ctx.state, principal.tenant_id, [o.id for o in page.items])
     return JSONResponse(pagination.envelope(
-        page, [represent(o, ids[str(o.spec.get("policy", ""))]) for o in page.items]
+        page, [represent(o, ids[str(o.spec.get("policy", ""))], latest.get(o.id)) for o in page.items]
     ))
 
 

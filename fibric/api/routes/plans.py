@@ -2,10 +2,13 @@
 
 Approve never runs anything itself. It checks the plan (404 for none or
 another tenant's; 409 `plan_not_approvable` unless `proposed`; 400 for
-`only_actions` the plan does not have), moves it to `approved` with a
-compare-and-set (so of two racing approvals one wins and the other is 409),
-and hands it to the executor hook, `app.state.executor`, which disposes of
-each action against the policy and returns the plan as it stands afterwards.
+`only_actions` the plan does not have; 409 `conflict` when a `digest` is
+given and is not the plan's, so what runs is what the approver saw), moves
+it to `approved` with a compare-and-set (so of two racing approvals one wins
+and the other is 409), and hands it to the executor hook, `app.state.executor`, which disposes of
+each action against the policy and returns the plan as it stands afterwards
+(fibric/controller/executor.py; a single-flight collision is 409 `conflict`
+naming the entity, and the plan is left `proposed`).
 
 Until an executor is configured, approve fails closed: 500 `internal_error`
 saying so, and the plan stays `proposed`, so approving again later works.
@@ -48,6 +51,10 @@ class PlanApproval(BaseModel):
     only_actions: list[ActionKey] | None = Field(
         default=None, min_length=1, description="Idempotency keys of the actions to run; omit for all."
     )
+    digest: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = Field(
+        default=None,
+        description="The plan's `digest` as you reviewed it; when given it must equal the plan's, else 409.",
+    )
 
 
 @router.get("", summary="List execution plans", **schemas.returns(schemas.ExecutionPlanList))
@@ -86,6 +93,11 @@ async def approve_plan(
     plan = await run_in_threadpool(plans.get, ctx.state, principal.tenant_id, plan_id)
     if plan.status != "proposed":
         raise plans.not_approvable(plan)
+    if body is not None and body.digest is not None and body.digest != plan.digest:
+        raise errors.Conflict(
+            f"Plan {plan.id} does not match the digest you approved ({body.digest}); its digest is "
+            f"{plan.digest}. Review the plan again before approving."
+        )
     only = body.only_actions if body is not None else None
     if only is not None:
         _check_subset(plan, only)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from fibric import store
+from fibric import errors, store
 from fibric.api import auth, context, objects, pagination, routing, schemas
 from fibric.api import errors as api_errors
-from fibric.store import receipts, views
+from fibric.store import audit_sql, receipts, views
 
 router = APIRouter(prefix="/v1/receipts", tags=["receipts"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -49,3 +49,33 @@ def list_receipts(
 def retrieve_receipt(ctx: context.Ctx, principal: Reader, receipt_id: str) -> JSONResponse:
     objects.check_ref("receipt", receipt_id)
     return JSONResponse(views.receipt(ctx.receipts.get(principal.tenant_id, receipt_id)))
+
+
+class ReceiptQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sql: Annotated[str, StringConstraints(min_length=1, max_length=20_000)] = Field(
+        description="One read-only SELECT over the table `receipts` (docs/receipts.md): your tenant's only.")
+    max_rows: int = Field(default=1000, ge=1, le=audit_sql.MAX_ROWS,
+                          description="Rows to return at most; `truncated` says whether there were more.")
+
+
+@router.post("/query", summary="Query receipts with SQL",
+             **schemas.returns(schemas.ReceiptQueryResult, 200, 400))
+def query_receipts(
+    ctx: context.Ctx, principal: Reader, body: Annotated[ReceiptQuery, Body()]
+) -> JSONResponse:
+    """Run one SELECT over a private, locked-down copy of the caller's tenant's receipts.
+
+    The copy holds nothing else, cannot reach files or the network, and the
+    query is bounded in rows and time; the ledger goes on taking appends.
+    """
+    try:
+        result = audit_sql.query_ledger(ctx.receipts, principal.tenant_id, body.sql, max_rows=body.max_rows)
+    except audit_sql.QueryRejected as e:
+        raise errors.SpecInvalid([errors.SpecProblem(str(e), path="sql")]) from e
+    return JSONResponse({
+        "object": "receipt_query",
+        "columns": [{"name": n, "type": t} for n, t in zip(result.columns, result.types, strict=True)],
+        "rows": result.rows, "row_count": len(result.rows), "truncated": result.truncated,
+    })

@@ -1,0 +1,70 @@
+"""/v1/runs: read operator runs (additive, scope operators:read).
+
+A run is what an operator did with what it sensed: the events it consumed,
+its counts, the plan it proposed, or the error it failed with. Runs are
+written by the controller (fibric/controller/runs.py), never by the API.
+Another tenant's run reads as 404, like one that never existed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from pydantic import StringConstraints
+
+from fibric import store, timefmt
+from fibric.api import auth, context, objects, pagination, routing, schemas
+from fibric.api import errors as api_errors
+from fibric.store import runs
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=api_errors.RESPONSES,
+                   route_class=routing.Route)
+
+Reader = Annotated[store.Principal, Depends(auth.require("operators:read"))]
+Status = Literal["running", "succeeded", "failed"]
+Ref = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+def represent(run: runs.Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "object": "run",
+        "operator_id": run.operator_id,
+        "operator": run.operator,
+        "trigger": run.trigger,
+        "status": run.status,
+        "entity_key": run.entity_key or None,
+        "event_ids": run.event_ids,
+        "sensed": run.sensed,
+        "proposed": run.proposed,
+        "applied": run.applied,
+        "plan_id": run.plan_id,
+        "proposed_by": run.proposed_by,
+        "error": run.error,
+        "started_at": timefmt.rfc3339(run.started_at),
+        "finished_at": timefmt.rfc3339(run.finished_at),
+    }
+
+
+@router.get("", summary="List runs (additive)", **schemas.returns(schemas.RunList))
+def list_runs(
+    ctx: context.Ctx,
+    principal: Reader,
+    page_params: pagination.Params,
+    operator_id: Annotated[Ref | None, Query(description="Only runs of this operator (op_...).")] = None,
+    status: Annotated[Status | None, Query(description="running, succeeded or failed.")] = None,
+) -> JSONResponse:
+    def fetch(before_seq: int | None, limit: int) -> list[runs.Run]:
+        return runs.list_runs(ctx.state, principal.tenant_id, operator_id=operator_id, status=status,
+                              limit=limit, before_seq=before_seq)
+
+    page = pagination.paginate(fetch, page_params)
+    return JSONResponse(pagination.envelope(page, [represent(r) for r in page.items]))
+
+
+@router.get("/{run_id}", summary="Retrieve a run (additive)", **schemas.returns(schemas.Run, 200, 404))
+def retrieve_run(ctx: context.Ctx, principal: Reader, run_id: str) -> JSONResponse:
+    objects.check_ref("run", run_id)
+    return JSONResponse(represent(runs.get(ctx.state, principal.tenant_id, run_id)))

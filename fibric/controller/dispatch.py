@@ -1,0 +1,257 @@
+"""The webhook dispatcher: a controller service that delivers the outbox, durably.
+
+Each pass (`run_once`) fans new outbox events out into deliveries, claims the
+deliveries that are due, and sends them concurrently; `outcome` alone decides
+what an attempt means (delivered, retry when, failed, disable the endpoint).
+All state is in the store (fibric/store/deliveries.py), so a dispatcher that
+stops mid-backoff loses nothing: the next one, in this process or another
+replica, picks the deliveries up when they are due. The service wakes every
+`poll_seconds`, and at once on `notify()`.
+
+Retries (docs/webhooks.md#retries): any non-2xx answer, timeout or connection
+error is retried after `RETRY_BASE_SECONDS * 2**(n-1)` (capped at
+`RETRY_CAP_SECONDS`), each delay jittered by +-20%, until `MAX_AGE_SECONDS`
+after the delivery was created, with a final attempt at that moment. 410
+Gone fails the delivery and disables the endpoint; so does 24 h of
+continuous failure. Deliveries are not ordered: retries and concurrency
+overtake one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from fibric import errors, settings, store, timefmt
+from fibric.controller import delivery as delivery_module
+from fibric.store import backends, deliveries, outbox, secretbox, webhooks
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_SECONDS = 30.0
+RETRY_CAP_SECONDS = 4 * 3600.0
+JITTER = 0.2
+MAX_AGE_SECONDS = 24 * 3600.0
+DISABLE_AFTER_SECONDS = 24 * 3600.0
+BATCH = 100
+RETENTION = timedelta(days=30)  # finished deliveries and dispatched events are kept this long
+PRUNE_EVERY = timedelta(hours=1)
+CLAIM_ROUNDS = 4  # deliveries claimed per pass, in multiples of the concurrency
+
+Clock = Callable[[], datetime]
+
+
+def retry_delay(attempt: int, rng: random.Random) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based)."""
+    base = min(RETRY_BASE_SECONDS * 2 ** (attempt - 1), RETRY_CAP_SECONDS)
+    return base * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+def outcome(
+    item: deliveries.Delivery, answer: delivery_module.Answer, started: datetime, rng: random.Random
+) -> deliveries.Outcome:
+    """The one place that decides what an attempt's answer means for its delivery."""
+    number = item.attempts + 1
+    attempt = deliveries.Attempt(item.id, number, started, answer.duration_ms, answer.status_code,
+                                 answer.error)
+    after = DISABLE_AFTER_SECONDS
+    if answer.ok:
+        return deliveries.Outcome(attempt, "delivered", None, disable_after_seconds=after)
+    if answer.status_code == 410:
+        return deliveries.Outcome(attempt, "failed", None, gone=True, disable_after_seconds=after)
+    deadline = item.created_at + timedelta(seconds=MAX_AGE_SECONDS)
+    if started >= deadline:
+        return deliveries.Outcome(attempt, "failed", None, disable_after_seconds=after)
+    due = min(started + timedelta(seconds=retry_delay(number, rng)), deadline)
+    return deliveries.Outcome(attempt, "pending", due, disable_after_seconds=after)
+
+
+class Dispatcher:
+    """Delivers webhooks; start() and stop() run in the controller's lifespan."""
+
+    def __init__(
+        self,
+        state: store.StateStore,
+        config: settings.WebhookSettings,
+        box: secretbox.SecretBox,
+        *,
+        clock: Clock = timefmt.now,
+        rng: random.Random | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """`clock` is injectable so tests move time instead of waiting out a backoff;
+        `environ` is where `secret_env` variables are read (the process environment)."""
+        self.state = state
+        self.config = config
+        self.box = box
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.environ = os.environ if environ is None else environ
+        self._sender: delivery_module.Sender | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._pruned_at: datetime | None = None
+
+    # --- service ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="fibric-webhooks")
+        if isinstance(self.state.backend, backends.PostgresBackend):
+            self._listener = asyncio.create_task(self._listen(self.state.backend.url),
+                                                 name="fibric-webhooks-listen")
+
+    async def stop(self) -> None:
+        """Stop claiming; let attempts in flight finish (bounded), then close the client."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._task is not None:
+            budget = self.config.connect_timeout_seconds + 2 * self.config.read_timeout_seconds + 5
+            done, _ = await asyncio.wait([self._task], timeout=budget)
+            if not done:  # claimed deliveries return to the queue when their lease ends
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.aclose()
+
+    def notify(self) -> None:
+        """Look for work now (after committing an outbox event). Thread-safe, never blocks."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(wake.set)
+
+    @property
+    def sender(self) -> delivery_module.Sender:
+        if self._sender is None:
+            self._sender = delivery_module.Sender(self.config)
+        return self._sender
+
+    async def aclose(self) -> None:
+        if self._sender is not None:
+            await self._sender.aclose()
+            self._sender = None
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while not self._stopping:
+            self._wake.clear()  # before the pass: a wake-up during it means "look again"
+            try:
+                busy = await self.run_once()
+            except Exception:  # a store outage must not kill the service; the next pass retries
+                log.exception("webhook dispatch pass failed")
+                busy = 0
+            if busy or self._stopping:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+
+    async def _listen(self, url: str) -> None:
+        """PostgreSQL: wake on every committed outbox event, from any replica (LISTEN/NOTIFY)."""
+        import psycopg
+
+        while not self._stopping:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
+                    async for _ in conn.notifies():
+                        if self._wake is not None:
+                            self._wake.set()
+            except psycopg.Error as e:  # polling still finds the work; listen again shortly
+                log.warning("webhook dispatcher cannot LISTEN on PostgreSQL (%s); polling only", e)
+                await asyncio.sleep(5)
+
+    # --- one pass ----------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Fan out new events and send every due delivery once; returns how much work was done."""
+        now = self.clock()
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            await asyncio.to_thread(deliveries.prune, self.state, before=now - RETENTION)
+        fanned = await asyncio.to_thread(deliveries.fan_out, self.state, now=self.clock(), limit=BATCH)
+        # Claim a few rounds of work at once; the HTTP pool keeps `concurrency` attempts in flight, and
+        # the lease covers the rounds a claimed delivery may wait for its turn.
+        concurrency = max(1, self.config.concurrency)
+        due = await asyncio.to_thread(
+            deliveries.claim_due, self.state, now=self.clock(),
+            lease_seconds=CLAIM_ROUNDS * self.sender.attempt_budget_seconds + 60,
+            limit=CLAIM_ROUNDS * concurrency,
+        )
+        if due:
+            found = await asyncio.to_thread(self._endpoints, due)
+            gate = asyncio.Semaphore(concurrency)
+            gone: dict[str, str] = {}  # endpoints disabled during this pass, and why
+            await asyncio.gather(*(self._deliver(d, found.get(d.webhook_id), gate, gone) for d in due))
+        return fanned + len(due)
+
+    async def _deliver(
+        self, item: deliveries.Delivery, endpoint: webhooks.Endpoint | None, gate: asyncio.Semaphore,
+        gone: dict[str, str],
+    ) -> None:
+        async with gate:
+            await self._deliver_one(item, endpoint, gone)
+
+    async def _deliver_one(
+        self, item: deliveries.Delivery, endpoint: webhooks.Endpoint | None, gone: dict[str, str]
+    ) -> None:
+        try:
+            if endpoint is None:
+                await asyncio.to_thread(deliveries.abandon, self.state, item, "webhook deleted",
+                                        now=self.clock())
+                return
+            if not endpoint.enabled or endpoint.id in gone:
+                reason = gone.get(endpoint.id) or endpoint.disabled_reason or "spec.enabled is false"
+                await asyncio.to_thread(deliveries.abandon, self.state, item, f"webhook disabled: {reason}",
+                                        now=self.clock())
+                return
+            started = self.clock()
+            answer = await self._attempt(item, endpoint, started)
+            result = outcome(item, answer, started, self.rng)
+            disabled = await asyncio.to_thread(deliveries.record, self.state, item, endpoint, result)
+            if disabled:
+                gone[endpoint.id] = disabled
+                log.warning("webhook %s of tenant %s disabled: %s", endpoint.id, endpoint.tenant_id, disabled)
+        except Exception:  # the claim's lease returns the delivery to the queue
+            log.exception("delivery %s failed unexpectedly; it will be retried", item.id)
+
+    def _endpoints(self, due: list[deliveries.Delivery]) -> dict[str, webhooks.Endpoint]:
+        """The endpoints of these deliveries as they are now (deleted ones absent), one read per tenant."""
+        found: dict[str, webhooks.Endpoint] = {}
+        with self.state.backend.transaction(write=False) as cur:
+            for tenant_id in {d.tenant_id for d in due}:
+                found.update((e.id, e) for e in webhooks.of_tenant(cur, tenant_id))
+        return found
+
+    async def _attempt(
+        self, item: deliveries.Delivery, endpoint: webhooks.Endpoint, started: datetime
+    ) -> delivery_module.Answer:
+        try:
+            secrets = endpoint.signing_secrets(self.box, self.environ, started)
+        except errors.PermanentError as e:
+            return delivery_module.Answer(None, str(e), 0)
+        if not secrets:
+            variable = endpoint.spec.get("secret_env")
+            return delivery_module.Answer(None, f"no signing secret: {variable} (secret_env) is not set", 0)
+        body = item.body.encode("utf-8")
+        # Signed with the wall clock, not the injectable one: receivers compare it with theirs.
+        headers = delivery_module.signed_headers(item.event_id, body, secrets, int(time.time()))
+        return await self.sender.post(endpoint.url, body, headers)

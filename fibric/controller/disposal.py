@@ -1,0 +1,133 @@
+"""The executor's policy question for one action, with everything known at disposal time.
+
+A plan was proposed a while ago; the world may have moved since. So the
+input document carries not only the action and its triggering event but
+what only the executor knows: how often this was applied lately (counts
+from receipts), how old the plan is, whether a newer event about the entity
+arrived after it was proposed, and whether the tool's definition drifted
+from its pin. The decision itself is the Decider's, fail-closed: whatever
+goes wrong while gathering the input is a BLOCK with the cause as its rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fibric import errors, policies, store, timefmt
+from fibric.connectors import tools
+from fibric.controller import decide
+from fibric.store import events, plans, receipts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision on one action and what the receipt says about who decided."""
+
+    decision: policies.Decision
+    operator_name: str
+    policy_id: str | None
+
+    @property
+    def value(self) -> str:
+        return self.decision.decision.value
+
+    def policy_record(self) -> dict[str, Any]:
+        """The receipt's `policy` object; ALERT is flagged for a person."""
+        d = self.decision
+        return {
+            "decision": d.decision.value, "rule": d.rule, "reasons": list(d.reasons),
+            "policy_id": d.policy_id or self.policy_id, "policy_sha256": d.policy_sha256 or None,
+            "engine": d.engine or None, "failure": d.failure, "flagged": d.decision.value == "ALERT",
+        }
+
+
+def decide_action(
+    state: store.StateStore,
+    ledger: receipts.Ledger,
+    decider: decide.Decider,
+    plan: plans.Plan,
+    action: dict[str, Any],
+    binding: tools.Binding | None,
+    *,
+    now: datetime | None = None,
+) -> Verdict:
+    """The policy's verdict on `action` of `plan` right now. Blocking (store, ledger, Rego)."""
+    moment = now or timefmt.now()
+    try:
+        operator = state.get_object(plan.tenant_id, "Operator", plan.operator_id)
+    except errors.NotFound:
+        blocked = policies.unavailable(decider.engine, "operator-missing",
+                                       f"operator {plan.operator_id} of plan {plan.id} no longer exists")
+        return Verdict(blocked, plan.operator_id, plan.policy_id)
+    try:
+        doc = _input(state, ledger, plan, operator, action, binding, moment)
+    except (ValueError, errors.FibricError) as e:
+        return Verdict(policies.unavailable(decider.engine, "input-invalid", str(e)), operator.name,
+                       plan.policy_id)
+    policy_id = None
+    with contextlib.suppress(errors.FibricError):  # decide() below answers BLOCK with the reason
+        policy_id = decider.policy_for(plan.tenant_id, operator).policy_id
+    return Verdict(decider.decide(plan.tenant_id, operator, doc), operator.name, policy_id or plan.policy_id)
+
+
+def _input(
+    state: store.StateStore,
+    ledger: receipts.Ledger,
+    plan: plans.Plan,
+    operator: store.StoredObject,
+    action: dict[str, Any],
+    binding: tools.Binding | None,
+    now: datetime,
+) -> dict[str, Any]:
+    entity_key = str(action.get("entity_key"))
+    capability = str(action.get("capability"))
+    counts = ledger.applied_counts(plan.tenant_id, entity_key=entity_key, operator_id=plan.operator_id,
+                                   capability=capability, now=now)
+    event_doc = None
+    if plan.event_id is not None:
+        try:
+            event_doc = envelope(events.get(state, plan.tenant_id, plan.event_id))
+        except errors.NotFound:
+            event_doc = None
+    tool = None
+    if binding is not None:
+        tool = {"connector": f"cn_{binding.connector}", "name": binding.tool.name,
+                "annotations": dict(binding.tool.annotations)}
+    return policies.build_input(
+        tenant_id=plan.tenant_id,
+        operator={"id": operator.id, "name": operator.name, "labels": dict(operator.labels)},
+        capability=capability,
+        entity_key=entity_key,
+        idempotency_key=str(action.get("idempotency_key")),
+        args=action.get("args") or {},
+        event=event_doc,
+        plan_id=plan.id,
+        tool=tool,
+        counts=policies.Counts(**{scope: policies.Window(h, d) for scope, (h, d) in counts.items()}),
+        now=now,
+        plan_age_seconds=max(0, int((now - plan.proposed_at).total_seconds())),
+        entity_changed_since_plan=entity_changed_since(state, plan, entity_key),
+        tool_changed=binding.tool_changed if binding is not None else None,
+    )
+
+
+def entity_changed_since(state: store.StateStore, plan: plans.Plan, entity_key: str) -> bool:
+    """Whether an event about the entity, other than the plan's own, arrived after the plan was proposed."""
+    newest = events.list_events(state, plan.tenant_id, entity_key=entity_key, limit=1)
+    return bool(newest) and newest[0].id != plan.event_id and newest[0].received_at > plan.proposed_at
+
+
+def envelope(event: events.Event) -> dict[str, Any]:
+    """The stored event as the API shows it (GET /v1/events), for the policy input."""
+    return {
+        "id": event.id, "object": "event", "reseller_id": event.reseller_id, "tenant_id": event.tenant_id,
+        "type": event.type, "entity_key": event.entity_key, "idempotency_key": event.idempotency_key,
+        "occurred_at": timefmt.rfc3339(event.occurred_at.astimezone(UTC)),
+        "received_at": timefmt.rfc3339(event.received_at.astimezone(UTC)), "data": event.data,
+    }

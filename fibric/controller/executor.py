@@ -1,0 +1,412 @@
+"""The executor: "the model proposes, the executor disposes", each action exactly once.
+
+`execute(plan)` runs behind POST /v1/plans/{id}/approve, on the plan that
+request just moved to `approved`. In order (DESIGN.md, Executor):
+
+1. record the execution (which actions were approved), so a crash cannot
+   lose the approval, and take the single-flight lease of every entity the
+   plan touches; a live lease elsewhere is 409 conflict naming the entity,
+   and the plan goes back to `proposed` untouched;
+2. per action: a receipt that already applied its idempotency key makes it
+   DEDUP; otherwise the policy decides (fail-closed, fibric/controller/disposal.py);
+3. BLOCK writes a `refused` receipt; ALLOW and ALERT first write a durable
+   intent (no intent, no call), then call the tool with the idempotency key,
+   then write the receipt (`applied`, `failed`, or `in_doubt` when the
+   connector cannot say whether the server acted);
+4. each intent is completed in the same state-store transaction that
+   enqueues its `receipt.created` and `action.disposed` webhook events;
+   the plan's results are recorded and `plan.executed` is enqueued with the
+   execution's end.
+
+Everything blocking (state store, DuckDB, Rego) runs in worker threads; the
+tool call runs on the event loop, through the controller's connector runtime.
+Recovery after a crash (fibric/controller/recovery.py) re-enters through
+`resume`, which walks the same steps and skips what the receipts show done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from fibric import errors, store
+from fibric.connectors import errors as cerrors
+from fibric.connectors import runtime as runtime_module
+from fibric.connectors import tools
+from fibric.controller import crashpoints, decide, disposal
+from fibric.store import intents, leases, plans, receipts, views
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long recovery waits for a connector to come back before failing closed on an action.
+RECOVERY_PATIENCE = timedelta(minutes=10)
+REQUEST_SENT_YIELDS = 20  # loop turns that let a started call write its request before the crashpoint
+IN_DOUBT_RULE = "in-doubt"
+
+
+class Executor:
+    """Disposes of approved plans (fibric.api.context.Executor); one per process, shared by requests."""
+
+    def __init__(
+        self,
+        state: store.StateStore,
+        ledger: receipts.Ledger,
+        runtime: runtime_module.ConnectorRuntime,
+        decider: decide.Decider,
+        *,
+        lease_seconds: float = 30.0,
+        crash: crashpoints.Crashpoints | None = None,
+    ) -> None:
+        self.state = state
+        self.ledger = ledger
+        self.runtime = runtime
+        self.decider = decider
+        self.lease_seconds = lease_seconds
+        self.crash = crash or crashpoints.Crashpoints({})
+
+    # --- entry points ---------------------------------------------------------------
+
+    async def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> plans.Plan:
+        """Dispose of a just-approved plan; returns it with its results. Conflict on a lease collision."""
+        holder = new_holder()
+        selected = select(plan, only_actions)
+        await _blocking(intents.begin_execution, self.state, plan.tenant_id, plan.id,
+                        only_actions=only_actions, holder=holder, ttl=self.lease_seconds)
+        entities = entities_of(selected)
+        try:
+            await self.take_leases(plan, entities, holder)
+            await self._check_nothing_in_doubt(plan, selected, entities, holder)
+        except errors.Conflict:
+            await _blocking(intents.abandon_execution, self.state, plan.tenant_id, plan.id, holder)
+            raise
+        self.crash.hit("after_lease")
+        return await self.run(plan, selected, entities, holder)
+
+    async def resume(self, execution: intents.Execution) -> plans.Plan | None:
+        """Finish an execution whose holder died (recovery has claimed it for `execution.holder`).
+
+        None when an entity is still leased by a live holder: the claim
+        lapses and the next recovery pass tries again.
+        """
+        plan = await _blocking(plans.get, self.state, execution.tenant_id, execution.plan_id)
+        if plan.status != "approved":  # results were recorded; only the execution's end is missing
+            await self._finish_execution(plan)
+            return plan
+        selected = select(plan, execution.only_actions)
+        entities = entities_of(selected)
+        try:
+            await self.take_leases(plan, entities, execution.holder)
+        except errors.Conflict as e:
+            log.info("recovery of plan %s waits: %s", plan.id, e)
+            return None
+        return await self.run(plan, selected, entities, execution.holder, recovering=True)
+
+    # --- the plan -------------------------------------------------------------------
+
+    async def take_leases(self, plan: plans.Plan, entities: Sequence[str], holder: str) -> None:
+        taken: list[str] = []
+        for entity in entities:
+            if not await _blocking(leases.acquire, self.state, plan.tenant_id, entity, holder,
+                                   self.lease_seconds):
+                await _blocking(leases.release, self.state, plan.tenant_id, taken, holder)
+                raise errors.Conflict(
+                    f"Entity {entity} is being acted on by another execution (single-flight): plan "
+                    f"{plan.id} was not run and is still proposed; approve it again once that finishes."
+                )
+            taken.append(entity)
+
+    async def run(
+        self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str], holder: str,
+        *, recovering: bool = False,
+    ) -> plans.Plan:
+        """Dispose of each selected action in order, holding the leases; record the plan's results."""
+        stop = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop), name=f"lease-{plan.id}")
+        try:
+            known = await _blocking(intents.for_plan, self.state, plan.tenant_id, plan.id)
+            operator = await _blocking(_operator_name, self.state, plan)
+            results = [await self._dispose(plan, operator, action, known.get(action["idempotency_key"]),
+                                           recovering=recovering)
+                       for action in selected]
+            refused = all(r["outcome"] == "refused" for r in results)
+            try:
+                final = await _blocking(plans.record_results, self.state, plan.tenant_id, plan.id,
+                                        status="blocked" if refused else "executed", results=results)
+            except errors.Conflict:  # another holder (recovery) finished it first
+                final = await _blocking(plans.get, self.state, plan.tenant_id, plan.id)
+            await self._finish_execution(final)
+            return final
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await beat
+            await _blocking(leases.release, self.state, plan.tenant_id, entities, holder)
+
+    async def _finish_execution(self, plan: plans.Plan) -> None:
+        await _blocking(intents.finish_execution, self.state, plan.tenant_id, plan.id,
+                        reseller_id=plan.reseller_id, events=[("plan.executed", views.plan(plan))])
+
+    async def _heartbeat(self, plan: plans.Plan, entities: Sequence[str], holder: str,
+                         stop: asyncio.Event) -> None:
+        """Renew the execution and the leases while this holder lives; a dead one stops renewing."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lease_seconds / 3)
+                return
+            try:
+                kept = await _blocking(intents.renew_execution, self.state, plan.tenant_id, plan.id, holder,
+                                       self.lease_seconds)
+                lost = await _blocking(leases.renew, self.state, plan.tenant_id, entities, holder,
+                                       self.lease_seconds)
+            except errors.FibricError as e:
+                log.warning("could not renew the leases of plan %s: %s", plan.id, e)
+                continue
+            if not kept or lost:
+                log.error("plan %s: lost its execution claim or leases %s while running", plan.id, lost)
+
+    async def _check_nothing_in_doubt(
+        self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str], holder: str
+    ) -> None:
+        for action in selected:
+            other = await _blocking(intents.pending_elsewhere, self.state, plan.tenant_id,
+                                    action["idempotency_key"], plan.id)
+            if other is not None:
+                await _blocking(leases.release, self.state, plan.tenant_id, entities, holder)
+                raise errors.Conflict(
+                    f"Action {action['idempotency_key']} (entity {action['entity_key']}) of plan "
+                    f"{other.plan_id} is awaiting crash recovery; plan {plan.id} is still proposed."
+                )
+
+    # --- one action -------------------------------------------------------------------
+
+    async def _dispose(
+        self, plan: plans.Plan, operator: str, action: dict[str, Any], intent: intents.Intent | None,
+        *, recovering: bool,
+    ) -> dict[str, Any]:
+        key = action["idempotency_key"]
+        # Only a resumed execution can find its own receipts already written.
+        written = None
+        if recovering:
+            written = await _blocking(self.ledger.for_action, plan.tenant_id, plan.id, key)
+        if written is not None:  # resumed after the receipt was committed
+            if intent is not None and intent.state == "pending":
+                await self._complete(intent, written)
+            return result_of(written)
+        if intent is not None:  # resumed between intent and receipt
+            return await self._recover(plan, intent)
+        applied = await _blocking(self.ledger.applied, plan.tenant_id, key)
+        if applied is not None:
+            policy = {"decision": "DEDUP", "rule": "dedup", "flagged": False,
+                      "reasons": [f"idempotency key {key} was applied by receipt {applied.id}"]}
+            base = receipt_fields(plan, operator, action, policy, policy_id=None, policy_sha256=None)
+            return await self._without_call(plan, base, "deduplicated")
+        binding, unresolved = self._resolve(plan.tenant_id, action)
+        verdict = await _blocking(disposal.decide_action, self.state, self.ledger, self.decider, plan,
+                                  action, binding)
+        self.crash.hit("after_decision", action["capability"])
+        policy = verdict.policy_record()
+        base = receipt_fields(plan, verdict.operator_name, action, policy,
+                              policy_id=verdict.decision.policy_id or verdict.policy_id,
+                              policy_sha256=verdict.decision.policy_sha256 or None)
+        if verdict.value == "BLOCK":
+            return await self._without_call(plan, base, "refused")
+        if binding is None:
+            if recovering and patient(plan):
+                raise errors.TemporaryError(f"recovery of plan {plan.id} waits for a connector: {unresolved}")
+            return await self._without_call(plan, base, "failed", {"error": unresolved})
+        tool = {"connector": binding.connector, "name": binding.tool.name,
+                "annotations": dict(binding.tool.annotations), "idempotent": binding.tool.idempotent}
+        try:
+            intent = await _blocking(intents.record, self.state, reseller_id=plan.reseller_id,
+                                     tenant_id=plan.tenant_id, plan_id=plan.id, idempotency_key=key,
+                                     calls_tool=True, receipt=base, tool=tool)
+        except Exception as e:  # any failure to write it (disk full, a driver error): no intent, no call
+            log.error("plan %s action %s: intent not written, tool not called: %s", plan.id, key, e)
+            receipt = await _blocking(self.ledger.append, receipts.NewReceipt(
+                **base, outcome="failed", detail={"error": f"intent not written, tool not called: {e}"}))
+            return result_of(receipt)
+        self.crash.hit("after_intent", action["capability"])
+        return await self._call(intent, recovering=False)
+
+    async def _without_call(
+        self, plan: plans.Plan, base: dict[str, Any], outcome: str, detail: Any = None
+    ) -> dict[str, Any]:
+        """A refusal, a dedup or a call that cannot be made: receipt (and events) only, no effect."""
+        fields = {**base, "outcome": outcome, "detail": detail}
+        intent = None
+        try:
+            intent = await _blocking(intents.record, self.state, reseller_id=plan.reseller_id,
+                                     tenant_id=plan.tenant_id, plan_id=plan.id,
+                                     idempotency_key=base["idempotency_key"], calls_tool=False,
+                                     receipt=fields, tool={})
+        except Exception as e:  # nothing external happens either way: the receipt still records it
+            log.error("plan %s action %s: intent not written (%s); writing its %s receipt anyway", plan.id,
+                      base["idempotency_key"], e, outcome)
+        receipt = await _blocking(self.ledger.append, receipts.NewReceipt(**fields))
+        if intent is not None:
+            await self._complete(intent, receipt)
+        return result_of(receipt)
+
+    async def _call(
+        self, intent: intents.Intent, *, recovering: bool, retried: bool = False
+    ) -> dict[str, Any]:
+        """Call the tool of a recorded intent, then write its receipt and complete it."""
+        base = intent.receipt
+        capability = base["capability"]
+        retry_safe = bool(intent.tool.get("idempotent"))
+        waiting = (errors.TemporaryError, cerrors.CapabilityUnavailable)  # the connector is not up (yet)
+        fields: dict[str, Any]
+        try:
+            result = await self._invoke(intent)
+            outcome = "failed" if result.is_error else "applied"
+            fields = {**base, "outcome": outcome, "detail": result.to_mcp()}
+        except errors.FibricError as e:
+            in_doubt = bool(getattr(e, "in_doubt", False))
+            if recovering and not in_doubt and isinstance(e, waiting) and patient_since(intent.created_at):
+                raise errors.TemporaryError(f"recovery of {intent.idempotency_key} waits: {e}") from e
+            if in_doubt and retry_safe and not retried:
+                log.warning("call of %s in doubt (%s); retrying the idempotent tool once", capability, e)
+                return await self._call(intent, recovering=recovering, retried=True)
+            error = {"error": str(e), "type": type(e).__name__}
+            fields = in_doubt_fields(base, str(e)) if in_doubt else {**base, "outcome": "failed",
+                                                                     "detail": error}
+        self.crash.hit("after_response", capability)
+        receipt = await _blocking(self.ledger.append, receipts.NewReceipt(**fields))
+        self.crash.hit("after_receipt", capability)
+        await self._complete(intent, receipt)
+        return result_of(receipt)
+
+    async def _invoke(self, intent: intents.Intent) -> tools.ToolResult:
+        base = intent.receipt
+        call = self.runtime.call(intent.tenant_id, base["capability"], dict(base["args"]),
+                                 base["idempotency_key"], entity_key=base["entity_key"])
+        if not self.crash.armed("after_request_sent", base["capability"]):
+            return await call
+        task = asyncio.ensure_future(call)
+        for _ in range(REQUEST_SENT_YIELDS):
+            await asyncio.sleep(0)
+        self.crash.hit("after_request_sent", base["capability"])
+        return await task
+
+    async def _recover(self, plan: plans.Plan, intent: intents.Intent) -> dict[str, Any]:
+        """An intent without a receipt: its executor died between writing it and the receipt."""
+        if not intent.calls_tool:  # a refusal or dedup: nothing external was to happen
+            receipt = await _blocking(self.ledger.append, receipts.NewReceipt(**intent.receipt))
+            await self._complete(intent, receipt)
+            return result_of(receipt)
+        if intent.tool.get("idempotent"):
+            log.warning("plan %s: retrying %s after a crash (tool annotated idempotent)", plan.id,
+                        intent.idempotency_key)
+            return await self._call(intent, recovering=True)
+        log.warning("plan %s: %s is in doubt after a crash (tool not idempotent): flagged, not retried",
+                    plan.id, intent.idempotency_key)
+        fields = in_doubt_fields(
+            intent.receipt, "the executor stopped after recording this action's intent and before its "
+            "receipt; the tool may or may not have acted, and it is not annotated idempotent, so it was "
+            "not retried")
+        receipt = await _blocking(self.ledger.append, receipts.NewReceipt(**fields))
+        await self._complete(intent, receipt)
+        return result_of(receipt)
+
+    async def _complete(self, intent: intents.Intent, receipt: receipts.Receipt) -> None:
+        events = [("receipt.created", views.receipt(receipt)), ("action.disposed", disposed_event(receipt))]
+        await _blocking(intents.complete, self.state, intent, receipt.id, events=events)
+
+    def _resolve(self, tenant_id: str, action: dict[str, Any]) -> tuple[tools.Binding | None, str]:
+        try:
+            return self.runtime.resolve(tenant_id, action["capability"]), ""
+        except errors.FibricError as e:
+            return None, f"capability {action['capability']} is unavailable, tool not called: {e}"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def new_holder() -> str:
+    return "exe_" + secrets.token_hex(8)
+
+
+def patient(plan: plans.Plan) -> bool:
+    return patient_since(plan.approved_at or plan.proposed_at)
+
+
+def patient_since(moment: datetime) -> bool:
+    """Whether recovery should still wait (rather than fail closed) on work started at `moment`."""
+    return datetime.now(UTC) - moment < RECOVERY_PATIENCE
+
+
+def select(plan: plans.Plan, only_actions: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The plan's actions to run, in plan order."""
+    if only_actions is None:
+        return list(plan.actions)
+    wanted = set(only_actions)
+    return [a for a in plan.actions if a.get("idempotency_key") in wanted]
+
+
+def entities_of(actions: Sequence[dict[str, Any]]) -> list[str]:
+    return sorted({str(a["entity_key"]) for a in actions})
+
+
+def receipt_fields(
+    plan: plans.Plan, operator: str, action: dict[str, Any], policy: dict[str, Any], *,
+    policy_id: str | None, policy_sha256: str | None,
+) -> dict[str, Any]:
+    """The NewReceipt fields known before the outcome (JSON, so an intent can carry them)."""
+    return {
+        "reseller_id": plan.reseller_id, "tenant_id": plan.tenant_id, "operator_id": plan.operator_id,
+        "operator": operator, "capability": action["capability"], "entity_key": action["entity_key"],
+        "idempotency_key": action["idempotency_key"], "decision": policy["decision"],
+        "proposed_by": plan.proposed_by, "args": dict(action.get("args") or {}), "rule": policy["rule"],
+        "policy": policy, "policy_id": policy_id, "policy_sha256": policy_sha256,
+        "triggered_by_event": plan.event_id, "plan_id": plan.id, "run_id": plan.run_id,
+        "approver": plan.approver,
+    }
+
+
+def in_doubt_fields(base: dict[str, Any], why: str) -> dict[str, Any]:
+    """An in_doubt receipt: raised to a person (ALERT), whatever the policy had decided."""
+    policy = {**base["policy"], "flagged": True, "decided": base["decision"],
+              "reasons": [*base["policy"].get("reasons", []), why]}
+    return {**base, "decision": "ALERT", "rule": IN_DOUBT_RULE, "policy": policy, "outcome": "in_doubt",
+            "detail": {"error": why}}
+
+
+def flagged(receipt: receipts.Receipt) -> bool:
+    return bool(receipt.policy.get("flagged")) or receipt.decision == "ALERT"
+
+
+def result_of(receipt: receipts.Receipt) -> dict[str, Any]:
+    """One entry of the approve response's `results`."""
+    result: dict[str, Any] = {"idempotency_key": receipt.idempotency_key, "decision": receipt.decision,
+                              "outcome": receipt.outcome, "receipt_id": receipt.id}
+    if receipt.outcome == "refused":
+        result["rule"] = receipt.rule
+    if flagged(receipt):
+        result["flagged"] = True
+    return result
+
+
+def disposed_event(receipt: receipts.Receipt) -> dict[str, Any]:
+    """The `action.disposed` webhook payload: the result, where it belongs, and the person flag."""
+    return {**result_of(receipt), "object": "action_result", "plan_id": receipt.plan_id,
+            "capability": receipt.capability, "entity_key": receipt.entity_key, "rule": receipt.rule,
+            "flagged": flagged(receipt), "approver": receipt.approver}
+
+
+def _operator_name(state: store.StateStore, plan: plans.Plan) -> str:
+    try:
+        return state.get_object(plan.tenant_id, "Operator", plan.operator_id).name
+    except errors.NotFound:
+        return plan.operator_id
+
+
+async def _blocking(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking store / ledger / Rego work off the event loop."""
+    return await asyncio.to_thread(functools.partial(func, *args, **kwargs))

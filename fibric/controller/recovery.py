@@ -1,0 +1,89 @@
+"""Crash recovery: finish what a dead executor started, without acting twice.
+
+A controller service (started by `fibric serve`): one pass at start, then one
+every `interval` seconds, because a dead replica's work only becomes
+claimable when its leases expire. Each pass
+
+- claims every unfinished execution whose holder stopped renewing and
+  resumes it (Executor.resume): actions with a receipt keep it (and a
+  pending intent is completed, its webhook events enqueued now); an intent
+  without a receipt is retried only when its tool is annotated idempotent,
+  with the same idempotency key, else recorded `in_doubt` and flagged for a
+  person (ALERT); actions never started are disposed of normally;
+- finishes plans approved by a process that died before it could record
+  their execution: nothing ran and which actions were approved is unknown,
+  so nothing runs now either (the plan is recorded with no results).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+
+from fibric import errors
+from fibric.controller import executor as executor_module
+from fibric.store import intents, plans
+
+log = logging.getLogger(__name__)
+
+
+class Recovery:
+    """The controller service that runs recovery passes (fibric.controller.loop.Service)."""
+
+    def __init__(self, executor: executor_module.Executor, *, interval: float = 5.0) -> None:
+        self.executor = executor
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="fibric-executor-recovery")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await recover_once(self.executor)
+            except errors.FibricError as e:
+                log.warning("executor recovery pass failed, retrying in %.0fs: %s", self.interval, e)
+            except Exception:  # a bug or an unwrapped driver error must not end recovery for good
+                log.exception("executor recovery pass failed, retrying in %.0fs", self.interval)
+            await asyncio.sleep(self.interval)
+
+
+async def recover_once(executor: executor_module.Executor) -> int:
+    """One recovery pass; returns how many plans it finished."""
+    state, ttl = executor.state, executor.lease_seconds
+    finished = 0
+    for tenant_id, plan_id in await asyncio.to_thread(intents.unstarted_approvals, state, older_than=ttl):
+        holder = executor_module.new_holder()
+        try:
+            await asyncio.to_thread(functools.partial(
+                intents.begin_execution, state, tenant_id, plan_id, only_actions=[], holder=holder, ttl=ttl))
+        except errors.Conflict:
+            continue  # its executor recorded it after all
+        log.warning("plan %s was approved but its execution never started; recording it with no results",
+                    plan_id)
+        plan = await asyncio.to_thread(plans.get, state, tenant_id, plan_id)
+        await executor.run(plan, [], [], holder)
+        finished += 1
+    for stale in await asyncio.to_thread(intents.stale_executions, state):
+        holder = executor_module.new_holder()
+        claimed = await asyncio.to_thread(intents.claim_execution, state, stale.tenant_id, stale.plan_id,
+                                          holder, ttl)
+        if claimed is None:
+            continue  # another replica claimed it first
+        log.warning("resuming plan %s, whose executor stopped (holder %s)", stale.plan_id, stale.holder)
+        try:
+            if await executor.resume(claimed) is not None:
+                finished += 1
+        except errors.FibricError as e:
+            log.warning("plan %s: recovery postponed: %s", stale.plan_id, e)
+    return finished

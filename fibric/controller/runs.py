@@ -1,0 +1,301 @@
+"""One operator run: sense, let the operator's model propose, pre-decide each action, store the plan.
+
+A run is started by the router (events queued for one entity) or the
+scheduler (a cron tick), always through `fibric.store.runs.start`, which
+holds the single-flight lease for the run's whole length. The runner then
+builds the proposer's `Situation` (the run's events, what `sense`
+capabilities returned on a scheduled run, the operator's tools), asks the
+proposer chosen by `spec.model`, and turns its actions into an
+ExecutionPlan: each action carries the `decision` the executor would make
+now (a dry-run of the operator's policy through the shared Decider, which
+never raises, over the same input the executor builds: the triggering
+event, the tool's annotations, and, given the receipt ledger, the counts
+of recently applied actions). Nothing here calls a capability with side
+effects: a `sense` capability whose tool is not read-only fails the run.
+
+Every failure (a proposal error, a sense call failing, a bug) ends as a
+failed run with its message, visible on the run and the operator's
+`last_run`; the lease is released either way, so the next event gets a run.
+A run that proposes nothing stores no plan, and a proposal identical to a
+plan of the same operator still awaiting approval (same actions, same
+idempotency keys) stores no second plan: the run points at the open one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pydantic
+
+from fibric import connectors, errors, policies, proposers, specs, store, timefmt
+from fibric import settings as settings_module
+from fibric.controller import decide
+from fibric.store import plans, receipts, routing
+from fibric.store import runs as run_store
+
+log = logging.getLogger(__name__)
+SITUATION_EVENT = ("id", "type", "entity_key", "idempotency_key", "occurred_at", "data")
+
+
+class Runner:
+    """Runs operators for the router and the scheduler; safe to share between them."""
+
+    def __init__(
+        self,
+        state: store.StateStore,
+        decider: decide.Decider,
+        *,
+        runtime: connectors.ConnectorRuntime | None = None,
+        ledger: receipts.Ledger | None = None,
+        llm: settings_module.LlmSettings | None = None,
+        environ: Mapping[str, str] | None = None,
+        http: httpx.AsyncClient | None = None,
+        lease_seconds: float = run_store.DEFAULT_LEASE_SECONDS,
+        max_events: int = run_store.DEFAULT_MAX_EVENTS,
+        sense_timeout: float | None = None,
+        clock: Callable[[], datetime] = timefmt.now,
+    ) -> None:
+        self.state = state
+        self.decider = decider
+        self.runtime = runtime
+        self.ledger = ledger
+        self.llm = llm or settings_module.LlmSettings()
+        self.environ = environ
+        self.http = http
+        self.lease_seconds = lease_seconds
+        self.max_events = max_events
+        self.sense_timeout = sense_timeout
+        self.clock = clock
+
+    # --- entry points -----------------------------------------------------------
+
+    async def run_events(self, key: routing.PendingKey) -> run_store.Run | None:
+        """Run the operator over every event queued for its entity; None when there is nothing to do.
+
+        Events queued for an operator that was deleted, paused or drafted
+        since they were routed are dropped: such operators do not run.
+        """
+        operator = await asyncio.to_thread(self._active_operator, key.tenant_id, key.operator_id)
+        if operator is None:
+            dropped = await asyncio.to_thread(routing.discard, self.state, key.tenant_id, key.operator_id)
+            log.info("dropped %d queued events of operator %s: deleted or not active", dropped,
+                     key.operator_id)
+            return None
+        run = await asyncio.to_thread(
+            run_store.start, self.state, reseller_id=operator.reseller_id, tenant_id=key.tenant_id,
+            operator_id=operator.id, operator=operator.name, entity_key=key.entity_key, trigger="event",
+            lease_seconds=self.lease_seconds, max_events=self.max_events,
+        )
+        return None if run is None else await self._complete(run, operator)
+
+    async def run_schedule(self, tenant_id: str, operator: store.StoredObject) -> run_store.Run | None:
+        """One scheduled run of the operator; None if its previous scheduled run is still going."""
+        run = await asyncio.to_thread(
+            run_store.start, self.state, reseller_id=operator.reseller_id, tenant_id=tenant_id,
+            operator_id=operator.id, operator=operator.name, entity_key=run_store.SCHEDULE_KEY,
+            trigger="schedule", lease_seconds=self.lease_seconds,
+        )
+        return None if run is None else await self._complete(run, operator)
+
+    # --- one run --------------------------------------------------------------------
+
+    async def _complete(self, run: run_store.Run, operator: store.StoredObject) -> run_store.Run:
+        """Carry the started run to its end; whatever happens, finish it (or hand its events back)."""
+        try:
+            outcome = await self._execute(run, operator)
+        except asyncio.CancelledError:  # shutdown: the events go back to the queue for the next start
+            await asyncio.to_thread(run_store.release, self.state, run,
+                                    "interrupted: the server shut down before the run finished")
+            raise
+        except Exception as e:
+            if not isinstance(e, errors.FibricError):
+                log.exception("run %s of operator %s failed unexpectedly", run.id, operator.name)
+            outcome = run_store.Outcome("failed", sensed=run.sensed, error=_message(e))
+        finished = await asyncio.to_thread(run_store.finish, self.state, run, outcome)
+        if finished.status == "failed":
+            log.warning("run %s of operator %s failed: %s", run.id, operator.name, finished.error)
+        return finished
+
+    async def _execute(self, run: run_store.Run, operator: store.StoredObject) -> run_store.Outcome:
+        try:
+            spec = specs.models.OperatorSpec.model_validate(operator.spec)
+        except pydantic.ValidationError as e:
+            raise errors.PermanentError(f"the operator's stored spec is invalid: {e}") from None
+        events = await asyncio.to_thread(run_store.events_of, self.state, run)
+        sensed, items = await self._sense(run.tenant_id, spec) if run.trigger == "schedule" else ({}, 0)
+        count = len(events) + items
+        proposer = proposers.for_model(spec.model, run.tenant_id, self.llm, environ=self.environ,
+                                       http=self.http)
+        situation = proposers.Situation(
+            tenant_id=run.tenant_id, operator_id=operator.id, operator_name=operator.name, spec=spec,
+            events=[{k: e[k] for k in SITUATION_EVENT} for e in events], sensed=sensed,
+            tools=self._tools(run.tenant_id, spec),
+        )
+        proposed = _unique(await proposer.propose(situation))
+        foreign = sorted({p.capability for p in proposed} - set(spec.capabilities))
+        if foreign:  # proposers check this too; a plan must never carry one
+            raise proposers.ProposalError(
+                f"{proposer.name} proposed {', '.join(foreign)}, "
+                f"which operator '{operator.name}' does not have")
+        if not proposed:
+            return run_store.Outcome("succeeded", sensed=count, proposed=0, proposed_by=proposer.name)
+        bindings = {p.capability: self._binding(run.tenant_id, p.capability) for p in proposed}
+        plan_id, digest = await asyncio.to_thread(
+            self._plan, run, operator, spec, proposed, events, bindings, proposer.name)
+        return run_store.Outcome("succeeded", sensed=count, proposed=len(proposed), plan_id=plan_id,
+                                 proposal_digest=digest, proposed_by=proposer.name)
+
+    def _plan(
+        self,
+        run: run_store.Run,
+        operator: store.StoredObject,
+        spec: specs.models.OperatorSpec,
+        proposed: list[proposers.ProposedAction],
+        events: list[dict[str, Any]],
+        bindings: Mapping[str, connectors.Binding | None],
+        proposed_by: str,
+    ) -> tuple[str, str]:
+        """In a worker thread: decide each action, then store the plan unless an open one says the same."""
+        bare: list[dict[str, Any]] = [
+            {"capability": p.capability, "entity_key": p.entity_key, "idempotency_key": p.idempotency_key,
+             "args": p.args}
+            for p in proposed
+        ]
+        digest = plans.actions_digest(bare)
+        existing = run_store.open_plan(self.state, run.tenant_id, operator.id, digest)
+        if existing is not None:
+            return existing, digest
+        who = {"id": operator.id, "name": operator.name, "labels": operator.labels}
+        now = self.clock()
+        actions = []
+        for action in bare:
+            binding = bindings.get(action["capability"])
+            tool = None if binding is None else {
+                "connector": f"cn_{binding.connector}", "name": binding.tool.name,
+                "annotations": dict(binding.tool.annotations)}
+            counts = None
+            if self.ledger is not None:
+                counts = policies.Counts(**{
+                    scope: policies.Window(hour, day) for scope, (hour, day) in self.ledger.applied_counts(
+                        run.tenant_id, entity_key=action["entity_key"], operator_id=operator.id,
+                        capability=action["capability"], now=now).items()})
+            try:
+                doc = policies.build_input(
+                    tenant_id=run.tenant_id, operator=who, capability=action["capability"],
+                    entity_key=action["entity_key"], idempotency_key=action["idempotency_key"],
+                    args=action["args"], event=_trigger(events, action["entity_key"]), plan_id=None,
+                    tool=tool, counts=counts, now=now,
+                    tool_changed=binding.tool_changed if binding is not None else None)
+            except ValueError as e:
+                raise proposers.ProposalError(f"action {action['capability']} cannot be decided: {e}") from e
+            decision = self.decider.decide(run.tenant_id, operator, doc)
+            actions.append({**action, "decision": decision.decision.value, "rule": decision.rule})
+        policy_id = self._policy_id(run.tenant_id, spec.policy)
+        plan = plans.propose(self.state, run.tenant_id, operator_id=operator.id, actions=actions,
+                             policy_id=policy_id, proposed_by=proposed_by, run_id=run.id,
+                             event_id=events[-1]["id"] if events else None)
+        return plan.id, digest
+
+    # --- sensing and tools -------------------------------------------------------------
+
+    async def _sense(self, tenant_id: str, spec: specs.models.OperatorSpec) -> tuple[dict[str, Any], int]:
+        """Call each read-only `sense` capability with no arguments: (capability -> result, items read)."""
+        sensed: dict[str, Any] = {}
+        items = 0
+        for capability in spec.sense:
+            if self.runtime is None:
+                raise errors.TemporaryError(
+                    f"cannot sense '{capability}': no connector runtime in this process")
+            binding = self.runtime.resolve(tenant_id, capability)
+            if binding.tool.side_effect:
+                raise errors.PermanentError(
+                    f"sense capability '{capability}' maps to tool '{binding.tool.name}' of connector "
+                    f"'{binding.connector}', which is not read-only (readOnlyHint); sensing never calls it")
+            result = await self.runtime.call(tenant_id, capability, {}, None, timeout=self.sense_timeout)
+            if result.is_error:
+                raise errors.TemporaryError(
+                    f"sense capability '{capability}' failed: {_text(result.content)}")
+            value = result.structured_content if result.structured_content is not None else {
+                "content": result.content}
+            sensed[capability] = value
+            items += _items(value)
+        return sensed, items
+
+    def _tools(self, tenant_id: str, spec: specs.models.OperatorSpec) -> list[proposers.Tool]:
+        """The operator's capabilities as its connectors describe them (unknown ones: empty schema)."""
+        tools = []
+        for capability in spec.capabilities:
+            binding = self._binding(tenant_id, capability)
+            if binding is None:
+                tools.append(proposers.Tool(capability, None, {}, True))
+            else:
+                tools.append(proposers.Tool(capability, binding.tool.description,
+                                            dict(binding.tool.input_schema), binding.tool.side_effect))
+        return tools
+
+    def _binding(self, tenant_id: str, capability: str) -> connectors.Binding | None:
+        if self.runtime is None:
+            return None
+        try:
+            return self.runtime.resolve(tenant_id, capability)
+        except errors.FibricError:
+            return None  # no connector for it right now: the policy sees no tool annotations
+
+    # --- store reads (worker threads) ------------------------------------------------------
+
+    def _active_operator(self, tenant_id: str, operator_id: str) -> store.StoredObject | None:
+        try:
+            operator = self.state.get_object(tenant_id, "Operator", operator_id)
+        except errors.NotFound:
+            return None
+        return operator if operator.spec.get("lifecycle", "active") == "active" else None
+
+    def _policy_id(self, tenant_id: str, name: str) -> str | None:
+        try:
+            return self.state.get_object(tenant_id, "Policy", name).id
+        except errors.NotFound:
+            return None
+
+
+def _unique(actions: list[proposers.ProposedAction]) -> list[proposers.ProposedAction]:
+    """First action of each idempotency key: one plan never holds the same effect twice."""
+    seen: set[str] = set()
+    kept = []
+    for action in actions:
+        if action.idempotency_key not in seen:
+            seen.add(action.idempotency_key)
+            kept.append(action)
+    return kept
+
+
+def _trigger(events: list[dict[str, Any]], entity_key: str) -> dict[str, Any] | None:
+    """The event an action answers: the newest of the run's events about its entity, else the newest."""
+    for event in reversed(events):
+        if event.get("entity_key") == entity_key:
+            return event
+    return events[-1] if events else None
+
+
+def _items(value: Any) -> int:
+    """Records in a sensed result: a list's length, or the length of an object's one list, else 1."""
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, dict):
+        lists = [v for v in value.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            return len(lists[0])
+    return 1
+
+
+def _text(content: list[dict[str, Any]]) -> str:
+    text = " ".join(str(block.get("text", "")) for block in content if block.get("type") == "text").strip()
+    return text or "the tool reported an error"
+
+
+def _message(error: BaseException) -> str:
+    return str(error) or type(error).__name__

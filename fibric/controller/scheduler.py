@@ -1,0 +1,128 @@
+"""The scheduler: a controller service that runs active operators on their cron `schedule`.
+
+Each tick reads the active operators with a schedule and, from the time
+each last fired (kept in the store, fibric/store/schedules.py), asks
+croniter for the next firing. A due operator fires once and its stored time
+moves to now, not to the missed tick, so after any downtime a missed
+schedule runs once rather than once per tick missed. Firing is a
+compare-and-set on that time, so one replica fires each tick. An operator
+seen with a schedule for the first time starts its clock then (it does not
+fire at once); one that is deleted, paused or loses its schedule forgets
+its clock, so resuming does not fire a run for the time it was off.
+
+A scheduled run senses through the operator's read-only `sense`
+capabilities (fibric/controller/runs.py). If the operator's previous
+scheduled run is still going when the next tick is due, that tick is spent
+without a second run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from croniter import croniter
+
+from fibric import store, timefmt
+from fibric.controller import runs
+from fibric.store import schedules
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Fires operators' cron schedules, at most once per due tick across replicas and restarts."""
+
+    def __init__(
+        self,
+        state: store.StateStore,
+        runner: runs.Runner,
+        *,
+        poll_seconds: float = 5.0,
+        clock: Callable[[], datetime] = timefmt.now,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        if poll_seconds <= 0:
+            raise ValueError("the scheduler needs a positive poll interval")
+        self.state = state
+        self.runner = runner
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self.stop_timeout = stop_timeout
+        self._task: asyncio.Task[None] | None = None
+        self._runs: set[asyncio.Task[object]] = set()
+        self._bad: set[tuple[str, str, str]] = set()  # (tenant, operator, expression) already logged
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._serve(), name="fibric-scheduler")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._runs:
+            _, pending = await asyncio.wait(list(self._runs), timeout=self.stop_timeout)
+            for leftover in pending:
+                leftover.cancel()
+            await asyncio.gather(*list(self._runs), return_exceptions=True)
+
+    async def tick(self) -> list[asyncio.Task[object]]:
+        """Fire every due schedule now; the runs it started, as tasks (await them to see them finish)."""
+        now = self.clock()
+        operators = await asyncio.to_thread(self._scheduled)
+        fired = await asyncio.to_thread(schedules.last_fired, self.state)
+        started: list[asyncio.Task[object]] = []
+        for operator in operators:
+            key = (operator.tenant_id, operator.id)
+            previous = fired.get(key)
+            if previous is None:
+                await asyncio.to_thread(schedules.advance, self.state, *key, None, now)
+                continue
+            due = self._next(operator, previous)
+            if due is None or now < due:
+                continue
+            if await asyncio.to_thread(schedules.advance, self.state, *key, previous, now):
+                task: asyncio.Task[object] = asyncio.create_task(
+                    self.runner.run_schedule(operator.tenant_id, operator),
+                    name=f"fibric-schedule-{operator.id}")
+                self._runs.add(task)
+                task.add_done_callback(self._runs.discard)
+                started.append(task)
+        for tenant_id, operator_id in set(fired) - {(o.tenant_id, o.id) for o in operators}:
+            await asyncio.to_thread(schedules.forget, self.state, tenant_id, operator_id)
+        return started
+
+    def _next(self, operator: store.StoredObject, previous: datetime) -> datetime | None:
+        expression = str(operator.spec.get("schedule"))
+        try:
+            due: datetime = croniter(expression, previous).get_next(datetime)
+        except (ValueError, KeyError) as e:  # croniter's errors subclass ValueError
+            marker = (operator.tenant_id, operator.id, expression)
+            if marker not in self._bad:
+                self._bad.add(marker)
+                log.error("operator %s: schedule '%s' is not a cron expression croniter accepts: %s",
+                          operator.name, expression, e)
+            return None
+        return due
+
+    def _scheduled(self) -> list[store.StoredObject]:
+        """Every tenant's active operators that have a schedule (worker thread)."""
+        found = []
+        for tenant in self.state.list_tenants():
+            for operator in self.state.list_objects(tenant.id, "Operator"):
+                spec = operator.spec
+                if spec.get("schedule") and spec.get("lifecycle", "active") == "active":
+                    found.append(operator)
+        return found
+
+    async def _serve(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("scheduler tick failed; trying again in %.0fs", self.poll_seconds)
+            await asyncio.sleep(self.poll_seconds)

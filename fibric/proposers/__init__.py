@@ -1,0 +1,30 @@
+"""The model side: turn what an operator sensed into proposed actions, never into effects.
+
+`for_model(spec.model, ...)` gives a `Proposer`: the deterministic `rules`
+proposer (CEL) or an OpenAI-compatible LLM route. See docs/operators.md.
+"""
+
+from fibric.proposers.base import ProposalError, ProposedAction, Proposer, Situation, Tool
+from fibric.proposers.factory import RULES, for_model
+from fibric.proposers.keys import derive_idempotency_key
+from fibric.proposers.llm import LlmProposer
+from fibric.proposers.routes import Route
+from fibric.proposers.routes import check as check_routes
+from fibric.proposers.rules import RulesProposer
+from fibric.proposers.validation import check_rules
+
+__all__ = [
+    "RULES",
+    "LlmProposer",
+    "ProposalError",
+    "ProposedAction",
+    "Proposer",
+    "Route",
+    "RulesProposer",
+    "Situation",
+    "Tool",
+    "check_routes",
+    "check_rules",
+    "derive_idempotency_key",
+    "for_model",
+]

@@ -1,0 +1,38 @@
+"""Pick the proposer an operator's `model` names: "rules", or one of the tenant's LLM routes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import httpx
+
+from fibric import settings as settings_module
+from fibric.proposers import base, llm, routes, rules
+
+RULES = "rules"
+
+
+def for_model(
+    model: str,
+    tenant_id: str,
+    settings: settings_module.LlmSettings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    http: httpx.AsyncClient | None = None,
+) -> base.Proposer:
+    """The proposer for `model`; ProposalError when the route is unknown, not the tenant's, or keyless.
+
+    `environ` is where a route's `api_key_env` is looked up (default: the process
+    environment); `http` lets a caller share one connection pool across runs.
+    """
+    if model == RULES:
+        return rules.RulesProposer()
+    route = routes.resolve(model, tenant_id, settings)
+    api_key = None
+    if route.api_key_env is not None:
+        api_key = (os.environ if environ is None else environ).get(route.api_key_env)
+        if not api_key:
+            raise base.ProposalError(
+                f"LLM route '{model}': environment variable {route.api_key_env} is not set")
+    return llm.LlmProposer(model, route, api_key=api_key, http=http)

@@ -1,0 +1,208 @@
+"""The LLM proposer: ask an OpenAI-compatible chat-completions endpoint, trust nothing it says.
+
+The answer must parse as JSON, fit the ExecutionPlan schema, name only the
+operator's capabilities, and give each action args valid against its tool's
+MCP input schema. Any failure is a ProposalError and no action at all: a plan
+is all valid or it does not exist. Timeouts, connection errors, 429 and 5xx are
+retried a bounded number of times with backoff (429 honours Retry-After); other
+4xx are not retried, since sending the same request again will not help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import jsonschema
+
+from fibric import timefmt
+from fibric.proposers import base, keys, prompt, routes
+
+MAX_RETRY_AFTER_SECONDS = 60.0
+MAX_RESPONSE_BYTES = 4 * 1_048_576
+_PLAN = jsonschema.Draft202012Validator(prompt.plan_schema(for_validation=True))
+
+
+class LlmProposer:
+    """One LLM route, for one run or many (it holds no per-run state)."""
+
+    def __init__(
+        self,
+        route_name: str,
+        route: routes.Route,
+        *,
+        api_key: str | None = None,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], datetime] = timefmt.now,
+    ) -> None:
+        self.name = f"llm:{route_name}"
+        self._route_name = route_name
+        self._route = route
+        self._api_key = api_key
+        self._http = http
+        self._clock = clock
+
+    def request(self, situation: base.Situation) -> dict[str, Any]:
+        """The chat-completions body for this situation (public so its shape is testable and documented)."""
+        route = self._route
+        body: dict[str, Any] = {
+            "model": route.model,
+            "messages": prompt.messages(situation, self._clock()),
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "execution_plan",
+                    "strict": route.strict,
+                    "schema": prompt.plan_schema(list(situation.spec.capabilities)),
+                },
+            },
+        }
+        if route.temperature is not None:
+            body["temperature"] = route.temperature
+        if route.max_tokens is not None:
+            body["max_tokens"] = route.max_tokens
+        return body
+
+    async def propose(self, situation: base.Situation) -> list[base.ProposedAction]:
+        answer = await self._complete(self.request(situation))
+        return self._actions(situation, _content(answer, self.name))
+
+    async def _complete(self, body: dict[str, Any]) -> Any:
+        if self._http is not None:
+            return await self._post_with_retries(self._http, body)
+        async with httpx.AsyncClient() as client:
+            return await self._post_with_retries(client, body)
+
+    async def _post_with_retries(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Any:
+        route = self._route
+        url = route.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        attempts = route.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            delay = route.retry_backoff_seconds * 2 ** (attempt - 1)
+            try:
+                async with asyncio.timeout(route.timeout_seconds):
+                    response = await client.post(url, json=body, headers=headers,
+                                                  timeout=route.timeout_seconds)
+            except (TimeoutError, httpx.TimeoutException):
+                reason = f"no answer within {route.timeout_seconds:g}s"
+            except httpx.TransportError as e:
+                reason = f"connection failed ({type(e).__name__})"
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return _json_body(response, self.name)
+                reason = f"HTTP {status}: {_provider_message(response)}"
+                if status == 429:
+                    delay = _retry_after(response, delay)
+                elif status < 500:
+                    raise base.ProposalError(f"{self.name}: the provider refused the request, {reason}")
+            if attempt == attempts:
+                raise base.ProposalError(f"{self.name}: {reason} (gave up after {attempts} attempts)")
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _actions(self, situation: base.Situation, content: str) -> list[base.ProposedAction]:
+        try:
+            plan = json.loads(content)
+        except (ValueError, RecursionError) as e:
+            raise base.ProposalError(f"{self.name}: the answer is not JSON ({e})") from None
+        error = jsonschema.exceptions.best_match(_PLAN.iter_errors(plan))
+        if error is not None:
+            raise base.ProposalError(
+                f"{self.name}: the answer is not an ExecutionPlan: {_where(error)}{error.message}")
+        tools = prompt.tools_of(situation)
+        actions = []
+        for n, item in enumerate(plan["actions"]):
+            capability = item["capability"]
+            tool = tools.get(capability)
+            if tool is None:
+                raise base.ProposalError(
+                    f"{self.name}: actions[{n}] proposes '{capability}', which operator "
+                    f"'{situation.operator_name}' does not have (capabilities: "
+                    f"{', '.join(situation.spec.capabilities)})")
+            _check_args(item["args"], tool, f"{self.name}: actions[{n}].args")
+            key = item["idempotency_key"] or keys.derive_idempotency_key(
+                situation.operator_id, item["entity_key"], capability, item["args"])
+            actions.append(base.ProposedAction(
+                capability=capability, entity_key=item["entity_key"], args=item["args"], idempotency_key=key))
+        return keys.dedup(actions)
+
+
+def _check_args(args: dict[str, Any], tool: base.Tool, where: str) -> None:
+    """Args against the tool's MCP input schema; a schema that is itself broken fails closed."""
+    if not tool.input_schema:
+        return
+    validator_class = jsonschema.validators.validator_for(tool.input_schema, jsonschema.Draft202012Validator)
+    try:
+        validator_class.check_schema(tool.input_schema)
+    except jsonschema.exceptions.SchemaError as e:
+        raise base.ProposalError(
+            f"{where}: the input schema of '{tool.capability}' is invalid, so its args cannot be checked "
+            f"({e.message})") from None
+    error = jsonschema.exceptions.best_match(validator_class(tool.input_schema).iter_errors(args))
+    if error is not None:
+        raise base.ProposalError(
+            f"{where}: not valid for the input schema of '{tool.capability}': {_where(error)}{error.message}")
+
+
+def _content(answer: Any, name: str) -> str:
+    """choices[0].message.content, or a ProposalError saying what the provider sent instead."""
+    try:
+        message = answer["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        raise base.ProposalError(f"{name}: the provider's answer has no choices[0].message") from None
+    if not isinstance(message, dict):
+        raise base.ProposalError(f"{name}: the provider's answer has no choices[0].message")
+    if message.get("refusal"):
+        raise base.ProposalError(f"{name}: the model refused: {str(message['refusal'])[:300]}")
+    content = message.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise base.ProposalError(f"{name}: the model's message has no content")
+    return content
+
+
+def _json_body(response: httpx.Response, name: str) -> Any:
+    if len(response.content) > MAX_RESPONSE_BYTES:
+        raise base.ProposalError(f"{name}: the provider's answer is over {MAX_RESPONSE_BYTES} bytes")
+    try:
+        return response.json()
+    except ValueError:
+        raise base.ProposalError(f"{name}: the provider's answer is not JSON") from None
+
+
+def _provider_message(response: httpx.Response) -> str:
+    """The provider's error message (OpenAI shape {"error": {"message"}}), short, else the reason phrase."""
+    try:
+        data = response.json()
+        message = data["error"]["message"] if isinstance(data.get("error"), dict) else data["error"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message = response.reason_phrase or "no message"
+    return str(message)[:300]
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    """Seconds from Retry-After (seconds or an HTTP date), capped; the backoff when absent or odd."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - timefmt.now()).total_seconds()
+        except (TypeError, ValueError):
+            return default
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _where(error: jsonschema.exceptions.ValidationError) -> str:
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    return f"{path}: " if path else ""

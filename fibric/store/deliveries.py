@@ -1,0 +1,296 @@
+"""Webhook deliveries: one per (endpoint, event), with every attempt recorded.
+
+The dispatcher (fibric/controller/dispatch.py) moves work through here in
+short write transactions, so all of it survives a restart:
+
+- `fan_out` claims undispatched outbox events and, in the same transaction,
+  creates a delivery for each enabled endpoint of the tenant subscribed to the
+  event's type and marks the event dispatched. A crash before the commit
+  leaves the event pending; the unique (webhook_id, event_id) pair means an
+  event is never fanned out to one endpoint twice.
+- `claim_due` takes deliveries whose `next_attempt_at` has come, stamps them
+  with a claim token and pushes `next_attempt_at` out by a lease: a
+  dispatcher that dies mid-send loses the claim when the lease ends and
+  another takes over. On PostgreSQL rows are taken FOR UPDATE SKIP LOCKED, so
+  replicas never claim the same delivery at once.
+- `record` writes one attempt and the delivery's next state, only if the
+  claim is still this dispatcher's.
+
+The body is stored as the exact bytes sent, so every retry carries the same
+payload and the same `webhook-id`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fibric import errors, timefmt
+from fibric.store import outbox, webhooks
+from fibric.store import state as state_module
+
+STATUSES = ("pending", "delivered", "failed")
+TEST_EVENT = "webhook.test"
+_COLUMNS = (
+    "seq, id, reseller_id, tenant_id, webhook_id, event_id, event_type, body, status, attempts,"
+    " next_attempt_at, claim, last_status_code, last_error, created_at, updated_at"
+)
+_MAX_SEQ = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Delivery:
+    seq: int
+    id: str
+    reseller_id: str
+    tenant_id: str
+    webhook_id: str
+    event_id: str
+    event_type: str
+    body: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    claim: str | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery_id: str
+    number: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the dispatcher decided after one attempt (fibric/controller/dispatch.py owns the rules)."""
+
+    attempt: Attempt
+    status: str  # pending (retry at next_attempt_at), delivered or failed
+    next_attempt_at: datetime | None
+    gone: bool = False  # 410: disable the endpoint
+    disable_after_seconds: float = 24 * 3600
+
+
+def new_id() -> str:
+    return f"dlv_{secrets.token_hex(8)}"
+
+
+def fan_out(state: state_module.StateStore, *, now: datetime, limit: int = 100) -> int:
+    """Turn up to `limit` outbox events into deliveries; returns how many events were fanned out."""
+    with state.backend.transaction(write=True) as cur:
+        events = outbox.claim(cur, state.dialect, limit=limit)
+        endpoints: dict[str, list[webhooks.Endpoint]] = {}
+        for event in events:
+            if event.tenant_id not in endpoints:
+                endpoints[event.tenant_id] = webhooks.of_tenant(cur, event.tenant_id)
+            body = json.dumps(event.envelope(), separators=(",", ":"), ensure_ascii=False)
+            for endpoint in endpoints[event.tenant_id]:
+                if endpoint.enabled and endpoint.subscribes(event.type):
+                    _insert(cur, endpoint, event.id, event.type, body, now)
+            outbox.mark_dispatched(cur, event.id, now)
+        return len(events)
+
+
+def create_test(state: state_module.StateStore, endpoint: webhooks.Endpoint, *, now: datetime) -> Delivery:
+    """A `webhook.test` delivery to this one endpoint, due now."""
+    event_id = outbox.new_event_id()
+    envelope = {
+        "id": event_id, "object": "event", "type": TEST_EVENT, "created_at": timefmt.rfc3339(now),
+        "data": {"webhook_id": endpoint.id, "message": "A test event from Fibric."},
+    }
+    body = json.dumps(envelope, separators=(",", ":"))
+    with state.backend.transaction(write=True) as cur:
+        delivery_id = _insert(cur, endpoint, event_id, TEST_EVENT, body, now)
+        return _read(cur, endpoint.tenant_id, delivery_id)
+
+
+def claim_due(
+    state: state_module.StateStore, *, now: datetime, lease_seconds: float, limit: int
+) -> list[Delivery]:
+    """Take up to `limit` due deliveries for `lease_seconds`; each carries its claim token."""
+    lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
+    until = _stamp(now + timedelta(seconds=lease_seconds))
+    claimed = []
+    with state.backend.transaction(write=True) as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
+            f" ORDER BY next_attempt_at LIMIT ?{lock}",
+            (_stamp(now), limit),
+        )
+        for row in cur.fetchall():
+            token = secrets.token_hex(8)
+            cur.execute(
+                "UPDATE webhook_deliveries SET claim = ?, next_attempt_at = ? WHERE id = ?",
+                (token, until, row[1]),
+            )
+            claimed.append(_delivery((*row[:11], token, *row[12:])))
+    return claimed
+
+
+def next_due(state: state_module.StateStore) -> datetime | None:
+    """When the earliest pending delivery is due (the dispatcher sleeps until then at most)."""
+    with state.backend.transaction(write=False) as cur:
+        cur.execute("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
+        row = cur.fetchone()
+    return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+
+def record(
+    state: state_module.StateStore, delivery: Delivery, endpoint: webhooks.Endpoint, outcome: Outcome
+) -> str | None:
+    """Write the attempt and the delivery's next state; returns a reason if the endpoint got disabled.
+
+    Nothing is written when the claim was lost (the lease ran out and another
+    dispatcher took the delivery over): that dispatcher records its own attempt.
+    """
+    attempt = outcome.attempt
+    with state.backend.transaction(write=True) as cur:
+        cur.execute(
+            "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
+            " claim = NULL, last_status_code = ?, last_error = ?, updated_at = ? WHERE id = ? AND claim = ?",
+            (outcome.status, _stamp(outcome.next_attempt_at) if outcome.next_attempt_at else None,
+             attempt.status_code, attempt.error, _stamp(attempt.started_at), delivery.id, delivery.claim),
+        )
+        if cur.rowcount != 1:
+            return None
+        cur.execute(
+            "INSERT INTO webhook_attempts (delivery_id, tenant_id, number, started_at, duration_ms,"
+            " status_code, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (delivery.id, delivery.tenant_id, attempt.number, _stamp(attempt.started_at),
+             attempt.duration_ms, attempt.status_code, attempt.error),
+        )
+        if outcome.status == "delivered":
+            webhooks.record_success(cur, endpoint, attempt.started_at)
+            return None
+        return webhooks.record_failure(
+            cur, endpoint, attempt.started_at, attempt.error or f"HTTP {attempt.status_code}",
+            gone=outcome.gone, disable_after_seconds=outcome.disable_after_seconds,
+        )
+
+
+def abandon(state: state_module.StateStore, delivery: Delivery, reason: str, *, now: datetime) -> None:
+    """Fail a claimed delivery without an attempt: its webhook was deleted or disabled meanwhile."""
+    with state.backend.transaction(write=True) as cur:
+        cur.execute(
+            "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, claim = NULL,"
+            " last_error = ?, updated_at = ? WHERE id = ? AND claim = ?",
+            (reason[:500], _stamp(now), delivery.id, delivery.claim),
+        )
+
+
+def prune(state: state_module.StateStore, *, before: datetime) -> int:
+    """Forget finished deliveries (and their attempts) and dispatched outbox events older than `before`."""
+    stamp = _stamp(before)
+    with state.backend.transaction(write=True) as cur:
+        cur.execute(
+            "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries"
+            " WHERE status <> 'pending' AND updated_at < ?)",
+            (stamp,),
+        )
+        cur.execute("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < ?", (stamp,))
+        removed = cur.rowcount
+        cur.execute("DELETE FROM outbox WHERE dispatched_at IS NOT NULL AND dispatched_at < ?", (stamp,))
+        return int(removed)
+
+
+def get(state: state_module.StateStore, tenant_id: str, delivery_id: str) -> Delivery:
+    with state.backend.transaction(write=False) as cur:
+        return _read(cur, tenant_id, delivery_id)
+
+
+def list_deliveries(
+    state: state_module.StateStore,
+    tenant_id: str,
+    webhook_id: str,
+    *,
+    status: str | None = None,
+    limit: int | None = None,
+    before_seq: int | None = None,
+) -> list[Delivery]:
+    """The webhook's deliveries, newest first."""
+    sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE tenant_id = ? AND webhook_id = ?"
+    params: list[Any] = [tenant_id, webhook_id]
+    if status is not None:
+        sql += " AND status = ?"
+        params.append(status)
+    if before_seq is not None:
+        sql += " AND seq < ?"
+        params.append(min(max(before_seq, 0), _MAX_SEQ))
+    sql += " ORDER BY seq DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(sql, params)
+        return [_delivery(r) for r in cur.fetchall()]
+
+
+def attempts_of(
+    state: state_module.StateStore, tenant_id: str, delivery_ids: Sequence[str]
+) -> dict[str, list[Attempt]]:
+    """Every attempt of these deliveries, oldest first, in one query."""
+    found: dict[str, list[Attempt]] = {d: [] for d in delivery_ids}
+    if not delivery_ids:
+        return found
+    marks = ", ".join("?" for _ in delivery_ids)
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(
+            "SELECT delivery_id, number, started_at, duration_ms, status_code, error FROM webhook_attempts"
+            f" WHERE tenant_id = ? AND delivery_id IN ({marks}) ORDER BY number",
+            (tenant_id, *delivery_ids),
+        )
+        for r in cur.fetchall():
+            found[r[0]].append(Attempt(r[0], int(r[1]), datetime.fromisoformat(r[2]), int(r[3]), r[4], r[5]))
+    return found
+
+
+def _insert(cur: Any, endpoint: webhooks.Endpoint, event_id: str, event_type: str, body: str,
+            now: datetime) -> str:
+    delivery_id = new_id()
+    stamp = _stamp(now)
+    cur.execute(
+        "INSERT INTO webhook_deliveries (id, reseller_id, tenant_id, webhook_id, event_id, event_type, body,"
+        " status, attempts, next_attempt_at, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT (webhook_id, event_id) DO NOTHING",
+        (delivery_id, endpoint.reseller_id, endpoint.tenant_id, endpoint.id, event_id, event_type, body,
+         stamp, stamp, stamp),
+    )
+    return delivery_id
+
+
+def _read(cur: Any, tenant_id: str, delivery_id: str) -> Delivery:
+    cur.execute(f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE tenant_id = ? AND id = ?",
+                (tenant_id, delivery_id))
+    row = cur.fetchone()
+    if row is None:
+        raise errors.NotFound(f"No such delivery: '{delivery_id}'")
+    return _delivery(row)
+
+
+def _stamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        seq=int(row[0]), id=row[1], reseller_id=row[2], tenant_id=row[3], webhook_id=row[4],
+        event_id=row[5], event_type=row[6], body=row[7], status=row[8], attempts=int(row[9]),
+        next_attempt_at=_time(row[10]), claim=row[11], last_status_code=row[12], last_error=row[13],
+        created_at=datetime.fromisoformat(row[14]), updated_at=datetime.fromisoformat(row[15]),
+    )

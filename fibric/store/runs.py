@@ -1,0 +1,327 @@
+"""Operator runs: one row per run, and the single-flight lease that keeps one run per entity at a time.
+
+A run starts by taking the lease on (tenant, operator, entity_key) in
+`run_leases` (an insert that only one claimant can make), then, in the same
+transaction, binds every queued event of that key (fibric/store/routing.py)
+to itself and writes its `running` row. Events that arrive while it runs
+stay unbound and are all taken by the next run: a flood makes one run at a
+time, each over everything that piled up meanwhile. `finish` records the
+outcome, drops the consumed queue rows and releases the lease in one
+transaction.
+
+A lease expires after `lease_seconds`; a run whose process died is found by
+`reap` (or by the next claimant of its key), marked failed as interrupted,
+and its events are unbound so the next run takes them again. Scheduled runs
+hold the lease of the empty entity key ("" never names an event's entity).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fibric import errors, ids, timefmt
+from fibric.store import state as state_module
+
+STATUSES = ("running", "succeeded", "failed")
+TRIGGERS = ("event", "schedule")
+SCHEDULE_KEY = ""  # the lease key of an operator's scheduled runs
+DEFAULT_LEASE_SECONDS = 300.0
+DEFAULT_MAX_EVENTS = 500  # per run; the rest wait for the next run
+MAX_ERROR = 2000
+INTERRUPTED = "interrupted: the process running it stopped before the run finished"
+_COLUMNS = (
+    "seq, id, reseller_id, tenant_id, operator_id, operator, entity_key, trigger, status, event_ids,"
+    " sensed, proposed, applied, plan_id, proposed_by, error, started_at, finished_at"
+)
+_MAX_SEQ = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Run:
+    seq: int
+    id: str
+    reseller_id: str
+    tenant_id: str
+    operator_id: str
+    operator: str  # the operator's name when the run started
+    entity_key: str  # "" for a scheduled run
+    trigger: str  # event | schedule
+    status: str  # running | succeeded | failed
+    event_ids: list[str]  # oldest first
+    sensed: int  # events + items read through `sense` capabilities
+    proposed: int  # actions the model proposed
+    applied: int  # actions the executor applied (add_applied)
+    plan_id: str | None
+    proposed_by: str | None
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished run reports (`finish`)."""
+
+    status: str
+    sensed: int = 0
+    proposed: int = 0
+    plan_id: str | None = None
+    proposal_digest: str | None = None  # over the proposed actions, for dedup against open plans
+    proposed_by: str | None = None
+    error: str | None = None
+
+
+def start(
+    state: state_module.StateStore,
+    *,
+    reseller_id: str,
+    tenant_id: str,
+    operator_id: str,
+    operator: str,
+    entity_key: str,
+    trigger: str,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    max_events: int = DEFAULT_MAX_EVENTS,
+    now: datetime | None = None,
+) -> Run | None:
+    """Take the key's lease and start a run over its queued events; None if the key is busy or idle.
+
+    An event-triggered run with no queued events to take does not start (its
+    events went into someone else's run). Blocking.
+    """
+    if trigger not in TRIGGERS:
+        raise errors.PermanentError(f"a run's trigger is one of {TRIGGERS}, not {trigger!r}")
+    moment = now or datetime.now(UTC)
+    run_id = ids.new_id("run")
+    lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
+    with state.backend.transaction(write=True) as cur:
+        key = (tenant_id, operator_id, entity_key)
+        cur.execute(
+            "SELECT run_id, expires_at FROM run_leases WHERE tenant_id = ? AND operator_id = ?"
+            f" AND entity_key = ?{lock}",
+            key,
+        )
+        held = cur.fetchone()
+        if held is not None:
+            if held[1] > _stamp(moment):
+                return None
+            _interrupt(cur, tenant_id, held[0], moment)
+            cur.execute("DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ? AND entity_key = ?"
+                        " AND run_id = ?", (*key, held[0]))
+        cur.execute(
+            "INSERT INTO run_leases (tenant_id, operator_id, entity_key, run_id, expires_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, operator_id, entity_key) DO NOTHING",
+            (*key, run_id, _stamp(moment + timedelta(seconds=lease_seconds))),
+        )
+        if cur.rowcount != 1:
+            return None  # another claimant inserted it first
+        event_ids: list[str] = []
+        if trigger == "event":
+            cur.execute(
+                "UPDATE run_queue SET run_id = ? WHERE seq IN (SELECT seq FROM run_queue"
+                " WHERE tenant_id = ? AND operator_id = ? AND entity_key = ? AND run_id IS NULL"
+                " ORDER BY seq LIMIT ?)",
+                (run_id, *key, max_events),
+            )
+            cur.execute("SELECT event_id FROM run_queue WHERE run_id = ? ORDER BY seq", (run_id,))
+            event_ids = [r[0] for r in cur.fetchall()]
+            if not event_ids:
+                cur.execute("DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ?"
+                            " AND entity_key = ? AND run_id = ?", (*key, run_id))
+                return None
+        cur.execute(
+            "INSERT INTO runs (id, reseller_id, tenant_id, operator_id, operator, entity_key, trigger,"
+            " status, event_ids, sensed, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+            (run_id, reseller_id, tenant_id, operator_id, operator, entity_key, trigger,
+             json.dumps(event_ids), len(event_ids), _stamp(moment)),
+        )
+        return _read(cur, tenant_id, run_id)
+
+
+def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: datetime | None = None) -> Run:
+    """Record the run's outcome, drop the events it consumed, release its lease. Blocking.
+
+    A run that was meanwhile reaped as interrupted keeps that verdict (its
+    events already went back to the queue); its lease is not touched.
+    """
+    if outcome.status not in ("succeeded", "failed"):
+        raise errors.PermanentError(f"a finished run succeeded or failed, not {outcome.status!r}")
+    moment = now or datetime.now(UTC)
+    with state.backend.transaction(write=True) as cur:
+        cur.execute(
+            "UPDATE runs SET status = ?, sensed = ?, proposed = ?, plan_id = ?, proposal_digest = ?,"
+            " proposed_by = ?, error = ?, finished_at = ?"
+            " WHERE tenant_id = ? AND id = ? AND status = 'running'",
+            (outcome.status, outcome.sensed, outcome.proposed, outcome.plan_id, outcome.proposal_digest,
+             outcome.proposed_by, _clip(outcome.error), _stamp(moment), run.tenant_id, run.id),
+        )
+        if cur.rowcount == 1:
+            cur.execute("DELETE FROM run_queue WHERE run_id = ?", (run.id,))
+            cur.execute(
+                "DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ? AND entity_key = ?"
+                " AND run_id = ?",
+                (run.tenant_id, run.operator_id, run.entity_key, run.id),
+            )
+        return _read(cur, run.tenant_id, run.id)
+
+
+def release(state: state_module.StateStore, run: Run, reason: str = INTERRUPTED) -> None:
+    """Give up a run unfinished (shutdown): failed with `reason`, its events back in the queue. Blocking."""
+    with state.backend.transaction(write=True) as cur:
+        _interrupt(cur, run.tenant_id, run.id, datetime.now(UTC), reason)
+        cur.execute(
+            "DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ? AND entity_key = ?"
+            " AND run_id = ?",
+            (run.tenant_id, run.operator_id, run.entity_key, run.id),
+        )
+
+
+def reap(state: state_module.StateStore, *, now: datetime | None = None) -> list[str]:
+    """Fail the runs whose lease expired (their process died) and requeue their events; their ids."""
+    moment = now or datetime.now(UTC)
+    with state.backend.transaction(write=True) as cur:
+        cur.execute("SELECT tenant_id, run_id FROM run_leases WHERE expires_at <= ?", (_stamp(moment),))
+        expired = cur.fetchall()
+        for tenant_id, run_id in expired:
+            _interrupt(cur, tenant_id, run_id, moment)
+            cur.execute("DELETE FROM run_leases WHERE run_id = ? AND expires_at <= ?",
+                        (run_id, _stamp(moment)))
+    return [r[1] for r in expired]
+
+
+def events_of(state: state_module.StateStore, run: Run) -> list[dict[str, Any]]:
+    """The run's events, oldest first, each as the API shows it (GET /v1/events/{id})."""
+    if not run.event_ids:
+        return []
+    found: dict[str, dict[str, Any]] = {}
+    with state.backend.transaction(write=False) as cur:
+        for start in range(0, len(run.event_ids), 200):
+            chunk = run.event_ids[start:start + 200]
+            cur.execute(
+                "SELECT id, reseller_id, tenant_id, type, entity_key, idempotency_key, occurred_at,"
+                " received_at, data FROM events"
+                f" WHERE tenant_id = ? AND id IN ({', '.join('?' for _ in chunk)})",
+                (run.tenant_id, *chunk),
+            )
+            for row in cur.fetchall():
+                found[row[0]] = {
+                    "id": row[0], "object": "event", "reseller_id": row[1], "tenant_id": row[2],
+                    "type": row[3], "entity_key": row[4], "idempotency_key": row[5],
+                    "occurred_at": timefmt.rfc3339(datetime.fromisoformat(row[6])),
+                    "received_at": timefmt.rfc3339(datetime.fromisoformat(row[7])),
+                    "data": json.loads(row[8]),
+                }
+    return [found[i] for i in run.event_ids if i in found]
+
+
+def add_applied(state: state_module.StateStore, tenant_id: str, run_id: str, n: int) -> bool:
+    """Count `n` more actions of the run's plan as applied (the executor calls this); False if no such run."""
+    if n < 0:
+        raise errors.PermanentError("applied actions are counted up, never down")
+    with state.backend.transaction(write=True) as cur:
+        cur.execute("UPDATE runs SET applied = applied + ? WHERE tenant_id = ? AND id = ?",
+                    (n, tenant_id, run_id))
+        return bool(cur.rowcount == 1)
+
+
+def open_plan(state: state_module.StateStore, tenant_id: str, operator_id: str, digest: str) -> str | None:
+    """The id of a still-proposed plan of this operator whose actions have this digest, if any."""
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(
+            "SELECT r.plan_id FROM runs r JOIN plans p ON p.id = r.plan_id AND p.tenant_id = r.tenant_id"
+            " WHERE r.tenant_id = ? AND r.operator_id = ? AND r.proposal_digest = ? AND p.status = 'proposed'"
+            " ORDER BY r.seq DESC LIMIT 1",
+            (tenant_id, operator_id, digest),
+        )
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def get(state: state_module.StateStore, tenant_id: str, run_id: str) -> Run:
+    """The tenant's run by id; NotFound for another tenant's, like one that never existed."""
+    with state.backend.transaction(write=False) as cur:
+        return _read(cur, tenant_id, run_id)
+
+
+def list_runs(
+    state: state_module.StateStore,
+    tenant_id: str,
+    *,
+    operator_id: str | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+    before_seq: int | None = None,
+) -> list[Run]:
+    """The tenant's runs newest first, optionally of one operator and one status."""
+    sql = f"SELECT {_COLUMNS} FROM runs WHERE tenant_id = ?"
+    params: list[Any] = [tenant_id]
+    for column, value in (("operator_id", operator_id), ("status", status)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    if before_seq is not None:
+        sql += " AND seq < ?"
+        params.append(min(max(before_seq, 0), _MAX_SEQ))
+    sql += " ORDER BY seq DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(sql, params)
+        return [_run(r) for r in cur.fetchall()]
+
+
+def latest(state: state_module.StateStore, tenant_id: str, operator_ids: Sequence[str]) -> dict[str, Run]:
+    """Each operator's most recent run (operators that never ran are absent)."""
+    found: dict[str, Run] = {}
+    with state.backend.transaction(write=False) as cur:
+        for operator_id in dict.fromkeys(operator_ids):
+            cur.execute(f"SELECT {_COLUMNS} FROM runs WHERE tenant_id = ? AND operator_id = ?"
+                        " ORDER BY seq DESC LIMIT 1", (tenant_id, operator_id))
+            row = cur.fetchone()
+            if row is not None:
+                found[operator_id] = _run(row)
+    return found
+
+
+def _interrupt(cur: Any, tenant_id: str, run_id: str, moment: datetime, reason: str = INTERRUPTED) -> None:
+    cur.execute(
+        "UPDATE runs SET status = 'failed', error = ?, finished_at = ?"
+        " WHERE tenant_id = ? AND id = ? AND status = 'running'",
+        (reason, _stamp(moment), tenant_id, run_id),
+    )
+    cur.execute("UPDATE run_queue SET run_id = NULL WHERE run_id = ?", (run_id,))
+
+
+def _read(cur: Any, tenant_id: str, run_id: str) -> Run:
+    cur.execute(f"SELECT {_COLUMNS} FROM runs WHERE tenant_id = ? AND id = ?", (tenant_id, run_id))
+    row = cur.fetchone()
+    if row is None:
+        raise errors.NotFound(f"No such run: '{run_id}'")
+    return _run(row)
+
+
+def _clip(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+
+
+def _stamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _run(row: Any) -> Run:
+    return Run(
+        seq=int(row[0]), id=row[1], reseller_id=row[2], tenant_id=row[3], operator_id=row[4],
+        operator=row[5], entity_key=row[6], trigger=row[7], status=row[8], event_ids=json.loads(row[9]),
+        sensed=int(row[10]), proposed=int(row[11]), applied=int(row[12]), plan_id=row[13],
+        proposed_by=row[14], error=row[15], started_at=datetime.fromisoformat(row[16]),
+        finished_at=_time(row[17]),
+    )

@@ -1,0 +1,45 @@
+"""Fixtures for the audit tests: a data dir with a state store, two tenants, and a ledger path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fibric import settings, store
+from fibric.api import app as api_app
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def ledger_path(data_dir: Path) -> Path:
+    return data_dir / api_app.RECEIPTS_FILE
+
+
+@pytest.fixture
+def local_state(data_dir: Path) -> Iterator[store.StateStore]:
+    """The data dir's SQLite state store, with tenants acme and globex."""
+    opened = store.open_store(settings.StoreSettings(data_dir=data_dir).location)
+    opened.create_tenant("acme", "rs_fibric")
+    opened.create_tenant("globex", "rs_fibric")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def acme(local_state: store.StateStore) -> store.Tenant:
+    return local_state.get_tenant("acme")
+
+
+@pytest.fixture
+def globex(local_state: store.StateStore) -> store.Tenant:
+    return local_state.get_tenant("globex")

@@ -1,0 +1,207 @@
+"""Tampering with the ledger file directly, as anyone with the file could: verify names the first bad one.
+
+Each test edits, deletes, reorders, inserts or truncates receipts in the
+DuckDB file with plain duckdb, or rebuilds a chain with recomputed hashes,
+then runs `fibric audit verify` and expects exit 1 naming the receipt (with
+a signed checkpoint taken before, for the truncation and the rebuild).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from audit_support import fill, raw, run
+
+from fibric import ids
+from fibric.store import receipts
+
+TENANTS = ["t_a", "t_b"]
+
+
+@pytest.fixture
+def chains(ledger_path: Path) -> dict[str, list[receipts.Receipt]]:
+    return fill(ledger_path, TENANTS, 6)
+
+
+@pytest.fixture
+def signed(data_dir: Path, tmp_path: Path, chains: dict[str, list[receipts.Receipt]]) -> list[str]:
+    """A key pair and a checkpoint of the untouched ledger, outside the data dir: verify's extra args."""
+    key = tmp_path / "keys" / "audit.key"
+    key.parent.mkdir()
+    made = run(["audit", "keygen", "--out", str(key)])
+    assert made.exit_code == 0, made.output
+    assert key.stat().st_mode & 0o777 == 0o600
+    out = tmp_path / "checkpoint.json"
+    taken = run(["audit", "checkpoint", "--data-dir", str(data_dir), "--key", str(key), "--out", str(out)])
+    assert taken.exit_code == 0, taken.output
+    assert f"tenant t_a: tenant_seq 6 {chains['t_a'][5].id}" in taken.stdout
+    return ["--checkpoint", str(out), "--public-key", f"{key}.pub"]
+
+
+def verify(data_dir: Path, *extra: str) -> tuple[int, str]:
+    result = run(["audit", "verify", "--data-dir", str(data_dir), *extra])
+    return result.exit_code, result.stdout + result.stderr
+
+
+def rows_of(path: Path, tenant: str) -> list[receipts.Receipt]:
+    with raw(path) as conn:
+        return [receipts.from_row(r) for r in conn.execute(
+            f"SELECT {receipts.COLUMNS} FROM receipts WHERE tenant_id = ? ORDER BY tenant_seq", [tenant]
+        ).fetchall()]
+
+
+def test_an_untouched_ledger_verifies(data_dir: Path, chains: dict[str, list[receipts.Receipt]],
+                                      signed: list[str]) -> None:
+    code, output = verify(data_dir)
+    assert code == 0, output
+    assert "ok      tenant t_a: 6 receipts" in output and "ok      tenant t_b: 6 receipts" in output
+    assert "without --checkpoint a truncated tail" in output
+    code, output = verify(data_dir, *signed)
+    assert code == 0, output
+    assert "checked against the checkpoint" in output
+
+
+def test_an_edit_is_named(
+    data_dir: Path, ledger_path: Path, chains: dict[str, list[receipts.Receipt]]
+) -> None:
+    edited = chains["t_a"][2]
+    with raw(ledger_path) as conn:
+        conn.execute("UPDATE receipts SET outcome = 'failed' WHERE id = ?", [edited.id])
+    code, output = verify(data_dir)
+    assert code == 1
+    assert f"tenant t_a: chain broken at receipt {edited.id} (seq {edited.seq}, tenant_seq 3): edited" \
+        in output
+    assert "ok      tenant t_b" in output  # the other tenant's chain is intact
+
+
+def test_an_edited_json_document_is_named(data_dir: Path, ledger_path: Path,
+                                          chains: dict[str, list[receipts.Receipt]]) -> None:
+    edited = chains["t_b"][0]
+    with raw(ledger_path) as conn:
+        conn.execute("""UPDATE receipts SET args = '{"reason":"late","n":1}' WHERE id = ?""", [edited.id])
+    code, output = verify(data_dir, "--tenant", "t_b")  # a tenant id the state store does not know
+    assert code == 1
+    assert f"at receipt {edited.id} (seq {edited.seq}, tenant_seq 1): edited" in output
+    assert "t_a" not in output
+
+
+def test_a_deletion_is_named_at_the_receipt_after_the_gap(
+    data_dir: Path, ledger_path: Path, chains: dict[str, list[receipts.Receipt]]
+) -> None:
+    with raw(ledger_path) as conn:
+        conn.execute("DELETE FROM receipts WHERE id = ?", [chains["t_a"][2].id])
+    code, output = verify(data_dir)
+    after = chains["t_a"][3]
+    assert code == 1
+    assert f"at receipt {after.id} (seq {after.seq}, tenant_seq 4): deleted: tenant_seq jumps from 2 to 4" \
+        in output
+
+
+def test_a_reordering_is_named(data_dir: Path, ledger_path: Path,
+                               chains: dict[str, list[receipts.Receipt]]) -> None:
+    third, fourth = chains["t_a"][2], chains["t_a"][3]
+    with raw(ledger_path) as conn:  # swap their places in the chain
+        conn.execute("UPDATE receipts SET tenant_seq = CASE WHEN id = ? THEN 4 ELSE 3 END, "
+                     "seq = CASE WHEN id = ? THEN ? ELSE ? END WHERE id IN (?, ?)",
+                     [third.id, third.id, fourth.seq, third.seq, third.id, fourth.id])
+    code, output = verify(data_dir)
+    assert code == 1
+    assert f"at receipt {fourth.id} (seq {third.seq}, tenant_seq 3): reordered: it links to receipt " \
+           f"{third.id}" in output
+
+
+def test_an_insertion_is_named(data_dir: Path, ledger_path: Path,
+                               chains: dict[str, list[receipts.Receipt]]) -> None:
+    # A forged receipt with a valid hash, claiming the place of the third.
+    second = chains["t_a"][1]
+    forged = dataclasses.replace(chains["t_a"][2], id=ids.new_id("receipt"), seq=100, outcome="failed",
+                                 prev_hash=second.hash)
+    forged = dataclasses.replace(forged, hash=receipts.chain_hash(dataclasses.asdict(forged)))
+    insert(ledger_path, forged)
+    code, output = verify(data_dir)
+    assert code == 1
+    assert f"at receipt {forged.id} (seq 100, tenant_seq 3): inserted: a second receipt at tenant_seq 3" \
+        in output
+
+
+def test_a_truncated_tail_is_caught_only_against_a_checkpoint(
+    data_dir: Path, ledger_path: Path, chains: dict[str, list[receipts.Receipt]], signed: list[str]
+) -> None:
+    with raw(ledger_path) as conn:
+        conn.execute("DELETE FROM receipts WHERE tenant_id = 't_a' AND tenant_seq > 4")
+    code, output = verify(data_dir)
+    assert code == 0  # the chain that is left is whole
+    assert "without --checkpoint a truncated tail" in output
+    code, output = verify(data_dir, *signed)
+    assert code == 1
+    assert "tenant t_a: chain broken at tenant_seq 5: truncated: the chain ends at tenant_seq 4" in output
+    assert f"ending with {chains['t_a'][5].id}" in output
+
+
+def test_a_whole_tenant_removed_is_caught_against_a_checkpoint(
+    data_dir: Path, ledger_path: Path, chains: dict[str, list[receipts.Receipt]], signed: list[str]
+) -> None:
+    with raw(ledger_path) as conn:
+        conn.execute("DELETE FROM receipts WHERE tenant_id = 't_b'")
+    code, output = verify(data_dir, *signed)
+    assert code == 1
+    assert "tenant t_b: chain broken at tenant_seq 1: truncated: the chain ends at tenant_seq 0" in output
+
+
+def test_a_rebuilt_chain_is_caught_against_a_checkpoint_at_its_first_rewritten_receipt(
+    data_dir: Path, ledger_path: Path, chains: dict[str, list[receipts.Receipt]], signed: list[str]
+) -> None:
+    rows = rows_of(ledger_path, "t_a")
+    rebuilt, prev = [], rows[1].hash
+    for number, row in enumerate(rows[2:]):
+        changed = dataclasses.replace(row, outcome="failed" if number == 0 else row.outcome, prev_hash=prev)
+        changed = dataclasses.replace(changed, hash=receipts.chain_hash(dataclasses.asdict(changed)))
+        rebuilt.append(changed)
+        prev = changed.hash
+    with raw(ledger_path) as conn:
+        for row in rebuilt:
+            conn.execute("UPDATE receipts SET outcome = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                         [row.outcome, row.prev_hash, row.hash, row.id])
+    code, output = verify(data_dir)
+    assert code == 0, output  # consistent from inside
+    code, output = verify(data_dir, *signed)
+    first = chains["t_a"][2]
+    assert code == 1
+    assert f"at receipt {first.id} (seq {first.seq}, tenant_seq 3): rewritten" in output
+
+
+def test_an_altered_checkpoint_or_another_key_is_refused(
+    data_dir: Path, tmp_path: Path, chains: dict[str, list[receipts.Receipt]], signed: list[str]
+) -> None:
+    checkpoint_file = Path(signed[1])
+    document = json.loads(checkpoint_file.read_text())
+    document["tenants"][0]["tenant_seq"] = 4  # hide a truncation
+    altered = tmp_path / "altered.json"
+    altered.write_text(json.dumps(document))
+    code, output = verify(data_dir, "--checkpoint", str(altered), "--public-key", signed[3])
+    assert code == 2
+    assert "signature does not verify" in output
+    other = tmp_path / "other.key"
+    assert run(["audit", "keygen", "--out", str(other)]).exit_code == 0
+    code, output = verify(data_dir, "--checkpoint", signed[1], "--public-key", f"{other}.pub")
+    assert code == 2
+    assert "signature does not verify" in output
+    assert run(["audit", "keygen", "--out", str(other)]).exit_code == 2  # never overwrites a key
+
+
+def test_usage_errors_exit_2(data_dir: Path, chains: dict[str, list[receipts.Receipt]]) -> None:
+    assert verify(data_dir, "--checkpoint", "x.json")[0] == 2  # no public key
+    assert verify(data_dir, "--tenant", "t_a", "--all")[0] == 2
+    code, output = verify(data_dir.parent / "nowhere")
+    assert code == 2 and "no receipt ledger" in output
+
+
+def insert(path: Path, receipt: receipts.Receipt) -> None:
+    values = dataclasses.asdict(receipt)
+    row = [json.dumps(values[f]) if f in ("args", "policy", "detail") else values[f] for f in receipts.FIELDS]
+    row[receipts.FIELDS.index("at")] = receipt.at.replace(tzinfo=None)
+    with raw(path) as conn:
+        conn.execute(f"INSERT INTO receipts ({receipts.COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)

@@ -1,0 +1,194 @@
+"""A real Fibric for the executor tests: API, controller, connector runtime, example MCP server.
+
+`Fibric` runs the app under uvicorn on loopback (its lifespan starts the
+real controller, which connects the example order system over stdio and
+runs executor recovery), with the real embedded Rego engine, the example
+ship-risk policy and a DuckDB ledger. Nothing is faked: effects are counted
+in the order system's own SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+
+from fibric import connectors, policies, settings, store
+from fibric.api import create_app
+from fibric.controller import decide, executor, loop, reconcile, recovery, runs, watch
+from fibric.controller import routing as event_routing
+from fibric.store import events, pins, plans, receipts
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+ORDERS_SERVER = EXAMPLES / "mcp" / "orders_server.py"
+WAIT = 60.0
+FAST = connectors.ConnectorSettings(call_timeout=15.0, connect_timeout=30.0, backoff_initial=0.05,
+                                    backoff_max=0.5, backoff_jitter=0.0, ping_interval=5.0, ping_timeout=5.0)
+EXAMPLE_EVENT = {
+    "type": "order.updated",
+    "entity_key": "order:SO-10884",
+    "idempotency_key": "magento:SO-10884:v7",
+    "occurred_at": "2026-06-14T08:58:00Z",
+    "data": {"status": "open", "ship_by": "2026-06-15", "carrier_scanned": False},
+}
+
+
+def write_specs(folder: Path, orders_db: Path) -> Path:
+    """examples/specs and examples/policies copied to `folder`, the connector pointed at `orders_db`."""
+    shutil.copytree(EXAMPLES / "specs", folder / "specs")
+    shutil.copytree(EXAMPLES / "policies", folder / "policies")
+    path = folder / "specs" / "connectors.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["spec"]["transport"]["stdio"] = {"command": sys.executable, "args": [str(ORDERS_SERVER)],
+                                         "env": {"ORDERS_DB": str(orders_db)}}
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    (folder / "specs" / "webhooks.yaml").unlink()  # tests stay on loopback: no deliveries to acme.example
+    return folder / "specs"
+
+
+def effects(db: Path, key: str | None = None) -> int:
+    """External effects the order system really applied (optionally for one idempotency key)."""
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        if key is None:
+            return int(conn.execute("SELECT COUNT(*) FROM effects").fetchone()[0])
+        return int(conn.execute("SELECT COUNT(*) FROM effects WHERE idempotency_key = ?",
+                                (key,)).fetchone()[0])
+
+
+def effect_keys(db: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return [str(r[0]) for r in conn.execute("SELECT idempotency_key FROM effects ORDER BY seq")]
+
+
+def example_actions(
+    entity: str = "order:SO-10884", prefix: str = "ship-risk:SO-10884"
+) -> list[dict[str, Any]]:
+    """What the ship-risk operator proposes for the reference's example event."""
+    return [
+        {"capability": "orders.hold", "entity_key": entity, "idempotency_key": f"{prefix}:hold",
+         "args": {"reason": "will miss ship-by date"}, "decision": "ALLOW"},
+        {"capability": "orders.notify", "entity_key": entity, "idempotency_key": f"{prefix}:notify",
+         "args": {"to": "owner"}, "decision": "ALERT"},
+    ]
+
+
+@dataclass
+class Fibric:
+    url: str
+    key: str
+    state: store.StateStore
+    tenant: store.Tenant
+    ledger: receipts.Ledger
+    executor: executor.Executor
+    orders_db: Path
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"},
+                            timeout=60.0, **kwargs)
+
+    def operator_id(self) -> str:
+        return self.state.get_object(self.tenant.id, "Operator", "ship-risk").id
+
+    def propose(self, actions: list[dict[str, Any]] | None = None, *, event_id: str | None = None,
+                ) -> plans.Plan:
+        """A plan of the ship-risk operator, as its run would propose it."""
+        return plans.propose(self.state, self.tenant.id, operator_id=self.operator_id(),
+                             actions=actions if actions is not None else example_actions(),
+                             policy_id=None, proposed_by="rules", event_id=event_id)
+
+    def ingest(self, **overrides: Any) -> events.Event:
+        body = {**EXAMPLE_EVENT, **overrides}
+        return events.ingest(self.state, reseller_id=self.tenant.reseller_id, tenant_id=self.tenant.id,
+                             type=body["type"], entity_key=body["entity_key"],
+                             idempotency_key=body["idempotency_key"], data=body["data"]).event
+
+
+@contextlib.contextmanager
+def running(
+    state: store.StateStore, tenant: store.Tenant, tmp_path: Path, *, lease_seconds: float = 30.0,
+    ledger_path: Path | None = None, routing: bool = False,
+) -> Iterator[Fibric]:
+    """The whole product on loopback, connected to the example order system; stops everything after.
+
+    With `routing`, events are routed to the operators subscribed to them, whose runs propose plans
+    (issue 6's router and runner, as `fibric serve` builds them); else tests propose plans directly.
+    """
+    orders_db = tmp_path / "orders.db"
+    folder = write_specs(tmp_path / "repo", orders_db)
+    watch.apply_folder(state, tenant.id, folder, "test")
+    ledger = receipts.Ledger(ledger_path or tmp_path / "receipts.duckdb")
+    engine = policies.open_engine("embedded", timeout=5.0)
+    config = settings.Settings(rate_limits=settings.RateLimitSettings(
+        reads_per_minute=100_000, writes_per_minute=100_000, events_per_minute=100_000))
+    cache = reconcile.CompileCache()
+    controller: loop.Controller
+    runtime = connectors.ConnectorRuntime(
+        pins.SQLPinStore(state), FAST,
+        on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name))
+    decider = decide.Decider(state, engine, cache)
+    the_executor = executor.Executor(state, ledger, runtime, decider, lease_seconds=lease_seconds)
+    services: list[Any] = [recovery.Recovery(the_executor, interval=0.2)]
+    router = None
+    if routing:
+        router = event_routing.Router(state, runs.Runner(state, decider, runtime=runtime, ledger=ledger,
+                                                         llm=config.llm), poll_seconds=0.2)
+        services.insert(0, router)
+    controller = loop.Controller(state, config.controller, connectors=runtime,
+                                 reconcilers=reconcile.reconcilers(engine, cache), services=services)
+    app = create_app(config, state, controller, receipts=ledger, executor=the_executor)
+    app.state.event_router = router
+    _, key = state.create_api_key(tenant.id, frozenset(store.SCOPES))
+    try:
+        with _serving(app) as url:
+            fibric = Fibric(url, key, state, tenant, ledger, the_executor, orders_db)
+            wait_connected(fibric)
+            yield fibric
+    finally:
+        ledger.close()
+        engine.close()
+
+
+def wait_connected(fibric: Fibric, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    with fibric.client() as c:
+        while True:
+            body = c.get("/v1/connectors/cn_magento").json()
+            if body.get("status") == "connected":
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"connector never connected: {json.dumps(body)}")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _serving(app: Any) -> Iterator[str]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
