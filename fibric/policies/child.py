@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 
 from fibric import errors
@@ -18,12 +19,16 @@ from fibric.policies import compiler, testing
 def main() -> int:
     request = json.load(sys.stdin)
     modules = [compiler.Module(name, source) for name, source in request["modules"]]
-    try:
-        report = testing.run_tests(modules, isolated=False)
-    except errors.SpecInvalid as e:
-        json.dump({"problems": [dataclasses.asdict(p) for p in e.problems]}, sys.stdout)
-        return 0
-    json.dump(report.to_dict(), sys.stdout)
+    # Rego's print() writes to file descriptor 1 from C; send it to stderr so stdout carries only the answer.
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    with answer:
+        try:
+            report = testing.run_tests(modules, isolated=False)
+        except errors.SpecInvalid as e:
+            json.dump({"problems": [dataclasses.asdict(p) for p in e.problems]}, answer)
+            return 0
+        json.dump(report.to_dict(), answer)
     return 0
 
 

@@ -161,3 +161,13 @@ def test_a_directory_is_searched_recursively(tmp_path: Path) -> None:
 
     assert [r.name for r in report.results] == ["data.guard_test.test_ok"]
     assert report.passed
+
+
+def test_a_test_that_prints_still_reports() -> None:
+    # Rego's print() writes to stdout from C; the isolated runner must still read its answer.
+    tests = unit_tests('test_prints if {\n  print("debugging", input)\n  guard.decision.decision == "ALLOW" '
+                       'with input as {"amount": 5}\n}\n')
+
+    report = policies.run_tests([POLICY, tests], isolated=True)
+
+    assert by_name(report)["test_prints"].passed, report.lines()
