@@ -58,7 +58,9 @@ def demo(data_dir: Path | None, examples_dir: Path | None, timeout: float) -> No
 
     Leaves the data dir behind; the last lines say how to explore it.
     """
-    examples = (examples_dir or Path(fibric.__file__).resolve().parents[1] / "examples").resolve()
+    # An editable install finds the checkout beside the package; `pip install .` runs from the checkout.
+    beside = Path(fibric.__file__).resolve().parents[1] / "examples"
+    examples = (examples_dir or (beside if beside.is_dir() else Path.cwd() / "examples")).resolve()
     if not (examples / "specs").is_dir() or not (examples / "mcp" / "orders_server.py").is_file():
         raise click.UsageError(f"no examples at {examples}; pass --examples DIR")
     root = (data_dir or Path(tempfile.mkdtemp(prefix="fibric-demo-"))).resolve()
