@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
+from ruamel.yaml import YAML
 
 import fibric
 from fibric import client as client_module
@@ -118,12 +118,14 @@ def _prepare(root: Path, examples: Path) -> Path:
         # Its endpoint is a placeholder (acme.example): the demo stays on this machine.
         (repo / "specs" / "webhooks.yaml").unlink(missing_ok=True)
     path = repo / "specs" / "connectors.yaml"
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    yaml = YAML()  # round-trip: the copied spec keeps its comments
+    doc = yaml.load(path.read_text(encoding="utf-8"))
     doc["spec"]["transport"]["stdio"] = {
         "command": sys.executable, "args": [str(examples / "mcp" / "orders_server.py")],
         "env": {"ORDERS_DB": str(root / "orders.db")},
     }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    with path.open("w", encoding="utf-8") as out:
+        yaml.dump(doc, out)
     return repo / "specs"
 
 

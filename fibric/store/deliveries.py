@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors, timefmt
-from fibric.store import outbox, webhooks
+from fibric.store import outbox, pages, webhooks
 from fibric.store import state as state_module
 
 STATUSES = ("pending", "delivered", "failed")
@@ -39,7 +39,6 @@ _COLUMNS = (
     "seq, id, reseller_id, tenant_id, webhook_id, event_id, event_type, body, status, attempts,"
     " next_attempt_at, claim, last_status_code, last_error, created_at, updated_at"
 )
-_MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -220,18 +219,9 @@ def list_deliveries(
     before_seq: int | None = None,
 ) -> list[Delivery]:
     """The webhook's deliveries, newest first."""
-    sql = f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE tenant_id = ? AND webhook_id = ?"
-    params: list[Any] = [tenant_id, webhook_id]
-    if status is not None:
-        sql += " AND status = ?"
-        params.append(status)
-    if before_seq is not None:
-        sql += " AND seq < ?"
-        params.append(min(max(before_seq, 0), _MAX_SEQ))
-    sql += " ORDER BY seq DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
+    sql, params = pages.newest_first(
+        f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE tenant_id = ? AND webhook_id = ?",
+        [tenant_id, webhook_id], [("status", status)], limit=limit, before_seq=before_seq)
     with state.backend.transaction(write=False) as cur:
         cur.execute(sql, params)
         return [_delivery(r) for r in cur.fetchall()]

@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fibric import errors, ids
+from fibric.store import pages
 from fibric.store import state as state_module
 
 _COLUMNS = (
     "seq, id, reseller_id, tenant_id, type, entity_key, idempotency_key, occurred_at, received_at, data"
 )
-_MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -112,19 +112,9 @@ def list_events(
     before_seq: int | None = None,
 ) -> list[Event]:
     """The tenant's events newest first (by insertion); `before_seq` continues a page."""
-    sql = f"SELECT {_COLUMNS} FROM events WHERE tenant_id = ?"
-    params: list[Any] = [tenant_id]
-    for column, value in (("type", type), ("entity_key", entity_key)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    if before_seq is not None:
-        sql += " AND seq < ?"
-        params.append(min(max(before_seq, 0), _MAX_SEQ))
-    sql += " ORDER BY seq DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
+    sql, params = pages.newest_first(
+        f"SELECT {_COLUMNS} FROM events WHERE tenant_id = ?", [tenant_id],
+        [("type", type), ("entity_key", entity_key)], limit=limit, before_seq=before_seq)
     with state.backend.transaction(write=False) as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()

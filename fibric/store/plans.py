@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fibric import errors, ids
-from fibric.store import outbox, views
+from fibric.store import outbox, pages, views
 from fibric.store import state as state_module
 
 STATUSES = ("proposed", "approved", "executed", "blocked")
@@ -27,7 +27,6 @@ _COLUMNS = (
     "seq, id, reseller_id, tenant_id, operator_id, run_id, event_id, proposed_by, status, actions,"
     " policy_id, proposed_at, approver, approved_at, executed_at, results"
 )
-_MAX_SEQ = 2**63 - 1
 
 
 class NotApprovable(errors.Conflict):
@@ -117,19 +116,9 @@ def list_plans(
     before_seq: int | None = None,
 ) -> list[Plan]:
     """The tenant's plans newest first, optionally of one status and one operator."""
-    sql = f"SELECT {_COLUMNS} FROM plans WHERE tenant_id = ?"
-    params: list[Any] = [tenant_id]
-    for column, value in (("status", status), ("operator_id", operator_id)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    if before_seq is not None:
-        sql += " AND seq < ?"
-        params.append(min(max(before_seq, 0), _MAX_SEQ))
-    sql += " ORDER BY seq DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
+    sql, params = pages.newest_first(
+        f"SELECT {_COLUMNS} FROM plans WHERE tenant_id = ?", [tenant_id],
+        [("status", status), ("operator_id", operator_id)], limit=limit, before_seq=before_seq)
     with state.backend.transaction(write=False) as cur:
         cur.execute(sql, params)
         return [_plan(r) for r in cur.fetchall()]

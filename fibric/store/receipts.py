@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from fibric import errors, ids
-from fibric.store import ledger_access
+from fibric.store import ledger_access, pages
 
 GENESIS = "0" * 64  # prev_hash of a tenant's first receipt
 DECISIONS = ("ALLOW", "ALERT", "BLOCK", "DEDUP")
@@ -87,7 +87,6 @@ _JSON_COLUMNS = frozenset({"args", "policy", "detail"})
 _TYPES = {"seq": "BIGINT", "tenant_seq": "BIGINT", "at": "TIMESTAMP"}
 _ROW = json.dumps({("disposed_at" if f == "at" else f): _TYPES.get(f, "VARCHAR") for f in _FIELDS})
 _INSERT = f"INSERT INTO receipts ({_COLUMNS}) SELECT unnest(from_json(?, '[{_ROW}]'), recursive := true)"
-_MAX_SEQ = 2**63 - 1
 # Never install or load an extension at run time (JSON and Parquet are built in).
 CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False, "autoload_known_extensions": False}
@@ -205,20 +204,10 @@ class Ledger:
         before_seq: int | None = None,
     ) -> list[Receipt]:
         """The tenant's receipts newest first, optionally filtered."""
-        sql = f"SELECT {_COLUMNS} FROM receipts WHERE tenant_id = ?"
-        params: list[Any] = [tenant_id]
-        for column, value in (("operator_id", operator_id), ("entity_key", entity_key),
-                              ("decision", decision)):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                params.append(value)
-        if before_seq is not None:
-            sql += " AND seq < ?"
-            params.append(min(max(before_seq, 0), _MAX_SEQ))
-        sql += " ORDER BY seq DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql, params = pages.newest_first(
+            f"SELECT {_COLUMNS} FROM receipts WHERE tenant_id = ?", [tenant_id],
+            [("operator_id", operator_id), ("entity_key", entity_key), ("decision", decision)],
+            limit=limit, before_seq=before_seq)
         return [_receipt(r) for r in self._cursor().execute(sql, params).fetchall()]
 
     def close(self) -> None:

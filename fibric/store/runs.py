@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors, ids, timefmt
+from fibric.store import pages
 from fibric.store import state as state_module
 
 STATUSES = ("running", "succeeded", "failed")
@@ -37,7 +38,6 @@ _COLUMNS = (
     "seq, id, reseller_id, tenant_id, operator_id, operator, entity_key, trigger, status, event_ids,"
     " sensed, proposed, applied, plan_id, proposed_by, error, started_at, finished_at"
 )
-_MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -257,19 +257,9 @@ def list_runs(
     before_seq: int | None = None,
 ) -> list[Run]:
     """The tenant's runs newest first, optionally of one operator and one status."""
-    sql = f"SELECT {_COLUMNS} FROM runs WHERE tenant_id = ?"
-    params: list[Any] = [tenant_id]
-    for column, value in (("operator_id", operator_id), ("status", status)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    if before_seq is not None:
-        sql += " AND seq < ?"
-        params.append(min(max(before_seq, 0), _MAX_SEQ))
-    sql += " ORDER BY seq DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
+    sql, params = pages.newest_first(
+        f"SELECT {_COLUMNS} FROM runs WHERE tenant_id = ?", [tenant_id],
+        [("operator_id", operator_id), ("status", status)], limit=limit, before_seq=before_seq)
     with state.backend.transaction(write=False) as cur:
         cur.execute(sql, params)
         return [_run(r) for r in cur.fetchall()]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fibric import errors, ids
-from fibric.store import backends, migrations, records
+from fibric.store import backends, migrations, pages, records
 
 KEY_PREFIX = "sk_live_"
 TENANT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -28,7 +28,6 @@ _OBJECT_COLUMNS = (
     "seq, id, reseller_id, tenant_id, kind, name, spec, labels, generation, status, "
     "apply_set, secret, created_at, updated_at"
 )
-_MAX_SEQ = 2**63 - 1  # seq is a signed 64-bit integer on both backends
 
 
 def open_store(location: str | Path) -> StateStore:
@@ -257,15 +256,9 @@ class StateStore:
         before_seq: int | None = None,
     ) -> list[records.StoredObject]:
         """Newest first; `before_seq` continues a page (stable under concurrent inserts)."""
-        sql = f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant_id = ? AND kind = ?"
-        params: list[Any] = [tenant_id, kind]
-        if before_seq is not None:
-            sql += " AND seq < ?"
-            params.append(min(max(before_seq, 0), _MAX_SEQ))  # out of range would overflow SQLite
-        sql += " ORDER BY seq DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql, params = pages.newest_first(
+            f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant_id = ? AND kind = ?", [tenant_id, kind],
+            limit=limit, before_seq=before_seq)
         with self.backend.transaction(write=False) as cur:
             cur.execute(sql, params)
             rows = cur.fetchall()
