@@ -26,11 +26,11 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fibric import errors, timefmt
-from fibric.store import outbox, pages, webhooks
+from fibric.store import outbox, pages, stamps, webhooks
 from fibric.store import state as state_module
 
 STATUSES = ("pending", "delivered", "failed")
@@ -120,13 +120,13 @@ def claim_due(
 ) -> list[Delivery]:
     """Take up to `limit` due deliveries for `lease_seconds`; each carries its claim token."""
     lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
-    until = _stamp(now + timedelta(seconds=lease_seconds))
+    until = stamps.stamp(now + timedelta(seconds=lease_seconds))
     claimed = []
     with state.backend.transaction(write=True) as cur:
         cur.execute(
             f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
             f" ORDER BY next_attempt_at LIMIT ?{lock}",
-            (_stamp(now), limit),
+            (stamps.stamp(now), limit),
         )
         for row in cur.fetchall():
             token = secrets.token_hex(8)
@@ -159,15 +159,16 @@ def record(
         cur.execute(
             "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
             " claim = NULL, last_status_code = ?, last_error = ?, updated_at = ? WHERE id = ? AND claim = ?",
-            (outcome.status, _stamp(outcome.next_attempt_at) if outcome.next_attempt_at else None,
-             attempt.status_code, attempt.error, _stamp(attempt.started_at), delivery.id, delivery.claim),
+            (outcome.status, stamps.stamp(outcome.next_attempt_at) if outcome.next_attempt_at else None,
+             attempt.status_code, attempt.error, stamps.stamp(attempt.started_at), delivery.id,
+             delivery.claim),
         )
         if cur.rowcount != 1:
             return None
         cur.execute(
             "INSERT INTO webhook_attempts (delivery_id, tenant_id, number, started_at, duration_ms,"
             " status_code, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (delivery.id, delivery.tenant_id, attempt.number, _stamp(attempt.started_at),
+            (delivery.id, delivery.tenant_id, attempt.number, stamps.stamp(attempt.started_at),
              attempt.duration_ms, attempt.status_code, attempt.error),
         )
         if outcome.status == "delivered":
@@ -185,13 +186,13 @@ def abandon(state: state_module.StateStore, delivery: Delivery, reason: str, *, 
         cur.execute(
             "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, claim = NULL,"
             " last_error = ?, updated_at = ? WHERE id = ? AND claim = ?",
-            (reason[:500], _stamp(now), delivery.id, delivery.claim),
+            (reason[:500], stamps.stamp(now), delivery.id, delivery.claim),
         )
 
 
 def prune(state: state_module.StateStore, *, before: datetime) -> int:
     """Forget finished deliveries (and their attempts) and dispatched outbox events older than `before`."""
-    stamp = _stamp(before)
+    stamp = stamps.stamp(before)
     with state.backend.transaction(write=True) as cur:
         cur.execute(
             "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries"
@@ -249,7 +250,7 @@ def attempts_of(
 def _insert(cur: Any, endpoint: webhooks.Endpoint, event_id: str, event_type: str, body: str,
             now: datetime) -> str:
     delivery_id = new_id()
-    stamp = _stamp(now)
+    stamp = stamps.stamp(now)
     cur.execute(
         "INSERT INTO webhook_deliveries (id, reseller_id, tenant_id, webhook_id, event_id, event_type, body,"
         " status, attempts, next_attempt_at, created_at, updated_at)"
@@ -269,18 +270,10 @@ def _read(cur: Any, tenant_id: str, delivery_id: str) -> Delivery:
     return _delivery(row)
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def _delivery(row: Any) -> Delivery:
     return Delivery(
         seq=int(row[0]), id=row[1], reseller_id=row[2], tenant_id=row[3], webhook_id=row[4],
         event_id=row[5], event_type=row[6], body=row[7], status=row[8], attempts=int(row[9]),
-        next_attempt_at=_time(row[10]), claim=row[11], last_status_code=row[12], last_error=row[13],
+        next_attempt_at=stamps.parse(row[10]), claim=row[11], last_status_code=row[12], last_error=row[13],
         created_at=datetime.fromisoformat(row[14]), updated_at=datetime.fromisoformat(row[15]),
     )

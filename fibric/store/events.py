@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fibric import errors, ids
-from fibric.store import pages
+from fibric.store import pages, stamps
 from fibric.store import state as state_module
 
 _COLUMNS = (
@@ -71,7 +71,7 @@ def ingest(
             " occurred_at, received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING seq",
             (event_id, reseller_id, tenant_id, type, entity_key, idempotency_key,
-             _stamp(occurred), _stamp(received_at), payload),
+             stamps.stamp(occurred), stamps.stamp(received_at), payload),
         )
         inserted = cur.fetchone()
         if inserted is not None:
@@ -121,9 +121,6 @@ def list_events(
     return [_event(r) for r in rows]
 
 
-def _stamp(value: datetime) -> str:
-    # Fixed width, so text order is time order on both backends.
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _event(row: Any) -> Event:

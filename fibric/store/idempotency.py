@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from fibric.store import stamps
 from fibric.store import state as state_module
 
 RETENTION = timedelta(hours=24)
@@ -65,13 +66,13 @@ def begin(state: state_module.StateStore, tenant_id: str, key: str, fingerprint:
         now = datetime.now(UTC)
         with state.backend.transaction(write=True) as cur:
             if random.random() < _PURGE_CHANCE:
-                cur.execute("DELETE FROM idempotency_keys WHERE expires_at < ?", (_stamp(now),))
+                cur.execute("DELETE FROM idempotency_keys WHERE expires_at < ?", (stamps.stamp(now),))
             cur.execute(
                 "INSERT INTO idempotency_keys (tenant_id, idempotency_key, fingerprint, attempt, state,"
                 " created_at, locked_until, expires_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)"
                 " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING attempt",
-                (tenant_id, key, fingerprint, attempt, _stamp(now), _stamp(now + LEASE),
-                 _stamp(now + RETENTION)),
+                (tenant_id, key, fingerprint, attempt, stamps.stamp(now), stamps.stamp(now + LEASE),
+                 stamps.stamp(now + RETENTION)),
             )
             if cur.fetchone() is not None:
                 return Started(attempt)
@@ -84,16 +85,16 @@ def begin(state: state_module.StateStore, tenant_id: str, key: str, fingerprint:
             if row is None:
                 continue
             stored_fingerprint, holder, status, code, headers, body, locked_until, expires_at = row
-            expired = expires_at <= _stamp(now)
-            abandoned = status == "running" and locked_until <= _stamp(now)
+            expired = expires_at <= stamps.stamp(now)
+            abandoned = status == "running" and locked_until <= stamps.stamp(now)
             if expired or (abandoned and stored_fingerprint == fingerprint):
                 cur.execute(
                     "UPDATE idempotency_keys SET fingerprint = ?, attempt = ?, state = 'running',"
                     " response_status = NULL, response_headers = NULL, response_body = NULL,"
                     " created_at = ?, locked_until = ?, expires_at = ?"
                     " WHERE tenant_id = ? AND idempotency_key = ? AND attempt = ?",
-                    (fingerprint, attempt, _stamp(now), _stamp(now + LEASE), _stamp(now + RETENTION),
-                     tenant_id, key, holder),
+                    (fingerprint, attempt, stamps.stamp(now), stamps.stamp(now + LEASE),
+                     stamps.stamp(now + RETENTION), tenant_id, key, holder),
                 )
                 if cur.rowcount == 1:
                     return Started(attempt)
@@ -142,7 +143,4 @@ def release(state: state_module.StateStore, tenant_id: str, key: str, attempt: s
         )
 
 
-def _stamp(value: datetime) -> str:
-    # Fixed width, so comparing the text compares the times, on both backends.
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors
-from fibric.store import outbox
+from fibric.store import outbox, stamps
 from fibric.store import state as state_module
 
 _INTENT_COLUMNS = (
@@ -81,7 +81,7 @@ def begin_execution(
             "INSERT INTO executions (tenant_id, plan_id, only_actions, holder, started_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, plan_id) DO NOTHING RETURNING plan_id",
             (tenant_id, plan_id, None if only_actions is None else json.dumps(list(only_actions)),
-             holder, _stamp(now), _stamp(now + timedelta(seconds=ttl))),
+             holder, stamps.stamp(now), stamps.stamp(now + timedelta(seconds=ttl))),
         )
         if cur.fetchone() is None:
             raise errors.Conflict(f"Plan {plan_id} is already being executed.")
@@ -96,7 +96,7 @@ def renew_execution(
         cur.execute(
             "UPDATE executions SET expires_at = ? WHERE tenant_id = ? AND plan_id = ? AND holder = ?"
             " AND finished_at IS NULL",
-            (_stamp(datetime.now(UTC) + timedelta(seconds=ttl)), tenant_id, plan_id, holder),
+            (stamps.stamp(datetime.now(UTC) + timedelta(seconds=ttl)), tenant_id, plan_id, holder),
         )
         return bool(cur.rowcount == 1)
 
@@ -110,7 +110,7 @@ def claim_execution(
         cur.execute(
             "UPDATE executions SET holder = ?, expires_at = ? WHERE tenant_id = ? AND plan_id = ?"
             " AND finished_at IS NULL AND expires_at <= ?",
-            (holder, _stamp(now + timedelta(seconds=ttl)), tenant_id, plan_id, _stamp(now)),
+            (holder, stamps.stamp(now + timedelta(seconds=ttl)), tenant_id, plan_id, stamps.stamp(now)),
         )
         if cur.rowcount != 1:
             return None
@@ -128,7 +128,7 @@ def finish_execution(
         cur.execute(
             "UPDATE executions SET finished_at = ? WHERE tenant_id = ? AND plan_id = ?"
             " AND finished_at IS NULL",
-            (_stamp(datetime.now(UTC)), tenant_id, plan_id),
+            (stamps.stamp(datetime.now(UTC)), tenant_id, plan_id),
         )
         if cur.rowcount != 1:
             return False
@@ -162,7 +162,7 @@ def stale_executions(state: state_module.StateStore, *, limit: int = 100) -> lis
         cur.execute(
             f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE finished_at IS NULL AND expires_at <= ?"
             " ORDER BY started_at LIMIT ?",
-            (_stamp(datetime.now(UTC)), limit),
+            (stamps.stamp(datetime.now(UTC)), limit),
         )
         return [_execution(r) for r in cur.fetchall()]
 
@@ -172,7 +172,7 @@ def unstarted_approvals(
 ) -> list[tuple[str, str]]:
     """(tenant_id, plan_id) of plans approved `older_than` seconds ago that no execution ever recorded:
     the process died between approving and starting."""
-    cutoff = _stamp(datetime.now(UTC) - timedelta(seconds=older_than))
+    cutoff = stamps.stamp(datetime.now(UTC) - timedelta(seconds=older_than))
     with state.backend.transaction(write=False) as cur:
         cur.execute(
             "SELECT p.tenant_id, p.id FROM plans p WHERE p.status = 'approved' AND p.approved_at <= ?"
@@ -219,7 +219,7 @@ def record(
             " tool, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
             " ON CONFLICT (tenant_id, plan_id, idempotency_key) DO NOTHING RETURNING id",
             (intent_id, reseller_id, tenant_id, plan_id, idempotency_key, 1 if calls_tool else 0,
-             receipt_json, tool_json, _stamp(datetime.now(UTC))),
+             receipt_json, tool_json, stamps.stamp(datetime.now(UTC))),
         )
         if cur.fetchone() is None:
             raise errors.Conflict(f"action {idempotency_key} of plan {plan_id} already has an intent")
@@ -236,7 +236,7 @@ def complete(state: state_module.StateStore, intent: Intent, receipt_id: str, *,
         cur.execute(
             "UPDATE intents SET state = 'completed', receipt_id = ?, completed_at = ?"
             " WHERE id = ? AND state = 'pending'",
-            (receipt_id, _stamp(datetime.now(UTC)), intent.id),
+            (receipt_id, stamps.stamp(datetime.now(UTC)), intent.id),
         )
         if cur.rowcount != 1:
             return False
@@ -288,19 +288,11 @@ def _read_execution(cur: Any, tenant_id: str, plan_id: str) -> Execution:
     return _execution(row)
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def _intent(row: Any) -> Intent:
     return Intent(
         id=row[0], reseller_id=row[1], tenant_id=row[2], plan_id=row[3], idempotency_key=row[4],
         calls_tool=bool(row[5]), receipt=json.loads(row[6]), tool=json.loads(row[7]), state=row[8],
-        receipt_id=row[9], created_at=datetime.fromisoformat(row[10]), completed_at=_time(row[11]),
+        receipt_id=row[9], created_at=datetime.fromisoformat(row[10]), completed_at=stamps.parse(row[11]),
     )
 
 
@@ -308,5 +300,5 @@ def _execution(row: Any) -> Execution:
     return Execution(
         tenant_id=row[0], plan_id=row[1], only_actions=json.loads(row[2]) if row[2] is not None else None,
         holder=row[3], started_at=datetime.fromisoformat(row[4]), expires_at=datetime.fromisoformat(row[5]),
-        finished_at=_time(row[6]),
+        finished_at=stamps.parse(row[6]),
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+from fibric.store import stamps
 from fibric.store import state as state_module
 
 
@@ -35,8 +36,8 @@ def acquire(
             " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
             " WHERE leases.expires_at <= ? OR leases.holder = excluded.holder"
             " RETURNING holder",
-            (tenant_id, entity_key, holder, _stamp(moment), _stamp(moment + timedelta(seconds=ttl)),
-             _stamp(moment)),
+            (tenant_id, entity_key, holder, stamps.stamp(moment),
+             stamps.stamp(moment + timedelta(seconds=ttl)), stamps.stamp(moment)),
         )
         row = cur.fetchone()
     return row is not None and row[0] == holder
@@ -46,7 +47,7 @@ def renew(
     state: state_module.StateStore, tenant_id: str, entity_keys: Iterable[str], holder: str, ttl: float,
 ) -> list[str]:
     """Push the expiry of `holder`'s leases on these entities forward; returns the keys it no longer holds."""
-    expires = _stamp(datetime.now(UTC) + timedelta(seconds=ttl))
+    expires = stamps.stamp(datetime.now(UTC) + timedelta(seconds=ttl))
     lost = []
     with state.backend.transaction(write=True) as cur:
         for key in entity_keys:
@@ -74,12 +75,9 @@ def holder_of(state: state_module.StateStore, tenant_id: str, entity_key: str) -
     with state.backend.transaction(write=False) as cur:
         cur.execute(
             "SELECT holder FROM leases WHERE tenant_id = ? AND entity_key = ? AND expires_at > ?",
-            (tenant_id, entity_key, _stamp(datetime.now(UTC))),
+            (tenant_id, entity_key, stamps.stamp(datetime.now(UTC))),
         )
         row = cur.fetchone()
     return None if row is None else str(row[0])
 
 
-def _stamp(value: datetime) -> str:
-    # Fixed width, so text order is time order on both backends.
-    return value.astimezone(UTC).isoformat(timespec="microseconds")

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fibric import errors, ids
-from fibric.store import backends
+from fibric.store import backends, stamps
 from fibric.store import state as state_module
 
 EVENT_TYPES = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created")
@@ -71,7 +71,7 @@ def enqueue(
     cur.execute(
         "INSERT INTO outbox (id, reseller_id, tenant_id, type, payload, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (event_id, reseller_id, tenant_id, type, body, _stamp(at or datetime.now(UTC))),
+        (event_id, reseller_id, tenant_id, type, body, stamps.stamp(at or datetime.now(UTC))),
     )
     if isinstance(cur, backends._QmarkCursor):
         # PostgreSQL delivers a NOTIFY only if and when the transaction commits: every
@@ -111,13 +111,9 @@ def mark_dispatched(cur: Any, event_id: str, at: datetime | None = None) -> bool
     """Mark one event fanned out, on the caller's cursor; False if another dispatcher was first."""
     cur.execute(
         "UPDATE outbox SET dispatched_at = ? WHERE id = ? AND dispatched_at IS NULL",
-        (_stamp(at or datetime.now(UTC)), event_id),
+        (stamps.stamp(at or datetime.now(UTC)), event_id),
     )
     return bool(cur.rowcount == 1)
-
-
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _event(row: Any) -> OutboxEvent:

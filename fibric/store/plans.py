@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fibric import errors, ids
-from fibric.store import outbox, pages, views
+from fibric.store import outbox, pages, stamps, views
 from fibric.store import state as state_module
 
 STATUSES = ("proposed", "approved", "executed", "blocked")
@@ -92,7 +92,7 @@ def propose(
             "INSERT INTO plans (id, reseller_id, tenant_id, operator_id, run_id, event_id, proposed_by,"
             " status, actions, policy_id, proposed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'proposed', ?, ?, ?)",
             (plan_id, row[0], tenant_id, operator_id, run_id, event_id, proposed_by,
-             _dumps([dict(a) for a in actions]), policy_id, _stamp(datetime.now(UTC))),
+             _dumps([dict(a) for a in actions]), policy_id, stamps.stamp(datetime.now(UTC))),
         )
         plan = _read(cur, tenant_id, plan_id)
         outbox.enqueue(cur, reseller_id=row[0], tenant_id=tenant_id, type="plan.proposed",
@@ -130,7 +130,7 @@ def approve(state: state_module.StateStore, tenant_id: str, plan_id: str, *, app
         cur.execute(
             "UPDATE plans SET status = 'approved', approver = ?, approved_at = ?"
             " WHERE tenant_id = ? AND id = ? AND status = 'proposed'",
-            (approver, _stamp(datetime.now(UTC)), tenant_id, plan_id),
+            (approver, stamps.stamp(datetime.now(UTC)), tenant_id, plan_id),
         )
         changed = cur.rowcount == 1
         plan = _read(cur, tenant_id, plan_id)
@@ -154,7 +154,7 @@ def record_results(
         cur.execute(
             "UPDATE plans SET status = ?, results = ?, executed_at = ?"
             " WHERE tenant_id = ? AND id = ? AND status = 'approved'",
-            (status, _dumps([dict(r) for r in results]), _stamp(datetime.now(UTC)), tenant_id, plan_id),
+            (status, _dumps([dict(r) for r in results]), stamps.stamp(datetime.now(UTC)), tenant_id, plan_id),
         )
         changed = cur.rowcount == 1
         plan = _read(cur, tenant_id, plan_id)
@@ -185,14 +185,6 @@ def _dumps(value: Any) -> str:
         raise errors.PermanentError(f"plan data is not JSON: {e}") from e
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def _plan(row: Any) -> Plan:
     return Plan(
         seq=int(row[0]),
@@ -208,7 +200,7 @@ def _plan(row: Any) -> Plan:
         policy_id=row[10],
         proposed_at=datetime.fromisoformat(row[11]),
         approver=row[12],
-        approved_at=_time(row[13]),
-        executed_at=_time(row[14]),
+        approved_at=stamps.parse(row[13]),
+        executed_at=stamps.parse(row[14]),
         results=json.loads(row[15]) if row[15] is not None else None,
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fibric.store import stamps
 from fibric.store import state as state_module
 
 DEFAULT_BATCH = 500
@@ -57,7 +58,7 @@ def subscribed(spec: Mapping[str, Any], event_type: str) -> bool:
 def route_pending(state: state_module.StateStore, *, limit: int = DEFAULT_BATCH) -> Routed:
     """Route up to `limit` unrouted events (oldest first) in one transaction. Blocking."""
     lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
-    now = _stamp(datetime.now(UTC))
+    now = stamps.stamp(datetime.now(UTC))
     with state.backend.transaction(write=True) as cur:
         cur.execute(
             "SELECT seq, id, tenant_id, type, entity_key FROM events WHERE routed_at IS NULL"
@@ -97,7 +98,7 @@ def pending_keys(
             "  WHERE l.tenant_id = q.tenant_id AND l.operator_id = q.operator_id"
             "  AND l.entity_key = q.entity_key AND l.expires_at > ?)"
             " GROUP BY q.tenant_id, q.operator_id, q.entity_key ORDER BY first LIMIT ?",
-            (_stamp(now or datetime.now(UTC)), limit),
+            (stamps.stamp(now or datetime.now(UTC)), limit),
         )
         return [PendingKey(r[0], r[1], r[2]) for r in cur.fetchall()]
 
@@ -131,5 +132,3 @@ def _marks(values: list[Any]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors, ids, timefmt
-from fibric.store import pages
+from fibric.store import pages, stamps
 from fibric.store import state as state_module
 
 STATUSES = ("running", "succeeded", "failed")
@@ -107,7 +107,7 @@ def start(
         )
         held = cur.fetchone()
         if held is not None:
-            if held[1] > _stamp(moment):
+            if held[1] > stamps.stamp(moment):
                 return None
             _interrupt(cur, tenant_id, held[0], moment)
             cur.execute("DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ? AND entity_key = ?"
@@ -115,7 +115,7 @@ def start(
         cur.execute(
             "INSERT INTO run_leases (tenant_id, operator_id, entity_key, run_id, expires_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, operator_id, entity_key) DO NOTHING",
-            (*key, run_id, _stamp(moment + timedelta(seconds=lease_seconds))),
+            (*key, run_id, stamps.stamp(moment + timedelta(seconds=lease_seconds))),
         )
         if cur.rowcount != 1:
             return None  # another claimant inserted it first
@@ -137,7 +137,7 @@ def start(
             "INSERT INTO runs (id, reseller_id, tenant_id, operator_id, operator, entity_key, trigger,"
             " status, event_ids, sensed, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
             (run_id, reseller_id, tenant_id, operator_id, operator, entity_key, trigger,
-             json.dumps(event_ids), len(event_ids), _stamp(moment)),
+             json.dumps(event_ids), len(event_ids), stamps.stamp(moment)),
         )
         return _read(cur, tenant_id, run_id)
 
@@ -157,7 +157,7 @@ def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: d
             " proposed_by = ?, error = ?, finished_at = ?"
             " WHERE tenant_id = ? AND id = ? AND status = 'running'",
             (outcome.status, outcome.sensed, outcome.proposed, outcome.plan_id, outcome.proposal_digest,
-             outcome.proposed_by, _clip(outcome.error), _stamp(moment), run.tenant_id, run.id),
+             outcome.proposed_by, _clip(outcome.error), stamps.stamp(moment), run.tenant_id, run.id),
         )
         if cur.rowcount == 1:
             cur.execute("DELETE FROM run_queue WHERE run_id = ?", (run.id,))
@@ -184,12 +184,12 @@ def reap(state: state_module.StateStore, *, now: datetime | None = None) -> list
     """Fail the runs whose lease expired (their process died) and requeue their events; their ids."""
     moment = now or datetime.now(UTC)
     with state.backend.transaction(write=True) as cur:
-        cur.execute("SELECT tenant_id, run_id FROM run_leases WHERE expires_at <= ?", (_stamp(moment),))
+        cur.execute("SELECT tenant_id, run_id FROM run_leases WHERE expires_at <= ?", (stamps.stamp(moment),))
         expired = cur.fetchall()
         for tenant_id, run_id in expired:
             _interrupt(cur, tenant_id, run_id, moment)
             cur.execute("DELETE FROM run_leases WHERE run_id = ? AND expires_at <= ?",
-                        (run_id, _stamp(moment)))
+                        (run_id, stamps.stamp(moment)))
     return [r[1] for r in expired]
 
 
@@ -282,7 +282,7 @@ def _interrupt(cur: Any, tenant_id: str, run_id: str, moment: datetime, reason: 
     cur.execute(
         "UPDATE runs SET status = 'failed', error = ?, finished_at = ?"
         " WHERE tenant_id = ? AND id = ? AND status = 'running'",
-        (reason, _stamp(moment), tenant_id, run_id),
+        (reason, stamps.stamp(moment), tenant_id, run_id),
     )
     cur.execute("UPDATE run_queue SET run_id = NULL WHERE run_id = ?", (run_id,))
 
@@ -299,19 +299,11 @@ def _clip(text: str | None) -> str | None:
     return text if text is None or len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def _run(row: Any) -> Run:
     return Run(
         seq=int(row[0]), id=row[1], reseller_id=row[2], tenant_id=row[3], operator_id=row[4],
         operator=row[5], entity_key=row[6], trigger=row[7], status=row[8], event_ids=json.loads(row[9]),
         sensed=int(row[10]), proposed=int(row[11]), applied=int(row[12]), plan_id=row[13],
         proposed_by=row[14], error=row[15], started_at=datetime.fromisoformat(row[16]),
-        finished_at=_time(row[17]),
+        finished_at=stamps.parse(row[17]),
     )

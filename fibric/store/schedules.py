@@ -9,8 +9,9 @@ schedule runs once, not once per missed tick.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
+from fibric.store import stamps
 from fibric.store import state as state_module
 
 
@@ -33,13 +34,13 @@ def advance(
             cur.execute(
                 "INSERT INTO schedules (tenant_id, operator_id, last_fired_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (tenant_id, operator_id) DO NOTHING",
-                (tenant_id, operator_id, _stamp(to)),
+                (tenant_id, operator_id, stamps.stamp(to)),
             )
         else:
             cur.execute(
                 "UPDATE schedules SET last_fired_at = ? WHERE tenant_id = ? AND operator_id = ?"
                 " AND last_fired_at = ?",
-                (_stamp(to), tenant_id, operator_id, _stamp(previous)),
+                (stamps.stamp(to), tenant_id, operator_id, stamps.stamp(previous)),
             )
         return bool(cur.rowcount == 1)
 
@@ -50,5 +51,3 @@ def forget(state: state_module.StateStore, tenant_id: str, operator_id: str) -> 
         cur.execute("DELETE FROM schedules WHERE tenant_id = ? AND operator_id = ?", (tenant_id, operator_id))
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fibric import errors, ids
-from fibric.store import backends, migrations, pages, records
+from fibric.store import backends, migrations, pages, records, stamps
 
 KEY_PREFIX = "sk_live_"
 TENANT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -64,10 +64,6 @@ def _names_nothing(ref: str) -> bool:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
 
 
 class StateStore:
@@ -183,7 +179,7 @@ class StateStore:
             rows = cur.fetchall()
         return [
             records.ApiKey(r[0], r[1], r[2], frozenset(r[3].split()), r[4],
-                           datetime.fromisoformat(r[5]), _time(r[6]))
+                           datetime.fromisoformat(r[5]), stamps.parse(r[6]))
             for r in rows
         ]
 

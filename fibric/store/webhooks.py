@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fibric import errors, timefmt
-from fibric.store import secretbox
+from fibric.store import secretbox, stamps
 from fibric.store import state as state_module
 
 _COLUMNS = (
@@ -113,7 +113,7 @@ def health(state: state_module.StateStore, tenant_id: str, webhook_ids: Iterable
 
 
 def record_success(cur: Any, endpoint: Endpoint, at: datetime) -> None:
-    _upsert(cur, endpoint, failing_since=None, last_success_at=_stamp(at))
+    _upsert(cur, endpoint, failing_since=None, last_success_at=stamps.stamp(at))
 
 
 def record_failure(
@@ -123,7 +123,8 @@ def record_failure(
     cur.execute("SELECT failing_since FROM webhook_endpoints WHERE webhook_id = ?", (endpoint.id,))
     row = cur.fetchone()
     since = datetime.fromisoformat(row[0]) if row and row[0] else at
-    _upsert(cur, endpoint, failing_since=_stamp(since), last_failure_at=_stamp(at), last_error=error[:500])
+    _upsert(cur, endpoint, failing_since=stamps.stamp(since), last_failure_at=stamps.stamp(at),
+            last_error=error[:500])
     reason = None
     if gone:
         reason = "the endpoint answered 410 Gone"
@@ -138,11 +139,11 @@ def record_failure(
 
 def disable(cur: Any, endpoint: Endpoint, at: datetime, reason: str) -> None:
     """Disabled by the dispatcher: no more deliveries; pending ones fail with the reason."""
-    _upsert(cur, endpoint, disabled_at=_stamp(at), disabled_reason=reason)
+    _upsert(cur, endpoint, disabled_at=stamps.stamp(at), disabled_reason=reason)
     cur.execute(
         "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = ?,"
         " updated_at = ? WHERE webhook_id = ? AND status = 'pending' AND claim IS NULL",
-        (f"webhook disabled: {reason}"[:500], _stamp(at), endpoint.id),
+        (f"webhook disabled: {reason}"[:500], stamps.stamp(at), endpoint.id),
     )
 
 
@@ -184,7 +185,7 @@ def rotate(
         previous = endpoint.sealed_secret if grace_seconds > 0 else None
         until = datetime.fromtimestamp(now.timestamp() + grace_seconds, UTC) if previous else None
         _upsert(cur, endpoint, previous_secret=previous,
-                previous_secret_until=_stamp(until) if until else None)
+                previous_secret_until=stamps.stamp(until) if until else None)
         rotated = get(cur, tenant_id, webhook_id)
     if rotated is None:  # read inside its own transaction: only a broken database gets here
         raise errors.PermanentError(f"webhook '{webhook_id}' vanished inside its own transaction")
@@ -202,18 +203,10 @@ def _upsert(cur: Any, endpoint: Endpoint, **values: str | None) -> None:
     )
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def _endpoint(row: Any) -> Endpoint:
     return Endpoint(
         id=row[0], reseller_id=row[1], tenant_id=row[2], name=row[3], spec=json.loads(row[4]),
-        sealed_secret=row[5], failing_since=_time(row[6]), last_success_at=_time(row[7]),
-        last_failure_at=_time(row[8]), last_error=row[9], disabled_at=_time(row[10]),
-        disabled_reason=row[11], sealed_previous=row[12], previous_until=_time(row[13]),
+        sealed_secret=row[5], failing_since=stamps.parse(row[6]), last_success_at=stamps.parse(row[7]),
+        last_failure_at=stamps.parse(row[8]), last_error=row[9], disabled_at=stamps.parse(row[10]),
+        disabled_reason=row[11], sealed_previous=row[12], previous_until=stamps.parse(row[13]),
     )
