@@ -129,12 +129,12 @@ class Parts:
 def _services(parts: Parts) -> list[loop.Service]:
     """The controller's long-running services, in start order (stopped in reverse)."""
     services: list[loop.Service] = []
-    # SERVICES: operator runs and scheduler (issue 6) go here.
+    # Operator runs: events routed to runs, and cron schedules (docs/operators.md).
     runner = runs.Runner(parts.state, parts.decider, runtime=parts.connectors, ledger=parts.ledger,
                          llm=parts.config.llm)
     parts.event_router = routing.Router(parts.state, runner)  # POST /v1/events wakes it
     services += [parts.event_router, scheduler.Scheduler(parts.state, runner)]
-    # SERVICES: executor and its crash recovery (issue 7) go here; set parts.executor.
+    # The executor behind approve, and its recovery of intents a crash left open (docs/executor.md).
     try:
         crash = crashpoints.Crashpoints()  # test-only (docs/executor.md#crash-safety)
     except ValueError as e:
@@ -143,7 +143,7 @@ def _services(parts: Parts) -> list[loop.Service]:
                                        lease_seconds=parts.config.executor.lease_seconds, crash=crash)
     services.append(recovery.Recovery(parts.executor,
                                       interval=parts.config.executor.recovery_interval_seconds))
-    # SERVICES: webhook dispatcher (issue 8) goes here.
+    # Webhook deliveries from the outbox (docs/webhooks.md).
     services.append(dispatch.Dispatcher(parts.state, parts.config.webhooks,
                                         secretbox.for_store(parts.state, parts.config)))
     return services
