@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors
-from fibric.store import outbox, stamps
+from fibric.store import outbox, plans, stamps
 from fibric.store import state as state_module
 
 _INTENT_COLUMNS = (
@@ -148,12 +148,7 @@ def abandon_execution(state: state_module.StateStore, tenant_id: str, plan_id: s
         )
         if cur.rowcount != 1:
             return False
-        cur.execute(
-            "UPDATE plans SET status = 'proposed', approver = NULL, approved_at = NULL"
-            " WHERE tenant_id = ? AND id = ? AND status = 'approved'",
-            (tenant_id, plan_id),
-        )
-        return bool(cur.rowcount == 1)
+        return plans.unapprove(cur, tenant_id, plan_id)
 
 
 def stale_executions(state: state_module.StateStore, *, limit: int = 100) -> list[Execution]:

@@ -139,6 +139,17 @@ def approve(state: state_module.StateStore, tenant_id: str, plan_id: str, *, app
     return plan
 
 
+def unapprove(cur: Any, tenant_id: str, plan_id: str) -> bool:
+    """Move an approved plan back to `proposed`, on the caller's transaction (the executor's undo when
+    a single-flight lease is taken before any action ran); False if it is not `approved`."""
+    cur.execute(
+        "UPDATE plans SET status = 'proposed', approver = NULL, approved_at = NULL"
+        " WHERE tenant_id = ? AND id = ? AND status = 'approved'",
+        (tenant_id, plan_id),
+    )
+    return bool(cur.rowcount == 1)
+
+
 def record_results(
     state: state_module.StateStore,
     tenant_id: str,
