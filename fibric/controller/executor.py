@@ -31,6 +31,7 @@ import contextlib
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ from fibric.connectors import runtime as runtime_module
 from fibric.connectors import tools
 from fibric.controller import crashpoints, decide, disposal
 from fibric.store import intents, leases, plans, receipts, views
+from fibric.store import runs as run_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,20 +129,30 @@ class Executor:
         *, recovering: bool = False,
     ) -> plans.Plan:
         """Dispose of each selected action in order, holding the leases; record the plan's results."""
-        stop = asyncio.Event()
-        beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop), name=f"lease-{plan.id}")
+        stop, lost = asyncio.Event(), asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop, lost),
+                                   name=f"lease-{plan.id}")
         try:
             known = await _blocking(intents.for_plan, self.state, plan.tenant_id, plan.id)
             operator = await _blocking(_operator_name, self.state, plan)
-            results = [await self._dispose(plan, operator, action, known.get(action["idempotency_key"]),
-                                           recovering=recovering)
-                       for action in selected]
+            results = []
+            for action in selected:
+                if lost.is_set():  # fail closed: the claim may be another holder's now; it finishes the plan
+                    raise errors.TemporaryError(
+                        f"plan {plan.id} lost its execution claim or leases while running; the actions "
+                        "not yet disposed are left to recovery", delay=self.lease_seconds)
+                prior = known.get(action["idempotency_key"])
+                results.append(await self._dispose(plan, operator, action, prior, recovering=recovering))
             refused = all(r["outcome"] == "refused" for r in results)
             try:
                 final = await _blocking(plans.record_results, self.state, plan.tenant_id, plan.id,
                                         status="blocked" if refused else "executed", results=results)
             except errors.Conflict:  # another holder (recovery) finished it first
                 final = await _blocking(plans.get, self.state, plan.tenant_id, plan.id)
+            else:
+                applied = sum(r["outcome"] == "applied" for r in results)
+                if plan.run_id is not None and applied:  # the operator's last_run counts what ran
+                    await _blocking(run_store.add_applied, self.state, plan.tenant_id, plan.run_id, applied)
             await self._finish_execution(final)
             return final
         finally:
@@ -154,8 +166,13 @@ class Executor:
                         reseller_id=plan.reseller_id, events=[("plan.executed", views.plan(plan))])
 
     async def _heartbeat(self, plan: plans.Plan, entities: Sequence[str], holder: str,
-                         stop: asyncio.Event) -> None:
-        """Renew the execution and the leases while this holder lives; a dead one stops renewing."""
+                         stop: asyncio.Event, lost: asyncio.Event) -> None:
+        """Renew the execution and the leases while this holder lives; a dead one stops renewing.
+
+        Sets `lost` when the claim or a lease is gone, or when renewals have failed for two thirds
+        of the lease (before it can expire under us), so `run` calls no further tool.
+        """
+        renewed = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.lease_seconds / 3)
@@ -163,13 +180,18 @@ class Executor:
             try:
                 kept = await _blocking(intents.renew_execution, self.state, plan.tenant_id, plan.id, holder,
                                        self.lease_seconds)
-                lost = await _blocking(leases.renew, self.state, plan.tenant_id, entities, holder,
+                gone = await _blocking(leases.renew, self.state, plan.tenant_id, entities, holder,
                                        self.lease_seconds)
             except errors.FibricError as e:
                 log.warning("could not renew the leases of plan %s: %s", plan.id, e)
+                if time.monotonic() - renewed >= self.lease_seconds * 2 / 3:
+                    lost.set()
                 continue
-            if not kept or lost:
-                log.error("plan %s: lost its execution claim or leases %s while running", plan.id, lost)
+            if not kept or gone:
+                log.error("plan %s: lost its execution claim or leases %s while running", plan.id, gone)
+                lost.set()
+                return
+            renewed = time.monotonic()
 
     async def _check_nothing_in_doubt(
         self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str], holder: str
