@@ -13,6 +13,8 @@ PREFIXES = {
     "plan": "pl",
     "run": "run",
     "receipt": "rc",
+    "webhook_event": "evt",  # a delivered webhook event; "ev_" is an ingested one
+    "delivery": "dlv",
     "tenant": "t",
     "key": "key",
     "request": "req",

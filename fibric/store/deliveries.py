@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from fibric import errors, timefmt
+from fibric import errors, ids, timefmt
 from fibric.store import outbox, pages, stamps, webhooks
 from fibric.store import state as state_module
 
@@ -83,7 +83,7 @@ class Outcome:
 
 
 def new_id() -> str:
-    return f"dlv_{secrets.token_hex(8)}"
+    return ids.new_id("delivery")
 
 
 def fan_out(state: state_module.StateStore, *, now: datetime, limit: int = 100) -> int:
@@ -136,14 +136,6 @@ def claim_due(
             )
             claimed.append(_delivery((*row[:11], token, *row[12:])))
     return claimed
-
-
-def next_due(state: state_module.StateStore) -> datetime | None:
-    """When the earliest pending delivery is due (the dispatcher sleeps until then at most)."""
-    with state.backend.transaction(write=False) as cur:
-        cur.execute("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
-        row = cur.fetchone()
-    return datetime.fromisoformat(row[0]) if row and row[0] else None
 
 
 def record(

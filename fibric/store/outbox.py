@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fibric import errors, ids
+from fibric import errors, ids, timefmt
 from fibric.store import backends, stamps
 from fibric.store import state as state_module
 
 EVENT_TYPES = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created")
-ID_PREFIX = "evt"  # a webhook event; "ev_" is an ingested event
 NOTIFY_CHANNEL = "fibric_outbox"  # PostgreSQL: notified on commit of a transaction that enqueued
 
 
@@ -47,13 +46,13 @@ class OutboxEvent:
             "id": self.id,
             "object": "event",
             "type": self.type,
-            "created_at": self.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_at": timefmt.rfc3339(self.created_at),
             "data": self.payload,
         }
 
 
 def new_event_id() -> str:
-    return f"{ID_PREFIX}_{ids.new_id('event').split('_', 1)[1]}"
+    return ids.new_id("webhook_event")
 
 
 def enqueue(

@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from fibric import errors, ids
+from fibric import errors, ids, timefmt
 from fibric.store import ledger_access, pages
 
 GENESIS = "0" * 64  # prev_hash of a tenant's first receipt
@@ -389,7 +389,7 @@ def chain_hash(values: Mapping[str, Any]) -> str:
     separators and ASCII escapes; docs/receipts.md shows how to recompute it.
     """
     canonical = {k: v for k, v in values.items() if k != "hash"}
-    canonical["at"] = values["at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    canonical["at"] = timefmt.rfc3339(values["at"])
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
