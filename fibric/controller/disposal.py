@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fibric import errors, policies, store, timefmt
@@ -87,18 +87,12 @@ def _input(
 ) -> dict[str, Any]:
     entity_key = str(action.get("entity_key"))
     capability = str(action.get("capability"))
-    counts = ledger.applied_counts(plan.tenant_id, entity_key=entity_key, operator_id=plan.operator_id,
-                                   capability=capability, now=now)
     event_doc = None
     if plan.event_id is not None:
         try:
             event_doc = envelope(events.get(state, plan.tenant_id, plan.event_id))
         except errors.NotFound:
             event_doc = None
-    tool = None
-    if binding is not None:
-        tool = {"connector": f"cn_{binding.connector}", "name": binding.tool.name,
-                "annotations": dict(binding.tool.annotations)}
     return policies.build_input(
         tenant_id=plan.tenant_id,
         operator={"id": operator.id, "name": operator.name, "labels": dict(operator.labels)},
@@ -108,13 +102,32 @@ def _input(
         args=action.get("args") or {},
         event=event_doc,
         plan_id=plan.id,
-        tool=tool,
-        counts=policies.Counts(**{scope: policies.Window(h, d) for scope, (h, d) in counts.items()}),
+        tool=tool_doc(binding),
+        counts=recent_counts(ledger, plan.tenant_id, entity_key=entity_key, operator_id=plan.operator_id,
+                             capability=capability, now=now),
         now=now,
         plan_age_seconds=max(0, int((now - plan.proposed_at).total_seconds())),
         entity_changed_since_plan=entity_changed_since(state, plan, entity_key),
         tool_changed=binding.tool_changed if binding is not None else None,
     )
+
+
+def tool_doc(binding: tools.Binding | None) -> dict[str, Any] | None:
+    """The policy input's `tool`: the connector (by API id), the MCP tool and its annotations."""
+    if binding is None:
+        return None
+    return {"connector": f"cn_{binding.connector}", "name": binding.tool.name,
+            "annotations": dict(binding.tool.annotations)}
+
+
+def recent_counts(
+    ledger: receipts.Ledger, tenant_id: str, *, entity_key: str, operator_id: str, capability: str,
+    now: datetime,
+) -> policies.Counts:
+    """Applied actions in the recent windows, from the receipts (the policy input's `context.counts`)."""
+    counts = ledger.applied_counts(tenant_id, entity_key=entity_key, operator_id=operator_id,
+                                   capability=capability, now=now)
+    return policies.Counts(**{scope: policies.Window(hour, day) for scope, (hour, day) in counts.items()})
 
 
 def entity_changed_since(state: store.StateStore, plan: plans.Plan, entity_key: str) -> bool:
@@ -128,6 +141,6 @@ def envelope(event: events.Event) -> dict[str, Any]:
     return {
         "id": event.id, "object": "event", "reseller_id": event.reseller_id, "tenant_id": event.tenant_id,
         "type": event.type, "entity_key": event.entity_key, "idempotency_key": event.idempotency_key,
-        "occurred_at": timefmt.rfc3339(event.occurred_at.astimezone(UTC)),
-        "received_at": timefmt.rfc3339(event.received_at.astimezone(UTC)), "data": event.data,
+        "occurred_at": timefmt.rfc3339(event.occurred_at),
+        "received_at": timefmt.rfc3339(event.received_at), "data": event.data,
     }

@@ -34,7 +34,7 @@ import pydantic
 
 from fibric import connectors, errors, policies, proposers, specs, store, timefmt
 from fibric import settings as settings_module
-from fibric.controller import decide
+from fibric.controller import decide, disposal
 from fibric.store import plans, receipts, routing
 from fibric.store import runs as run_store
 
@@ -175,21 +175,17 @@ class Runner:
         actions = []
         for action in bare:
             binding = bindings.get(action["capability"])
-            tool = None if binding is None else {
-                "connector": f"cn_{binding.connector}", "name": binding.tool.name,
-                "annotations": dict(binding.tool.annotations)}
             counts = None
             if self.ledger is not None:
-                counts = policies.Counts(**{
-                    scope: policies.Window(hour, day) for scope, (hour, day) in self.ledger.applied_counts(
-                        run.tenant_id, entity_key=action["entity_key"], operator_id=operator.id,
-                        capability=action["capability"], now=now).items()})
+                counts = disposal.recent_counts(self.ledger, run.tenant_id, entity_key=action["entity_key"],
+                                                operator_id=operator.id, capability=action["capability"],
+                                                now=now)
             try:
                 doc = policies.build_input(
                     tenant_id=run.tenant_id, operator=who, capability=action["capability"],
                     entity_key=action["entity_key"], idempotency_key=action["idempotency_key"],
                     args=action["args"], event=_trigger(events, action["entity_key"]), plan_id=None,
-                    tool=tool, counts=counts, now=now,
+                    tool=disposal.tool_doc(binding), counts=counts, now=now,
                     tool_changed=binding.tool_changed if binding is not None else None)
             except ValueError as e:
                 raise proposers.ProposalError(f"action {action['capability']} cannot be decided: {e}") from e
