@@ -24,10 +24,9 @@ from contextvars import ContextVar
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 
 from fibric import errors, store
-from fibric.api import context
+from fibric.api import context, workers
 
 # Resource name in scopes and URLs for each kind: Policy -> "policies:read".
 RESOURCE = {"Operator": "operators", "Connector": "connectors", "Policy": "policies",
@@ -76,7 +75,7 @@ async def authenticated(request: Request) -> store.Principal:
             if DEFERRABLE.get():
                 PENDING.set(verify)  # routing.Route runs it before the endpoint
             else:
-                await run_in_threadpool(verify)
+                await workers.run(verify)
         return principal
     failure: errors.FibricError | None = getattr(request.state, FAILURE, None)
     if failure is not None:
@@ -86,7 +85,7 @@ async def authenticated(request: Request) -> store.Principal:
         raise errors.Unauthenticated("Missing API key: send 'Authorization: Bearer sk_live_...'.")
     # Only an app built without the admission middleware gets here.
     ctx: context.Context = request.app.state.fibric
-    return await run_in_threadpool(principal_from_header, ctx.state, header)
+    return await workers.run(principal_from_header, ctx.state, header)
 
 
 Authenticated = Annotated[store.Principal, Depends(authenticated)]
@@ -126,7 +125,7 @@ async def settle() -> None:
     verify = PENDING.get()
     if verify is not None:
         PENDING.set(None)
-        await run_in_threadpool(verify)
+        await workers.run(verify)
 
 
 def scope_for(kind: str, access: str) -> str:

@@ -1,15 +1,17 @@
 """The route class every router uses: strict JSON bodies, and the key's owed check run first.
 
-Two things must happen around every endpoint, whatever the route:
+Three things must happen around every endpoint, whatever the route:
 
 - Its body is parsed as strict JSON (jsonbody.py).
 - If the caller's key was recognised from memory (see auth.py), the store
   check that the key is still valid runs before the endpoint, in the same
-  worker thread as a sync endpoint (one hop to the thread pool per request,
-  not two), or in the thread pool before an async one.
+  worker thread as a sync endpoint (one hop to a worker thread per request,
+  not two), or in a worker thread before an async one.
+- A sync endpoint runs in a worker thread through workers.run, not
+  FastAPI's own thread pool (workers.py says why).
 
-Doing both here, in the route class, rather than in each route, means a new
-route cannot forget either.
+Doing them here, in the route class, rather than in each route, means a new
+route cannot forget one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from fibric.api import auth, jsonbody
+from fibric.api import auth, jsonbody, workers
 
 
 class Route(APIRoute):
@@ -40,7 +42,10 @@ class Route(APIRoute):
 
 
 def checked_first(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-    """`endpoint`, running the request's owed key check before it (same signature, same kind)."""
+    """`endpoint` as a coroutine function (same signature) that runs the request's owed key check first.
+
+    A sync endpoint runs, check included, in one worker thread.
+    """
     if inspect.iscoroutinefunction(endpoint):
 
         @functools.wraps(endpoint)
@@ -50,9 +55,12 @@ def checked_first(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
         return run_async
 
-    @functools.wraps(endpoint)
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def checked(*args: Any, **kwargs: Any) -> Any:
         auth.run_pending()  # in the endpoint's worker thread
         return endpoint(*args, **kwargs)
 
-    return run
+    @functools.wraps(endpoint)
+    async def run_in_worker(*args: Any, **kwargs: Any) -> Any:
+        return await workers.run(checked, *args, **kwargs)
+
+    return run_in_worker

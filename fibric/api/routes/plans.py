@@ -22,12 +22,11 @@ import inspect
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fibric import errors, store
-from fibric.api import auth, context, objects, pagination, routing, schemas
+from fibric.api import auth, context, objects, pagination, routing, schemas, workers
 from fibric.api import errors as api_errors
 from fibric.store import plans, views
 
@@ -90,7 +89,7 @@ async def approve_plan(
     body: Annotated[PlanApproval | None, Body()] = None,
 ) -> JSONResponse:
     objects.check_ref("plan", plan_id)
-    plan = await run_in_threadpool(plans.get, ctx.state, principal.tenant_id, plan_id)
+    plan = await workers.run(plans.get, ctx.state, principal.tenant_id, plan_id)
     if plan.status != "proposed":
         raise plans.not_approvable(plan)
     if body is not None and body.digest is not None and body.digest != plan.digest:
@@ -109,13 +108,13 @@ async def approve_plan(
             "can run. The plan is unchanged (still proposed); approve it again once an executor runs.",
         )
     approver = body.approver if body is not None and body.approver else principal.key_id
-    approved = await run_in_threadpool(
+    approved = await workers.run(
         lambda: plans.approve(ctx.state, principal.tenant_id, plan.id, approver=approver)
     )
     if inspect.iscoroutinefunction(executor.execute):
         disposed = await executor.execute(approved, only_actions=only)
     else:
-        disposed = await run_in_threadpool(lambda: executor.execute(approved, only_actions=only))
+        disposed = await workers.run(lambda: executor.execute(approved, only_actions=only))
     return JSONResponse(views.plan(disposed))
 
 
