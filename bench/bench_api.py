@@ -17,9 +17,11 @@ process (cheap, so the servers get the CPU), sending a fixed number of
 requests over a fixed number of connections. Each figure is the median of
 --repeat runs; ratios are fibric/bare measured in the same run, because these
 machines are shared and noisy. `--serve` also measures `fibric serve` as
-shipped (controller running, uvicorn access log on).
+shipped (controller running, uvicorn access log on); `--worker-threads N`
+also measures fibric with `server.worker_threads` set to N.
 
 Run: python bench/bench_api.py [--requests 3000] [--concurrency 16] [--repeat 3] [--serve]
+                               [--worker-threads N]
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def serve_fibric(port: int, data_dir: Path) -> None:
     _, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
     lifted = settings.RateLimitSettings(reads_per_minute=10**9, writes_per_minute=10**9,
                                         events_per_minute=10**9)
-    app = create_app(settings.Settings(store=settings.StoreSettings(data_dir=data_dir),
+    threads = os.environ.get("BENCH_WORKER_THREADS")
+    server = settings.ServerSettings(worker_threads=int(threads) if threads else None)
+    app = create_app(settings.Settings(store=settings.StoreSettings(data_dir=data_dir), server=server,
                                        rate_limits=lifted), state)
     (data_dir / "key").write_text(secret)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -223,15 +227,22 @@ def drain(proc: subprocess.Popen[str]) -> None:
         threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
 
 
-def run_once(count: int, concurrency: int, run: int, serve: bool) -> dict[str, dict[str, float]]:
+def run_once(count: int, concurrency: int, run: int, serve: bool, threads: int | None
+             ) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         with _servers.python_server(Path(__file__), "bare", str(Path(tmp) / "bare")) as (_, url):
             results["bare"] = measure(url, "unused", count, concurrency, run)
-        with _servers.python_server(Path(__file__), "fibric", str(Path(tmp) / "fibric")) as (_, url):
-            key = (Path(tmp) / "fibric" / "key").read_text()
-            seed(url, key)
-            results["fibric"] = measure(url, key, count, concurrency, run)
+        variants = {"fibric": None} if threads is None else {"fibric": None, f"threads={threads}": threads}
+        for name, variant in variants.items():
+            os.environ.pop("BENCH_WORKER_THREADS", None)
+            if variant is not None:
+                os.environ["BENCH_WORKER_THREADS"] = str(variant)
+            data = Path(tmp) / name
+            with _servers.python_server(Path(__file__), "fibric", str(data)) as (_, url):
+                key = (data / "key").read_text()
+                seed(url, key)
+                results[name] = measure(url, key, count, concurrency, run)
         if serve:
             with _servers.fibric_serve(Path(tmp) / "serve") as (proc, url, key):
                 drain(proc)
@@ -250,10 +261,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--serve", action="store_true", help="also measure `fibric serve` as shipped")
+    parser.add_argument("--worker-threads", type=int, metavar="N",
+                        help="also measure fibric with server.worker_threads = N")
     args = parser.parse_args()
     for name in ("READS", "WRITES", "EVENTS"):  # for `fibric serve`, which reads its settings from env
         os.environ[f"FIBRIC_RATE_LIMIT_{name}"] = str(10**9)
-    runs = [run_once(args.requests, args.concurrency, n, args.serve) for n in range(args.repeat)]
+    runs = [run_once(args.requests, args.concurrency, n, args.serve, args.worker_threads)
+            for n in range(args.repeat)]
     print(f"{args.requests} requests per scenario over {args.concurrency} connections, "
           f"median of {args.repeat} runs (requests/s; ratio = fibric / bare in the same run)")
     for name in runs[0]["bare"]:

@@ -34,6 +34,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 8 * 1_048_576  # an apply of thousands of specs fits
+    # FIBRIC_WORKER_THREADS: threads for blocking work (store queries); None is asyncio's
+    # default, min(32, CPUs + 4). See docs/api.md#performance.
+    worker_threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ class Settings:
         server = ServerSettings(
             host=str(host) if host else ServerSettings.host,
             port=int(str(port)) if port not in (None, "") else ServerSettings.port,  # 0: any free port
+            worker_threads=_worker_threads(env.get("FIBRIC_WORKER_THREADS")),
         )
         controller = ControllerSettings(
             resync_seconds=float(str(resync)) if resync else ControllerSettings.resync_seconds,
@@ -249,3 +253,11 @@ class Settings:
                    executor=ExecutorSettings.from_env(env),
                    webhooks=WebhookSettings.from_env(env),
                    llm=LlmSettings.from_env(env))
+
+
+def _worker_threads(value: str | None) -> int | None:
+    if not value:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"FIBRIC_WORKER_THREADS must be a whole number, at least 1, not {value!r}")
+    return int(value)

@@ -12,7 +12,9 @@ def now() -> datetime:
 def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat rather than strftime: cheaper (list responses format two per object), and
+    # its year always has four digits; [:19] drops the "+00:00".
+    return value.astimezone(UTC).isoformat(timespec="seconds")[:19] + "Z"
 
 
 def parse(value: str) -> datetime:

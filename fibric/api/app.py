@@ -23,7 +23,17 @@ from fastapi import FastAPI
 import fibric
 from fibric import settings as settings_module
 from fibric import store
-from fibric.api import admission, context, errors, idempotency, middleware, openapi, ratelimit, routes
+from fibric.api import (
+    admission,
+    context,
+    errors,
+    idempotency,
+    middleware,
+    openapi,
+    ratelimit,
+    routes,
+    workers,
+)
 from fibric.store import receipts as receipts_module
 from fibric.store import secretbox
 
@@ -50,6 +60,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        workers.use_threads(settings.server.worker_threads)
         if controller is not None:
             await controller.start()
         try:
@@ -80,11 +91,7 @@ def create_app(
                        limiter=ratelimit.RateLimiter(settings.rate_limits))
     app.add_middleware(middleware.RequestId)
     for router in routes.ROUTERS:
-        # Route by route rather than include_router: FastAPI matches an included
-        # router by rebuilding each route's context per request, which cost more
-        # than the endpoint itself on cheap routes (bench/bench_api.py). Our
-        # routes already carry their full path, tags and responses.
-        app.router.routes.extend(router.routes)
+        app.include_router(router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     openapi.install(app)
     return app

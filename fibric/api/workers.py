@@ -1,11 +1,11 @@
 """Running the routes' blocking work (store queries) in worker threads, off the event loop.
 
-The work runs on asyncio's default executor (a bounded pool of
-min(32, CPUs + 4) threads), not through `anyio.to_thread` as FastAPI runs
-sync endpoints. On our cheapest routes anyio's per-call bookkeeping (its
-capacity limiter and a shielded checkpoint) cost more than the SQLite query
-itself, and its 40 threads fight over the GIL: measured in
-bench/bench_api.py. Two things anyio guarantees are kept here:
+The work runs on asyncio's default executor (min(32, CPUs + 4) threads, or
+`server.worker_threads`), not through `anyio.to_thread` as FastAPI runs sync
+endpoints. On our cheapest routes anyio's per-call bookkeeping (its capacity
+limiter and a shielded checkpoint) cost more than the SQLite query itself,
+and its 40 threads fight over the GIL (docs/api.md#performance). Two things
+anyio guarantees are kept here:
 
 - The caller's context variables are copied into the thread (auth.PENDING
   is read there).
@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -45,3 +46,10 @@ async def _outlast(future: asyncio.Future[Any]) -> None:
             await asyncio.wait([future])
         except asyncio.CancelledError:
             continue
+
+
+def use_threads(count: int | None) -> None:
+    """Give the running loop a default executor of `count` threads (None keeps asyncio's)."""
+    if count is not None:
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=count, thread_name_prefix="fibric-worker"))

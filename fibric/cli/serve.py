@@ -68,9 +68,12 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
     On the first start it creates the `default` tenant and prints its first
     API key (all scopes) once, on stderr.
     """
-    config = settings.Settings.from_env(
-        data_dir=data_dir, store_url=store_url, host=host, port=port, specs_dir=specs_dir, watch=watch,
-    )
+    try:
+        config = settings.Settings.from_env(
+            data_dir=data_dir, store_url=store_url, host=host, port=port, specs_dir=specs_dir, watch=watch,
+        )
+    except ValueError as e:  # a FIBRIC_* variable that cannot be what it names
+        raise click.UsageError(str(e)) from e
     if config.controller.watch and config.controller.specs_dir is None:
         raise click.UsageError("--watch needs --specs DIR")
     _configure_logging()

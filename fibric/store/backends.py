@@ -1,11 +1,12 @@
 """The two SQL backends: SQLite in the data dir (default) and PostgreSQL by URL.
 
 They differ only in how connections are made and how writers are serialized;
-all SQL lives in `sql.py`, written once with `?` placeholders.
+the store's SQL is written once, with `?` placeholders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fibric import errors
+
+BUSY_TIMEOUT_SECONDS = 30.0  # how long a SQLite writer waits for the write lock before giving up
 
 
 class Cursor(Protocol):
@@ -52,20 +55,26 @@ class SQLiteBackend:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Writers of this process queue here rather than in SQLite's busy handler,
+        # which polls by sleeping (1 ms, then longer): a thread waiting on a lock
+        # wakes the moment the writer before it commits. Other processes still
+        # wait in the busy handler (busy_timeout).
+        # Reentrant, so a nested write fails in SQLite rather than hanging here.
+        self._writer = threading.RLock()
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
+                                   timeout=BUSY_TIMEOUT_SECONDS)
             try:
-                _enable_wal(conn, timeout=30.0)
+                _enable_wal(conn, timeout=BUSY_TIMEOUT_SECONDS)
             except sqlite3.OperationalError as e:
                 conn.close()
                 raise errors.TemporaryError(f"state store unavailable: {e}") from e
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -74,21 +83,31 @@ class SQLiteBackend:
     @contextmanager
     def transaction(self, *, write: bool, lock_key: str | None = None) -> Iterator[Cursor]:
         conn = self._connection()
-        cur = conn.cursor()
+        with self._writing() if write else contextlib.nullcontext():
+            cur = conn.cursor()
+            try:
+                # BEGIN IMMEDIATE takes the database's write lock up front, which
+                # serializes writers (and so any lock_key) across processes too.
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield cur
+                cur.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                _rollback(conn)
+                raise errors.TemporaryError(f"state store unavailable: {e}") from e
+            except BaseException:
+                _rollback(conn)
+                raise
+            finally:
+                cur.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        if not self._writer.acquire(timeout=BUSY_TIMEOUT_SECONDS):
+            raise errors.TemporaryError("state store unavailable: another writer held it too long")
         try:
-            # BEGIN IMMEDIATE takes the database's write lock up front, which
-            # serializes writers (and so any lock_key) across processes too.
-            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            yield cur
-            cur.execute("COMMIT")
-        except sqlite3.OperationalError as e:
-            _rollback(conn)
-            raise errors.TemporaryError(f"state store unavailable: {e}") from e
-        except BaseException:
-            _rollback(conn)
-            raise
+            yield
         finally:
-            cur.close()
+            self._writer.release()
 
     def close(self) -> None:
         with self._lock:

@@ -185,3 +185,12 @@ def test_watch_needs_specs(tmp_path: Path) -> None:
     result = run(["serve", "--data-dir", str(tmp_path), "--watch"])
     assert result.exit_code == 2
     assert "--watch needs --specs DIR" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-2"])
+def test_serve_refuses_a_bad_worker_thread_count(tmp_path: Path, value: str) -> None:
+    result = run(["serve", "--data-dir", str(tmp_path)], env={"FIBRIC_WORKER_THREADS": value})
+
+    assert result.exit_code == 2
+    assert "FIBRIC_WORKER_THREADS must be a whole number, at least 1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -219,6 +219,27 @@ def test_applied_counts_add_up_and_latest_is_per_operator(
     assert runs.latest(state, tenant.id, [op.id, "op_never"]) == {op.id: runs.get(state, tenant.id, run.id)}
 
 
+def test_latest_is_each_operators_newest_run_in_one_read(
+    state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant
+) -> None:
+    first, second = operator(state, tenant), operator(state, tenant, name="stock-watch")
+    finished = []
+    for n, (op, entity) in enumerate([(first, "order:1"), (second, "order:2"), (first, "order:3")]):
+        ingest(state, tenant, f"e{n}", entity=entity)
+        routing.route_pending(state)
+        run = start(state, op, entity=entity)
+        assert run is not None
+        runs.finish(state, run, runs.Outcome("succeeded", sensed=n))
+        finished.append(run)
+
+    latest = runs.latest(state, tenant.id, [first.id, second.id, first.id, "op_never"])
+
+    assert {op_id: run.id for op_id, run in latest.items()} == {first.id: finished[2].id,
+                                                                 second.id: finished[1].id}
+    assert runs.latest(state, other_tenant.id, [first.id, second.id]) == {}
+    assert runs.latest(state, tenant.id, []) == {}
+
+
 def test_a_schedule_advances_by_compare_and_set(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
