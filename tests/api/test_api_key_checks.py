@@ -1,0 +1,54 @@
+"""The owed revocation check of a remembered key, shared by the requests that arrived before it began."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fibric import errors, settings, store
+from fibric.api import admission, ratelimit
+
+
+async def no_app(scope: Any, receive: Any, send: Any) -> None:  # never called here
+    raise AssertionError("not reached")
+
+
+@pytest.fixture
+def gate(state: store.StateStore) -> admission.Admission:
+    return admission.Admission(no_app, state, ratelimit.RateLimiter(settings.RateLimitSettings()))
+
+
+def test_a_request_arriving_after_a_revocation_is_refused(
+    gate: admission.Admission, state: store.StateStore, tenant: store.Tenant
+) -> None:
+    key, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
+    header = f"Bearer {secret}"
+    principal, failure, _ = gate._admit(header, ratelimit.READS, "127.0.0.1")
+    assert principal is not None and failure is None
+
+    state.revoke_api_key(key.id)
+    after = gate._verification(header, principal)
+
+    with pytest.raises(errors.Unauthenticated, match="revoked"):
+        after()
+    assert gate.keys.get(admission._digest(secret)) is None  # forgotten: the next request looks it up
+
+
+def test_a_check_that_began_after_a_request_arrived_serves_that_request(
+    gate: admission.Admission, state: store.StateStore, tenant: store.Tenant
+) -> None:
+    key, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
+    header = f"Bearer {secret}"
+    principal, _, _ = gate._admit(header, ratelimit.READS, "127.0.0.1")
+    assert principal is not None
+    waiting = gate._verification(header, principal)  # arrived, not yet run
+    gate._verification(header, principal)()  # a later arrival's check: the key is valid
+
+    state.revoke_api_key(key.id)  # after both arrived
+
+    waiting()  # it arrived before the revocation; the later check vouches for it
+    with pytest.raises(errors.Unauthenticated):
+        gate._verification(header, principal)()  # arrived after: its own check sees the revocation
+    with pytest.raises(errors.Unauthenticated):
+        waiting()  # the key is forgotten now; any further check reads the store
