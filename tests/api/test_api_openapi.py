@@ -51,6 +51,8 @@ def test_every_operation_documents_its_errors_and_headers(document: dict[str, An
             assert "Retry-After" in responses["429"]["headers"]
             params = [p["name"] for p in operation.get("parameters", [])]
             assert ("Idempotency-Key" in params) == (method == "post"), (method, path)
+            if "requestBody" in operation:  # any body can be over the server's limit
+                assert "413" in responses, (method, path)
     approve = document["paths"]["/v1/plans/{plan_id}/approve"]["post"]["responses"]
     assert {"200", "404", "409"} <= set(approve)
     assert {"200", "202"} <= set(document["paths"]["/v1/events"]["post"]["responses"])

@@ -118,7 +118,7 @@ def delete_webhook(ctx: context.Ctx, principal: Writer, webhook_id: str) -> JSON
 
 
 @router.post("/{webhook_id}/rotate_secret", summary="Rotate the signing secret (shown once)",
-             **schemas.returns(schemas.WebhookSecretRotated, 200, 404, 409))
+             **schemas.returns(schemas.WebhookSecretRotated, 200, 404, 409, 413))
 def rotate_secret(
     ctx: context.Ctx, principal: Writer, webhook_id: str,
     body: Annotated[SecretRotation | None, Body()] = None,
