@@ -100,9 +100,10 @@ class Admission:
         budget: ratelimit.Budget | None
         remembered = self._remembered(header) if self.limiter.local else None
         if remembered is not None and header:
-            principal, failure = remembered, None
-            budget = self.limiter.hit(remembered.tenant_id, remembered.tenant_id, klass)
-            request_state[auth.VERIFY] = self._verification(header, remembered)
+            digest, principal = remembered
+            failure = None
+            budget = self.limiter.hit(principal.tenant_id, principal.tenant_id, klass)
+            request_state[auth.VERIFY] = self._verification(header, digest, principal)
         elif not header and self.limiter.local:
             principal, failure, budget = self._admit(header, klass, address)
         else:
@@ -143,18 +144,19 @@ class Admission:
                 await response(scope, receive, send_with_budget)
             raise
 
-    def _remembered(self, header: str | None) -> store.Principal | None:
+    def _remembered(self, header: str | None) -> tuple[str, store.Principal] | None:
+        """The key's digest and remembered principal, if this process has seen the key valid."""
         if not header:
             return None
         try:
-            secret = auth.bearer_secret(header)
+            digest = _digest(auth.bearer_secret(header))
         except errors.Unauthenticated:
             return None
-        return self.keys.get(_digest(secret))
+        principal = self.keys.get(digest)
+        return (digest, principal) if principal is not None else None
 
-    def _verification(self, header: str, principal: store.Principal) -> auth.Verification:
+    def _verification(self, header: str, digest: str, principal: store.Principal) -> auth.Verification:
         arrived = time.monotonic()
-        digest = _digest(auth.bearer_secret(header))
 
         def verify() -> None:
             if self.keys.valid_since(digest, arrived):

@@ -14,6 +14,11 @@ async def no_app(scope: Any, receive: Any, send: Any) -> None:  # never called h
     raise AssertionError("not reached")
 
 
+def arrival(gate: admission.Admission, secret: str, principal: store.Principal) -> Any:
+    """The check a request with this key owes, as admission leaves it when the request arrives."""
+    return gate._verification(f"Bearer {secret}", admission._digest(secret), principal)
+
+
 @pytest.fixture
 def gate(state: store.StateStore) -> admission.Admission:
     return admission.Admission(no_app, state, ratelimit.RateLimiter(settings.RateLimitSettings()))
@@ -28,7 +33,7 @@ def test_a_request_arriving_after_a_revocation_is_refused(
     assert principal is not None and failure is None
 
     state.revoke_api_key(key.id)
-    after = gate._verification(header, principal)
+    after = arrival(gate, secret, principal)
 
     with pytest.raises(errors.Unauthenticated, match="revoked"):
         after()
@@ -42,13 +47,13 @@ def test_a_check_that_began_after_a_request_arrived_serves_that_request(
     header = f"Bearer {secret}"
     principal, _, _ = gate._admit(header, ratelimit.READS, "127.0.0.1")
     assert principal is not None
-    waiting = gate._verification(header, principal)  # arrived, not yet run
-    gate._verification(header, principal)()  # a later arrival's check: the key is valid
+    waiting = arrival(gate, secret, principal)  # arrived, not yet run
+    arrival(gate, secret, principal)()  # a later arrival's check: the key is valid
 
     state.revoke_api_key(key.id)  # after both arrived
 
     waiting()  # it arrived before the revocation; the later check vouches for it
     with pytest.raises(errors.Unauthenticated):
-        gate._verification(header, principal)()  # arrived after: its own check sees the revocation
+        arrival(gate, secret, principal)()  # arrived after: its own check sees the revocation
     with pytest.raises(errors.Unauthenticated):
         waiting()  # the key is forgotten now; any further check reads the store
