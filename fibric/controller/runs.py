@@ -136,7 +136,8 @@ class Runner:
             events=[{k: e[k] for k in SITUATION_EVENT} for e in events], sensed=sensed,
             tools=self._tools(run.tenant_id, spec),
         )
-        proposed = _unique(await proposer.propose(situation))
+        # Any Proposer, not only ours: one plan never holds the same effect twice.
+        proposed = proposers.dedup(await proposer.propose(situation))
         foreign = sorted({p.capability for p in proposed} - set(spec.capabilities))
         if foreign:  # proposers check this too; a plan must never carry one
             raise proposers.ProposalError(
@@ -256,17 +257,6 @@ class Runner:
             return self.state.get_object(tenant_id, "Policy", name).id
         except errors.NotFound:
             return None
-
-
-def _unique(actions: list[proposers.ProposedAction]) -> list[proposers.ProposedAction]:
-    """First action of each idempotency key: one plan never holds the same effect twice."""
-    seen: set[str] = set()
-    kept = []
-    for action in actions:
-        if action.idempotency_key not in seen:
-            seen.add(action.idempotency_key)
-            kept.append(action)
-    return kept
 
 
 def _trigger(events: list[dict[str, Any]], entity_key: str) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ proposer (CEL) or an OpenAI-compatible LLM route. See docs/operators.md.
 
 from fibric.proposers.base import ProposalError, ProposedAction, Proposer, Situation, Tool
 from fibric.proposers.factory import RULES, for_model
-from fibric.proposers.keys import derive_idempotency_key
+from fibric.proposers.keys import dedup, derive_idempotency_key
 from fibric.proposers.llm import LlmProposer
 from fibric.proposers.routes import Route
 from fibric.proposers.routes import check as check_routes
@@ -25,6 +25,7 @@ __all__ = [
     "Tool",
     "check_routes",
     "check_rules",
+    "dedup",
     "derive_idempotency_key",
     "for_model",
 ]

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import uvicorn
 
 from fibric import store
 from fibric.store import plans, receipts
@@ -101,26 +96,6 @@ def fields_of(error: dict[str, Any]) -> list[str]:
 
 
 # --- a live server ----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """`app` served by uvicorn on 127.0.0.1 and a free port, in a thread; yields the base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = instance.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=20)
 
 
 # --- plans, receipts and an executor ------------------------------------------------

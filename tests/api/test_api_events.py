@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import TestClient, error_of, fields_of, serving
+from api_support import TestClient, error_of, fields_of
+from live_server import serving
 
 from fibric import store
 

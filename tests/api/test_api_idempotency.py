@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import MAX_BODY, Executor, Recorder, TestClient, action, error_of, fields_of, serving
+from api_support import MAX_BODY, Executor, Recorder, TestClient, action, error_of, fields_of
+from live_server import serving
 
 from fibric import settings, store
 from fibric.api import create_app

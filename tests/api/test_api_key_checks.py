@@ -24,13 +24,21 @@ def gate(state: store.StateStore) -> admission.Admission:
     return admission.Admission(no_app, state, ratelimit.RateLimiter(settings.RateLimitSettings()))
 
 
-def test_a_request_arriving_after_a_revocation_is_refused(
+@pytest.fixture
+def admitted(
     gate: admission.Admission, state: store.StateStore, tenant: store.Tenant
-) -> None:
+) -> tuple[store.ApiKey, str, store.Principal]:
+    """A key admission has looked up once and now remembers: (key, secret, principal)."""
     key, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
-    header = f"Bearer {secret}"
-    principal, failure, _ = gate._admit(header, ratelimit.READS, "127.0.0.1")
+    principal, failure, _ = gate._admit(f"Bearer {secret}", ratelimit.READS, "127.0.0.1")
     assert principal is not None and failure is None
+    return key, secret, principal
+
+
+def test_a_request_arriving_after_a_revocation_is_refused(
+    gate: admission.Admission, state: store.StateStore, admitted: tuple[store.ApiKey, str, store.Principal]
+) -> None:
+    key, secret, principal = admitted
 
     state.revoke_api_key(key.id)
     after = arrival(gate, secret, principal)
@@ -41,12 +49,9 @@ def test_a_request_arriving_after_a_revocation_is_refused(
 
 
 def test_a_check_that_began_after_a_request_arrived_serves_that_request(
-    gate: admission.Admission, state: store.StateStore, tenant: store.Tenant
+    gate: admission.Admission, state: store.StateStore, admitted: tuple[store.ApiKey, str, store.Principal]
 ) -> None:
-    key, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
-    header = f"Bearer {secret}"
-    principal, _, _ = gate._admit(header, ratelimit.READS, "127.0.0.1")
-    assert principal is not None
+    key, secret, principal = admitted
     waiting = arrival(gate, secret, principal)  # arrived, not yet run
     arrival(gate, secret, principal)()  # a later arrival's check: the key is valid
 

@@ -18,8 +18,8 @@ from api_support import (
     fields_of,
     operator_doc,
     policy_doc,
-    serving,
 )
+from live_server import serving
 
 from fibric import store
 from fibric.store import plans, receipts

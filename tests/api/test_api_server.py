@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from api_support import MAX_BODY, Recorder, connector_doc, operator_doc, policy_doc, webhook_doc
+from live_server import serving
 
 from fibric import store
 
@@ -18,21 +16,8 @@ from fibric import store
 @pytest.fixture
 def server(app: Any, recorder: Recorder) -> Iterator[str]:
     """The app served by uvicorn on 127.0.0.1 and a free port; yields the base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = instance.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=20)
+    with serving(app) as url:
+        yield url
     assert recorder.events == ["start", "stop"]
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from click.testing import CliRunner, Result
 
 from fibric import cli
@@ -100,26 +97,6 @@ def line_of(path: Path, needle: str) -> int:
         if needle in line:
             return number
     raise AssertionError(f"{needle!r} not in {path}")
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """`app` under a real uvicorn on 127.0.0.1 and a free port, in a thread; yields the base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 def raw_rows(store_location: str, sql: str) -> list[tuple[Any, ...]]:

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import serving, write_repo
+from cli_support import write_repo
+from live_server import serving
 
 from fibric import settings, store
 from fibric.api import app as api_app

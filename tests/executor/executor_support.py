@@ -14,7 +14,6 @@ import json
 import shutil
 import sqlite3
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
+import live_server
 import yaml
 
 from fibric import connectors, policies, settings, store
@@ -154,7 +153,7 @@ def running(
     app.state.event_router = router
     _, key = state.create_api_key(tenant.id, frozenset(store.SCOPES))
     try:
-        with _serving(app) as url:
+        with live_server.serving(app) as url:
             fibric = Fibric(url, key, state, tenant, ledger, the_executor, orders_db)
             wait_connected(fibric)
             yield fibric
@@ -173,22 +172,3 @@ def wait_connected(fibric: Fibric, timeout: float = WAIT) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"connector never connected: {json.dumps(body)}")
             time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def _serving(app: Any) -> Iterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

@@ -122,27 +122,6 @@ def live(state: store.StateStore, ledger: receipts.Ledger, engine: policies.Engi
     return Live(app, event_router, runner)
 
 
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """`app` served by uvicorn on 127.0.0.1 and a free port, lifespan on, in a thread; yields the base URL."""
-    import threading
-
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started or not thread.is_alive(), 20, "uvicorn to start")
-    if not server.started:
-        raise RuntimeError("uvicorn did not start")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def assert_single_flight(runs: list[run_store.Run]) -> None:
     """No two runs of one (operator, entity) were ever in progress at once."""
     by_key: dict[tuple[str, str], list[run_store.Run]] = {}

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from runs_support import AT_RISK, Live, all_runs, apply_examples, assert_single_flight, serving, settle
+from live_server import serving
+from runs_support import AT_RISK, Live, all_runs, apply_examples, assert_single_flight, settle
 
 from fibric import policies, store
 from fibric.controller import decide, reconcile, routing, runs

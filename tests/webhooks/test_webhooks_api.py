@@ -159,7 +159,7 @@ def test_a_replayed_create_shows_the_secret_again_but_never_stores_it_in_plainte
 async def test_the_typed_client_drives_every_webhook_route(
     state: store.StateStore, tenant: store.Tenant, tmp_path: Path, receiver: Receiver, clock: Clock
 ) -> None:
-    from webhook_support import serving
+    from live_server import serving
 
     from fibric import client as fibric_client
     from fibric.api import create_app
