@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webhook_support import KEY, Clock, Receiver, TestClient, client_for, dispatcher
+from webhook_support import KEY, Clock, Receiver, TestClient, client_for, dispatching
 
 from fibric import settings, store, webhooks
 
@@ -39,13 +39,10 @@ async def test_send_a_test_event_and_read_its_delivery_with_attempts(
     assert (queued["event_type"], queued["status"], queued["attempts"]) == ("webhook.test", "pending", [])
 
     clock.advance(seconds=1)  # the route stamped the delivery with the wall clock, after the fixture's
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
         clock.advance(hours=1)
         await service.run_once()
-    finally:
-        await service.aclose()
     failed, second = receiver.received
     assert failed.body == second.body
     event = webhooks.verify(second.body, second.headers["Fibric-Signature"], hook["signing_secret"])
@@ -178,11 +175,8 @@ async def test_the_typed_client_drives_every_webhook_route(
             assert api.enable_webhook("ops")["status"] == "enabled"
             queued = api.test_webhook("ops")
             clock.advance(seconds=1)
-            service = dispatcher(state, clock)
-            try:
+            async with dispatching(state, clock) as service:
                 await service.run_once()
-            finally:
-                await service.aclose()
             [delivery] = api.list_webhook_deliveries("ops")
             assert delivery["id"] == queued["id"] and delivery["status"] == "delivered"
             assert api.list_webhook_deliveries("ops", status="failed") == []

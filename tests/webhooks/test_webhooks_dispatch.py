@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 import standardwebhooks
-from webhook_support import Clock, Receiver, box, create_webhook, dispatcher
+from webhook_support import Clock, Receiver, box, create_webhook, dispatcher, dispatching
 
 from fibric import errors, store, webhooks
 from fibric.controller import dispatch, reconcile
@@ -69,11 +69,8 @@ async def test_only_subscribed_enabled_endpoints_of_the_tenant_get_the_event(
     create_webhook(state, tenant, receiver.url + "/c", name="off", enabled=False)
     create_webhook(state, other_tenant, receiver.url + "/d")
     propose(state, tenant)
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
-    finally:
-        await service.aclose()
     assert [r.path for r in receiver.received] == ["/hooks/a"]
     assert only_delivery(state, subscribed).status == "delivered"
 
@@ -93,12 +90,9 @@ async def test_no_delivery_for_a_change_that_rolled_back(
     with state.backend.transaction(write=True) as cur:
         committed = outbox.enqueue(cur, reseller_id=tenant.reseller_id, tenant_id=tenant.id,
                                    type="plan.proposed", payload={"id": "pl_committed"})
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
         await service.run_once()
-    finally:
-        await service.aclose()
     assert [json.loads(r.body)["data"]["id"] for r in receiver.received] == ["pl_committed"]
     assert json.loads(receiver.received[0].body)["id"] == committed
 
@@ -109,8 +103,7 @@ async def test_500s_are_retried_with_backoff_until_delivered(
     webhook, _ = create_webhook(state, tenant, receiver.url)
     receiver.answer(500, 503)
     propose(state, tenant)
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
         first = only_delivery(state, webhook)
         assert (first.status, first.attempts, first.last_status_code) == ("pending", 1, 500)
@@ -131,8 +124,6 @@ async def test_500s_are_retried_with_backoff_until_delivered(
 
         clock.now = second.next_attempt_at
         await service.run_once()
-    finally:
-        await service.aclose()
     done = only_delivery(state, webhook)
     assert (done.status, done.attempts, done.last_status_code) == ("delivered", 3, 200)
     bodies = {r.body for r in receiver.received}
@@ -155,15 +146,12 @@ async def test_a_timeout_is_a_failed_attempt_and_retried(
     webhook, _ = create_webhook(state, tenant, receiver.url)
     receiver.answer((200, 1.5))  # answers only after the read timeout
     propose(state, tenant)
-    service = dispatcher(state, clock, read_timeout_seconds=0.3)
-    try:
+    async with dispatching(state, clock, read_timeout_seconds=0.3) as service:
         await service.run_once()
         item = only_delivery(state, webhook)
         assert (item.status, item.last_status_code, item.last_error) == ("pending", None, "timeout")
         clock.advance(hours=1)
         await service.run_once()
-    finally:
-        await service.aclose()
     assert only_delivery(state, webhook).status == "delivered"
 
 
@@ -177,11 +165,8 @@ async def test_a_connection_error_is_retried(
         port = unused.getsockname()[1]
     webhook, _ = create_webhook(state, tenant, f"http://127.0.0.1:{port}/hooks")
     propose(state, tenant)
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
-    finally:
-        await service.aclose()
     item = only_delivery(state, webhook)
     assert item.status == "pending" and item.last_error is not None and "Connect" in item.last_error
 
@@ -192,11 +177,8 @@ async def test_a_redirect_is_a_failed_attempt_and_not_followed(
     webhook, _ = create_webhook(state, tenant, receiver.url)
     receiver.answer(302)
     propose(state, tenant)
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
-    finally:
-        await service.aclose()
     assert [r.path for r in receiver.received] == ["/hooks"]
     item = only_delivery(state, webhook)
     assert (item.status, item.last_status_code) == ("pending", 302)
@@ -208,11 +190,8 @@ async def test_a_huge_answer_is_not_read_whole(
     webhook, _ = create_webhook(state, tenant, receiver.url)
     receiver.answer((200, 0.0, b"x" * 5_000_000))
     propose(state, tenant)
-    service = dispatcher(state, clock, max_response_bytes=1024)
-    try:
+    async with dispatching(state, clock, max_response_bytes=1024) as service:
         await service.run_once()
-    finally:
-        await service.aclose()
     assert only_delivery(state, webhook).status == "delivered"
 
 
@@ -252,13 +231,10 @@ async def test_a_dispatcher_that_dies_mid_send_loses_its_claim_to_the_next(
     propose(state, tenant)
     deliveries.fan_out(state, now=clock.now)
     [claimed] = deliveries.claim_due(state, now=clock.now, lease_seconds=60, limit=10)  # then it "crashes"
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         assert await service.run_once() == 0  # still leased
         clock.advance(seconds=61)
         await service.run_once()
-    finally:
-        await service.aclose()
     assert only_delivery(state, webhook).status == "delivered"
     assert len(receiver.received) == 1
     attempt = deliveries.Attempt(claimed.id, 1, clock.now, 1, 500, None)
@@ -293,14 +269,11 @@ async def test_rotation_signs_with_both_secrets_during_the_grace_period(
     new = webhooks.new_secret()
     endpoints.rotate(state, box(), tenant.id, webhook.id, new, grace_seconds=3600, now=clock.now)
     propose(state, tenant)
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
         clock.advance(seconds=3601)  # the grace period is over: only the new secret signs
         propose(state, tenant)
         await service.run_once()
-    finally:
-        await service.aclose()
     during, after = receiver.received
     assert during.headers["Fibric-Signature"].count("v1=") == 2
     assert len(during.headers["webhook-signature"].split(" ")) == 2
@@ -319,14 +292,11 @@ async def test_410_gone_disables_the_endpoint(
     webhook, _ = create_webhook(state, tenant, receiver.url)
     receiver.answer(410)
     propose(state, tenant)
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
         propose(state, tenant)  # not delivered: the endpoint is disabled
         clock.advance(hours=2)
         await service.run_once()
-    finally:
-        await service.aclose()
     assert len(receiver.received) == 1
     item = only_delivery(state, webhook)
     assert (item.status, item.last_status_code) == ("failed", 410)
@@ -346,8 +316,7 @@ async def test_failing_for_24_hours_gives_up_and_disables_the_endpoint(
     receiver.answer(*([500] * 40))
     propose(state, tenant)
     created = clock.now
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
         reconcile.reconcile_webhook(state, webhook, clock.now)
         conds = state.get_object(tenant.id, "Webhook", webhook.id).status["conditions"]
@@ -358,8 +327,6 @@ async def test_failing_for_24_hours_gives_up_and_disables_the_endpoint(
             assert item.next_attempt_at is not None
             clock.now = item.next_attempt_at
             await service.run_once()
-    finally:
-        await service.aclose()
     item = only_delivery(state, webhook)
     assert item.status == "failed"
     assert clock.now - created == timedelta(seconds=dispatch.MAX_AGE_SECONDS)  # the last attempt at 24 h
@@ -374,16 +341,13 @@ async def test_a_secret_env_webhook_signs_with_the_variable(
     webhook, generated = create_webhook(state, tenant, receiver.url, secret_env="OPS_HOOK_SECRET")
     assert generated is None
     propose(state, tenant)
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()  # the variable is not set: nothing can be signed, nothing is sent
         assert receiver.received == []
         assert "OPS_HOOK_SECRET" in (only_delivery(state, webhook).last_error or "")
         service.environ = {"OPS_HOOK_SECRET": "from-the-environment"}
         clock.advance(hours=1)
         await service.run_once()
-    finally:
-        await service.aclose()
     [got] = receiver.received
     webhooks.verify(got.body, got.headers["Fibric-Signature"], "from-the-environment")
 
@@ -397,11 +361,8 @@ async def test_a_deleted_webhook_gets_nothing_more(
     propose(state, tenant)
     deliveries.fan_out(state, now=clock.now)
     apply.delete(state, tenant.id, "Webhook", webhook.id)
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()
-    finally:
-        await service.aclose()
     assert receiver.received == []
     item = only_delivery(state, webhook)
     assert (item.status, item.last_error) == ("failed", "webhook deleted")
@@ -447,16 +408,13 @@ async def test_finished_deliveries_are_forgotten_after_the_retention_period(
     receiver.answer(500)
     propose(state, tenant)
     propose(state, tenant)
-    service = dispatcher(state, clock)
-    try:
+    async with dispatching(state, clock) as service:
         await service.run_once()  # one delivered, one waiting for its retry
         clock.advance(days=31, seconds=dispatch.PRUNE_EVERY.total_seconds())
         await service.run_once()  # prunes the delivered one first, then sends the due retry (late, not lost)
         assert [d.status for d in deliveries.list_deliveries(state, tenant.id, webhook.id)] == ["delivered"]
         clock.advance(days=31)
         await service.run_once()
-    finally:
-        await service.aclose()
     assert deliveries.list_deliveries(state, tenant.id, webhook.id) == []
     with state.backend.transaction(write=False) as cur:
         cur.execute("SELECT COUNT(*) FROM outbox")

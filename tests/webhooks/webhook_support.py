@@ -7,8 +7,8 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -152,6 +152,17 @@ def dispatcher(state: store.StateStore, clock: Clock | None = None, **changes: A
 
     return dispatch.Dispatcher(state, dev_settings(**changes), box(), clock=clock or Clock(),
                                rng=random.Random(7), environ={})
+
+
+@asynccontextmanager
+async def dispatching(state: store.StateStore, clock: Clock | None = None,
+                      **changes: Any) -> AsyncIterator[dispatch.Dispatcher]:
+    """A dispatcher as `dispatcher` makes it, closed when the block ends."""
+    service = dispatcher(state, clock, **changes)
+    try:
+        yield service
+    finally:
+        await service.aclose()
 
 
 class _Controller:
