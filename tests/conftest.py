@@ -15,6 +15,7 @@ import duckdb  # noqa: F401  first: DuckDB loaded after regopy aborts on connect
 import pytest
 
 from fibric import store
+from fibric.store import receipts
 
 POSTGRES_URL = os.environ.get("FIBRIC_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"]
@@ -64,3 +65,13 @@ def tenant(state: store.StateStore) -> store.Tenant:
 @pytest.fixture
 def other_tenant(state: store.StateStore) -> store.Tenant:
     return state.create_tenant("globex", "rs_fibric")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[receipts.Ledger]:
+    """A receipt ledger (DuckDB) of its own for each test."""
+    opened = receipts.Ledger(tmp_path / "receipts.duckdb")
+    try:
+        yield opened
+    finally:
+        opened.close()

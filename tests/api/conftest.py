@@ -7,7 +7,6 @@ what the API told it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,16 +22,6 @@ ALL_SCOPES = frozenset(store.SCOPES)
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[receipts.Ledger]:
-    """A receipt ledger (DuckDB) of its own for each test."""
-    opened = receipts.Ledger(tmp_path / "receipts.duckdb")
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
 
 import pytest
 from runs_support import CONFIG, Live, TestClient, live
@@ -22,15 +21,6 @@ def anyio_backend() -> str:
 @pytest.fixture
 def engine() -> Iterator[policies.Engine]:
     opened = policies.open_engine("embedded", timeout=5.0)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[receipts.Ledger]:
-    opened = receipts.Ledger(tmp_path / "receipts.duckdb")
     try:
         yield opened
     finally:
