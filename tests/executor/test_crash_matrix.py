@@ -13,6 +13,7 @@ is not idempotent, in_doubt; every applied receipt has its effect).
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from executor_support import effect_keys, example_actions, write_specs
-from serve_process import KEY, RUNNING, Served
+from served_process import RUNNING, Served
 
 from fibric import store
 from fibric.store import plans
@@ -40,6 +41,7 @@ CASES = [
 ]
 POSTGRES_CASES = {"after_intent@orders.notify", "after_response@orders.hold", "after_receipt@orders.hold"}
 ENV = {"FIBRIC_EXECUTOR_LEASE_SECONDS": "1", "FIBRIC_EXECUTOR_RECOVERY_SECONDS": "0.2"}
+KEY = re.compile(r"FIBRIC_KEY=(sk_live_[0-9a-f]+)")
 
 
 def start(tmp_path: Path, store_location: str, env: dict[str, str]) -> tuple[Served, str]:
@@ -47,8 +49,9 @@ def start(tmp_path: Path, store_location: str, env: dict[str, str]) -> tuple[Ser
     if store_location.startswith("postgresql"):
         args += ["--store", store_location]
     served = Served(args, cwd=tmp_path, env={**ENV, **env})
-    url = served.wait_for(RUNNING).group(1)
-    return served, url
+    running = served.wait_for(RUNNING)
+    assert running is not None, served.text
+    return served, running.group(1)
 
 
 def wait_connected(c: httpx.Client) -> None:
@@ -78,7 +81,9 @@ def test_a_crash_at_any_step_leaves_one_effect_and_receipts_equal_effects(
     write_specs(tmp_path / "repo", orders_db)
     first, url = start(tmp_path, store_location, {"FIBRIC_CRASHPOINT": crashpoint})
     try:
-        key = first.wait_for(KEY).group(1)
+        bootstrap = first.wait_for(KEY)
+        assert bootstrap is not None, first.text
+        key = bootstrap.group(1)
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
             wait_connected(c)
@@ -111,7 +116,7 @@ def test_a_crash_at_any_step_leaves_one_effect_and_receipts_equal_effects(
             disposed = wait_disposed(c, plan.id)
             receipts = c.get("/v1/receipts", params={"limit": 100}).json()["data"]
             full = [c.get(f"/v1/receipts/{r['id']}").json() for r in receipts]
-        assert second.stop() == 0, second.text
+        assert second.finish() == 0, second.text
     finally:
         second.kill()
 
