@@ -7,8 +7,10 @@ settings (one process, access log off, as a deployment behind a proxy runs):
   goes through (request id, key lookup, rate limit, body cap, idempotency,
   validation, tenancy), its rate ceilings lifted so the benchmark measures
   throughput rather than the ceilings.
-- bare: a FastAPI app doing the same SQLite work per request and nothing
-  else: read 21 operators and their policy's id and return the same fields;
+- bare: a FastAPI app over plain sqlite3 doing the same SQLite work per
+  request, on a database made and seeded by Fibric's store (same schema,
+  indexes, foreign keys, rows), and nothing else: read a page of operators,
+  their policy's id and their latest runs, and return the same fields;
   insert an event (ON CONFLICT DO NOTHING, reading the original back on a
   repeat) and return its envelope.
 
@@ -38,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _servers
 
 OPERATORS = 20
-NOW = "2026-06-14T09:01:00Z"
 
 
 def serve_fibric(port: int, data_dir: Path) -> None:
@@ -72,32 +74,36 @@ def serve_fibric(port: int, data_dir: Path) -> None:
 
 
 def serve_bare(port: int, data_dir: Path) -> None:
-    """The baseline: the same SQLite work per request, and nothing else."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "bare.db"
+    """The baseline: Fibric's SQLite statements on Fibric's own schema, and nothing else.
+
+    The database is made by Fibric's store (its migrations: the same tables,
+    indexes and foreign keys) and seeded with the same specs, then served by a
+    FastAPI app over plain sqlite3, so a request pays for exactly the SQLite
+    work Fibric's does: the same three reads for a page of operators (the
+    operators, their policy's id, their latest runs) and the same INSERT for an
+    event (into a table with five indexes and a foreign key, reading the
+    original back on a repeated key).
+    """
+    from fibric import specs, store
+    from fibric.controller import apply
+
+    state = store.open_store(data_dir)
+    tenant = state.create_tenant("bench", "rs_fibric")
+    apply.apply(state, tenant.id, [specs.Loaded(specs.validate_data(d), specs.Source(file="bench"))
+                                   for d in documents()])
+    state.close()
     local = threading.local()
 
     def db() -> sqlite3.Connection:
         conn = getattr(local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(data_dir / "state.db", isolation_level=None, check_same_thread=False,
+                                   timeout=30)
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
             local.conn = conn
         return conn
 
-    db().execute("CREATE TABLE objects (seq INTEGER PRIMARY KEY, id TEXT, kind TEXT, name TEXT, spec TEXT,"
-                 " labels TEXT, generation INTEGER, status TEXT, created_at TEXT, updated_at TEXT)")
-    db().execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT, tenant_id TEXT, type TEXT,"
-                 " entity_key TEXT, idempotency_key TEXT, occurred_at TEXT, received_at TEXT, data TEXT,"
-                 " UNIQUE (tenant_id, idempotency_key))")
-    db().execute("INSERT INTO objects (id, kind, name, spec, labels, generation, status, created_at,"
-                 " updated_at) VALUES ('pol_1', 'Policy', 'guard', '{}', '{}', 1, '{}', ?, ?)", (NOW, NOW))
-    for n in range(OPERATORS):
-        spec = {"capabilities": ["orders.hold"], "policy": "guard", "model": "rules", "subscribes": []}
-        db().execute("INSERT INTO objects (id, kind, name, spec, labels, generation, status, created_at,"
-                     " updated_at) VALUES (?, 'Operator', ?, ?, '{}', 1, '{}', ?, ?)",
-                     (f"op_{n:016x}", f"op-{n}", json.dumps(spec), NOW, NOW))
     app = FastAPI()
 
     @app.get("/healthz")
@@ -106,19 +112,31 @@ def serve_bare(port: int, data_dir: Path) -> None:
 
     @app.get("/v1/operators")
     def operators() -> JSONResponse:
-        rows = db().execute("SELECT id, name, spec, labels, generation, status, created_at, updated_at"
-                            " FROM objects WHERE kind = 'Operator' ORDER BY seq DESC LIMIT 21").fetchall()
-        policy = db().execute("SELECT id FROM objects WHERE kind = 'Policy' AND name = 'guard'").fetchone()
+        rows = db().execute(
+            "SELECT seq, id, name, spec, labels, generation, status, created_at, updated_at FROM objects"
+            " WHERE tenant_id = ? AND kind = 'Operator' ORDER BY seq DESC LIMIT 21", (tenant.id,)).fetchall()
+        page = rows[:20]
+        policy = db().execute("SELECT id FROM objects WHERE tenant_id = ? AND kind = 'Policy' AND name = ?",
+                              (tenant.id, "guard")).fetchone()
+        ids = [row[1] for row in page]
+        runs = db().execute(
+            "SELECT operator_id, id, sensed, proposed, applied, started_at, finished_at, status, error"
+            " FROM runs WHERE seq IN (SELECT MAX(seq) FROM runs WHERE tenant_id = ?"
+            f" AND operator_id IN ({', '.join('?' * len(ids))}) GROUP BY operator_id)",
+            (tenant.id, *ids)).fetchall()
+        last = {run[0]: {"run_id": run[1], "sensed": run[2], "proposed": run[3], "applied": run[4],
+                         "at": run[6] or run[5], "status": run[7], "error": run[8]} for run in runs}
         data = []
-        for row in rows[:20]:
-            spec, status = json.loads(row[2]), json.loads(row[5])
+        for row in page:
+            spec, status = json.loads(row[3]), json.loads(row[6])
             data.append({
-                "id": row[0], "object": "operator", "name": row[1], "status": "active",
-                "capabilities": spec["capabilities"], "policy_id": policy[0], "model": spec["model"],
-                "schedule": None, "subscribes": spec["subscribes"], "last_run": None,
-                "labels": json.loads(row[3]), "generation": row[4],
+                "id": row[1], "object": "operator", "name": row[2], "status": spec.get("lifecycle", "active"),
+                "capabilities": spec["capabilities"], "policy_id": policy[0], "model": spec.get("model"),
+                "schedule": spec.get("schedule"), "subscribes": spec.get("subscribes", []),
+                "last_run": last.get(row[1]), "labels": json.loads(row[4]), "generation": row[5],
                 "observed_generation": status.get("observed_generation"),
-                "conditions": status.get("conditions", []), "created_at": row[6], "updated_at": row[7],
+                "conditions": status.get("conditions", []), "created_at": row[7][:19] + "Z",
+                "updated_at": row[8][:19] + "Z",
             })
         return JSONResponse({"object": "list", "data": data, "has_more": len(rows) > 20, "next_cursor": None})
 
@@ -129,23 +147,25 @@ def serve_bare(port: int, data_dir: Path) -> None:
 
     def insert(body: dict[str, Any]) -> JSONResponse:
         conn = db()
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        occurred = body.get("occurred_at") or now
         conn.execute("BEGIN IMMEDIATE")
         row = conn.execute(
-            "INSERT INTO events (id, tenant_id, type, entity_key, idempotency_key, occurred_at, received_at,"
-            " data) VALUES (?, 't', ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, idempotency_key) DO NOTHING"
-            " RETURNING id", ("ev_" + os.urandom(8).hex(), body["type"], body["entity_key"],
-                              body["idempotency_key"], body.get("occurred_at") or now, now,
-                              json.dumps(body["data"]))).fetchone()
+            "INSERT INTO events (id, reseller_id, tenant_id, type, entity_key, idempotency_key, occurred_at,"
+            " received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, occurred_at, received_at",
+            ("ev_" + os.urandom(8).hex(), tenant.reseller_id, tenant.id, body["type"], body["entity_key"],
+             body["idempotency_key"], occurred, now, json.dumps(body["data"]))).fetchone()
         dedup = row is None
         if dedup:
-            row = conn.execute("SELECT id FROM events WHERE tenant_id = 't' AND idempotency_key = ?",
-                               (body["idempotency_key"],)).fetchone()
+            row = conn.execute("SELECT id, occurred_at, received_at FROM events"
+                               " WHERE tenant_id = ? AND idempotency_key = ?",
+                               (tenant.id, body["idempotency_key"])).fetchone()
         conn.execute("COMMIT")
-        envelope = {"id": row[0], "object": "event", "reseller_id": "rs", "tenant_id": "t",
-                    "type": body["type"], "entity_key": body["entity_key"],
-                    "idempotency_key": body["idempotency_key"], "occurred_at": body.get("occurred_at") or now,
-                    "received_at": now, "dedup": dedup}
+        envelope = {"id": row[0], "object": "event", "reseller_id": tenant.reseller_id,
+                    "tenant_id": tenant.id, "type": body["type"], "entity_key": body["entity_key"],
+                    "idempotency_key": body["idempotency_key"], "occurred_at": row[1][:19] + "Z",
+                    "received_at": row[2][:19] + "Z", "dedup": dedup}
         return JSONResponse(envelope, status_code=200 if dedup else 202)
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -209,13 +229,18 @@ def measure(url: str, key: str, count: int, concurrency: int, run: int) -> dict[
     return rates
 
 
+def documents() -> list[dict[str, Any]]:
+    """The specs both servers hold: OPERATORS operators bound to one policy."""
+    policy = {"apiVersion": "fibric.io/v1", "kind": "Policy", "metadata": {"name": "guard"},
+              "spec": {"rego": "package fibric.guard\n", "query": "data.fibric.guard.decision"}}
+    return [policy] + [{"apiVersion": "fibric.io/v1", "kind": "Operator", "metadata": {"name": f"op-{n}"},
+                        "spec": {"capabilities": ["orders.hold"], "policy": "guard"}}
+                       for n in range(OPERATORS)]
+
+
 def seed(url: str, key: str) -> None:
-    """The fibric server's 20 operators bound to one policy, through the API."""
-    documents = [{"apiVersion": "fibric.io/v1", "kind": "Policy", "metadata": {"name": "guard"},
-                  "spec": {"rego": "package fibric.guard\n", "query": "data.fibric.guard.decision"}}]
-    documents += [{"apiVersion": "fibric.io/v1", "kind": "Operator", "metadata": {"name": f"op-{n}"},
-                   "spec": {"capabilities": ["orders.hold"], "policy": "guard"}} for n in range(OPERATORS)]
-    response = httpx.post(url + "/v1/apply", json={"documents": documents},
+    """The fibric server's specs, through the API."""
+    response = httpx.post(url + "/v1/apply", json={"documents": documents()},
                           headers={"Authorization": f"Bearer {key}"}, timeout=60)
     response.raise_for_status()
 
