@@ -93,7 +93,8 @@ class LocalWindows:
                 self._windows = {k: w for k, w in self._windows.items() if w[0] > now}
                 self._windows[(identity, klass)] = window
                 self._next_sweep = now + self.WINDOW_SECONDS
-            return allowed, max(0, limit - int(window[1])), window[0] - now
+            # min: (now + 60) - now can round to a hair over 60, which a header would show as 61.
+            return allowed, max(0, limit - int(window[1])), min(self.WINDOW_SECONDS, window[0] - now)
 
 
 class RateLimiter:

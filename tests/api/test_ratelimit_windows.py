@@ -63,3 +63,13 @@ def test_the_limiter_reports_whole_seconds_until_reset() -> None:
 
     assert budget is not None
     assert (budget.limit, budget.remaining, budget.reset, budget.allowed) == (3, 2, 60, True)
+
+
+def test_a_fresh_window_never_reports_more_than_a_minute_to_reset() -> None:
+    clock = Clock()
+    clock.now = 8161.962517661547  # (now + 60) - now == 60.00000000000091 in floating point
+    windows = ratelimit.LocalWindows(clock)
+
+    _, _, seconds = windows.hit("t_1", "reads", 10)
+
+    assert seconds <= 60.0
