@@ -34,8 +34,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 8 * 1_048_576  # an apply of thousands of specs fits
-    # FIBRIC_WORKER_THREADS: threads for blocking work (store queries); None is asyncio's
-    # default, min(32, CPUs + 4). See docs/api.md#performance.
+    # FIBRIC_WORKER_THREADS: threads for quick blocking work (store queries); None is one
+    # per CPU (at least 2) on SQLite, min(32, CPUs + 4) on PostgreSQL. See docs/api.md#performance.
     worker_threads: int | None = None
 
 

@@ -59,17 +59,20 @@ def create_app(
     ledger = receipts or receipts_module.Ledger(settings.store.data_dir / RECEIPTS_FILE)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        workers.use_threads(settings.server.worker_threads)
-        if controller is not None:
-            await controller.start()
-        try:
-            yield
-        finally:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threads = settings.server.worker_threads or workers.default_threads(state.backend.dialect)
+        with workers.quick_threads(threads) as executor:
+            app.state.quick_threads = executor  # routing.Route hands it to workers.run
             if controller is not None:
-                await controller.stop()
-            if receipts is None:
-                ledger.close()
+                await controller.start()
+            try:
+                yield
+            finally:
+                if controller is not None:
+                    await controller.stop()
+                if receipts is None:
+                    ledger.close()
+                app.state.quick_threads = None
 
     app = FastAPI(
         title="Fibric API",

@@ -1,40 +1,52 @@
-"""workers.run: blocking route work in a worker thread, with the caller's context, outlasting cancellation."""
+"""workers.run and run_slow: blocking route work in worker threads, with the caller's context, outlasting
+cancellation, and slow routes kept off the quick threads."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
+from typing import Any
 
+import httpx
 import pytest
 from api_support import TestClient
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from fibric import settings, store
-from fibric.api import create_app, workers
+from fibric.api import create_app, routes, routing, workers
 from fibric.store import receipts
 
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
 
 
-def test_the_work_runs_off_the_event_loop_with_the_callers_context() -> None:
+RUNNERS = pytest.mark.parametrize("run", [workers.run, workers.run_slow], ids=["quick", "slow"])
+
+
+@RUNNERS
+def test_the_work_runs_off_the_event_loop_with_the_callers_context(run: Any) -> None:
     async def main() -> tuple[str, bool]:
         REQUEST.set("req_1")
         loop_thread = threading.get_ident()
-        return await workers.run(lambda: (REQUEST.get(), threading.get_ident() != loop_thread))
+        return await run(lambda: (REQUEST.get(), threading.get_ident() != loop_thread))
 
     assert asyncio.run(main()) == ("req_1", True)
 
 
-def test_errors_reach_the_caller() -> None:
+@RUNNERS
+def test_errors_reach_the_caller(run: Any) -> None:
     def fail() -> None:
         raise ValueError("no such row")
 
     with pytest.raises(ValueError, match="no such row"):
-        asyncio.run(workers.run(fail))
+        asyncio.run(run(fail))
 
 
-def test_a_cancelled_caller_waits_for_the_thread_to_finish() -> None:
+@RUNNERS
+def test_a_cancelled_caller_waits_for_the_thread_to_finish(run: Any) -> None:
     started = threading.Event()
     finished: list[float] = []
 
@@ -44,7 +56,7 @@ def test_a_cancelled_caller_waits_for_the_thread_to_finish() -> None:
         finished.append(time.monotonic())
 
     async def main() -> float:
-        task = asyncio.create_task(workers.run(write))
+        task = asyncio.create_task(run(write))
         await asyncio.to_thread(started.wait, 5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -72,3 +84,61 @@ def test_the_app_runs_its_routes_on_the_configured_threads(
         names = [t.name for t in threading.enumerate() if t.name.startswith("fibric-worker")]
 
     assert names == ["fibric-worker_0"]
+
+
+def test_quick_threads_default_to_one_per_cpu_on_sqlite_and_to_asyncios_on_postgresql() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert workers.default_threads("sqlite") == max(2, cpus)
+    assert workers.default_threads("postgresql") == min(32, cpus + 4)
+
+
+def test_slow_routes_leave_the_quick_threads_free() -> None:
+    # One quick thread, three slow requests holding their threads: a quick request still answers,
+    # on the app's quick thread.
+    started = threading.Semaphore(0)
+    release = threading.Event()
+    router = APIRouter(route_class=routing.Route)
+
+    @router.get("/slow")
+    @routing.slow
+    def slow_route() -> dict[str, bool]:
+        started.release()
+        return {"released": release.wait(10)}
+
+    @router.get("/quick")
+    def quick_route() -> dict[str, str]:
+        return {"thread": threading.current_thread().name}
+
+    app = FastAPI()
+    app.include_router(router)
+
+    async def main() -> tuple[Any, list[int]]:
+        transport = httpx.ASGITransport(app=app)
+        with workers.quick_threads(1) as executor:
+            app.state.quick_threads = executor
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                slow = [asyncio.create_task(client.get("/slow")) for _ in range(3)]
+                for _ in slow:
+                    assert await asyncio.to_thread(started.acquire, True, 5)
+                quick = await asyncio.wait_for(client.get("/quick"), 5)
+                release.set()
+                return quick.json(), [(await task).status_code for task in slow]
+
+    assert asyncio.run(main()) == ({"thread": "fibric-worker_0"}, [200, 200, 200])
+
+
+def test_the_routes_that_may_take_seconds_run_on_the_slow_pool() -> None:
+    slow = {(method, route.path) for router in routes.ROUTERS for route in router.routes
+            if isinstance(route, APIRoute) and routing.is_slow(route.endpoint) for method in route.methods}
+    assert slow == {("POST", "/v1/receipts/query"), ("POST", "/v1/audit/snapshot"), ("POST", "/v1/apply")}
+
+
+def test_an_app_leaves_no_worker_threads_behind(
+    state: store.StateStore, ledger: receipts.Ledger, tenant: store.Tenant
+) -> None:
+    _, secret = state.create_api_key(tenant.id, frozenset({"operators:read"}))
+    with TestClient(create_app(settings.Settings(), state, receipts=ledger),
+                    headers={"Authorization": f"Bearer {secret}"}) as client:
+        assert client.get("/v1/operators").status_code == 200
+
+    assert not [t for t in threading.enumerate() if t.name.startswith("fibric-worker")]

@@ -88,6 +88,7 @@ def _has_kind(document: dict[str, Any]) -> bool:
 
 @router.post("", summary="Apply spec documents (create or update by name, all or nothing)",
              **schemas.returns(schemas.ApplyResult, 200, 409, 413))
+@routing.slow
 def apply_specs(ctx: context.Ctx, principal: auth.Authenticated, body: ApplyRequest) -> JSONResponse:
     auth.check(principal, required_scopes(body))
     result = writes.apply_documents(

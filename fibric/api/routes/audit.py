@@ -37,6 +37,7 @@ class SnapshotRequest(BaseModel):
 
 @router.post("/snapshot", summary="Snapshot the receipt ledger for the local admin",
              **schemas.returns(schemas.AuditSnapshot, 200, 401, 413))
+@routing.slow
 def snapshot(
     ctx: context.Ctx,
     token: Annotated[str | None, Header(alias=TOKEN_HEADER, description=(

@@ -62,6 +62,7 @@ class ReceiptQuery(BaseModel):
 
 @router.post("/query", summary="Query receipts with SQL",
              **schemas.returns(schemas.ReceiptQueryResult, 200, 400, 413))
+@routing.slow
 def query_receipts(
     ctx: context.Ctx, principal: Reader, body: Annotated[ReceiptQuery, Body()]
 ) -> JSONResponse:
