@@ -9,10 +9,11 @@ and call `check` once they know which kinds are involved.
 The key is resolved before routing, by the admission middleware, which needs
 the tenant to count its rate limit. A key's tenant and scopes never change,
 so admission remembers them; what can change is whether the key is still
-valid (revoked), and that is checked against the store on every request.
-When admission answered from memory, the check is still owed: it runs in the
-thread that runs the endpoint (routing.Route), so a request hops to the
-thread pool once, not twice. Until the check has passed, nothing the
+valid (revoked). Every request relies on a store check of its key that
+started after it arrived (admission.py says why one check may serve many).
+When admission answered from memory, that check is still owed: it runs in
+the thread that runs the endpoint (routing.Route), so a request hops to a
+worker thread once, not twice. Until the check has passed, nothing the
 endpoint does runs; an error answered before the endpoint (a bad query, a
 missing scope) first settles the check, so a revoked key always reads 401.
 """

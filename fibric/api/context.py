@@ -44,10 +44,10 @@ class Executor(Protocol):
     only those whose idempotency_key is in `only_actions`) against the policy,
     calls the tools, writes the receipts, records the results with
     `plans.record_results`, and returns the plan as stored afterwards. It may
-    be a plain method (run in the thread pool) or a coroutine function (awaited
-    on the event loop). Without an executor (`app.state.executor` is None) the
-    API runs nothing: approve answers 500 internal_error and leaves the plan
-    `proposed`.
+    be a plain method (run on the slow threads, workers.run_slow) or a
+    coroutine function (awaited on the event loop). Without an executor
+    (`app.state.executor` is None) the API runs nothing: approve answers 500
+    internal_error and leaves the plan `proposed`.
     """
 
     def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> Any: ...

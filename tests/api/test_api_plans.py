@@ -21,7 +21,8 @@ from api_support import (
 )
 from live_server import serving
 
-from fibric import store
+from fibric import settings, store
+from fibric.api import create_app
 from fibric.store import plans, receipts
 
 ACTIONS = [
@@ -284,3 +285,34 @@ def test_plans_need_their_scopes(
 ) -> None:
     response = make_client(tenant, frozenset(store.SCOPES) - {scope}).request(method, path, json={})
     assert f"'{scope}'" in error_of(response, 403, "insufficient_scope")["message"]
+
+
+def test_a_plain_executor_calling_slow_tools_leaves_the_api_answering(
+    client: TestClient, state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+) -> None:
+    # One quick thread, two approvals whose executors are stuck in their tools: reads still answer.
+    operator = operator_id(client)
+    first, second = propose(state, tenant, operator), propose(state, tenant, operator)
+    inner = Executor(state, ledger)
+    started, release = threading.Semaphore(0), threading.Event()
+
+    class SlowTools:
+        def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> plans.Plan:
+            started.release()
+            release.wait(10)
+            return inner.execute(plan, only_actions=only_actions)
+
+    config = settings.Settings(server=settings.ServerSettings(worker_threads=1))
+    app = create_app(config, state, receipts=ledger, executor=SlowTools())
+    _, secret = state.create_api_key(tenant.id, frozenset({"plans:read", "plans:approve"}))
+    headers = {"Authorization": f"Bearer {secret}"}
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30, headers=headers) as http, \
+            ThreadPoolExecutor(2) as pool:
+        approvals = [pool.submit(http.post, f"/v1/plans/{p.id}/approve", json={}) for p in (first, second)]
+        assert started.acquire(timeout=5) and started.acquire(timeout=5)
+        read = http.get(f"/v1/plans/{first.id}", timeout=5)
+        release.set()
+        statuses = [a.result().json()["status"] for a in approvals]
+
+    assert read.status_code == 200 and read.json()["status"] == "approved"
+    assert statuses == ["executed", "executed"]

@@ -114,7 +114,8 @@ async def approve_plan(
     if inspect.iscoroutinefunction(executor.execute):
         disposed = await executor.execute(approved, only_actions=only)
     else:
-        disposed = await workers.run(lambda: executor.execute(approved, only_actions=only))
+        # A plain executor calls tools, which may take seconds: keep it off the quick threads.
+        disposed = await workers.run_slow(lambda: executor.execute(approved, only_actions=only))
     return JSONResponse(views.plan(disposed))
 
 
