@@ -92,16 +92,22 @@ class RateLimitSettings:
 
 @dataclass(frozen=True)
 class PolicySettings:
-    """Which engine evaluates Rego (docs/policies.md#configuration).
+    """Which engine evaluates Rego, and how the embedded one bounds it (docs/policies.md#configuration).
 
-    "embedded" runs rego-cpp in this process; "opa" asks the OPA server at
-    `url`, to which the controller pushes every policy version it reconciles.
+    "embedded" runs rego-cpp in a pool of worker processes that are killed at
+    a decision's deadline; "opa" asks the OPA server at `url`, to which the
+    controller pushes every policy version it reconciles. For every count
+    below, 0 means the documented default.
     """
 
     engine: str = "embedded"  # FIBRIC_POLICY_ENGINE: "embedded" | "opa"
     url: str | None = None  # FIBRIC_OPA_URL, http(s)://host:port; required for "opa"
     timeout_ms: int = 100  # FIBRIC_POLICY_TIMEOUT_MS: one decision's budget; over it is BLOCK
-    workers: int = 0  # FIBRIC_POLICY_WORKERS: embedded engine threads; 0 evaluates on the caller's
+    workers: int = 0  # FIBRIC_POLICY_WORKERS: embedded worker processes; 0 = max(2, CPUs)
+    queue_timeout_ms: int = 0  # FIBRIC_POLICY_QUEUE_TIMEOUT_MS: longest wait for a worker; 0 = budget/2
+    tenant_max_in_flight: int = 0  # FIBRIC_POLICY_TENANT_MAX_IN_FLIGHT: per tenant; 0 = workers - 1 (min 1)
+    breaker_timeouts: int = 3  # FIBRIC_POLICY_BREAKER_TIMEOUTS: consecutive timeouts that open; 0 = never
+    breaker_cooldown_seconds: float = 30.0  # FIBRIC_POLICY_BREAKER_COOLDOWN_SECONDS: open before a probe
     token_env: str | None = None  # FIBRIC_OPA_TOKEN_ENV: the variable holding OPA's bearer token
 
     @classmethod
@@ -111,11 +117,19 @@ class PolicySettings:
             raise ValueError(f"FIBRIC_POLICY_ENGINE must be 'embedded' or 'opa', not {engine!r}")
         timeout_ms = int(env.get("FIBRIC_POLICY_TIMEOUT_MS") or cls.timeout_ms)
         workers = int(env.get("FIBRIC_POLICY_WORKERS") or cls.workers)
-        if timeout_ms <= 0 or workers < 0:
-            raise ValueError(
-                "FIBRIC_POLICY_TIMEOUT_MS must be positive and FIBRIC_POLICY_WORKERS not negative")
+        queue_timeout_ms = int(env.get("FIBRIC_POLICY_QUEUE_TIMEOUT_MS") or cls.queue_timeout_ms)
+        tenant_cap = int(env.get("FIBRIC_POLICY_TENANT_MAX_IN_FLIGHT") or cls.tenant_max_in_flight)
+        breaker_timeouts = int(env.get("FIBRIC_POLICY_BREAKER_TIMEOUTS") or cls.breaker_timeouts)
+        cooldown = float(env.get("FIBRIC_POLICY_BREAKER_COOLDOWN_SECONDS") or cls.breaker_cooldown_seconds)
+        if timeout_ms <= 0:
+            raise ValueError("FIBRIC_POLICY_TIMEOUT_MS must be positive")
+        if min(workers, queue_timeout_ms, tenant_cap, breaker_timeouts) < 0 or not 0 <= cooldown < 1e9:
+            raise ValueError("FIBRIC_POLICY_WORKERS, _QUEUE_TIMEOUT_MS, _TENANT_MAX_IN_FLIGHT, "
+                             "_BREAKER_TIMEOUTS and _BREAKER_COOLDOWN_SECONDS must not be negative")
         url = env.get("FIBRIC_OPA_URL") or None
         return cls(engine=engine, url=url, timeout_ms=timeout_ms, workers=workers,
+                   queue_timeout_ms=queue_timeout_ms, tenant_max_in_flight=tenant_cap,
+                   breaker_timeouts=breaker_timeouts, breaker_cooldown_seconds=cooldown,
                    token_env=env.get("FIBRIC_OPA_TOKEN_ENV") or None)
 
 

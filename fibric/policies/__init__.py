@@ -4,8 +4,9 @@ The calls the rest of Fibric makes:
 
 - `compile(source, query=, name=, policy_id=, tests=)` / `compile_spec(loaded)`
   at validate/apply time -> CompiledPolicy, or SpecInvalid with file:line:col;
-- `open_engine(kind, url=, timeout=)` once at start-up, `engine.load(policy)`
-  on reconcile (pushes to OPA);
+- `open_configured(settings.policies)` (or `open_engine(kind, url=, timeout=, ...)`)
+  once at start-up, `engine.load(policy)` on reconcile (pushes to OPA),
+  `engine.close()` at shutdown (stops the embedded engine's worker processes);
 - `build_input(...)` and `evaluate(engine, policy, input_doc)` per action ->
   Decision, never raises: every failure is BLOCK with a `fail-closed:` rule;
 - `run_tests(modules)`, `run_path_tests(paths)`, `run_spec_tests(loaded)`,
@@ -16,7 +17,7 @@ from fibric.policies.compiler import CompiledPolicy, Module, compile, compile_sp
 from fibric.policies.decision import Decision, Verdict
 from fibric.policies.embedded import EmbeddedEngine
 from fibric.policies.engine import Engine, Outcome, Stats
-from fibric.policies.engines import open_engine
+from fibric.policies.engines import open_configured, open_engine
 from fibric.policies.failclosed import evaluate, unavailable
 from fibric.policies.files import eval_file, read_input, read_module, run_path_tests, run_spec_tests
 from fibric.policies.inputs import Counts, Window, build_input
@@ -42,6 +43,7 @@ __all__ = [
     "compile_spec",
     "eval_file",
     "evaluate",
+    "open_configured",
     "open_engine",
     "read_input",
     "read_module",

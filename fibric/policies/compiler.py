@@ -3,23 +3,26 @@
 A policy version is its exact source plus its query. Compiling it checks the
 Rego (with the error's line), resolves the default query
 `data.<package>.decision`, hashes the source (what receipts record as the
-policy that decided) and serializes a rego-cpp bundle that every engine thread
+policy that decided) and serializes a rego-cpp bundle that every engine worker
 loads instead of compiling again.
+
+The steps that reach rego-cpp (bundler.py) run in a compile worker process
+(compileworker.py), because rego-cpp aborts the process on some policies and
+any tenant can send one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 from fibric import errors, specs
-from fibric.policies import lint, rego
+from fibric.policies import bundler, compileworker, lint
 
 
 @dataclass(frozen=True)
@@ -69,32 +72,19 @@ def compile(
     tests: Sequence[Module] = (),
     field_path: str = "spec.rego",
 ) -> CompiledPolicy:
-    """Compile one policy version; SpecInvalid names the module, line and column of each problem."""
-    module = Module(name, source)
-    package = lint.package_of(source)
-    if package is None:
-        raise errors.SpecInvalid(errors.SpecProblem(
-            f"{name}:1:1: the module must start with 'package <dotted.name>'", path=field_path))
-    with _located_errors(field_path, [module]):
-        rego.add_modules(rego.new_interpreter(), [(name, source)])
-    query = query or f"data.{package}.decision"
-    if query != f"data.{package}" and not query.startswith(f"data.{package}."):
-        raise errors.SpecInvalid(errors.SpecProblem(
-            f"query '{query}' is outside the policy's package '{package}'", path="spec.query"))
-    findings = lint.check_module(source, package)
-    if findings:
-        raise errors.SpecInvalid([
-            errors.SpecProblem(_located(name, f.line, f.column, f.message), path=field_path)
-            for f in findings
-        ])
-    with _located_errors(field_path, [module]):
-        bundle = rego.compile_bundle([(name, source)], query)
-    for test in tests:  # parsed only: building them is what `fibric validate` does, in a child
-        with _located_errors("spec.test_rego", [test]):
-            rego.add_modules(rego.new_interpreter(), [(test.name, test.source)])
+    """Compile one policy version; SpecInvalid names the module, line and column of each problem.
+
+    rego-cpp runs in a compile worker process (compileworker.py), never here:
+    a policy that crashes it or compiles for too long is SpecInvalid too.
+    """
+    built = compileworker.build(bundler.Request(
+        source=source, query=query, name=name, tests=tuple((t.name, t.source) for t in tests),
+        field_path=field_path,
+    ))
     return CompiledPolicy(
-        source=source, sha256=source_sha256(source), package=package, query=query, bundle=bundle,
-        name=name, policy_id=policy_id, tests=tuple(tests), input_paths=lint.input_paths(source),
+        source=source, sha256=source_sha256(source), package=built.package, query=built.query,
+        bundle=built.bundle, name=name, policy_id=policy_id, tests=tuple(tests),
+        input_paths=lint.input_paths(source),
     )
 
 
@@ -122,37 +112,6 @@ def compile_spec(item: specs.Loaded, *, policy_id: str = "") -> CompiledPolicy:
             dataclasses.replace(item.source.problem(p.message, _path_parts(p.path)), path=p.path)
             for p in e.problems
         ]) from e
-
-
-@contextlib.contextmanager
-def _located_errors(field_path: str, modules: Sequence[Module]) -> Iterator[None]:
-    """Turn rego-cpp's CompileFailed into SpecInvalid whose messages carry file:line:col."""
-    try:
-        yield
-    except rego.CompileFailed as e:
-        problems: list[errors.SpecProblem] = []
-        seen: set[str] = set()
-        for issue in e.issues:
-            if issue.message in seen:  # rego-cpp repeats "unclosed" at the enclosing package
-                continue
-            seen.add(issue.message)
-            where, line, column = issue.module, issue.line, issue.column
-            if line is None:  # rego-cpp's semantic passes report no location; find it ourselves
-                where, line, column = lint.locate({m.name: m.source for m in modules}, issue.message)
-            problems.append(errors.SpecProblem(_located(where, line, column, issue.message), path=field_path))
-        raise errors.SpecInvalid(problems) from e
-
-
-def _located(module: str | None, line: int | None, column: int | None, message: str) -> str:
-    """`file:line:col: message`, like a compiler, so the line survives any rendering of the problem."""
-    if module is None:
-        return message
-    where = module
-    if line is not None:
-        where += f":{line}"
-        if column is not None:
-            where += f":{column}"
-    return f"{where}: {message}"
 
 
 def _path_parts(path: str) -> tuple[str | int, ...]:

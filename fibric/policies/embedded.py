@@ -1,74 +1,133 @@
-"""The default engine: rego-cpp in this process, no server to run.
+"""The default engine: rego-cpp in worker processes that can be killed, no server to run.
 
-Each compiled policy version carries a serialized bundle; each thread that
-evaluates loads it once into its own interpreter (rego-cpp interpreters hold
-the input as state, so sharing one across threads returns wrong decisions)
-and reuses it for every later decision. Only the parts of the input the
-policy's source can reference are handed to rego-cpp (see lint.input_paths).
+rego-cpp cannot be interrupted mid-evaluation and a thread cannot be killed,
+so a policy that loops for seconds would burn those seconds of CPU on every
+action however short its budget. This engine therefore evaluates in a small
+pool of long-lived worker processes (workerpool.py, forked from one zygote
+per engine, zygote.py), each with its own interpreter and the bundles it has
+been sent. One decision:
 
-rego-cpp cannot be interrupted mid-evaluation. With `workers=0` (the default,
-fastest) the caller's thread evaluates and `evaluate()` BLOCKs a decision that
-came back over budget; the caller waits for the slow evaluation to finish.
-With `workers=N` evaluations run on N engine threads and the caller gets its
-BLOCK at the deadline while the runaway evaluation finishes in the background.
+1. the input is checked (exact JSON) and pruned to what the policy can read
+   (lint.input_paths), then encoded once, in the caller's thread;
+2. the policy version's circuit breaker (breaker.py) BLOCKs it outright if
+   that version keeps timing out;
+3. the tenant's in-flight cap (fairness.py) and a free worker are waited for,
+   at most until the wait bound (failures.Busy past it);
+4. the worker evaluates; at the deadline the caller gets failures.Timeout and
+   the worker is SIGKILLed, so its CPU stops, and replaced in the background.
+   A worker that dies mid-evaluation is an engine failure, also replaced.
+
+`evaluate()` turns each of those failures into BLOCK. Safe to call from many
+threads at once; `close()` kills the workers and returns once they are gone.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import threading
+import os
+import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from fibric.policies import compiler, engine, failures, inputs, rego
+from fibric.policies import breaker, compiler, engine, failures, fairness, inputs, regoworker, workerpool
+
+
+def default_workers() -> int:
+    """The pool size when FIBRIC_POLICY_WORKERS is 0 or unset: one per CPU we may run on, at least 2."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(2, cpus)
 
 
 class EmbeddedEngine:
     name = "embedded"
 
-    def __init__(self, *, timeout: float = 0.1, workers: int = 0, bundles_per_thread: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 0.1,
+        workers: int = 0,
+        queue_timeout: float | None = None,
+        tenant_max_in_flight: int = 0,
+        breaker_timeouts: int = 3,
+        breaker_cooldown: float = 30.0,
+        bundles_per_worker: int = 64,
+        start_timeout: float = 30.0,
+    ) -> None:
+        """Start the worker processes (returns once they are ready, or after `start_timeout`).
+
+        `workers` 0 means default_workers(); `queue_timeout` None means half
+        of each decision's budget; `tenant_max_in_flight` 0 means all workers
+        but one (at least 1); `breaker_timeouts` 0 never opens a circuit.
+        """
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        if workers < 0:
-            raise ValueError("workers must be 0 or more")
+        if workers < 0 or tenant_max_in_flight < 0:
+            raise ValueError("workers and tenant_max_in_flight must be 0 (the default) or more")
+        if queue_timeout is not None and queue_timeout <= 0:
+            raise ValueError("queue_timeout must be positive")
+        size = workers or default_workers()
         self.timeout = timeout
+        self.queue_timeout = queue_timeout
         self.stats = engine.Stats()
-        self._capacity = bundles_per_thread
-        self._local = threading.local()
-        self._pool = (
-            concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fibric-rego")
-            if workers else None
-        )
+        self.breaker = breaker.Breaker(breaker_timeouts, breaker_cooldown)
+        self.tenants = fairness.TenantSlots(tenant_max_in_flight or max(1, size - 1))
+        self.pool = workerpool.WorkerPool(size, bundles_per_worker=bundles_per_worker,
+                                          start_timeout=start_timeout)
+        # An engine that is dropped without close() (a test, a one-off CLI call) still stops its processes.
+        self._finalizer = weakref.finalize(self, self.pool.close)
 
     def load(self, policy: compiler.CompiledPolicy) -> None:
-        """Nothing to push: the bundle travels with the policy. Loads it on this thread early."""
-        if self._pool is None:
-            self._session().prepare(policy.key, policy.bundle)
+        """Nothing to push: each worker loads the bundle on its first decision for this version."""
 
     def query(
         self, policy: compiler.CompiledPolicy, input_doc: Mapping[str, Any], timeout: float
     ) -> engine.Outcome:
-        if self._pool is None:
-            return self._run(policy, input_doc)
-        future = self._pool.submit(self._run, policy, input_doc)
-        try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise failures.Timeout(f"no decision within {timeout * 1000:.1f} ms") from None
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _run(self, policy: compiler.CompiledPolicy, input_doc: Mapping[str, Any]) -> engine.Outcome:
+        started = time.monotonic()
+        deadline = started + timeout
         # The whole document must be valid JSON, as on the OPA engine, even where the policy never reads.
         inputs.check_json(input_doc)
-        readable = inputs.prune(input_doc, policy.input_paths)
-        return self._session().evaluate(policy.key, policy.bundle, readable)
+        input_json = regoworker.encode_input(inputs.prune(input_doc, policy.input_paths))
+        tenant = _tenant_of(input_doc)
+        circuit = (tenant, policy.key)
+        probe = self.breaker.admit(circuit)
+        wait = timeout / 2 if self.queue_timeout is None else min(self.queue_timeout, timeout)
+        wait_until = started + wait
+        try:
+            with self.tenants.slot(tenant, wait_until):
+                outcome = self.pool.evaluate(
+                    policy.key, policy.bundle, input_json, wait_until=wait_until, deadline=deadline)
+        except failures.Timeout as e:
+            self.breaker.record(circuit, timed_out=True)
+            raise failures.Timeout(f"no decision within {timeout * 1000:.1f} ms; {e.detail}") from None
+        except (failures.Busy, workerpool.Crashed):
+            self.breaker.abandon(circuit, probe)  # not evaluated to the end: says nothing about the policy
+            raise
+        except failures.PolicyFailure:  # an answer in time, if not a decision: the policy is not hanging
+            self.breaker.record(circuit, timed_out=False)
+            raise
+        except BaseException:
+            self.breaker.abandon(circuit, probe)
+            raise
+        self.breaker.record(circuit, timed_out=False)
+        return outcome
 
-    def _session(self) -> rego.Session:
-        session: rego.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = rego.Session(self._capacity)
-        return session
+    def processes(self) -> list[int]:
+        """The pids of this engine's zygote and live workers (for tests and metrics)."""
+        return self.pool.pids()
+
+    def close(self) -> None:
+        """Kill the workers and the zygote; returns once they are gone (a few ms)."""
+        self._finalizer()
+
+
+def _tenant_of(input_doc: Mapping[str, Any]) -> str:
+    """The tenant the in-flight cap and the breaker count against ("" when the input names none)."""
+    tenant = input_doc.get("tenant")
+    if isinstance(tenant, Mapping):
+        tenant_id = tenant.get("id")
+        if isinstance(tenant_id, str):
+            return tenant_id
+    return ""

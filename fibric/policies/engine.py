@@ -1,6 +1,6 @@
 """The plug point every policy engine implements, and the counters they keep.
 
-Two engines implement `Engine`: embedded (regopy, in-process) and OPA (an OPA
+Two engines implement `Engine`: embedded (regopy, in worker processes) and OPA (an OPA
 server over its REST API). Both evaluate the same compiled policy version and
 return the raw value of its query; neither decides anything. Reading that
 value, and failing closed, happens in `evaluate()` only.
@@ -55,7 +55,7 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None:
-        """Release threads and connections."""
+        """Release processes, threads and connections. Idempotent."""
         ...
 
 

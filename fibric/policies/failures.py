@@ -56,6 +56,12 @@ class Timeout(PolicyFailure):
     cause = "timeout"
 
 
+class Busy(PolicyFailure):
+    """No worker took the evaluation within its wait bound (the pool, or the tenant's cap, was full)."""
+
+    cause = "engine-busy"
+
+
 class Unreachable(PolicyFailure):
     """The engine could not be reached (connection refused, DNS, reset)."""
 

@@ -72,12 +72,12 @@ def eval_file(
     """`fibric policy eval -f POLICY.rego --input INPUT.json`: compile, read the input, decide.
 
     The input file is the whole input document (docs/policies.md). The engine
-    defaults to a fresh embedded engine.
+    defaults to a fresh embedded engine with one worker process: one decision.
     """
     module = read_module(policy_path)
     policy = compiler.compile(module.source, query=query, name=module.name)
     document = read_input(input_path)
-    chosen = engine or embedded.EmbeddedEngine()
+    chosen = engine or embedded.EmbeddedEngine(workers=1)
     try:
         return failclosed.evaluate(chosen, policy, document, timeout=timeout)
     finally:

@@ -9,7 +9,11 @@ What we learned about regopy 1.5.2 and rely on here (tests/policies pin each):
 - `build()` can return a bundle whose `ok()` is False (e.g. two `default`
   rules); querying such a bundle crashes the process, so it is a compile error.
 - Entrypoint bundles abort the process on `with` (`rego-localref has no field
-  rego-refhead`), so we only ever build bundles from a query.
+  rego-refhead`), so we only ever build bundles from a query. Query bundles
+  abort too when a `with` replaces input by a reference (`true with input as
+  data.x`, `... as some_rule`: "shape `rego-with` has no field `rego-ref`").
+  Any tenant can send such a policy, so compiling never runs in Fibric's own
+  process but in a compile worker (compileworker.py).
 - Without strict built-in errors a failing built-in leaks an error s-expression
   into the JSON output; we always turn strict errors on.
 - Error locations are byte offsets into the module, in the message text of
@@ -110,7 +114,10 @@ def add_modules(interpreter: regopy.Interpreter, modules: Sequence[tuple[str, st
 
 
 class Session:
-    """One thread's interpreter and the bundles loaded into it (never shared across threads)."""
+    """One thread's interpreter and the bundles loaded into it (never shared across threads).
+
+    The embedded engine keeps one per worker process (see regoworker.py).
+    """
 
     def __init__(self, capacity: int = 64) -> None:
         self._interpreter = new_interpreter()
@@ -129,6 +136,10 @@ class Session:
             return read_output(output)
         finally:
             _LIB.regoFreeOutput(output)
+
+    def holds(self, key: str) -> bool:
+        """Whether the bundle of `key` is loaded (without touching its place in the LRU order)."""
+        return key in self._bundles
 
     def prepare(self, key: str, bundle: bytes) -> regopy.Bundle:
         """The bundle loaded into this session's interpreter, loading it on first use."""

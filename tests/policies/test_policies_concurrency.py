@@ -2,8 +2,9 @@
 
 A regopy Interpreter holds the input as state: shared between threads it hands
 one caller another caller's decision (measured: 133 wrong of 20,000 with 4
-threads), so the embedded engine keeps one interpreter per thread. These tests
-would catch a regression to a shared one.
+threads). The embedded engine keeps one interpreter per worker process and
+hands each worker to one caller at a time; these tests would catch a
+regression to a shared one, and answers crossing between callers on the pipes.
 """
 
 from __future__ import annotations

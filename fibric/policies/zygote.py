@@ -1,0 +1,116 @@
+"""The fork source of one engine's evaluation workers.
+
+Replacing a worker must be cheap, because the pool replaces one every time it
+kills a runaway evaluation. A fresh interpreter spends about a second
+importing DuckDB, regopy and fibric.policies. multiprocessing's forkserver
+imports them once (`set_forkserver_preload`), but every process it starts
+then re-runs the parent's main script (pytest, or the `fibric` console script
+with the whole CLI) before doing anything. So each engine starts ONE process
+through the forkserver, the zygote, which pays that once; the zygote then
+forks workers with `os.fork()` in a few milliseconds (it is single-threaded,
+so forking it is safe).
+
+The engine asks over a control socket: it sends one end of a fresh socket
+pair (SCM_RIGHTS) and the bundle capacity; the zygote forks a worker serving
+that socket and answers its pid. The kernel reaps the workers (the zygote
+ignores SIGCHLD) and kills them when the zygote exits (regoworker sets
+PR_SET_PDEATHSIG). The zygote exits when the engine closes the control socket,
+which also happens when the engine's process dies.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import traceback
+from multiprocessing import connection
+
+from fibric.policies import regoworker
+
+
+class Zygote:
+    """The engine's handle on its zygote process."""
+
+    def __init__(self, *, reply_timeout: float = 30.0) -> None:
+        context = multiprocessing.get_context("forkserver")
+        # Process-wide: the forkserver (started once per process) imports this module, and so
+        # rego.py (DuckDB before regopy) and regopy, before it forks the zygote.
+        context.set_forkserver_preload([__name__])
+        self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = context.Process(
+                target=serve, args=(theirs,), name="fibric-rego-zygote", daemon=True)
+            self._process.start()
+        except BaseException:
+            self._control.close()
+            raise
+        finally:
+            theirs.close()
+        self._control.settimeout(reply_timeout)
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def spawn(self, capacity: int) -> tuple[int, connection.Connection]:
+        """Fork a worker: its pid and the engine's end of its pipe. OSError when the zygote is gone."""
+        ours, theirs = socket.socketpair()
+        try:
+            with self._lock:
+                socket.send_fds(self._control, [str(capacity).encode()], [theirs.fileno()])
+                reply = self._control.recv(32)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        if not reply:
+            ours.close()
+            raise OSError("the rego zygote exited")
+        return int(reply), connection.Connection(ours.detach())
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the zygote (its workers die with it) and reap it."""
+        self._control.close()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout)
+        if not self._process.is_alive():
+            self._process.close()
+
+
+def serve(control: socket.socket) -> None:
+    """The zygote's loop: fork a worker per request until the engine closes `control`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps exited workers: no zombies
+    me = os.getpid()
+    with control:
+        while True:
+            message, fds, _, _ = socket.recv_fds(control, 32, 1)
+            if not message or not fds:
+                for fd in fds:
+                    os.close(fd)
+                return
+            pid = os.fork()
+            if pid == 0:
+                _worker(control, fds[0], int(message), me)
+            os.close(fds[0])
+            control.send(str(pid).encode())
+
+
+def _worker(control: socket.socket, fd: int, capacity: int, zygote: int) -> None:
+    """Run in the forked child; never returns into the zygote's loop."""
+    code = 0
+    try:
+        control.close()
+        regoworker.start(fd, capacity, zygote)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
