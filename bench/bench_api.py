@@ -58,7 +58,7 @@ OPERATORS = 20
 def serve_fibric(port: int, data_dir: Path) -> None:
     """Fibric's app over a fresh store; the key of an all-scopes tenant goes to DATA_DIR/key."""
     from fibric import settings, store
-    from fibric.api import create_app
+    from fibric.api import create_app, protocol
 
     state = store.open_store(data_dir)
     tenant = state.create_tenant("bench", "rs_fibric")
@@ -70,7 +70,8 @@ def serve_fibric(port: int, data_dir: Path) -> None:
     app = create_app(settings.Settings(store=settings.StoreSettings(data_dir=data_dir), server=server,
                                        rate_limits=lifted), state)
     (data_dir / "key").write_text(secret)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", http=protocol.FibricH11Protocol,
+                h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES)
 
 
 def serve_bare(port: int, data_dir: Path) -> None:

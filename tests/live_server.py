@@ -14,13 +14,18 @@ from typing import Any
 
 import uvicorn
 
+from fibric.api import protocol
+
 START_TIMEOUT = 30.0
 
 
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
     """`app` served by uvicorn on 127.0.0.1 and a free port, lifespan on, in a thread; yields the base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on",
+                                           # as `fibric serve` configures it (fibric/cli/serve.py)
+                                           http=protocol.FibricH11Protocol,
+                                           h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fibric import errors
+from fibric.store import filemodes
 
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a SQLite writer waits for the write lock before giving up
 
@@ -50,7 +51,10 @@ class SQLiteBackend:
     dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The data dir and state.db are private (filemodes.py); SQLite gives the
+        # -wal and -shm it creates later the mode of the database file.
+        filemodes.make_private_dir(path.parent)
+        filemodes.create_private_file(path)
         self.path = path
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []

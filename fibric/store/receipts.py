@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from fibric import errors, ids, timefmt
-from fibric.store import ledger_access, pages
+from fibric.store import filemodes, ledger_access, pages
 
 GENESIS = "0" * 64  # prev_hash of a tenant's first receipt
 DECISIONS = ("ALLOW", "ALERT", "BLOCK", "DEDUP")
@@ -397,8 +397,10 @@ def chain_hash(values: Mapping[str, Any]) -> str:
 def _connect(path: Path) -> Any:
     import duckdb
 
-    if str(path) != ":memory:":
-        path.parent.mkdir(parents=True, exist_ok=True)
+    on_disk = str(path) != ":memory:"
+    fresh = on_disk and not path.exists()
+    if on_disk:
+        filemodes.make_private_dir(path.parent)
     deadline = time.monotonic() + OPEN_WAIT
     while True:
         try:
@@ -410,6 +412,12 @@ def _connect(path: Path) -> Any:
                 raise errors.TemporaryError(f"receipt ledger unavailable: {e}") from e
             time.sleep(0.05)
     try:
+        # Private like the rest of the data dir (filemodes.py). DuckDB refuses a pre-made empty
+        # file, so the one it just made (a bare header so far) is tightened here.
+        if fresh:
+            filemodes.restrict(path)
+        elif on_disk:
+            filemodes.warn_if_shared(path)
         _migrate(conn, path)
     except BaseException:
         conn.close()
