@@ -156,17 +156,19 @@ def sql(ctx: click.Context, sql: str, data_dir: str | None, store_url: str | Non
     """
     if tenant_name is None and not all_tenants:
         body = options.session(ctx).client().query_receipts(sql, min(max_rows, audit_sql.MAX_ROWS))
-        result = audit_sql.Result([c["name"] for c in body["columns"]], [c["type"] for c in body["columns"]],
-                                  body["rows"], bool(body["truncated"]))
+        result = audit_sql.Result.from_document(body)
     else:
         audit_sql.check_select(sql)
         tenant_id = _scope(data_dir, store_url, tenant_name, all_tenants, default_all=False)
         with _receipts(ctx, data_dir, tenant_id) as conn:
             audit_sql.lock_down(conn)
-            result = audit_sql.query(conn, sql, max_rows=max_rows)
+            result = audit_sql.query(conn, sql, max_rows=max_rows, max_bytes=None)
     _print(result, fmt)
-    if result.truncated:
-        click.echo(f"note: output cut at {len(result.rows)} rows", err=True)
+    if result.truncated == "max_bytes":
+        click.echo(f"note: output cut at {len(result.row_json)} rows, the {audit_sql.MAX_RESPONSE_BYTES} "
+                   f"bytes an API answer may hold", err=True)
+    elif result.truncated:
+        click.echo(f"note: output cut at {len(result.row_json)} rows", err=True)
 
 
 @audit.command("export")

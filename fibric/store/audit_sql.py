@@ -14,35 +14,59 @@ statement (a consistent snapshot), and the query runs there.
   key (POST /v1/receipts/query), in the CLI for the local admin.
 
 Before any SQL of the auditor's runs, the copy is locked down: external access
-(files, ATTACH, COPY, extensions) off, configuration locked, one thread and a
-memory limit; only a single SELECT statement is accepted, and a query over
-its time budget is interrupted. The copy holds only the rows the caller may
-see, so SQL naming other schemas, catalogs or `duckdb_*` metadata finds
-nothing more.
+(files, ATTACH, COPY, extensions) off, configuration locked, one thread, and
+QUERY_MEMORY of working memory beyond the copy, with nowhere to spill; only a
+single SELECT statement is accepted, and a query over its time budget is
+interrupted. The copy holds only the rows the caller may see, so SQL naming
+other schemas, catalogs or `duckdb_*` metadata finds nothing more.
+
+The answer is bounded in rows and in bytes without ever being built whole:
+the auditor's SELECT runs as a subquery of one that turns every value into
+something JSON can hold (docs/receipts.md#query-results: DuckDB renders
+times, decimals and blobs as text, so no value needs a Python library to
+convert) and keeps a running lower bound of the rows' JSON size; rows past
+the byte budget reach Python as NULLs, so a query of a gigabyte costs one
+DuckDB vector and a few MiB of Python, and Python, counting exactly, stops
+there. One gap remains: DuckDB's memory limit covers its buffer manager, not
+a single value a scalar function builds (`repeat('x', 10^9)` takes its
+gigabyte, and more, whatever the limit), so such a value is bounded only by
+DuckDB's 4 GiB per value; the per-server cap on concurrent queries
+(fibric/api/routes/receipts.py) bounds how many can do that at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import decimal
+import json
+import math
+import re
 import secrets
 import tempfile
 import threading
 import time
-import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fibric import errors
 from fibric.store import receipts
 
 MAX_ROWS = 10_000
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a result's whole JSON document: columns, rows and counts
 TIMEOUT = 10.0  # seconds
-MEMORY_LIMIT = "512MB"
+QUERY_MEMORY = 256 * 1024 * 1024  # DuckDB's working memory for a query, beyond the copy it holds
 SNAPSHOTS = "audit-snapshots"  # folder beside the ledger
 SNAPSHOT_TTL = 3600.0  # seconds
+
+Truncation = Literal["max_rows", "max_bytes"]  # the limit that cut a result short
+
+_BATCH = 256  # rows per fetch: past the byte budget they arrive as NULLs, so a batch stays small
+_NO_BYTE_CAP = 2**62
+_NUMBERS = frozenset({"boolean", "tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint",
+                      "usmallint", "uinteger", "ubigint", "uhugeint", "float", "double"})
+_TIMESTAMPS = frozenset({"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"})
+_ISO = r"'^([0-9]{4,}-[0-9]{2}-[0-9]{2}) ([0-9:.]+)$'"  # DuckDB's text of a timestamp in years 1-9999+
 
 
 class LedgerHeld(errors.TemporaryError):
@@ -55,10 +79,30 @@ class QueryRejected(errors.PermanentError):
 
 @dataclass(frozen=True)
 class Result:
+    """A query's answer, its rows already JSON: what POST /v1/receipts/query sends, as it sends it."""
+
     columns: list[str]
-    types: list[str]
-    rows: list[list[Any]]  # JSON-ready values
-    truncated: bool  # more rows than max_rows
+    types: list[str]  # DuckDB's names: BIGINT, TIMESTAMP WITH TIME ZONE, STRUCT(a INTEGER)[], ...
+    row_json: list[bytes]  # one JSON array per row, values as docs/receipts.md#query-results says
+    truncated: Truncation | None = None  # the limit that left rows out, if one did
+
+    @property
+    def rows(self) -> list[list[Any]]:
+        return [json.loads(row) for row in self.row_json]
+
+    def document(self) -> bytes:
+        """The `receipt_query` object (schemas.ReceiptQueryResult); query() keeps it within max_bytes."""
+        return b"".join([_head(self.columns, self.types), b",".join(self.row_json),
+                         _tail(len(self.row_json), self.truncated)])
+
+    @classmethod
+    def from_document(cls, body: Mapping[str, Any]) -> Result:
+        """A result as the API sent it (`fibric audit sql` through an API key)."""
+        reason: Truncation | None = None
+        if body.get("truncated"):
+            reason = "max_bytes" if body.get("truncated_reason") == "max_bytes" else "max_rows"
+        return cls([c["name"] for c in body["columns"]], [c["type"] for c in body["columns"]],
+                   [_dumps(row) for row in body["rows"]], reason)
 
 
 def from_file(ledger_path: Path, tenant_id: str | None = None) -> Any:
@@ -99,7 +143,8 @@ def from_parquet(path: Path, tenant_id: str | None = None) -> Any:
     return conn
 
 
-def query_ledger(ledger: receipts.Ledger, tenant_id: str, sql: str, *, max_rows: int = MAX_ROWS) -> Result:
+def query_ledger(ledger: receipts.Ledger, tenant_id: str, sql: str, *, max_rows: int = MAX_ROWS,
+                 max_bytes: int | None = MAX_RESPONSE_BYTES) -> Result:
     """Run an auditor's SELECT over one tenant's receipts of a ledger this process holds."""
     check_select(sql)  # before copying anything
     with tempfile.TemporaryDirectory(prefix="fibric-audit-") as folder:  # mode 0700
@@ -108,7 +153,7 @@ def query_ledger(ledger: receipts.Ledger, tenant_id: str, sql: str, *, max_rows:
         conn = from_parquet(path)
     try:
         lock_down(conn)
-        return query(conn, sql, max_rows=max_rows)
+        return query(conn, sql, max_rows=max_rows, max_bytes=max_bytes)
     finally:
         conn.close()
 
@@ -140,36 +185,60 @@ def export(conn: Any, out: Path) -> int:
 
 
 def lock_down(conn: Any) -> None:
-    """From here on the connection cannot reach anything but the rows it holds."""
+    """From here on the connection cannot reach anything but the rows it holds, nor grow past them much."""
+    held = conn.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchone()[0]
     conn.execute("SET threads = 1")
-    conn.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    conn.execute(f"SET memory_limit = '{int(held) + QUERY_MEMORY}B'")
+    conn.execute("SET temp_directory = ''")  # never spill a tenant's rows to disk (the cwd's .tmp)
+    conn.execute("SET TimeZone = 'UTC'")  # the same answers whatever the server's zone
     conn.execute("SET enable_external_access = false")
     conn.execute("SET lock_configuration = true")
 
 
-def query(conn: Any, sql: str, *, max_rows: int = MAX_ROWS, timeout: float = TIMEOUT) -> Result:
-    """Run one SELECT on a locked-down copy; QueryRejected for anything else or any error."""
+def query(conn: Any, sql: str, *, max_rows: int = MAX_ROWS, max_bytes: int | None = MAX_RESPONSE_BYTES,
+          timeout: float = TIMEOUT) -> Result:
+    """Run one SELECT on a locked-down copy: its first rows, up to max_rows and max_bytes of document.
+
+    `max_bytes` bounds Result.document() (None: no byte cap, for the local
+    admin). QueryRejected for anything but one SELECT, any error, or a query
+    over its time or memory budget.
+    """
     import duckdb
 
-    check_select(sql)
+    statement = _statement(sql)
     timer = threading.Timer(timeout, conn.interrupt)
     timer.start()
     try:
-        cur = conn.execute(sql)
-        rows = cur.fetchmany(max_rows + 1)
-        description = cur.description or []
+        relation = conn.sql(statement)  # binds it, runs nothing: the columns and their types
+        columns, types = list(relation.columns), list(relation.types)
+        names = [str(t) for t in types]
+        budget = _NO_BYTE_CAP
+        if max_bytes is not None:
+            budget = max_bytes - len(_head(columns, names)) - len(_tail(max_rows, "max_bytes"))
+            if budget < len("[]"):
+                raise QueryRejected(f"the result's {len(columns)} columns alone take more than the "
+                                    f"{max_bytes} bytes an answer may hold: select fewer columns")
+        rows, truncated = _fetch(conn.execute(_wrapped(statement, types, budget)), max_rows, budget)
     except duckdb.InterruptException as e:
         raise QueryRejected(f"query stopped: it ran longer than {timeout:g} s") from e
+    except duckdb.OutOfMemoryException as e:
+        raise QueryRejected(
+            f"query stopped: it needs more than {QUERY_MEMORY // 2**20} MiB of working memory; "
+            f"have it read fewer rows or shorter values") from e
     except duckdb.Error as e:
         raise QueryRejected(f"query failed: {e}") from e
     finally:
         timer.cancel()
-    return Result([d[0] for d in description], [str(d[1]) for d in description],
-                  [[_json_value(v) for v in row] for row in rows[:max_rows]], len(rows) > max_rows)
+    return Result(columns, names, rows, truncated)
 
 
 def check_select(sql: str) -> None:
     """Accept exactly one SELECT statement (DuckDB's own parser decides what a statement is)."""
+    _statement(sql)
+
+
+def _statement(sql: str) -> str:
+    """The one SELECT statement in `sql`, as text that can stand inside parentheses."""
     import duckdb
 
     try:
@@ -181,6 +250,165 @@ def check_select(sql: str) -> None:
     if statements[0].type != duckdb.StatementType.SELECT:
         kind = str(statements[0].type).rsplit(".", 1)[-1]
         raise QueryRejected(f"sql must be a read-only SELECT statement, not {kind}")
+    # The closing parenthesis goes on a line of its own, after any trailing -- comment.
+    return re.sub(r"[\s;]+\Z", "", statements[0].query)
+
+
+def _fetch(cur: Any, max_rows: int, budget: int) -> tuple[list[bytes], Truncation | None]:
+    """The rows of a _wrapped query as JSON arrays, as many as fit max_rows and `budget` bytes."""
+    rows: list[bytes] = []
+    used = 0
+    while batch := cur.fetchmany(_BATCH):
+        for row in batch:
+            if len(rows) == max_rows:
+                return rows, "max_rows"
+            if row[-1] > budget:  # the running lower bound: this row cannot fit, and was not sent
+                return rows, "max_bytes"
+            data = _dumps(row[:-1])
+            used += len(data) + (1 if rows else 0)  # and a comma
+            if used > budget:
+                return rows, "max_bytes"
+            rows.append(data)
+    return rows, None
+
+
+def _wrapped(statement: str, types: Sequence[Any], budget: int) -> str:
+    """SQL giving the statement's rows rendered for JSON, each with the running size estimate.
+
+    Columns are renamed by position (c0, c1, ...), so duplicate names are no
+    trouble; the projections and the streaming window keep the statement's
+    row order.
+    """
+    names = [f"c{n}" for n in range(len(types))]
+    rendered = ", ".join(f"{_render(name, t, 0)} AS {name}" for name, t in zip(names, types, strict=True))
+    estimates = (str(_estimate(name, t, 0)) for name, t in zip(names, types, strict=True))
+    size = " + ".join([str(len(names) + 1), *estimates])
+    kept = ", ".join(f"CASE WHEN fibric_total <= {budget} THEN {name} END" for name in names)
+    return (f"SELECT {kept}, fibric_total FROM (SELECT *, sum(fibric_size) OVER "
+            f"(ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS fibric_total FROM ("
+            f"SELECT *, {size} AS fibric_size FROM (SELECT {rendered} FROM ({statement}\n) "
+            f"AS q({', '.join(names)})) AS r) AS s) AS t")
+
+
+def _render(x: str, t: Any, depth: int) -> str:
+    """SQL for `x` (of DuckDB type `t`) as values Python holds without help and JSON can carry."""
+    kind = t.id
+    if _plain(t):
+        return x
+    if kind in ("list", "array"):
+        e = f"e{depth}"
+        return f"list_transform({x}, lambda {e}: {_render(e, t.children[0][1], depth + 1)})"
+    if kind == "struct":
+        fields = t.children
+        if all(name == "" for name, _ in fields):  # ROW(...): an array
+            items = [_render(f"struct_extract({x}, {n})", ft, depth) for n, (_, ft) in enumerate(fields, 1)]
+            return f"CASE WHEN {x} IS NULL THEN NULL ELSE row({', '.join(items)}) END"
+        items = [f"{_ident(name)} := {_render(f'struct_extract({x}, {_literal(name)})', ft, depth)}"
+                 for name, ft in fields]
+        return f"CASE WHEN {x} IS NULL THEN NULL ELSE struct_pack({', '.join(items)}) END"
+    if kind == "map":  # an object: keys as text
+        (_, key), (_, value) = t.children
+        e = f"e{depth}"
+        k = _render(f"struct_extract({e}, 'key')", key, depth + 1)
+        v = _render(f"struct_extract({e}, 'value')", value, depth + 1)
+        return (f"map_from_entries(list_transform(map_entries({x}), lambda {e}: "
+                f"struct_pack(key := CAST({k} AS VARCHAR), value := {v})))")
+    if kind == "blob":
+        return f"lower(hex({x}))"
+    if kind in _TIMESTAMPS:
+        return f"regexp_replace(CAST({x} AS VARCHAR), {_ISO}, '\\1T\\2')"
+    if kind == "timestamp with time zone":
+        return f"regexp_replace(CAST(timezone('UTC', {x}) AS VARCHAR), {_ISO}, '\\1T\\2Z')"
+    return f"CAST({x} AS VARCHAR)"  # DECIMAL, DATE, TIME, INTERVAL, UUID, ENUM, BIGNUM, UNION, ...
+
+
+def _plain(t: Any) -> bool:
+    """Whether DuckDB's Python values of type `t` are JSON-ready as they are."""
+    kind = t.id
+    if kind in _NUMBERS or kind == "varchar":
+        return True
+    if kind in ("list", "array"):
+        return _plain(t.children[0][1])
+    if kind == "struct":
+        return all(_plain(ft) for _, ft in t.children)
+    if kind == "map":
+        (_, key), (_, value) = t.children
+        return bool(key.id == "varchar" and _plain(value))
+    return False
+
+
+def _estimate(x: str, t: Any, depth: int) -> int | str:
+    """A lower bound (a number, or SQL) of the JSON bytes of `x`, a value of type `t` as _render made it."""
+    kind = t.id
+    if kind in ("float", "double"):
+        return 3  # 0.0
+    if kind in _NUMBERS:
+        return 1
+    if kind in ("list", "array"):
+        e = f"e{depth}"
+        each = _estimate(e, t.children[0][1], depth + 1)
+        if isinstance(each, int):
+            return f"coalesce({each + 1} * len({x}) + 1, 4)"
+        return f"coalesce(len({x}) + 1 + coalesce(list_sum(list_transform({x}, lambda {e}: {each})), 0), 4)"
+    if kind == "struct":
+        fields = t.children
+        unnamed = all(name == "" for name, _ in fields)
+        fixed = 1
+        parts: list[str] = []
+        for n, (name, ft) in enumerate(fields, 1):
+            fixed += 1 if unnamed else len(_dumps(name)) + 2
+            field = f"struct_extract({x}, {n if unnamed else _literal(name)})"
+            each = _estimate(field, ft, depth)
+            if isinstance(each, int):
+                fixed += each
+            else:
+                parts.append(each)
+        if not parts:
+            return min(fixed, 4)  # or null
+        return f"CASE WHEN {x} IS NULL THEN 4 ELSE {' + '.join([str(fixed), *parts])} END"
+    if kind == "map":
+        e = f"e{depth}"
+        value = _estimate(f"struct_extract({e}, 'value')", t.children[1][1], depth + 1)
+        return (f"(coalesce(list_sum(list_transform(map_entries({x}), lambda {e}: "
+                f"strlen(struct_extract({e}, 'key')) + 4 + {value})), 0) + 1)")
+    return f"coalesce(strlen({x}) + 2, 4)"  # text, with its quotes
+
+
+def _head(columns: Sequence[str], types: Sequence[str]) -> bytes:
+    listed = [{"name": name, "type": kind} for name, kind in zip(columns, types, strict=True)]
+    return b'{"object":"receipt_query","columns":' + _dumps(listed) + b',"rows":['
+
+
+def _tail(row_count: int, truncated: Truncation | None) -> bytes:
+    rest = {"row_count": row_count, "truncated": truncated is not None, "truncated_reason": truncated}
+    return b"]," + _dumps(rest)[1:]
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact JSON, UTF-8; NaN and the infinities, which JSON lacks, as "NaN", "Infinity", "-Infinity"."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _memory() -> Any:
@@ -194,19 +422,3 @@ def _copy(conn: Any, source: str, tenant_id: str | None) -> None:
     where = "WHERE tenant_id = $tenant" if tenant_id is not None else ""
     conn.execute(f"CREATE TABLE receipts AS SELECT {receipts.COLUMNS} FROM {source} {where}",
                  {"tenant": tenant_id} if tenant_id is not None else {})
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal | uuid.UUID | dt.timedelta):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, list | tuple):
-        return [_json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    return str(value)

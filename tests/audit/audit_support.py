@@ -1,4 +1,4 @@
-"""Helpers the audit tests share: receipts to append, the CLI in-process, and raw DuckDB access."""
+"""Helpers the audit tests share: receipts to append, API clients, the CLI in-process, raw DuckDB."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 
 import duckdb
 from click.testing import CliRunner, Result
+from fastapi.testclient import TestClient
 
-from fibric import cli
+from fibric import cli, store
 from fibric.store import receipts
 
 CLEAN_ENV: dict[str, str | None] = {"FIBRIC_URL": None, "FIBRIC_KEY": None, "FIBRIC_DATA_DIR": None,
@@ -40,6 +41,13 @@ def fill(path: Path, tenants: Sequence[str], per_tenant: int) -> dict[str, list[
     finally:
         ledger.close()
     return written
+
+
+def client_of(app: Any, state: store.StateStore, tenant: store.Tenant,
+              scopes: frozenset[str] = frozenset(store.SCOPES)) -> TestClient:
+    """A test client of `app` with a fresh API key of `tenant`."""
+    _, secret = state.create_api_key(tenant.id, scopes)
+    return TestClient(app, headers={"Authorization": f"Bearer {secret}"})
 
 
 @contextlib.contextmanager

@@ -1,14 +1,17 @@
-"""Fixtures for the audit tests: a data dir with a state store, two tenants, and a ledger path."""
+"""Fixtures for the audit tests: a data dir with a state store, two tenants, a ledger, and the API."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fibric import settings, store
 from fibric.api import app as api_app
+from fibric.api import create_app
+from fibric.store import receipts
 
 
 @pytest.fixture
@@ -43,3 +46,17 @@ def acme(local_state: store.StateStore) -> store.Tenant:
 @pytest.fixture
 def globex(local_state: store.StateStore) -> store.Tenant:
     return local_state.get_tenant("globex")
+
+
+@pytest.fixture
+def ledger(ledger_path: Path) -> Iterator[receipts.Ledger]:
+    opened = receipts.Ledger(ledger_path)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def app(local_state: store.StateStore, ledger: receipts.Ledger) -> Any:
+    return create_app(settings.Settings(), local_state, receipts=ledger)

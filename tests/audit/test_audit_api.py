@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from audit_support import new_receipt
+from audit_support import client_of, new_receipt
 from fastapi.testclient import TestClient
 
-from fibric import settings, store
-from fibric.api import create_app
+from fibric import store
 from fibric.store import audit_sql, ledger_access, receipts
-
-
-@pytest.fixture
-def ledger(ledger_path: Path) -> Iterator[receipts.Ledger]:
-    opened = receipts.Ledger(ledger_path)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def app(local_state: store.StateStore, ledger: receipts.Ledger) -> Any:
-    return create_app(settings.Settings(), local_state, receipts=ledger)
-
-
-def client_of(app: Any, state: store.StateStore, tenant: store.Tenant,
-              scopes: frozenset[str] = frozenset(store.SCOPES)) -> TestClient:
-    _, secret = state.create_api_key(tenant.id, scopes)
-    return TestClient(app, headers={"Authorization": f"Bearer {secret}"})
 
 
 def test_a_key_queries_its_tenants_receipts_only(

@@ -3,13 +3,22 @@
 Receipts are written by the executor, never through the API; these routes
 only read, always within the caller's tenant. Filters run in SQL, so pages
 are exact and cursors stable while receipts are appended.
+
+An auditor's SQL (POST /v1/receipts/query) may take seconds and a few
+hundred MiB, so few run at once: QUERIES_PER_TENANT per tenant and
+QUERIES_PER_SERVER in all. The rest are answered 429 straight away rather
+than queued, so waiting queries never pile up on the slow threads or in
+memory, and one tenant's auditors cannot take every slot. Queries run on the
+slow threads (routing.slow), never on the quick ones or the event loop.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -17,6 +26,10 @@ from fibric import errors, store
 from fibric.api import auth, context, objects, pagination, routing, schemas
 from fibric.api import errors as api_errors
 from fibric.store import audit_sql, receipts, views
+
+QUERIES_PER_TENANT = 2  # receipt SQL queries one tenant may run at once
+QUERIES_PER_SERVER = 8  # ... and every tenant together
+QUERY_RETRY_AFTER = 1  # seconds, in the 429's Retry-After: most queries take less
 
 router = APIRouter(prefix="/v1/receipts", tags=["receipts"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -60,23 +73,68 @@ class ReceiptQuery(BaseModel):
                           description="Rows to return at most; `truncated` says whether there were more.")
 
 
+class RunningQueries:
+    """The receipt queries in flight, by tenant (one per app: app.state.receipt_queries)."""
+
+    def __init__(self, per_tenant: int, per_server: int) -> None:
+        self.per_tenant = per_tenant
+        self.per_server = per_server
+        self._running: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def start(self, tenant_id: str) -> str | None:
+        """Count a query in, or say why it may not start now."""
+        with self._lock:
+            if self._running[tenant_id] >= self.per_tenant:
+                return (f"This tenant already runs {self.per_tenant} receipt queries, the most it may run "
+                        f"at once; retry after {QUERY_RETRY_AFTER} s.")
+            if self._running.total() >= self.per_server:
+                return (f"The server already runs {self.per_server} receipt queries, the most it runs at "
+                        f"once; retry after {QUERY_RETRY_AFTER} s.")
+            self._running[tenant_id] += 1
+            return None
+
+    def end(self, tenant_id: str) -> None:
+        with self._lock:
+            self._running[tenant_id] -= 1
+            if self._running[tenant_id] <= 0:
+                del self._running[tenant_id]
+
+
+async def running_queries(request: Request) -> RunningQueries:
+    """The app's RunningQueries, made on first use; async, so on the event loop and made once."""
+    running: RunningQueries | None = getattr(request.app.state, "receipt_queries", None)
+    if running is None:
+        running = request.app.state.receipt_queries = RunningQueries(QUERIES_PER_TENANT, QUERIES_PER_SERVER)
+    return running
+
+
 @router.post("/query", summary="Query receipts with SQL",
              **schemas.returns(schemas.ReceiptQueryResult, 200, 400, 413))
 @routing.slow
 def query_receipts(
-    ctx: context.Ctx, principal: Reader, body: Annotated[ReceiptQuery, Body()]
-) -> JSONResponse:
+    request: Request,
+    ctx: context.Ctx,
+    principal: Reader,
+    running: Annotated[RunningQueries, Depends(running_queries)],
+    body: Annotated[ReceiptQuery, Body()],
+) -> Response:
     """Run one SELECT over a private, locked-down copy of the caller's tenant's receipts.
 
     The copy holds nothing else, cannot reach files or the network, and the
-    query is bounded in rows and time; the ledger goes on taking appends.
+    query is bounded in rows, bytes (audit_sql.MAX_RESPONSE_BYTES), memory
+    and time; the ledger goes on taking appends. Over the concurrency limits
+    it does not run at all: 429 at once.
     """
+    refused = running.start(principal.tenant_id)
+    if refused is not None:
+        return api_errors.error_response(api_errors.request_id(request), 429, "rate_limited", refused,
+                                         headers={"Retry-After": str(QUERY_RETRY_AFTER)})
     try:
-        result = audit_sql.query_ledger(ctx.receipts, principal.tenant_id, body.sql, max_rows=body.max_rows)
+        result = audit_sql.query_ledger(ctx.receipts, principal.tenant_id, body.sql, max_rows=body.max_rows,
+                                        max_bytes=audit_sql.MAX_RESPONSE_BYTES)
     except audit_sql.QueryRejected as e:
         raise errors.SpecInvalid([errors.SpecProblem(str(e), path="sql")]) from e
-    return JSONResponse({
-        "object": "receipt_query",
-        "columns": [{"name": n, "type": t} for n, t in zip(result.columns, result.types, strict=True)],
-        "rows": result.rows, "row_count": len(result.rows), "truncated": result.truncated,
-    })
+    finally:
+        running.end(principal.tenant_id)
+    return Response(result.document(), media_type="application/json")
