@@ -29,12 +29,13 @@ def peak_rss_mib(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def fibric_serve(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
-    """`fibric serve` on a fresh data dir; yields (process, base URL, bootstrap key)."""
+def fibric_serve(data_dir: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """`fibric serve` on a fresh data dir, with extra flags; yields (process, base URL, bootstrap key)."""
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fibric.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        [sys.executable, "-m", "fibric.cli", "serve", "--data-dir", str(data_dir), "--port", str(port),
+         *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     key = None

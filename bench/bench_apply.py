@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _servers
 
 HERE = Path(__file__).parent
+# The connectors name a catalog entry whose server exits at once: applying is measured, not running.
+CATALOG = "connectors:\n  orders:\n    stdio: {command: 'true'}\n"
 
 
 def documents(count: int = 1000) -> list[dict[str, Any]]:
@@ -35,12 +37,12 @@ def documents(count: int = 1000) -> list[dict[str, Any]]:
         }))
         docs.append(_doc("Connector", f"orders-{g}", {
             "display_name": f"Orders {g}", "kind": "saas",
-            "transport": {"stdio": {"command": "python", "args": ["-m", "orders_mcp"]}},
+            "transport": {"catalog": "orders"},
             "capabilities": {f"orders{g}.read": "orders.read", f"orders{g}.hold": "orders.hold"},
         }))
         docs.append(_doc("Webhook", f"hook-{g}", {
             "url": f"https://hooks.example/{g}", "events": ["plan.proposed", "receipt.created"],
-            "secret_env": "HOOK_SECRET",
+            "secret_ref": "hook-secret",
         }))
         for o in range(7):
             docs.append(_doc("Operator", f"op-{g}-{o}", {
@@ -71,7 +73,10 @@ def run_once(docs: list[dict[str, Any]]) -> dict[str, float]:
                 httpx.Client(timeout=120) as client:
             bare, _ = timed_post(client, url + "/v1/apply", body)
             bare_again, _ = timed_post(client, url + "/v1/apply", body)
-        with _servers.fibric_serve(Path(tmp) / "fibric") as (proc, url, key), \
+        catalog = Path(tmp) / "catalog.yaml"
+        catalog.write_text(CATALOG, encoding="utf-8")
+        with _servers.fibric_serve(Path(tmp) / "fibric", "--connector-catalog", str(catalog)) as (
+                proc, url, key), \
                 httpx.Client(timeout=120, headers={"Authorization": f"Bearer {key}"}) as client:
             first, result = timed_post(client, url + "/v1/apply", body)
             created = sum(c["action"] == "created" for c in result["changes"])

@@ -36,12 +36,14 @@ import uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "executor"))
+sys.path.insert(0, str(ROOT / "tests"))
 
+import orders_system  # noqa: E402
 from executor_support import FAST, write_specs  # noqa: E402
 
 from fibric import connectors, policies, settings, store  # noqa: E402
-from fibric.api import create_app  # noqa: E402
-from fibric.controller import decide, executor, loop, reconcile, watch  # noqa: E402
+from fibric.api import create_app, protocol  # noqa: E402
+from fibric.controller import apply, decide, executor, loop, reconcile, watch  # noqa: E402
 from fibric.store import pins, plans, receipts  # noqa: E402
 
 
@@ -49,7 +51,9 @@ class Bench:
     def __init__(self, tmp: Path) -> None:
         self.state = store.open_store(tmp / "data")
         self.tenant = self.state.create_tenant("bench", "rs_fibric")
-        watch.apply_folder(self.state, self.tenant.id, write_specs(tmp / "repo", tmp / "orders.db"), "bench")
+        boundary = orders_system.orders_boundary(tmp / "orders.db")
+        watch.apply_folder(self.state, self.tenant.id, write_specs(tmp / "repo"), "bench",
+                           options=apply.Options(boundary))
         self.operator_id = self.state.get_object(self.tenant.id, "Operator", "ship-risk").id
         self.ledger = receipts.Ledger(tmp / "receipts.duckdb")
         self.engine = policies.open_engine("embedded", timeout=5.0)
@@ -62,9 +66,10 @@ class Bench:
         self.executor = executor.Executor(self.state, self.ledger, self.runtime,
                                           decide.Decider(self.state, self.engine, cache))
         self.controller = loop.Controller(self.state, config.controller, connectors=self.runtime,
-                                          reconcilers=reconcile.reconcilers(self.engine, cache))
+                                          reconcilers=reconcile.reconcilers(self.engine, cache),
+                                          boundary=boundary)
         self.app = create_app(config, self.state, self.controller, receipts=self.ledger,
-                              executor=self.executor)
+                              executor=self.executor, boundary=boundary)
         _, self.key = self.state.create_api_key(self.tenant.id, frozenset(store.SCOPES))
         self.n = 0
 
@@ -101,7 +106,8 @@ async def main_async(actions: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp))
         server = uvicorn.Server(uvicorn.Config(bench.app, host="127.0.0.1", port=0, log_level="warning",
-                                               lifespan="on"))
+                                               lifespan="on", http=protocol.FibricH11Protocol,
+                                               h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES))
         serving = asyncio.create_task(server.serve())
         try:
             while not server.started:

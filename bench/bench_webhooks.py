@@ -31,7 +31,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 import _servers
 
-from fibric import settings, specs, store
+from fibric import settings, specs, store, trust
 from fibric.controller import apply, delivery, dispatch
 from fibric.store import outbox, secretbox
 
@@ -152,7 +152,7 @@ async def main(events: int, store_url: str | None) -> None:
         tenant = state.create_tenant(f"bench-{int(time.time())}", "rs_bench")
         document = specs.build("Webhook", "bench", {"url": url + "/hooks", "events": ["plan.proposed"]})
         apply.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))],
-                    webhook_options=apply.WebhookOptions(True, box))
+                    options=apply.Options(trust.Boundary(webhook_egress=trust.ANYWHERE), box))
         with httpx.Client() as client:
             received(client, url)  # clear the start-up probe
 

@@ -286,6 +286,19 @@ class Client:
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/runs/{_segment(run_id)}")
 
+    # --- secrets (docs/security.md#secrets) -----------------------------------------
+
+    def set_secret(self, name: str, value: str) -> dict[str, Any]:
+        """PUT /v1/secrets/{name}: store or replace a tenant secret; the answer never carries the value."""
+        return self.request("PUT", f"/v1/secrets/{_segment(name)}", json={"value": value})
+
+    def list_secrets(self) -> list[dict[str, Any]]:
+        """Every secret's name and fingerprint (never a value), newest first."""
+        return list(self.paginate("/v1/secrets"))
+
+    def delete_secret(self, name: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/secrets/{_segment(name)}")
+
     # --- plumbing -----------------------------------------------------------
 
     def paginate(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:

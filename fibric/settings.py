@@ -218,6 +218,32 @@ class ExecutorSettings:
 
 
 @dataclass(frozen=True)
+class TrustSettings:
+    """What the installation lets tenants reach; nothing a tenant declares can widen it (docs/security.md).
+
+    `connector_catalog` (FIBRIC_CONNECTOR_CATALOG, --connector-catalog) names a
+    YAML file of connector transports a tenant's Connector may name with
+    `transport.catalog`: the only way a tenant's connector starts a process.
+    `egress_allow` (FIBRIC_EGRESS_ALLOW, --egress-allow; comma-separated host
+    names, `*.domain`, IPs and CIDRs) lists the private or loopback places an
+    HTTP connector or webhook of a tenant may reach, over http or https.
+    """
+
+    connector_catalog: Path | None = None
+    egress_allow: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], catalog: object = None, egress: object = None) -> TrustSettings:
+        path = catalog if catalog is not None else env.get("FIBRIC_CONNECTOR_CATALOG")
+        if egress is None:
+            entries = tuple(e.strip() for e in (env.get("FIBRIC_EGRESS_ALLOW") or "").split(","))
+        else:
+            entries = tuple(str(e).strip() for e in egress)  # type: ignore[attr-defined]
+        return cls(connector_catalog=Path(str(path)) if path else None,
+                   egress_allow=tuple(e for e in entries if e))
+
+
+@dataclass(frozen=True)
 class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -228,6 +254,7 @@ class Settings:
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     llm: LlmSettings = field(default_factory=LlmSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -266,7 +293,9 @@ class Settings:
                    rate_limits=RateLimitSettings.from_env(env), policies=PolicySettings.from_env(env),
                    executor=ExecutorSettings.from_env(env),
                    webhooks=WebhookSettings.from_env(env),
-                   llm=LlmSettings.from_env(env))
+                   llm=LlmSettings.from_env(env),
+                   trust=TrustSettings.from_env(env, overrides.get("connector_catalog"),
+                                                overrides.get("egress_allow")))
 
 
 def _worker_threads(value: str | None) -> int | None:

@@ -1,4 +1,8 @@
-"""Examples are tests: every spec under examples/ validates as `fibric validate` would."""
+"""Examples are tests: every spec under examples/ validates as `fibric validate` would.
+
+The connector catalog (examples/catalog.yaml) is the installation's file, not a spec: it loads as
+`fibric serve --connector-catalog` would, and the example Connector names an entry of it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fibric import specs
+from fibric import specs, trust
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-YAML_FILES = sorted(p for p in EXAMPLES.rglob("*") if p.suffix in (".yaml", ".yml"))
+CATALOG = EXAMPLES / "catalog.yaml"
+YAML_FILES = sorted(p for p in EXAMPLES.rglob("*") if p.suffix in (".yaml", ".yml") and p != CATALOG)
 
 
 def test_there_are_example_specs() -> None:
@@ -38,3 +43,13 @@ def test_every_referenced_file_exists() -> None:
             assert resolved.document.spec.resolved
             assert resolved.document.spec.rego
             assert all(resolved.document.spec.test_rego)
+
+
+def test_the_example_connector_names_an_entry_of_the_example_catalog() -> None:
+    catalog = trust.Catalog.load(CATALOG)
+    connectors = [i for i in specs.load_paths(YAML_FILES) if isinstance(i.document, specs.Connector)]
+    assert connectors
+    boundary = trust.Boundary(catalog=catalog)
+    assert boundary.admit(connectors, trust.Origin.TENANT, {}) == []  # a tenant may apply the examples
+    for item in connectors:
+        assert item.document.spec.transport.catalog in catalog.entries  # type: ignore[attr-defined]

@@ -301,13 +301,13 @@ def test_ordinary_labels_are_kept() -> None:
         "transport:\n    stdio: {command: x}\n    http: {url: 'https://mcp.example/mcp'}",
     ],
 )
-def test_connector_transport_needs_exactly_one_of_stdio_or_http(
+def test_connector_transport_needs_exactly_one_of_catalog_stdio_or_http(
     tmp_path: Path, transport: str
 ) -> None:
     text = CONNECTOR.replace("transport:\n    stdio: {command: python, args: [orders_server.py]}",
                              transport)
     path, problem = only_problem(tmp_path, text)
-    assert problem == f"{path}:6:3: spec.transport: set exactly one of 'stdio' or 'http'"
+    assert problem == f"{path}:6:3: spec.transport: set exactly one of 'catalog', 'stdio' or 'http'"
 
 
 def test_connector_http_transport() -> None:

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 import fibric
 from fibric import settings as settings_module
-from fibric import store
+from fibric import store, trust
 from fibric.api import (
     admission,
     context,
@@ -47,6 +47,7 @@ def create_app(
     *,
     receipts: receipts_module.Ledger | None = None,
     executor: Any | None = None,
+    boundary: trust.Boundary | None = None,
 ) -> FastAPI:
     """The v1 API over `state`.
 
@@ -54,7 +55,8 @@ def create_app(
     `receipts` is the receipt ledger; by default `receipts.duckdb` in the data
     dir, opened on first use and closed with the app. `executor` (see
     context.Executor) is the hook approve hands plans to; it can also be set
-    later as `app.state.executor`.
+    later as `app.state.executor`. `boundary` is what tenants' specs may declare;
+    by default it is read from `settings.trust` (the catalog file, the egress allowlist).
     """
     ledger = receipts or receipts_module.Ledger(settings.store.data_dir / RECEIPTS_FILE)
 
@@ -84,7 +86,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.fibric = context.Context(settings=settings, state=state, receipts=ledger,
-                                       controller=controller)
+                                       controller=controller,
+                                       boundary=boundary or trust.Boundary.of(settings))
     app.state.executor = executor
     errors.install(app)
     # add_middleware wraps: the last added runs first.

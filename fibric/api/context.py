@@ -17,7 +17,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 from fibric import settings as settings_module
-from fibric import store
+from fibric import store, trust
 from fibric.store import plans, receipts
 
 
@@ -59,6 +59,7 @@ class Context:
     state: store.StateStore
     receipts: receipts.Ledger
     controller: Any | None  # a Controller; Any so duck-typed test doubles fit
+    boundary: trust.Boundary  # what a tenant's specs may declare (docs/security.md)
 
 
 async def get_context(request: Request) -> Context:

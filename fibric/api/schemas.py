@@ -227,6 +227,16 @@ class ApplyResult(BaseModel):
     warnings: list[ApplyWarning]
 
 
+class Secret(BaseModel):
+    """A tenant secret as anyone may see it: its name and fingerprint, never its value."""
+
+    object: Literal["secret"]
+    name: str
+    fingerprint: str = Field(description="HMAC-SHA256 prefix under the deployment's key: tells values apart.")
+    created_at: str
+    updated_at: str
+
+
 class Deleted(BaseModel):
     id: str | None
     object: str
@@ -253,6 +263,10 @@ class WebhookList(ListEnvelope):
 
 class PolicyList(ListEnvelope):
     data: list[Policy]
+
+
+class SecretList(ListEnvelope):
+    data: list[Secret]
 
 
 class EventList(ListEnvelope):
@@ -327,13 +341,24 @@ class ReceiptQueryColumn(BaseModel):
 
 
 class ReceiptQueryResult(BaseModel):
-    """The result of one read-only SELECT over the caller's receipts (additive)."""
+    """The result of one read-only SELECT over the caller's receipts (additive).
+
+    The whole body is at most 4 MiB (docs/receipts.md#query-results): past that, or past max_rows,
+    the rows stop early and `truncated` is true.
+    """
 
     object: Literal["receipt_query"]
     columns: list[ReceiptQueryColumn]
-    rows: list[list[Any]] = Field(description="Row values in column order; times as ISO 8601.")
-    row_count: int
-    truncated: bool = Field(description="True when the query had more rows than max_rows.")
+    rows: list[list[Any]] = Field(description=(
+        "Row values in column order, the query's first rows. Integers and finite floats are numbers; "
+        "NaN and infinities the strings \"NaN\", \"Infinity\", \"-Infinity\"; DECIMAL a string with "
+        "its exact digits; times ISO 8601 text (TIMESTAMP WITH TIME ZONE in UTC, ending in Z); BLOB "
+        "lowercase hex; LIST an array, STRUCT and MAP objects; other types DuckDB's text."))
+    row_count: int = Field(description="Rows in `rows`.")
+    truncated: bool = Field(description="True when the query had more rows than `rows` holds.")
+    truncated_reason: Literal["max_rows", "max_bytes"] | None = Field(description=(
+        "Why rows were left out: max_rows (the request's limit) or max_bytes (the 4 MiB the body "
+        "may hold); null when truncated is false."))
 
 
 class AuditSnapshot(BaseModel):

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fibric import errors, specs, store
+from fibric import errors, specs, store, trust
 from fibric.api import context, objects
 from fibric.controller import apply
 
@@ -32,7 +32,7 @@ def apply_documents(
     result = apply.apply(
         ctx.state, principal.tenant_id, loaded,
         apply_set=apply_set, prune=prune, dry_run=dry_run, create_only=create_only,
-        webhook_options=apply.WebhookOptions.of(ctx.state, ctx.settings),
+        origin=trust.Origin.TENANT, options=apply.Options.of(ctx.state, ctx.settings, ctx.boundary),
     )
     if not dry_run:
         notify(ctx, principal, [c for c in result.changes if c.action != "unchanged"])

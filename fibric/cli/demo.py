@@ -1,9 +1,10 @@
 """`fibric demo`: the whole loop in one command, on the embedded defaults.
 
 It starts `fibric serve` (a subprocess, on a free loopback port) on a data
-dir (a new temporary one unless given), applies the example specs (the
-ship-risk operator, its policy and the example order system as its MCP
-connector), ingests the reference's example event, shows the plan the
+dir (a new temporary one unless given), with a connector catalog offering
+the example order system, applies the example specs (the ship-risk
+operator, its policy and the order system as its MCP connector, named from
+the catalog as a tenant's spec must), ingests the reference's example event, shows the plan the
 operator proposes, approves it, prints the receipts and verifies their hash
 chain, then stops the server and leaves the data dir for exploring. Every
 step is a real API call through the typed client; nothing is simulated.
@@ -61,13 +62,15 @@ def demo(data_dir: Path | None, examples_dir: Path | None, timeout: float) -> No
     # An editable install finds the checkout beside the package; `pip install .` runs from the checkout.
     beside = Path(fibric.__file__).resolve().parents[1] / "examples"
     examples = (examples_dir or (beside if beside.is_dir() else Path.cwd() / "examples")).resolve()
-    if not (examples / "specs").is_dir() or not (examples / "mcp" / "orders_server.py").is_file():
+    if not (examples / "specs").is_dir() or not (examples / "mcp" / "orders_server.py").is_file() \
+            or not (examples / "catalog.yaml").is_file():
         raise click.UsageError(f"no examples at {examples}; pass --examples DIR")
     root = (data_dir or Path(tempfile.mkdtemp(prefix="fibric-demo-"))).resolve()
-    specs_dir = _prepare(root, examples)
+    specs_dir, catalog = _prepare(root, examples)
     key = _key(root / "data")
-    step("1", f"data dir {root}; example specs in {specs_dir}")
-    with _serving(root, specs_dir, timeout) as url, client_module.Client(url, key, timeout=timeout) as api:
+    step("1", f"data dir {root}; example specs in {specs_dir}; connector catalog {catalog}")
+    with (_serving(root, specs_dir, catalog, timeout) as url,
+          client_module.Client(url, key, timeout=timeout) as api):
         step("2", f"fibric serve is up at {url}; waiting for the order system (MCP over stdio)")
         _wait(lambda: api.get_connector("cn_magento").get("status") == "connected", timeout,
               "the example order system never connected (see the server log above)")
@@ -99,7 +102,8 @@ def demo(data_dir: Path | None, examples_dir: Path | None, timeout: float) -> No
     if code != 0:
         raise click.ClickException("the receipt chain does not verify")
     click.echo(f"\nDone. The data dir is left at {root}. Explore it:\n"
-               f"  fibric serve --data-dir {root / 'data'} --specs {specs_dir}\n"
+               f"  fibric serve --data-dir {root / 'data'} --specs {specs_dir} "
+               f"--connector-catalog {catalog}\n"
                f"  fibric audit sql --all --data-dir {root / 'data'} "
                "\"SELECT decision, outcome, capability FROM receipts\"\n"
                f"  sqlite3 {root / 'orders.db'} 'SELECT * FROM effects'   # what really happened")
@@ -109,24 +113,27 @@ def step(number: str, text: str) -> None:
     click.echo(click.style(f"[{number}] ", bold=True) + text)
 
 
-def _prepare(root: Path, examples: Path) -> Path:
-    """Copy the example repo into the data dir, its connector pointed at this interpreter and dir."""
+def _prepare(root: Path, examples: Path) -> tuple[Path, Path]:
+    """Copy the example repo into the data dir, and install its catalog (this interpreter, this dir).
+
+    Returns the specs folder and the catalog file.
+    """
     repo = root / "repo"
     if not repo.exists():
         shutil.copytree(examples / "specs", repo / "specs")
         shutil.copytree(examples / "policies", repo / "policies")
         # Its endpoint is a placeholder (acme.example): the demo stays on this machine.
         (repo / "specs" / "webhooks.yaml").unlink(missing_ok=True)
-    path = repo / "specs" / "connectors.yaml"
-    yaml = YAML()  # round-trip: the copied spec keeps its comments
-    doc = yaml.load(path.read_text(encoding="utf-8"))
-    doc["spec"]["transport"]["stdio"] = {
+    path = root / "catalog.yaml"
+    yaml = YAML()  # round-trip: the installed catalog keeps the example's comments
+    doc = yaml.load((examples / "catalog.yaml").read_text(encoding="utf-8"))
+    doc["connectors"]["orders"]["stdio"] = {
         "command": sys.executable, "args": [str(examples / "mcp" / "orders_server.py")],
         "env": {"ORDERS_DB": str(root / "orders.db")},
     }
     with path.open("w", encoding="utf-8") as out:
         yaml.dump(doc, out)
-    return repo / "specs"
+    return repo / "specs", path
 
 
 def _key(data: Path) -> str:
@@ -143,14 +150,14 @@ def _key(data: Path) -> str:
 
 
 @contextmanager
-def _serving(root: Path, specs_dir: Path, timeout: float) -> Iterator[str]:
+def _serving(root: Path, specs_dir: Path, catalog: Path, timeout: float) -> Iterator[str]:
     """`fibric serve` on a free port as a subprocess; its log goes to <root>/serve.log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIBRIC_")}
     log_path = root / "serve.log"
     with log_path.open("a", encoding="utf-8") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "fibric.cli", "serve", "--data-dir", str(root / "data"), "--port", "0",
-             "--specs", str(specs_dir)],
+             "--specs", str(specs_dir), "--connector-catalog", str(catalog)],
             cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         found: list[str] = []

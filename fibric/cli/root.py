@@ -11,7 +11,21 @@ import click
 
 import fibric
 from fibric import errors
-from fibric.cli import admin, apply, audit, connector, demo, diff, edge, live, offline, options, policy, serve
+from fibric.cli import (
+    admin,
+    apply,
+    audit,
+    connector,
+    demo,
+    diff,
+    edge,
+    live,
+    offline,
+    options,
+    policy,
+    secret,
+    serve,
+)
 
 
 class FibricGroup(click.Group):
@@ -47,6 +61,7 @@ for _command in (
     offline.validate, apply.apply, diff.diff, live.get, live.delete, live.export, offline.schema,
     admin.admin, serve.serve, policy.policy,
     connector.connector,
+    secret.secret,
     audit.audit,
     demo.demo,
 ):

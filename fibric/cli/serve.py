@@ -24,8 +24,9 @@ from typing import Any
 import click
 import uvicorn
 
-from fibric import connectors, errors, policies, proposers, settings, store
+from fibric import connectors, errors, policies, proposers, settings, store, trust
 from fibric.api import app as api_app
+from fibric.api import protocol
 from fibric.cli import edge
 from fibric.controller import (
     apply,
@@ -42,7 +43,7 @@ from fibric.controller import (
     scheduler,
     watch,
 )
-from fibric.store import pins, receipts, secretbox
+from fibric.store import pins, receipts, secretbox, vault
 
 log = logging.getLogger("fibric.serve")
 WATCH_STOP_TIMEOUT = 5.0
@@ -61,19 +62,33 @@ WATCH_STOP_TIMEOUT = 5.0
 @click.option("--watch", is_flag=True, help="With --specs: re-apply the folder whenever a file changes.")
 @click.option("--tenant", "tenant_name", default="default", show_default=True,
               help="Tenant that owns the --specs folder.")
+@click.option("--connector-catalog", "connector_catalog", type=click.Path(dir_okay=False), default=None,
+              help="YAML file of the MCP servers tenants' connectors may name (transport.catalog) "
+                   "[env FIBRIC_CONNECTOR_CATALOG]; see docs/security.md.")
+@click.option("--egress-allow", "egress_allow", multiple=True,
+              help="A host, *.domain, IP or CIDR tenants' HTTP connectors and webhooks may reach although "
+                   "private or loopback; repeat it [env FIBRIC_EGRESS_ALLOW, comma-separated].")
 def serve(data_dir: str | None, host: str | None, port: int | None, store_url: str | None,
-          specs_dir: str | None, watch: bool, tenant_name: str) -> None:
+          specs_dir: str | None, watch: bool, tenant_name: str, connector_catalog: str | None,
+          egress_allow: tuple[str, ...]) -> None:
     """Run the API server and the controller.
 
     On the first start it creates the `default` tenant and prints its first
     API key (all scopes) once, on stderr.
     """
+    # Whatever this process or its libraries create later (DuckDB's WAL, SQLite journals) is the
+    # owner's only; the store also sets its modes explicitly (fibric/store/filemodes.py).
+    os.umask(0o077)
     try:
         config = settings.Settings.from_env(
             data_dir=data_dir, store_url=store_url, host=host, port=port, specs_dir=specs_dir, watch=watch,
+            connector_catalog=connector_catalog, egress_allow=egress_allow or None,
         )
+        boundary = trust.Boundary.of(config)  # the installation's catalog and allowlist, read once
     except ValueError as e:  # a FIBRIC_* variable that cannot be what it names
         raise click.UsageError(str(e)) from e
+    except errors.SpecInvalid as e:
+        raise click.UsageError(f"the connector catalog is invalid:\n{e}") from e
     if config.controller.watch and config.controller.specs_dir is None:
         raise click.UsageError("--watch needs --specs DIR")
     _configure_logging()
@@ -87,28 +102,33 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
     try:
         _bootstrap(state, config)
         # The controller owns the MCP connectors; their changes requeue the Connector to record them.
+        box = secretbox.for_store(state, config)
         runtime = connectors.ConnectorRuntime(
             pins.SQLPinStore(state), connectors.ConnectorSettings(),
+            secrets=lambda tenant_id, name: vault.reveal(state, box, tenant_id, name),
             on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name),
         )
         cache = reconcile.CompileCache()  # one compile per policy version, for reconcile and decisions
         parts = Parts(state=state, config=config, engine=engine, ledger=ledger, connectors=runtime,
-                      decider=decide.Decider(state, engine, cache))
+                      decider=decide.Decider(state, engine, cache), boundary=boundary)
         controller = loop.Controller(state, config.controller, connectors=runtime,
                                      reconcilers=reconcile.reconcilers(engine, cache),
-                                     services=_services(parts))
+                                     services=_services(parts), boundary=boundary)
+        options = apply.Options(boundary, box)
         tenant_id = None
         if config.controller.specs_dir is not None:
             tenant_id = state.get_tenant(tenant_name).id
-            _apply_at_start(state, controller, tenant_id, config)
-        app = api_app.create_app(config, state, controller, receipts=ledger, executor=parts.executor)
+            _apply_at_start(state, controller, tenant_id, config, options)
+        app = api_app.create_app(config, state, controller, receipts=ledger, executor=parts.executor,
+                                 boundary=boundary)
         app.state.event_router = parts.event_router
         server = uvicorn.Server(uvicorn.Config(
             app, host=config.server.host, port=config.server.port, lifespan="on",
             timeout_graceful_shutdown=10,
+            http=protocol.FibricH11Protocol, h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
         ))
         _exit_gracefully_on_signals(server)
-        asyncio.run(_run(server, state, controller, tenant_id, config))
+        asyncio.run(_run(server, state, controller, tenant_id, config, options))
     finally:
         ledger.close()
         state.close()
@@ -125,6 +145,7 @@ class Parts:
     ledger: receipts.Ledger
     connectors: connectors.ConnectorRuntime
     decider: decide.Decider  # the operator's policy on one action, fail-closed
+    boundary: trust.Boundary  # what tenants' specs may reach (webhook egress)
     executor: Any = None  # the approve hook (fibric.api.context.Executor), once there is one
     event_router: Any = None  # woken by POST /v1/events (app.state.event_router), once there is one
 
@@ -148,7 +169,8 @@ def _services(parts: Parts) -> list[loop.Service]:
                                       interval=parts.config.executor.recovery_interval_seconds))
     # Webhook deliveries from the outbox (docs/webhooks.md).
     services.append(dispatch.Dispatcher(parts.state, parts.config.webhooks,
-                                        secretbox.for_store(parts.state, parts.config)))
+                                        secretbox.for_store(parts.state, parts.config),
+                                        boundary=parts.boundary))
     return services
 
 
@@ -160,8 +182,7 @@ def _open_policy_engine(config: settings.PolicySettings) -> policies.Engine:
         if not token:
             raise click.UsageError(f"FIBRIC_OPA_TOKEN_ENV names {config.token_env}, which is not set")
     try:
-        return policies.open_engine(config.engine, url=config.url, timeout=config.timeout_ms / 1000,
-                                    workers=config.workers, token=token)
+        return policies.open_configured(config, token=token)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
 
@@ -180,12 +201,13 @@ def _bootstrap(state: store.StateStore, config: settings.Settings) -> None:
 
 
 def _apply_at_start(
-    state: store.StateStore, controller: loop.Controller, tenant_id: str, config: settings.Settings
+    state: store.StateStore, controller: loop.Controller, tenant_id: str, config: settings.Settings,
+    options: apply.Options,
 ) -> None:
     folder = config.controller.specs_dir
     try:
         result = watch.apply_folder(state, tenant_id, str(folder), config.controller.apply_set,
-                                    webhook_options=apply.WebhookOptions.of(state, config))
+                                    options=options)
     except errors.SpecInvalid as e:
         raise edge.SpecFailure(e.problems, f"specs in {folder} are invalid; not serving") from e
     for change in result.changes:
@@ -209,6 +231,7 @@ async def _run(
     controller: loop.Controller,
     tenant_id: str | None,
     config: settings.Settings,
+    options: apply.Options,
 ) -> None:
     stop = asyncio.Event()
     watcher: asyncio.Task[None] | None = None
@@ -217,7 +240,7 @@ async def _run(
         watcher = asyncio.create_task(watch.watch_folder(
             state, tenant_id, folder, config.controller.apply_set,
             lambda result: _notify(controller, tenant_id, result), stop,
-            webhook_options=apply.WebhookOptions.of(state, config),
+            options=options,
         ), name="fibric-watch")
     try:
         await server.serve()

@@ -25,7 +25,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from fibric import errors, specs, timefmt
+from fibric import errors, specs, timefmt, trust
 from fibric.connectors import errors as cerrors
 from fibric.connectors import pins as pinning
 from fibric.connectors import session, status, tools, transports
@@ -52,6 +52,7 @@ class ConnectorSettings:
 
 
 OnChange = Callable[[str, str], None]
+SecretLookup = Callable[[str, str], str | None]  # (tenant_id, name) -> value; blocking (a store read)
 
 STABLE_SESSION_SECONDS = 30.0  # a session that lived this long ended by accident, not by design
 FLAPS_BEFORE_BACKOFF = 3  # short-lived sessions replaced at once before backoff applies
@@ -70,6 +71,8 @@ class Connector:
         pins: pinning.PinStore,
         settings: ConnectorSettings,
         environ: Mapping[str, str],
+        grant: trust.Grant,
+        secrets: SecretLookup | None = None,
         on_change: OnChange | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -77,6 +80,8 @@ class Connector:
         self.name = name
         self.spec = spec
         self.generation = generation
+        self.grant = grant  # what it may start, read and reach (fibric.trust.boundary)
+        self._secrets = secrets
         self._pins = pins
         self._settings = settings
         self._environ = environ
@@ -120,7 +125,7 @@ class Connector:
             changed_tools=self._changed,
             server=dict(self._server),
             last_synced_at=self._last_synced_at,
-            last_error=last_error,
+            last_error=self.grant.show_error(last_error),
             retry_at=retry_at,
         )
 
@@ -202,8 +207,9 @@ class Connector:
     async def _connect_and_serve(self) -> None:
         """Open, list and serve one session; raises when it cannot open or when it ends."""
         timeout = self._settings.connect_timeout
+        token = await self._bearer_token()
         async with (
-            transports.open_transport(self.spec.transport, self._environ) as link,
+            transports.open_transport(self.grant, self._environ, token) as link,
             session.open_session(link, self.name, timeout) as live,
         ):
             await self._adopt(await live.list_tools(timeout))
@@ -211,6 +217,13 @@ class Connector:
             self._opened_at = anyio.current_time()
             self._notify()
             await self._serve(live)
+
+    async def _bearer_token(self) -> str | None:
+        """The tenant secret the HTTP transport names in bearer_token_ref, read as the session opens."""
+        http = self.grant.transport.http
+        if http is None or http.bearer_token_ref is None or self._secrets is None:
+            return None
+        return await anyio.to_thread.run_sync(self._secrets, self.tenant_id, http.bearer_token_ref)
 
     async def _serve(self, live: session.LiveSession) -> None:
         while True:

@@ -23,7 +23,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from fibric import errors, specs
+from fibric import errors, specs, trust
 from fibric.connectors import connector as connectors
 from fibric.connectors import errors as cerrors
 from fibric.connectors import pins as pinning
@@ -40,15 +40,19 @@ class ConnectorRuntime:
         settings: connectors.ConnectorSettings | None = None,
         *,
         environ: Mapping[str, str] | None = None,
+        secrets: connectors.SecretLookup | None = None,
         on_change: connectors.OnChange | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        """`environ` is read for stdio PATH and bearer tokens (default: this process's, copied now);
+        """`environ` is the installation's environment, read for a stdio PATH and `bearer_token_env`
+        only where a connector's grant allows (default: this process's, copied now);
+        `secrets(tenant_id, name)` opens a tenant secret for `bearer_token_ref` (blocking);
         `on_change(tenant_id, name)` is called on the event loop whenever a connector's
         observed state changes, so the controller can requeue it: keep it cheap."""
         self._pins = pins
         self._settings = settings or connectors.ConnectorSettings()
         self._environ = dict(os.environ if environ is None else environ)
+        self._secrets = secrets
         self._on_change = on_change
         self._rng = rng or random.Random()
         self._tenants: dict[str, dict[str, connectors.Connector]] = {}
@@ -75,19 +79,27 @@ class ConnectorRuntime:
     # --- desired state (the controller) ----------------------------------------
 
     async def ensure(
-        self, tenant_id: str, name: str, spec: specs.models.ConnectorSpec, generation: int = 1
+        self, tenant_id: str, name: str, spec: specs.models.ConnectorSpec, generation: int = 1,
+        *, grant: trust.Grant | None = None,
     ) -> states.ConnectorState:
         """Make the connector run with this spec; idempotent, cheap when nothing changed.
 
-        A new transport restarts the session; a changed capability map or
-        display field applies in place. Also re-reads the tool pins, so an
-        acknowledgement made by another replica clears ToolsChanged here.
+        `grant` is what it may start, read and reach, as `trust.Boundary.grant`
+        decided from who wrote the spec (the controller always passes one);
+        without it the runtime trusts its caller with the spec's own transport.
+        A new transport or grant restarts the session; a changed capability
+        map or display field applies in place. Also re-reads the tool pins, so
+        an acknowledgement made by another replica clears ToolsChanged here.
         """
         if self._tg is None:
             raise RuntimeError("use the runtime inside `async with`")
+        if grant is None:
+            if spec.transport.catalog is not None:
+                raise trust.NotPermitted("a catalog connector runs with the grant its boundary resolves")
+            grant = trust.Grant.trusted(spec.transport)
         async with self._lock(tenant_id, name):
             current = self._tenants.get(tenant_id, {}).get(name)
-            if current is not None and current.spec.transport == spec.transport:
+            if current is not None and current.spec.transport == spec.transport and current.grant == grant:
                 current.update(spec, generation)
                 await current.recheck_pins()
                 return current.state()
@@ -101,6 +113,8 @@ class ConnectorRuntime:
                 pins=self._pins,
                 settings=self._settings,
                 environ=self._environ,
+                grant=grant,
+                secrets=self._secrets,
                 on_change=self._on_change,
                 rng=self._rng,
             )

@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fibric import errors, policies, settings, specs, store, webhooks
-from fibric.controller import ssrf
+from fibric import errors, policies, settings, specs, store, trust, webhooks
 from fibric.store import secretbox
 
 APPLY_SET_LABEL = "fibric.io/apply-set"
@@ -35,19 +34,20 @@ class Change:
 
 
 @dataclass(frozen=True)
-class WebhookOptions:
-    """How apply treats Webhook specs: which URLs pass the SSRF check, and the box sealing secrets.
+class Options:
+    """What the installation decided for every apply: its trust boundary and the box sealing secrets.
 
-    Without one (`None` to `apply`), URLs are held to production rules and
-    secrets are sealed with the key file beside a SQLite store.
+    Without one (`None` to `apply`), there is no connector catalog, no egress
+    allowlist, and secrets are sealed with the key file beside a SQLite store.
     """
 
-    allow_http_and_private: bool = False
+    boundary: trust.Boundary = field(default_factory=trust.Boundary)
     box: secretbox.SecretBox | None = None
 
     @classmethod
-    def of(cls, state: store.StateStore, config: settings.Settings) -> WebhookOptions:
-        return cls(config.webhooks.allow_http_and_private, secretbox.for_store(state, config))
+    def of(cls, state: store.StateStore, config: settings.Settings, boundary: trust.Boundary | None = None
+           ) -> Options:
+        return cls(boundary or trust.Boundary.of(config), secretbox.for_store(state, config))
 
     def sealer(self, state: store.StateStore) -> secretbox.SecretBox:
         return self.box if self.box is not None else secretbox.for_store(state, settings.Settings())
@@ -73,18 +73,24 @@ def apply(
     prune: bool = False,
     dry_run: bool = False,
     create_only: bool = False,
-    webhook_options: WebhookOptions | None = None,
+    origin: trust.Origin = trust.Origin.TENANT,
+    options: Options | None = None,
 ) -> ApplyResult:
     """Make the tenant's stored specs match `loaded`; all or nothing.
 
     `create_only` refuses to touch an existing object (the API's POST create).
+    `origin` is who applies: a tenant's key (the API, the default) may declare
+    only what `options.boundary` admits; the installation's own spec folder
+    may use everything (docs/security.md).
     """
     if prune and not apply_set:
         raise errors.SpecInvalid(errors.SpecProblem("prune needs an apply set", path="apply_set"))
     _require_resolved(loaded)
-    hooks = webhook_options or WebhookOptions()
-    # Outside the transaction: compiling takes milliseconds, resolving a webhook's host may take longer.
-    rego_problems = _compile_policies(loaded) + _check_webhook_urls(state, tenant_id, loaded, hooks)
+    hooks = options or Options()
+    # Outside the transaction: compiling takes milliseconds, resolving a URL's host may take longer.
+    guarded = sorted({i.document.kind for i in loaded} & {"Connector", "Webhook"})  # type: ignore[attr-defined]
+    live_specs = {(o.kind, o.name): o.spec for kind in guarded for o in state.list_objects(tenant_id, kind)}
+    rego_problems = _compile_policies(loaded) + hooks.boundary.admit(loaded, origin, live_specs)
     with state.tenant_transaction(tenant_id) as tx:
         live = tx.list()
         by_name = {(o.kind, o.name): o for o in live}  # one read serves every document
@@ -110,7 +116,7 @@ def apply(
             existing = by_name.get((doc.kind, doc.name))  # type: ignore[attr-defined]
             if existing is not None and create_only:
                 raise errors.Conflict(f"{doc.kind} '{doc.name}' already exists")  # type: ignore[attr-defined]
-            changes.append(_write(tx, doc, existing, apply_set, dry_run, sealer))
+            changes.append(_write(tx, doc, existing, apply_set, dry_run, sealer, origin))
         for obj in doomed:
             if not dry_run:
                 tx.delete(obj)
@@ -159,8 +165,9 @@ def _require_resolved(loaded: Sequence[specs.Loaded]) -> None:
 def _compile_policies(loaded: Sequence[specs.Loaded]) -> list[errors.SpecProblem]:
     """Rego that does not compile, as problems on its document with the Rego's own line.
 
-    rego-cpp's crashes are in evaluation (tests run in a child process for
-    that reason); compiling only parses and builds the bundle, in-process.
+    Compiling runs in the policies' compile worker, a child process
+    (fibric/policies/compileworker.py): Rego that crashes rego-cpp is a
+    problem on its document, never a crash of this process.
     """
     problems: list[errors.SpecProblem] = []
     for item in loaded:
@@ -169,35 +176,6 @@ def _compile_policies(loaded: Sequence[specs.Loaded]) -> list[errors.SpecProblem
                 policies.compile_spec(item)
             except errors.SpecInvalid as e:
                 problems.extend(e.problems)
-    return problems
-
-
-def _check_webhook_urls(
-    state: store.StateStore, tenant_id: str, loaded: Sequence[specs.Loaded], hooks: WebhookOptions
-) -> list[errors.SpecProblem]:
-    """A new or changed webhook URL that would reach an internal address (SSRF).
-
-    Host names are resolved once each, concurrently and within a budget; an
-    unchanged URL is not resolved again on every apply (deliveries check it).
-    """
-    live = {o.name: o.spec.get("url") for o in state.list_objects(tenant_id, "Webhook")}
-    checked: list[tuple[specs.Loaded, str]] = []
-    problems: list[errors.SpecProblem] = []
-    for item in loaded:
-        doc = item.document
-        if not isinstance(doc, specs.Webhook) or live.get(doc.name) == doc.spec.url:
-            continue
-        try:
-            host = ssrf.check_url(doc.spec.url, allow_http_and_private=hooks.allow_http_and_private,
-                                  resolve=False)
-        except ssrf.Refused as e:
-            problems.append(item.source.problem(f"webhook URL refused: {e}", ("spec", "url")))
-            continue
-        checked.append((item, host))
-    if checked and not hooks.allow_http_and_private:
-        refused = ssrf.refused_names(host for _, host in checked)
-        problems.extend(item.source.problem(f"webhook URL refused: {refused[host]}", ("spec", "url"))
-                        for item, host in checked if host in refused)
     return problems
 
 
@@ -235,27 +213,32 @@ def _write(
     apply_set: str | None,
     dry_run: bool,
     sealer: Callable[[], secretbox.SecretBox],
+    origin: trust.Origin,
 ) -> Change:
     kind, name = doc.kind, doc.name  # type: ignore[attr-defined]
     spec = doc.spec_dict()
     labels = dict(doc.metadata.labels)
-    # A webhook signs with its secret_env or, failing that, a secret we generate and
-    # show once: at creation, or when a webhook that had secret_env drops it. Only
-    # its sealed form is stored (fibric/store/secretbox.py).
-    needs_secret = kind == "Webhook" and not spec.get("secret_env")
+    # A webhook signs with its secret_ref or secret_env or, failing those, a secret we
+    # generate and show once: at creation, or when a webhook that had one drops it.
+    # Only its sealed form is stored (fibric/store/secretbox.py).
+    needs_secret = kind == "Webhook" and not spec.get("secret_env") and not spec.get("secret_ref")
     if existing is None:
         secret = webhooks.new_secret() if needs_secret else None
         if dry_run:
             return Change("created", kind, name, None, 1)
         sealed = sealer().seal(secret, tx.tenant_id) if secret else None
-        obj = tx.insert(kind, name, spec, labels, apply_set=apply_set, secret=sealed)
+        obj = tx.insert(kind, name, spec, labels, apply_set=apply_set, secret=sealed, origin=origin.value)
         return Change("created", kind, name, obj.id, obj.generation, signing_secret=secret)
     if existing.spec == spec and existing.labels == labels:
+        if origin is trust.Origin.INSTALLATION and existing.origin != origin and not dry_run:
+            tx.update(existing, spec, labels, origin=origin.value)  # the installation adopts its spec
         return Change("unchanged", kind, name, existing.id, existing.generation)
     if dry_run:
         bumped = existing.generation + (1 if existing.spec != spec else 0)
         return Change("configured", kind, name, existing.id, bumped)
     secret = webhooks.new_secret() if needs_secret and existing.secret is None else None
     sealed = sealer().seal(secret, tx.tenant_id) if secret else None
-    obj = tx.update(existing, spec, labels, secret=sealed)
+    # Who wrote the spec decides what it may use; a change of labels alone keeps the writer.
+    writer = origin.value if existing.spec != spec else None
+    obj = tx.update(existing, spec, labels, secret=sealed, origin=writer)
     return Change("configured", kind, name, obj.id, obj.generation, signing_secret=secret)

@@ -3,7 +3,10 @@
 The client follows no redirects (a 3xx is a failed attempt), ignores proxy
 environment variables, caps connect and read time and the whole attempt, and
 reads at most `max_response_bytes` of the answer. Every connection goes
-through `ssrf.GuardedBackend`, which checks the address it connects to.
+through `trust.GuardedBackend`, which checks the address it connects to
+against the egress of the webhook's writer (a tenant's webhook, the
+installation's own); each egress has its own connection pool, so a
+connection one may open is never reused by another.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ import certifi
 import httpcore
 import httpx
 
-from fibric import settings, webhooks
-from fibric.controller import ssrf
+from fibric import settings, trust, webhooks
 
 USER_AGENT = "Fibric-Webhooks/1"
 
@@ -48,10 +50,20 @@ def signed_headers(event_id: str, body: bytes, secrets: list[str], timestamp: in
 
 
 class Sender:
-    """An httpx client for deliveries, one per dispatcher."""
+    """httpx clients for deliveries, one per egress, for one dispatcher."""
 
     def __init__(self, config: settings.WebhookSettings) -> None:
         self.config = config
+        self._clients: dict[trust.Egress, httpx.AsyncClient] = {}
+
+    def _client(self, egress: trust.Egress) -> httpx.AsyncClient:
+        client = self._clients.get(egress)
+        if client is None:
+            client = self._clients[egress] = self._new_client(egress)
+        return client
+
+    def _new_client(self, egress: trust.Egress) -> httpx.AsyncClient:
+        config = self.config
         transport = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
         # httpx builds its pool without a way to pass a network backend; swap in one that has it.
         transport._pool = httpcore.AsyncConnectionPool(
@@ -60,9 +72,9 @@ class Sender:
             max_keepalive_connections=max(1, config.concurrency),
             keepalive_expiry=30.0,
             retries=0,
-            network_backend=ssrf.GuardedBackend(allow_http_and_private=config.allow_http_and_private),
+            network_backend=trust.GuardedBackend(egress),
         )
-        self._client = httpx.AsyncClient(
+        return httpx.AsyncClient(
             transport=transport,
             follow_redirects=False,
             trust_env=False,
@@ -76,25 +88,28 @@ class Sender:
         """The longest one attempt can take, whatever the receiver does."""
         return self.config.connect_timeout_seconds + 2 * self.config.read_timeout_seconds
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+    async def post(self, url: str, body: bytes, headers: dict[str, str], egress: trust.Egress) -> Answer:
+        """One attempt to `url`, connecting only where `egress` allows."""
         started = time.monotonic()
         try:
-            ssrf.check_url(url, allow_http_and_private=self.config.allow_http_and_private, resolve=False)
+            egress.check_url(url, resolve=False)
             async with asyncio.timeout(self.attempt_budget_seconds):
-                status = await self._exchange(url, body, headers)
+                status = await self._exchange(self._client(egress), url, body, headers)
             return Answer(status, None, _ms(started))
-        except ssrf.Refused as e:
+        except trust.Refused as e:
             return Answer(None, f"refused (SSRF): {e}", _ms(started))
         except (TimeoutError, httpx.TimeoutException):
             return Answer(None, "timeout", _ms(started))
         except httpx.HTTPError as e:
             cause = e.__cause__
-            if isinstance(cause, ssrf.Refused):
+            if isinstance(cause, trust.Refused):
                 return Answer(None, f"refused (SSRF): {cause}", _ms(started))
             return Answer(None, f"{type(e).__name__}: {e}"[:500], _ms(started))
 
-    async def _exchange(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        async with self._client.stream("POST", url, content=body, headers=headers) as response:
+    async def _exchange(
+        self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+    ) -> int:
+        async with client.stream("POST", url, content=body, headers=headers) as response:
             received = 0
             async for chunk in response.aiter_raw():
                 received += len(chunk)
@@ -103,7 +118,9 @@ class Sender:
             return response.status_code
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
 
 def _ms(started: float) -> int:

@@ -28,9 +28,9 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from fibric import errors, settings, store, timefmt
+from fibric import errors, settings, store, timefmt, trust
 from fibric.controller import delivery as delivery_module
-from fibric.store import backends, deliveries, outbox, secretbox, webhooks
+from fibric.store import backends, deliveries, outbox, secretbox, vault, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +84,20 @@ class Dispatcher:
         clock: Clock = timefmt.now,
         rng: random.Random | None = None,
         environ: Mapping[str, str] | None = None,
+        boundary: trust.Boundary | None = None,
     ) -> None:
         """`clock` is injectable so tests move time instead of waiting out a backoff;
-        `environ` is where `secret_env` variables are read (the process environment)."""
+        `environ` is where `secret_env` variables are read (the process environment);
+        `boundary` says where each webhook's deliveries may connect (default: the
+        development setting of `config` for tenants, anywhere for the installation)."""
         self.state = state
         self.config = config
         self.box = box
         self.clock = clock
         self.rng = rng or random.Random()
         self.environ = os.environ if environ is None else environ
+        self.boundary = boundary or trust.Boundary(
+            webhook_egress=trust.ANYWHERE if config.allow_http_and_private else None)
         self._sender: delivery_module.Sender | None = None
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -245,13 +250,25 @@ class Dispatcher:
         self, item: deliveries.Delivery, endpoint: webhooks.Endpoint, started: datetime
     ) -> delivery_module.Answer:
         try:
-            secrets = endpoint.signing_secrets(self.box, self.environ, started)
+            tenant_secret: str | None = None
+            if endpoint.spec.get("secret_ref"):  # a store read: off the event loop
+                tenant_secret = await asyncio.to_thread(
+                    vault.reveal, self.state, self.box, endpoint.tenant_id, endpoint.spec["secret_ref"])
+            secrets = endpoint.signing_secrets(self.box, self.environ, started, lambda name: tenant_secret)
         except errors.PermanentError as e:
             return delivery_module.Answer(None, str(e), 0)
         if not secrets:
-            variable = endpoint.spec.get("secret_env")
-            return delivery_module.Answer(None, f"no signing secret: {variable} (secret_env) is not set", 0)
+            return delivery_module.Answer(None, f"no signing secret: {_missing_secret(endpoint)}", 0)
         body = item.body.encode("utf-8")
         # Signed with the wall clock, not the injectable one: receivers compare it with theirs.
         headers = delivery_module.signed_headers(item.event_id, body, secrets, int(time.time()))
-        return await self.sender.post(endpoint.url, body, headers)
+        egress = self.boundary.egress_for(trust.Origin(endpoint.origin), "Webhook")
+        return await self.sender.post(endpoint.url, body, headers, egress)
+
+
+def _missing_secret(endpoint: webhooks.Endpoint) -> str:
+    if endpoint.spec.get("secret_ref"):
+        return f"the tenant secret {endpoint.spec['secret_ref']} (secret_ref) is not set"
+    if endpoint.origin != trust.Origin.INSTALLATION:
+        return "secret_env reads a server variable, which only the installation's own specs may"
+    return f"{endpoint.spec.get('secret_env')} (secret_env) is not set"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,8 +34,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from fibric import connectors as mcp
-from fibric import errors, policies, settings, specs, store, timefmt
+from fibric import errors, policies, settings, specs, store, timefmt, trust
 from fibric.controller import conditions, reconcile
+from fibric.store import vault
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,11 @@ class Controller:
         stop_timeout_seconds: float = 10.0,
         connectors: mcp.ConnectorRuntime | None = None,
         services: Sequence[Service] = (),
+        boundary: trust.Boundary | None = None,
     ) -> None:
         """`connectors`: the MCP connector runtime to own; build it with
         `on_change=lambda t, n: controller.notify(t, "Connector", n)`.
+        `boundary`: what each stored connector may run, by who wrote it (docs/security.md).
         `services`: long-running parts (operator runs, scheduler, executor
         recovery, webhook dispatcher), started in order after the connectors
         and the reconcile workers, stopped in reverse order before them."""
@@ -91,6 +95,7 @@ class Controller:
         self.base_backoff_seconds = base_backoff_seconds
         self.stop_timeout_seconds = stop_timeout_seconds
         self.connectors = connectors
+        self.boundary = boundary or trust.Boundary()
         self.services = list(services)
         self._started_services: list[Service] = []
         # notify() runs on arbitrary threads; these three fields are shared with it.
@@ -305,12 +310,28 @@ class Controller:
             return None
         try:
             spec = specs.models.ConnectorSpec.model_validate(obj.spec)
-            observed = await runtime.ensure(tenant_id, name, spec, obj.generation)
+            grant = await asyncio.to_thread(self._grant, obj, spec)
+        except trust.NotPermitted as e:
+            await runtime.remove(tenant_id, name, forget_pins=False)
+            self._connectors_running.discard((tenant_id, name))
+            await asyncio.to_thread(self._mark_failed, key, str(e)[:MAX_MESSAGE], now, "NotPermitted")
+            raise
+        try:
+            observed = await runtime.ensure(tenant_id, name, spec, obj.generation, grant=grant)
         except Exception as e:
             await asyncio.to_thread(self._mark_failed, key, (str(e) or type(e).__name__)[:MAX_MESSAGE], now)
             raise
         self._connectors_running.add((tenant_id, name))
         return observed
+
+    def _grant(self, obj: store.StoredObject, spec: specs.models.ConnectorSpec) -> trust.Grant:
+        """What the stored connector may use, by who wrote it (a new secret's fingerprint restarts it)."""
+        grant = self.boundary.grant(spec, trust.Origin(obj.origin))
+        refs = trust.secret_refs("Connector", obj.spec)
+        if refs:
+            found = vault.info(self.state, obj.tenant_id, next(iter(refs)))
+            grant = dataclasses.replace(grant, secret_fingerprint=found.fingerprint if found else None)
+        return grant
 
     async def _acknowledge(self, runtime: mcp.ConnectorRuntime, tenant_id: str, name: str) -> bool:
         if name not in runtime.names(tenant_id):
@@ -397,14 +418,15 @@ class Controller:
         if delay is not None:
             self._add_later(key, delay)
 
-    def _mark_failed(self, key: Key, message: str, now: datetime) -> None:
+    def _mark_failed(self, key: Key, message: str, now: datetime, reason: str = "ReconcileError") -> None:
         try:
             obj = self.state.get_object(*key)
             conds = conditions.set_condition(
-                conditions.of(obj.status), conditions.READY, conditions.FALSE, "ReconcileError",
-                message, now,
+                conditions.of(obj.status), conditions.READY, conditions.FALSE, reason, message, now,
             )
             status = {**obj.status, "conditions": conds}
+            if reason == "NotPermitted" and obj.kind == "Connector":
+                status.update(connection="disconnected", last_error=message)
             if status != obj.status:
                 self.state.set_status(obj, status)
         except errors.NotFound:

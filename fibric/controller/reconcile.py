@@ -28,9 +28,9 @@ from types import MappingProxyType
 from typing import Any
 
 from fibric import connectors as mcp
-from fibric import errors, policies, store, timefmt
+from fibric import errors, policies, store, timefmt, trust
 from fibric.controller import conditions
-from fibric.store import webhooks
+from fibric.store import vault, webhooks
 
 NOT_CONNECTED_MESSAGE = "MCP connection is handled by the connector runtime"
 MAX_MESSAGE = 2000  # a condition message, not a log: long compile reports are cut
@@ -255,11 +255,19 @@ def reconcile_webhook(state: store.StateStore, obj: store.StoredObject, now: dat
     """
     endpoint = webhooks.read_or_none(state, obj.tenant_id, obj.id)
     secret_env = obj.spec.get("secret_env")
+    secret_ref = obj.spec.get("secret_ref")
     if not obj.spec.get("enabled", True):
         ready, reason, message = conditions.FALSE, "Disabled", "spec.enabled is false"
     elif endpoint is not None and endpoint.disabled_at is not None:
         ready, reason = conditions.FALSE, "DisabledByDispatcher"
         message = f"{endpoint.disabled_reason}; enable it with POST /v1/webhooks/{obj.id}/enable"
+    elif secret_env and obj.origin != trust.Origin.INSTALLATION:
+        # Only the installation's own specs may read a server variable (docs/security.md).
+        ready, reason = conditions.FALSE, "NotPermitted"
+        message = "spec.secret_env reads a server environment variable; use secret_ref (a tenant secret)"
+    elif secret_ref and vault.info(state, obj.tenant_id, secret_ref) is None:
+        ready, reason = conditions.FALSE, "SecretMissing"
+        message = f"tenant secret {secret_ref} (spec.secret_ref) is not set: `fibric secret set {secret_ref}`"
     elif secret_env and not os.environ.get(secret_env):
         # The dispatcher signs with this variable's value; without it no delivery can be signed.
         ready, reason = conditions.FALSE, "SecretMissing"

@@ -22,7 +22,7 @@ from typing import Any
 
 import watchfiles
 
-from fibric import errors, specs, store
+from fibric import errors, specs, store, trust
 from fibric.controller import apply
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,16 @@ log = logging.getLogger(__name__)
 
 def apply_folder(
     state: store.StateStore, tenant_id: str, folder: str | Path, apply_set: str,
-    *, webhook_options: apply.WebhookOptions | None = None,
+    *, options: apply.Options | None = None,
 ) -> apply.ApplyResult:
-    """Apply every spec under `folder` as `apply_set`, pruning what left it; all or nothing."""
+    """Apply every spec under `folder` as `apply_set`, pruning what left it; all or nothing.
+
+    The folder is the installation's own, so its specs may use what a tenant's
+    may not (a stdio command, a server variable; docs/security.md).
+    """
     loaded = _resolve_all(specs.load_paths([folder]))
     return apply.apply(state, tenant_id, loaded, apply_set=apply_set, prune=True,
-                       webhook_options=webhook_options)
+                       origin=trust.Origin.INSTALLATION, options=options)
 
 
 async def watch_folder(
@@ -48,7 +52,7 @@ async def watch_folder(
     *,
     debounce_ms: int = 1600,
     idle_check_ms: int = 2000,
-    webhook_options: apply.WebhookOptions | None = None,
+    options: apply.Options | None = None,
 ) -> None:
     """Re-apply `folder` after every change until `stop_event` is set.
 
@@ -81,7 +85,7 @@ async def watch_folder(
                 if not changes and seen == applied_fingerprint:
                     continue
                 applied_fingerprint = seen
-                if not await _apply_once(state, tenant_id, folder, apply_set, on_applied, webhook_options):
+                if not await _apply_once(state, tenant_id, folder, apply_set, on_applied, options):
                     continue
                 if await asyncio.to_thread(_referenced_files, folder) != referenced:
                     break  # policies now name other Rego files: watch those instead
@@ -93,11 +97,11 @@ async def _apply_once(
     folder: Path,
     apply_set: str,
     on_applied: Callable[[apply.ApplyResult], Any],
-    webhook_options: apply.WebhookOptions | None = None,
+    options: apply.Options | None = None,
 ) -> bool:
     try:
         result = await asyncio.to_thread(apply_folder, state, tenant_id, folder, apply_set,
-                                         webhook_options=webhook_options)
+                                         options=options)
     except errors.SpecInvalid as e:
         log.error("specs in %s not applied; the last good state stays live:\n%s", folder, e)
         return False

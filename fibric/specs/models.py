@@ -42,6 +42,16 @@ EventPattern = Annotated[
     Field(description="Event type, '*' globs allowed, e.g. order.*"),
 ]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+SecretName = Annotated[
+    str,
+    StringConstraints(max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"),
+    Field(description="Name of a tenant secret (`fibric secret set NAME`); letters, digits, '_', '.', '-'."),
+]
+
+
+def _unset(value: object) -> bool:
+    """Fields added after release stay out of stored specs while unset, so they never look changed."""
+    return value is None
 
 WEBHOOK_EVENTS = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created")
 WebhookEvent = Literal["plan.proposed", "plan.executed", "action.disposed", "receipt.created"]
@@ -207,19 +217,35 @@ class StdioTransport(Strict):
 class HttpTransport(Strict):
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
     headers: dict[str, str] = Field(default_factory=dict)
-    bearer_token_env: EnvName | None = Field(
-        default=None, description="Environment variable holding a bearer token; never the token."
+    bearer_token_ref: SecretName | None = Field(
+        default=None, exclude_if=_unset,
+        description="Tenant secret holding a bearer token, by name; never the token."
     )
+    bearer_token_env: EnvName | None = Field(
+        default=None,
+        description="Server environment variable holding a bearer token (installation specs only).",
+    )
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> HttpTransport:
+        if self.bearer_token_ref is not None and self.bearer_token_env is not None:
+            raise ValueError("set at most one of 'bearer_token_ref' or 'bearer_token_env'")
+        return self
 
 
 class Transport(Strict):
-    stdio: StdioTransport | None = None
+    catalog: Name | None = Field(
+        default=None, exclude_if=_unset,
+        description="An entry of the installation's connector catalog, by name."
+    )
+    stdio: StdioTransport | None = Field(default=None,
+                                         description="A command to run (installation specs only).")
     http: HttpTransport | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Transport:
-        if (self.stdio is None) == (self.http is None):
-            raise ValueError("set exactly one of 'stdio' or 'http'")
+        if sum(part is not None for part in (self.catalog, self.stdio, self.http)) != 1:
+            raise ValueError("set exactly one of 'catalog', 'stdio' or 'http'")
         return self
 
 
@@ -271,10 +297,21 @@ class WebhookSpec(Strict):
     url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s]+$")]
     events: list[WebhookEvent] = Field(min_length=1)
     description: str | None = Field(default=None, max_length=500)
+    secret_ref: SecretName | None = Field(
+        default=None, exclude_if=_unset,
+        description="Tenant secret to sign with, by name; else one is generated."
+    )
     secret_env: EnvName | None = Field(
-        default=None, description="Variable holding the signing secret; else one is generated."
+        default=None,
+        description="Server environment variable holding the signing secret (installation specs only).",
     )
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> WebhookSpec:
+        if self.secret_ref is not None and self.secret_env is not None:
+            raise ValueError("set at most one of 'secret_ref' or 'secret_env'")
+        return self
 
 
 # --- Documents ----------------------------------------------------------------

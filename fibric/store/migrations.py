@@ -305,6 +305,25 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        8,
+        "who wrote each object; tenant secrets",
+        [
+            # 'installation' (its own spec folder) or 'tenant' (an API key): what the object may use.
+            "ALTER TABLE objects ADD COLUMN origin TEXT NOT NULL DEFAULT 'tenant'",
+            # Values sealed with the deployment's secret box (fibric/store/secretbox.py), never plain.
+            """CREATE TABLE tenant_secrets (
+                seq {serial},
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                sealed TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                UNIQUE (tenant_id, name)
+            )""",
+        ],
+    ),
 ]
 
 SERIAL = {

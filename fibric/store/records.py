@@ -22,6 +22,8 @@ SCOPES = (
     "receipts:read",
     "webhooks:read",
     "webhooks:write",
+    "secrets:read",
+    "secrets:write",
 )
 
 
@@ -72,6 +74,7 @@ class StoredObject:
     updated_at: datetime
     seq: int
     secret: str | None = field(default=None, repr=False)
+    origin: str = "tenant"  # "installation" or "tenant" (fibric.trust.Origin): who wrote the spec
 
     @property
     def observed_generation(self) -> int | None:

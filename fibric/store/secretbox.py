@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import os
 import threading
 from pathlib import Path
@@ -21,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fibric import errors, settings
-from fibric.store import backends
+from fibric.store import backends, filemodes
 from fibric.store import state as state_module
 
 SEALED_PREFIX = "aesgcm1:"
@@ -37,6 +39,7 @@ class SecretBox:
         self._configured = key
         self._key_file = key_file
         self._aead: AESGCM | None = None
+        self._key: bytes | None = None
         self._lock = threading.Lock()
 
     def seal(self, plaintext: str, context: str) -> str:
@@ -57,10 +60,24 @@ class SecretBox:
                 "secret.key is not the key it was sealed with"
             ) from e
 
+    def fingerprint(self, plaintext: str, context: str) -> str:
+        """A short HMAC of a secret under a key derived from the box's: tells values apart, reveals none."""
+        key = hmac.new(self._load_key_once(), b"fibric-fingerprint", hashlib.sha256).digest()
+        digest = hmac.new(key, f"{context}\0{plaintext}".encode(), hashlib.sha256).hexdigest()
+        return f"hmac-sha256:{digest[:16]}"
+
+    def _load_key_once(self) -> bytes:
+        with self._lock:
+            if self._key is None:
+                self._key = self._load_key()
+            return self._key
+
     def _cipher(self) -> AESGCM:
         with self._lock:
             if self._aead is None:
-                self._aead = AESGCM(self._load_key())
+                if self._key is None:
+                    self._key = self._load_key()
+                self._aead = AESGCM(self._key)
             return self._aead
 
     def _load_key(self) -> bytes:
@@ -103,8 +120,9 @@ def _read_or_create(path: Path) -> str:
     up with the one key that won.
     """
     if path.exists():
+        filemodes.warn_if_shared(path)
         return path.read_text("ascii")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    filemodes.make_private_dir(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

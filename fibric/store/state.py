@@ -26,7 +26,7 @@ KEY_PREFIX = "sk_live_"
 TENANT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _OBJECT_COLUMNS = (
     "seq, id, reseller_id, tenant_id, kind, name, spec, labels, generation, status, "
-    "apply_set, secret, created_at, updated_at"
+    "apply_set, secret, created_at, updated_at, origin"
 )
 
 
@@ -317,15 +317,16 @@ class ObjectTransaction:
         *,
         apply_set: str | None = None,
         secret: str | None = None,
+        origin: str = "tenant",
     ) -> records.StoredObject:
         now = _now()
         object_id = ids.object_id(kind, name)
         self._cur.execute(
             "INSERT INTO objects (id, reseller_id, tenant_id, kind, name, spec, labels, generation,"
-            " status, apply_set, secret, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+            " status, apply_set, secret, created_at, updated_at, origin)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
             (object_id, self.reseller_id, self.tenant_id, kind, name, _dumps(spec), _dumps(labels),
-             _dumps({}), apply_set, secret, now, now),
+             _dumps({}), apply_set, secret, now, now, origin),
         )
         return self._reread(kind, name)
 
@@ -336,16 +337,19 @@ class ObjectTransaction:
         labels: dict[str, str],
         *,
         secret: str | None = None,
+        origin: str | None = None,
     ) -> records.StoredObject:
         """Write a new spec and labels; the generation moves only when the spec changed.
 
         A `secret` replaces the stored one; without it the stored secret is kept.
+        `origin` records who wrote the spec; None keeps it (a change of labels only).
         """
         generation = obj.generation + (1 if spec != obj.spec else 0)
         self._cur.execute(
             "UPDATE objects SET spec = ?, labels = ?, generation = ?, updated_at = ?,"
-            " secret = COALESCE(?, secret) WHERE tenant_id = ? AND kind = ? AND id = ?",
-            (_dumps(spec), _dumps(labels), generation, _now(), secret, self.tenant_id, obj.kind,
+            " secret = COALESCE(?, secret), origin = COALESCE(?, origin)"
+            " WHERE tenant_id = ? AND kind = ? AND id = ?",
+            (_dumps(spec), _dumps(labels), generation, _now(), secret, origin, self.tenant_id, obj.kind,
              obj.id),
         )
         return self._reread(obj.kind, obj.id)
@@ -385,4 +389,5 @@ def _object(row: Any) -> records.StoredObject:
         secret=row[11],
         created_at=datetime.fromisoformat(row[12]),
         updated_at=datetime.fromisoformat(row[13]),
+        origin=row[14],
     )

@@ -11,7 +11,7 @@ rotation keeps the previous sealed secret there until its grace period ends.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +23,7 @@ from fibric.store import state as state_module
 _COLUMNS = (
     "o.id, o.reseller_id, o.tenant_id, o.name, o.spec, o.secret, e.failing_since, e.last_success_at,"
     " e.last_failure_at, e.last_error, e.disabled_at, e.disabled_reason, e.previous_secret,"
-    " e.previous_secret_until"
+    " e.previous_secret_until, o.origin"
 )
 _FROM = (
     "FROM objects o LEFT JOIN webhook_endpoints e ON e.webhook_id = o.id"
@@ -47,6 +47,7 @@ class Endpoint:
     previous_until: datetime | None
     sealed_secret: str | None = field(default=None, repr=False)
     sealed_previous: str | None = field(default=None, repr=False)
+    origin: str = "tenant"  # who wrote the spec: only the installation's may read a server variable
 
     @property
     def url(self) -> str:
@@ -61,15 +62,25 @@ class Endpoint:
         return event_type in self.spec.get("events", [])
 
     def signing_secrets(
-        self, box: secretbox.SecretBox, environ: Mapping[str, str], now: datetime
+        self,
+        box: secretbox.SecretBox,
+        environ: Mapping[str, str],
+        now: datetime,
+        tenant_secret: Callable[[str], str | None] = lambda name: None,
     ) -> list[str]:
         """Current secret first, then the previous one while its rotation grace lasts.
 
-        Empty when the secret comes from `secret_env` and that variable is unset.
+        Empty when the secret comes from `secret_ref` and the tenant has no
+        such secret, or from `secret_env` and that variable is unset or the
+        webhook was not written by the installation.
         """
+        secret_ref = self.spec.get("secret_ref")
+        if secret_ref:
+            value = tenant_secret(secret_ref)
+            return [value] if value else []
         secret_env = self.spec.get("secret_env")
         if secret_env:
-            value = environ.get(secret_env)
+            value = environ.get(secret_env) if self.origin == "installation" else None
             return [value] if value else []
         found = [box.open(self.sealed_secret, self.tenant_id)] if self.sealed_secret else []
         if self.sealed_previous and self.previous_until is not None and now < self.previous_until:
@@ -177,6 +188,11 @@ def rotate(
                 f"webhook '{endpoint.name}' signs with the environment variable "
                 f"{endpoint.spec['secret_env']} (spec.secret_env); rotate it there"
             )
+        if endpoint.spec.get("secret_ref"):
+            raise errors.Conflict(
+                f"webhook '{endpoint.name}' signs with the tenant secret {endpoint.spec['secret_ref']} "
+                "(spec.secret_ref); rotate it with `fibric secret set`"
+            )
         cur.execute(
             "UPDATE objects SET secret = ?, updated_at = ?"
             " WHERE tenant_id = ? AND kind = 'Webhook' AND id = ?",
@@ -209,4 +225,5 @@ def _endpoint(row: Any) -> Endpoint:
         sealed_secret=row[5], failing_since=stamps.parse(row[6]), last_success_at=stamps.parse(row[7]),
         last_failure_at=stamps.parse(row[8]), last_error=row[9], disabled_at=stamps.parse(row[10]),
         disabled_reason=row[11], sealed_previous=row[12], previous_until=stamps.parse(row[13]),
+        origin=row[14],
     )

@@ -60,7 +60,7 @@ def connector_doc(
     name: str = "magento", capabilities: tuple[str, ...] = ("orders.hold",), **spec: Any
 ) -> dict[str, Any]:
     return doc("Connector", name, {
-        "transport": {"stdio": {"command": "python", "args": ["-m", "orders_mcp"]}},
+        "transport": {"http": {"url": "https://orders.example/mcp"}},
         "capabilities": {c: c for c in capabilities},
         **spec,
     })

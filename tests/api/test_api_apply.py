@@ -77,8 +77,8 @@ def test_the_webhook_secret_appears_once(client: TestClient) -> None:
         assert secret not in client.get(path).text
 
 
-def test_a_webhook_with_secret_env_gets_no_generated_secret(client: TestClient) -> None:
-    result = apply(client, [webhook_doc("h", secret_env="HOOK_SECRET")])
+def test_a_webhook_signing_with_a_tenant_secret_gets_no_generated_secret(client: TestClient) -> None:
+    result = apply(client, [webhook_doc("h", secret_ref="hook-secret")])
     assert "signing_secret" not in result["changes"][0]
 
 

@@ -108,7 +108,7 @@ def test_a_bad_webhook_field_is_400_naming_it(
 
 
 def test_delete_a_webhook(client: TestClient) -> None:
-    apply(client, [webhook_doc("ops-channel", secret_env="OPS_SECRET")])
+    apply(client, [webhook_doc("ops-channel", secret_ref="ops-secret")])
     webhook_id = client.get("/v1/webhooks").json()["data"][0]["id"]
     response = client.delete("/v1/webhooks/ops-channel")
     assert response.json() == {"id": webhook_id, "object": "webhook", "deleted": True}

@@ -197,7 +197,7 @@ def world(
         "apiVersion": "fibric.io/v1", "kind": "Connector",
         "metadata": {"name": "magento"},
         "spec": {"display_name": "Magento Orders", "kind": "saas",
-                 "transport": {"stdio": {"command": "python", "args": ["-m", "orders_mcp"]}},
+                 "transport": {"http": {"url": "https://orders.example/mcp"}},
                  "capabilities": {"orders.read": "orders.read", "orders.hold": "orders.hold",
                                   "orders.notify": "orders.notify"}}}]})
     # What the controller reports once it has connected to the MCP server.

@@ -42,9 +42,8 @@ metadata:
 spec:
   display_name: Magento Orders
   transport:
-    stdio:
-      command: python
-      args: [-m, orders_mcp]
+    http:
+      url: https://orders.example/mcp
   capabilities:
     orders.read: orders.read
     orders.hold: orders.hold

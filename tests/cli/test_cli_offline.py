@@ -102,7 +102,8 @@ ALL_COMMANDS = _commands(cli.cli)
 def test_the_walk_finds_every_command() -> None:
     assert {c[0] for c in ALL_COMMANDS if c} == {
         "admin", "apply", "audit", "connector", "delete", "demo", "diff", "export", "get", "policy", "schema",
-        "serve", "validate"}
+        "secret", "serve", "validate"}
+    assert {("secret", "set"), ("secret", "list"), ("secret", "delete")} <= set(ALL_COMMANDS)
     assert ("admin", "key", "create") in ALL_COMMANDS
     assert ("admin", "tenant", "list") in ALL_COMMANDS
     assert ("policy", "test") in ALL_COMMANDS

@@ -8,18 +8,18 @@ on (servers/toy_server.py), and a server published on PyPI
 
 from __future__ import annotations
 
-import os
-import re
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
+from orders_system import HttpOrders
 
 from fibric import connectors
 from fibric.specs import models
+
+__all__ = ["HttpOrders"]
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS_SERVER = ROOT / "examples" / "mcp" / "orders_server.py"
@@ -84,45 +84,6 @@ def effects(db: Path, key: str | None = None) -> int:
         return int(
             conn.execute("SELECT COUNT(*) FROM effects WHERE idempotency_key = ?", (key,)).fetchone()[0]
         )
-
-
-class HttpOrders:
-    """The example order system serving streamable HTTP in a subprocess."""
-
-    def __init__(self, db: Path, token: str | None = None) -> None:
-        self.db = db
-        self.token = token
-        self.process: subprocess.Popen[str] | None = None
-        self.port = 0
-        self.url = ""
-
-    def start(self) -> None:
-        env = {"PATH": os.environ["PATH"], "ORDERS_DB": str(self.db)}
-        if self.token:
-            env["ORDERS_TOKEN"] = self.token
-        self.process = subprocess.Popen(
-            [sys.executable, str(ORDERS_SERVER), "--http", str(self.port)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        assert self.process.stderr is not None
-        line = self.process.stderr.readline()  # the server prints its URL first, or dies
-        found = re.search(r"(http://\S+)", line)
-        if found is None:
-            self.stop()
-            raise RuntimeError(f"orders server did not start: {line!r}")
-        self.url = found.group(1)
-        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            if self.process.stderr is not None:
-                self.process.stderr.close()
-            self.process = None
 
 
 async def wait_until(check: Any, timeout: float = WAIT) -> None:

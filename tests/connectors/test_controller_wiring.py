@@ -2,7 +2,8 @@
 
 A Controller owns a ConnectorRuntime backed by the SQL pin store, against a
 real state store (both backends), and the example order server runs over
-stdio. What a user relies on: the stored status (and the API) says
+stdio as an entry of the installation's connector catalog, which the
+tenant's Connector names. What a user relies on: the stored status (and the API) says
 `connected` with the server's tools, tool pins land in the database, a
 changed tool is flagged until `POST /v1/connectors/{id}/ack`, and deleting
 the Connector stops it and forgets its pins. Every wait is bounded.
@@ -21,7 +22,7 @@ import httpx
 import pytest
 from connector_support import FAST, ORDERS_SERVER, WAIT
 
-from fibric import connectors, errors, settings, specs, store
+from fibric import connectors, errors, settings, specs, store, trust
 from fibric.api import create_app
 from fibric.controller import apply, loop
 from fibric.store import pins as pin_store
@@ -31,21 +32,29 @@ pytestmark = pytest.mark.anyio
 NAME = "magento"
 
 
-def connector_yaml(db: Path) -> str:
-    # JSON strings are YAML strings, so any temporary path is quoted safely.
-    return f"""\
+CONNECTOR = f"""\
 apiVersion: fibric.io/v1
 kind: Connector
 metadata: {{name: {NAME}}}
 spec:
   display_name: Magento Orders
-  transport:
+  transport: {{catalog: orders}}
+  capabilities: {{orders.read: orders.read, orders.hold: orders.hold, orders.notify: orders.notify}}
+"""
+
+
+def boundary(db: Path) -> trust.Boundary:
+    """The installation's catalog: the example order server, the only command a tenant may name."""
+    # JSON strings are YAML strings, so any temporary path is quoted safely.
+    catalog = trust.Catalog.parse(f"""\
+connectors:
+  orders:
     stdio:
       command: {json.dumps(sys.executable)}
       args: [{json.dumps(str(ORDERS_SERVER))}]
       env: {{ORDERS_DB: {json.dumps(str(db))}}}
-  capabilities: {{orders.read: orders.read, orders.hold: orders.hold, orders.notify: orders.notify}}
-"""
+""", "catalog.yaml")
+    return trust.Boundary(catalog=catalog)
 
 
 @pytest.fixture
@@ -57,11 +66,12 @@ async def controller(
         pin_store.SQLPinStore(state), FAST,
         on_change=lambda tenant_id, name: running.notify(tenant_id, "Connector", name),
     )
+    installation = boundary(tmp_path / "orders.db")
     running = loop.Controller(
         state, settings.ControllerSettings(resync_seconds=3600), connectors=runtime,
-        stop_timeout_seconds=WAIT,
+        stop_timeout_seconds=WAIT, boundary=installation,
     )
-    result = apply.apply(state, tenant.id, specs.load_text(connector_yaml(tmp_path / "orders.db")))
+    result = apply.apply(state, tenant.id, specs.load_text(CONNECTOR), options=apply.Options(installation))
     await running.start()
     try:
         for change in result.changes:

@@ -7,6 +7,7 @@ in an environment variable the spec names, and never in the spec or status.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -122,29 +123,22 @@ async def test_an_http_server_that_restarts_gets_a_fresh_session(
 async def test_the_example_spec_runs_the_example_server(
     runtime: connectors.ConnectorRuntime, tmp_path: Path
 ) -> None:
-    """examples/specs/connectors.yaml, as `fibric serve` in the repo root would run it."""
-    from fibric import specs
+    """examples/specs/connectors.yaml via examples/catalog.yaml, as `fibric serve` in the repo runs it."""
+    from fibric import specs, trust
 
-    loaded = specs.load_paths([ORDERS_SERVER.parent.parent / "specs" / "connectors.yaml"])
+    examples = ORDERS_SERVER.parent.parent
+    loaded = specs.load_paths([examples / "specs" / "connectors.yaml"])
     document = loaded[0].document
     assert isinstance(document, specs.Connector)
-    stdio_part = document.spec.transport.stdio
+    grant = trust.Boundary(catalog=trust.Catalog.load(examples / "catalog.yaml")).grant(
+        document.spec, trust.Origin.TENANT)
+    stdio_part = grant.transport.stdio
     assert stdio_part is not None
-    repo = ORDERS_SERVER.parent.parent.parent
-    spec = document.spec.model_copy(
-        update={
-            "transport": models.Transport(
-                stdio=stdio_part.model_copy(
-                    update={
-                        "cwd": str(repo),
-                        "env": {**stdio_part.env, "ORDERS_DB": str(tmp_path / "orders.db")},
-                    }
-                )
-            )
-        }
-    )
+    grant = dataclasses.replace(grant, transport=models.Transport(stdio=stdio_part.model_copy(update={
+        "cwd": str(examples.parent), "env": {**stdio_part.env, "ORDERS_DB": str(tmp_path / "orders.db")}})))
+    spec = document.spec
 
-    await runtime.ensure(TENANT, document.name, spec)
+    await runtime.ensure(TENANT, document.name, spec, grant=grant)
     state = await up(runtime, TENANT, document.name)
 
     assert state.connection == "connected"

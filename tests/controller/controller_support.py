@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fibric import specs, store
+from fibric import specs, store, trust
 from fibric.controller import apply
 
 T = TypeVar("T")
@@ -36,7 +36,7 @@ apiVersion: fibric.io/v1
 kind: Connector
 metadata: {{name: {name}}}
 spec:
-  transport: {{stdio: {{command: python, args: [-m, orders_mcp]}}}}
+  transport: {{http: {{url: "https://orders.example/mcp"}}}}
   capabilities: {{{capabilities}}}
 """
 
@@ -66,10 +66,12 @@ def webhook(name: str = "ops-channel", **spec: str) -> str:
     return WEBHOOK.format(name=name, extra="".join(f"  {k}: {v}\n" for k, v in spec.items()))
 
 
-def apply_yaml(state: store.StateStore, tenant_id: str, *documents: str) -> apply.ApplyResult:
-    """Apply YAML documents the way `fibric apply` does."""
+def apply_yaml(
+    state: store.StateStore, tenant_id: str, *documents: str, origin: trust.Origin = trust.Origin.TENANT
+) -> apply.ApplyResult:
+    """Apply YAML documents the way `fibric apply` does (a tenant), or `serve --specs` (the installation)."""
     loaded = specs.load_text("---\n".join(documents), "test.yaml")
-    return apply.apply(state, tenant_id, loaded)
+    return apply.apply(state, tenant_id, loaded, origin=origin)
 
 
 def insert(state: store.StateStore, tenant_id: str, document: str) -> store.StoredObject:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fibric import errors, specs, store
+from fibric import errors, specs, store, trust
 from fibric.controller import apply
 from fibric.store import secretbox
 
@@ -49,7 +49,7 @@ apiVersion: fibric.io/v1
 kind: Connector
 metadata: {{name: {name}}}
 spec:
-  transport: {{stdio: {{command: python, args: [-m, orders_mcp]}}}}
+  transport: {{http: {{url: "https://orders.example/mcp"}}}}
   capabilities: {capabilities}
 """
 
@@ -442,7 +442,7 @@ def stored_secret(state: store.StateStore, tenant: store.Tenant) -> str:
     """The webhook's signing secret as stored: sealed, never in plaintext (fibric/store/secretbox.py)."""
     sealed = state.get_object(tenant.id, "Webhook", "ops-channel").secret
     assert sealed is not None and sealed.startswith(secretbox.SEALED_PREFIX)
-    return apply.WebhookOptions().sealer(state).open(sealed, tenant.id)
+    return apply.Options().sealer(state).open(sealed, tenant.id)
 
 
 def test_a_webhook_without_secret_env_gets_a_signing_secret_once(
@@ -469,7 +469,8 @@ def test_a_webhook_without_secret_env_gets_a_signing_secret_once(
 def test_a_webhook_with_secret_env_gets_no_generated_secret(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    [created] = apply.apply(state, tenant.id, load(webhook(extra="  secret_env: OPS_HOOK_SECRET\n"))).changes
+    [created] = apply.apply(state, tenant.id, load(webhook(extra="  secret_env: OPS_HOOK_SECRET\n")),
+                            origin=trust.Origin.INSTALLATION).changes
     assert created.signing_secret is None
     assert state.get_object(tenant.id, "Webhook", "ops-channel").secret is None
 
@@ -478,7 +479,8 @@ def test_a_webhook_that_drops_secret_env_gets_a_signing_secret(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
     # Otherwise it would be left with nothing to sign deliveries with.
-    apply.apply(state, tenant.id, load(webhook(extra="  secret_env: OPS_HOOK_SECRET\n")))
+    apply.apply(state, tenant.id, load(webhook(extra="  secret_env: OPS_HOOK_SECRET\n")),
+                origin=trust.Origin.INSTALLATION)
 
     [configured] = apply.apply(state, tenant.id, load(webhook())).changes
 

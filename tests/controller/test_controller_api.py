@@ -44,7 +44,8 @@ def test_api_writes_are_reconciled_and_visible(state: store.StateStore, tenant: 
 
         # A connector that maps the capability, applied later, updates the operator too.
         response = client.post("/v1/apply", json={"documents": [doc("Connector", "magento", {
-            "transport": {"stdio": {"command": "python"}}, "capabilities": {"orders.hold": "hold"}})]})
+            "transport": {"http": {"url": "https://orders.example/mcp"}},
+            "capabilities": {"orders.hold": "hold"}})]})
         assert response.status_code == 200, response.text
         operator = wait_for(
             lambda: client.get("/v1/operators/ship-risk").json(),

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from controller_support import apply_yaml, condition, connector, insert, operator, policy, webhook
 
-from fibric import store
+from fibric import store, trust
 from fibric.controller import reconcile
+from fibric.store import secretbox, vault
 
 T0 = datetime(2026, 6, 14, 9, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -153,12 +154,36 @@ def test_a_webhook_whose_secret_variable_is_missing_is_not_ready(
     state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("FIBRIC_TEST_HOOK_SECRET", raising=False)
-    apply_yaml(state, tenant.id, webhook(secret_env="FIBRIC_TEST_HOOK_SECRET"))
+    apply_yaml(state, tenant.id, webhook(secret_env="FIBRIC_TEST_HOOK_SECRET"),
+               origin=trust.Origin.INSTALLATION)
     ready = condition(reconciled(state, tenant, "Webhook", "ops-channel"), "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "SecretMissing")
     assert "FIBRIC_TEST_HOOK_SECRET" in ready["message"]
 
     monkeypatch.setenv("FIBRIC_TEST_HOOK_SECRET", "s3cret")
+    ready = condition(reconciled(state, tenant, "Webhook", "ops-channel", T1), "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Enabled")
+
+
+def test_a_tenant_webhook_naming_a_server_variable_is_not_permitted(
+    state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row a tenant wrote before the trust boundary (or by hand) never reads the variable."""
+    monkeypatch.setenv("FIBRIC_TEST_HOOK_SECRET", "s3cret")
+    insert(state, tenant.id, webhook(secret_env="FIBRIC_TEST_HOOK_SECRET"))
+    ready = condition(reconciled(state, tenant, "Webhook", "ops-channel"), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NotPermitted")
+    assert "s3cret" not in ready["message"]
+
+
+def test_a_webhook_signing_with_a_missing_tenant_secret_is_not_ready(
+    state: store.StateStore, tenant: store.Tenant
+) -> None:
+    apply_yaml(state, tenant.id, webhook(secret_ref="ops-hook"))
+    ready = condition(reconciled(state, tenant, "Webhook", "ops-channel"), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SecretMissing")
+    assert "ops-hook" in ready["message"]
+    vault.put(state, secretbox.SecretBox(key=secretbox.new_key()), tenant.id, "ops-hook", "whsec_x")
     ready = condition(reconciled(state, tenant, "Webhook", "ops-channel", T1), "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Enabled")
 

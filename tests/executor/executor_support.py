@@ -13,20 +13,19 @@ import contextlib
 import json
 import shutil
 import sqlite3
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import live_server
-import yaml
+import orders_system
 
 from fibric import connectors, policies, settings, store
 from fibric.api import create_app
-from fibric.controller import decide, executor, loop, reconcile, recovery, runs, watch
+from fibric.controller import apply, decide, executor, loop, reconcile, recovery, runs, watch
 from fibric.controller import routing as event_routing
 from fibric.store import events, pins, plans, receipts
 
@@ -45,15 +44,14 @@ EXAMPLE_EVENT = {
 }
 
 
-def write_specs(folder: Path, orders_db: Path) -> Path:
-    """examples/specs and examples/policies copied to `folder`, the connector pointed at `orders_db`."""
+def write_specs(folder: Path) -> Path:
+    """examples/specs and examples/policies copied to `folder`, without the webhook.
+
+    The connector names the catalog's `orders` entry, which the test's boundary
+    points at its own orders database (orders_system.orders_boundary).
+    """
     shutil.copytree(EXAMPLES / "specs", folder / "specs")
     shutil.copytree(EXAMPLES / "policies", folder / "policies")
-    path = folder / "specs" / "connectors.yaml"
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    doc["spec"]["transport"]["stdio"] = {"command": sys.executable, "args": [str(ORDERS_SERVER)],
-                                         "env": {"ORDERS_DB": str(orders_db)}}
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     (folder / "specs" / "webhooks.yaml").unlink()  # tests stay on loopback: no deliveries to acme.example
     return folder / "specs"
 
@@ -120,16 +118,18 @@ class Fibric:
 @contextlib.contextmanager
 def running(
     state: store.StateStore, tenant: store.Tenant, tmp_path: Path, *, lease_seconds: float = 30.0,
-    ledger_path: Path | None = None, routing: bool = False,
+    ledger_path: Path | None = None, routing: bool = False, catalog: Mapping[str, Path] | None = None,
 ) -> Iterator[Fibric]:
     """The whole product on loopback, connected to the example order system; stops everything after.
 
     With `routing`, events are routed to the operators subscribed to them, whose runs propose plans
     (issue 6's router and runner, as `fibric serve` builds them); else tests propose plans directly.
+    `catalog` adds MCP server scripts to the installation's connector catalog, beside `orders`.
     """
     orders_db = tmp_path / "orders.db"
-    folder = write_specs(tmp_path / "repo", orders_db)
-    watch.apply_folder(state, tenant.id, folder, "test")
+    folder = write_specs(tmp_path / "repo")
+    boundary = orders_system.orders_boundary(orders_db, catalog)
+    watch.apply_folder(state, tenant.id, folder, "test", options=apply.Options(boundary))
     ledger = receipts.Ledger(ledger_path or tmp_path / "receipts.duckdb")
     engine = policies.open_engine("embedded", timeout=5.0)
     config = settings.Settings(rate_limits=settings.RateLimitSettings(
@@ -148,8 +148,9 @@ def running(
                                                          llm=config.llm), poll_seconds=0.2)
         services.insert(0, router)
     controller = loop.Controller(state, config.controller, connectors=runtime,
-                                 reconcilers=reconcile.reconcilers(engine, cache), services=services)
-    app = create_app(config, state, controller, receipts=ledger, executor=the_executor)
+                                 reconcilers=reconcile.reconcilers(engine, cache), services=services,
+                                 boundary=boundary)
+    app = create_app(config, state, controller, receipts=ledger, executor=the_executor, boundary=boundary)
     app.state.event_router = router
     _, key = state.create_api_key(tenant.id, frozenset(store.SCOPES))
     try:

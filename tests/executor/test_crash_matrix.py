@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orders_system
 import pytest
 from executor_support import effect_keys, example_actions, write_specs
 from served_process import RUNNING, Served
@@ -45,7 +46,8 @@ KEY = re.compile(r"FIBRIC_KEY=(sk_live_[0-9a-f]+)")
 
 
 def start(tmp_path: Path, store_location: str, env: dict[str, str]) -> tuple[Served, str]:
-    args = ["--data-dir", str(tmp_path / "data"), "--specs", str(tmp_path / "repo" / "specs")]
+    args = ["--data-dir", str(tmp_path / "data"), "--specs", str(tmp_path / "repo" / "specs"),
+            "--connector-catalog", str(tmp_path / "catalog.yaml")]
     if store_location.startswith("postgresql"):
         args += ["--store", store_location]
     served = Served(args, cwd=tmp_path, env={**ENV, **env})
@@ -78,7 +80,8 @@ def test_a_crash_at_any_step_leaves_one_effect_and_receipts_equal_effects(
     if store_location.startswith("postgresql") and crashpoint not in POSTGRES_CASES:
         pytest.skip("on PostgreSQL a subset of the matrix runs (the store code is shared)")
     orders_db = tmp_path / "orders.db"
-    write_specs(tmp_path / "repo", orders_db)
+    write_specs(tmp_path / "repo")
+    orders_system.write_orders_catalog(tmp_path / "catalog.yaml", orders_db)
     first, url = start(tmp_path, store_location, {"FIBRIC_CRASHPOINT": crashpoint})
     try:
         bootstrap = first.wait_for(KEY)

@@ -8,7 +8,6 @@ unknown and the tool is not annotated idempotent.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,9 @@ def test_tool_errors_fail_and_a_dying_server_is_in_doubt(
     documents = [
         doc("Policy", "allow-all", {"rego": ALLOW_ALL, "query": "data.fibric.allow_all.decision"}),
         doc("Operator", "toy-op", {"capabilities": list(capabilities), "policy": "allow-all"}),
-        doc("Connector", "toy", {"transport": {"stdio": {"command": sys.executable, "args": [str(TOY)]}},
-                                 "capabilities": capabilities}),
+        doc("Connector", "toy", {"transport": {"catalog": "toy"}, "capabilities": capabilities}),
     ]
-    with running(state, tenant, tmp_path) as f, f.client() as c:
+    with running(state, tenant, tmp_path, catalog={"toy": TOY}) as f, f.client() as c:
         assert c.post("/v1/apply", json={"documents": documents}).status_code == 200
         deadline = time.monotonic() + 60
         while c.get("/v1/connectors/cn_toy").json().get("status") != "connected":

@@ -23,7 +23,7 @@ def serve(tmp_path: Path, **env: str) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FIBRIC_")}
     return subprocess.Popen(
         [sys.executable, "-m", "fibric.cli", "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
-         "--specs", str(EXAMPLES)],
+         "--specs", str(EXAMPLES), "--connector-catalog", str(EXAMPLES.parent / "catalog.yaml")],
         cwd=tmp_path, env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
 

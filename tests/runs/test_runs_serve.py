@@ -34,7 +34,7 @@ class Serve:
         env = dict(os.environ, PYTHONUNBUFFERED="1", FIBRIC_RATE_LIMIT_EVENTS="100000")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fibric.cli", "serve", "--port", "0", "--data-dir", "data",
-             "--specs", "examples/specs"],
+             "--specs", "examples/specs", "--connector-catalog", "examples/catalog.yaml"],
             cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -69,9 +69,10 @@ class Serve:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A copy of the example repo: its connector's paths are relative to where serve runs."""
+    """A copy of the example repo: its catalog's paths are relative to where serve runs."""
     for part in ("specs", "policies", "mcp"):
         shutil.copytree(ROOT / "examples" / part, tmp_path / "examples" / part)
+    shutil.copy(ROOT / "examples" / "catalog.yaml", tmp_path / "examples" / "catalog.yaml")
     (tmp_path / "examples" / "specs" / "webhooks.yaml").unlink()  # no deliveries to the internet
     return tmp_path
 

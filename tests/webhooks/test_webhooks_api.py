@@ -82,13 +82,14 @@ def test_rotate_shows_the_new_secret_once_and_keeps_the_old_for_the_grace_period
     assert bad.status_code == 400 and "grace_period_seconds" in bad.text
 
 
-def test_a_secret_env_webhook_is_rotated_in_its_environment(client: TestClient) -> None:
-    document = {"apiVersion": "fibric.io/v1", "kind": "Webhook", "metadata": {"name": "env-hook"},
+def test_a_tenant_secret_webhook_is_rotated_with_its_secret(client: TestClient) -> None:
+    document = {"apiVersion": "fibric.io/v1", "kind": "Webhook", "metadata": {"name": "ref-hook"},
                 "spec": {"url": "https://hooks.example/h", "events": ["plan.proposed"],
-                         "secret_env": "OPS_HOOK_SECRET"}}
+                         "secret_ref": "ops-hook-secret"}}
     assert client.post("/v1/apply", json={"documents": [document]}).status_code == 200
-    response = client.post("/v1/webhooks/env-hook/rotate_secret")
-    assert response.status_code == 409 and "OPS_HOOK_SECRET" in response.json()["error"]["message"]
+    response = client.post("/v1/webhooks/ref-hook/rotate_secret")
+    assert response.status_code == 409
+    assert "fibric secret set" in response.json()["error"]["message"]
 
 
 def test_disable_and_enable(client: TestClient, state: store.StateStore, tenant: store.Tenant) -> None:

@@ -5,72 +5,40 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import httpcore
 import pytest
+from egress_matrix import REFUSED
 from webhook_support import Clock, Receiver, client_for, create_webhook, dispatcher
 
-from fibric import settings, store
-from fibric.controller import ssrf
+from fibric import settings, store, trust
 from fibric.store import deliveries, plans
-
-REFUSED = [
-    ("http://a.example/h", "https"),                         # plain http in production
-    ("https://127.0.0.1/h", "loopback"),
-    ("https://2130706433/h", "loopback"),                    # decimal
-    ("https://0177.0.0.1/h", "loopback"),                    # octal
-    ("https://0x7f000001/h", "loopback"),                    # hex
-    ("https://0x7f.1/h", "loopback"),                        # mixed short form
-    ("https://127.1/h", "loopback"),
-    ("https://localhost/h", "loopback"),
-    ("https://LocalHost./h", "loopback"),
-    ("https://api.localhost/h", "loopback"),
-    ("https://[fe80::1%25eth0]/h", "link-local"),
-    ("https://[::1]/h", "loopback"),
-    ("https://10.1.2.3/h", "private"),
-    ("https://172.16.0.1/h", "private"),
-    ("https://192.168.1.1/h", "private"),
-    ("https://[fc00::1]/h", "private"),
-    ("https://100.64.0.1/h", "carrier-grade NAT"),
-    ("https://100.127.255.254/h", "carrier-grade NAT"),
-    ("https://169.254.169.254/latest/meta-data", "link-local"),
-    ("https://[fe80::1]/h", "link-local"),
-    ("https://224.0.0.1/h", "multicast"),
-    ("https://[ff02::1]/h", "multicast"),
-    ("https://0.0.0.0/h", "unspecified"),
-    ("https://[::]/h", "unspecified"),
-    ("https://240.0.0.1/h", "reserved"),
-    ("https://[::ffff:127.0.0.1]/h", "loopback (IPv4 embedded"),
-    ("https://[::ffff:a9fe:a9fe]/h", "link-local (IPv4 embedded"),  # ::ffff:169.254.169.254
-    ("https://[64:ff9b::a00:1]/h", "private (IPv4 embedded"),       # NAT64 of 10.0.0.1
-    ("https://[2002:c0a8:101::1]/h", "private (IPv4 embedded"),     # 6to4 of 192.168.1.1
-    ("https://user:pw@a.example/h", "credentials"),
-    ("https://999.1.1.1/h", "valid IP"),
-]
+from fibric.trust import egress
 
 
 @pytest.mark.parametrize(("url", "reason"), REFUSED)
 def test_refused_urls(url: str, reason: str) -> None:
-    with pytest.raises(ssrf.Refused, match=reason.replace("(", r"\(")):
-        ssrf.check_url(url, allow_http_and_private=False)
+    with pytest.raises(trust.Refused, match=reason.replace("(", r"\(")):
+        trust.PUBLIC.check_url(url)
 
 
 def test_a_name_resolving_to_loopback_is_refused() -> None:
     name = socket.gethostname()  # resolves to 127.0.0.1 on this machine (/etc/hosts)
-    if ssrf.classify(ssrf.parse_host(socket.gethostbyname(name)) or ssrf.parse_host("8.8.8.8")) is None:
+    if egress.classify(egress.parse_host(socket.gethostbyname(name)) or egress.parse_host("8.8.8.8")) is None:
         pytest.skip(f"{name} does not resolve to an internal address here")
-    with pytest.raises(ssrf.Refused, match=f"{name} .* address"):
-        ssrf.check_url(f"https://{name}/h", allow_http_and_private=False)
+    with pytest.raises(trust.Refused, match=f"{name} .* address"):
+        trust.PUBLIC.check_url(f"https://{name}/h")
 
 
 @pytest.mark.parametrize("url", ["https://8.8.8.8/h", "https://[2001:4860:4860::8888]/h",
                                  "https://hooks.unresolvable.example/h"])
 def test_public_and_not_yet_resolvable_urls_pass(url: str) -> None:
-    ssrf.check_url(url, allow_http_and_private=False)
+    trust.PUBLIC.check_url(url)
 
 
 def test_the_development_setting_allows_http_and_loopback() -> None:
-    assert ssrf.check_url("http://127.0.0.1:8000/h", allow_http_and_private=True) == "127.0.0.1"
-    with pytest.raises(ssrf.Refused):
-        ssrf.check_url("ftp://127.0.0.1/h", allow_http_and_private=True)
+    assert trust.ANYWHERE.check_url("http://127.0.0.1:8000/h") == "127.0.0.1"
+    with pytest.raises(trust.Refused):
+        trust.ANYWHERE.check_url("ftp://127.0.0.1/h")
 
 
 @pytest.mark.parametrize("url", ["https://169.254.169.254/", "https://0x7f000001/h", "https://[::1]/h",
@@ -111,7 +79,7 @@ async def test_every_delivery_is_checked_again_on_the_address_connected_to(
 
 @pytest.mark.anyio
 async def test_the_guarded_backend_refuses_names_resolving_inside() -> None:
-    backend = ssrf.GuardedBackend(allow_http_and_private=False)
+    backend = trust.GuardedBackend(trust.PUBLIC)
     for host in ("localhost", socket.gethostname(), "2130706433"):
-        with pytest.raises(ssrf.Refused, match="loopback"):
+        with pytest.raises(httpcore.ConnectError, match="loopback"):
             await backend.connect_tcp(host, 80, timeout=2)

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from fibric import settings, specs, store
+from fibric import settings, specs, store, trust
 from fibric.api import create_app
 from fibric.controller import apply, dispatch
 from fibric.store import receipts, secretbox
@@ -140,10 +140,14 @@ def create_webhook(
     state: store.StateStore, tenant: store.Tenant, url: str, *,
     name: str = "ops-channel", events: tuple[str, ...] = ("plan.proposed",), **spec: Any,
 ) -> tuple[store.StoredObject, str | None]:
-    """Apply one Webhook spec (development rules: http and loopback allowed); returns it and its secret."""
+    """Apply one Webhook spec (development rules: http and loopback allowed); returns it and its secret.
+
+    A tenant applies it, unless it reads a server variable (`secret_env`), which only the installation may.
+    """
     document = specs.build("Webhook", name, {"url": url, "events": list(events), **spec})
-    result = apply.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))],
-                         webhook_options=apply.WebhookOptions(True, box()))
+    origin = trust.Origin.INSTALLATION if "secret_env" in spec else trust.Origin.TENANT
+    result = apply.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))], origin=origin,
+                         options=apply.Options(trust.Boundary(webhook_egress=trust.ANYWHERE), box()))
     return state.get_object(tenant.id, "Webhook", name), result.changes[0].signing_secret
 
 

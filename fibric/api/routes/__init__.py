@@ -10,6 +10,7 @@ from fibric.api.routes import (
     policies,
     receipts,
     runs,
+    secrets,
     specs,
     webhooks,
 )
@@ -24,6 +25,7 @@ ROUTERS = (
     runs.router,
     webhooks.router,
     policies.router,
+    secrets.router,
     specs.router,
     apply.router,
 )

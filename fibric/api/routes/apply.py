@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from fibric import errors, specs
+from fibric import errors, specs, trust
 from fibric.api import auth, context, routing, schemas, writes
 from fibric.api import errors as api_errors
 from fibric.controller import apply
@@ -91,8 +91,12 @@ def _has_kind(document: dict[str, Any]) -> bool:
 @routing.slow
 def apply_specs(ctx: context.Ctx, principal: auth.Authenticated, body: ApplyRequest) -> JSONResponse:
     auth.check(principal, required_scopes(body))
+    loaded = load(body.documents)
+    if any(trust.secret_refs(i.document.kind, i.document.spec_dict()) for i in loaded):  # type: ignore[attr-defined]
+        # Naming a secret sends its value where the spec points: as strong as writing it.
+        auth.check(principal, ["secrets:write"])
     result = writes.apply_documents(
-        ctx, principal, load(body.documents),
+        ctx, principal, loaded,
         apply_set=body.apply_set, prune=body.prune, dry_run=body.dry_run,
     )
     return JSONResponse(represent(result))

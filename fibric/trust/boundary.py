@@ -1,0 +1,221 @@
+"""The line between the installation and its tenants, drawn in one place.
+
+The installation (whoever runs `fibric serve`, owns its settings, its local
+spec folder and its data dir) is trusted. A tenant (an API key) is not:
+nothing a tenant declares may start a process, reach a loopback, private or
+link-local address, or read a server environment variable. Those powers
+exist only as installation settings: the connector catalog, the egress
+allowlist, and per-tenant secrets referenced by name (docs/security.md).
+
+`Boundary.admit` checks documents when they are applied, so a refused spec
+is a 400 naming the field and the setting that would allow it, never a
+silent failure at run time. `Boundary.grant` decides again when a connector
+runs, from the stored spec and who wrote it, so a row written before these
+rules (or by hand) still cannot run what a tenant may not.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from fibric import errors, settings, specs
+from fibric.specs import models
+from fibric.trust import catalog as catalogs
+from fibric.trust import egress as egresses
+
+# How much of a connector's error text its tenant sees: all of it, a cut line, or nothing of the target's.
+Disclosure = Literal["full", "cut", "withheld"]
+CUT_ERROR_CHARS = 300
+WITHHELD = "(the private target's own words are withheld; see the server log)"
+# What in an error line was written by the target rather than by Fibric: a JSON-RPC error's message,
+# a stdio server's stderr (the formats of fibric.connectors.session and .link).
+_TARGET_MESSAGE = re.compile(r"(MCP error -?\d+): [^;]*")
+_TARGET_STDERR = re.compile(r"; stderr: .*$", re.DOTALL)
+
+
+class Origin(enum.StrEnum):
+    """Who wrote an object: the installation's own specs, or a tenant through the API."""
+
+    INSTALLATION = "installation"
+    TENANT = "tenant"
+
+
+class NotPermitted(errors.PermanentError):
+    """A stored object asks for a power its writer does not have; it does not run."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one connector may use when it runs, decided by `Boundary.grant`."""
+
+    transport: models.Transport  # what to open: a stdio command or an HTTP URL (never a catalog name)
+    server_variables: bool  # may read the installation's environment (PATH, *_env)
+    egress: egresses.Egress
+    disclosure: Disclosure
+    secret_fingerprint: str | None = None  # of its bearer_token_ref: a new token opens a new session
+
+    def show_error(self, text: str | None) -> str | None:
+        """The error text as its tenant may see it."""
+        if text is None or self.disclosure == "full":
+            return text
+        if self.disclosure == "withheld":  # Fibric's own observations stay: status codes, timeouts, refusals
+            text = _TARGET_STDERR.sub(" " + WITHHELD, _TARGET_MESSAGE.sub(r"\1 " + WITHHELD, text))
+        return text if len(text) <= CUT_ERROR_CHARS else text[:CUT_ERROR_CHARS - 1] + "…"
+
+    @classmethod
+    def trusted(cls, transport: models.Transport) -> Grant:
+        """Everything, as the installation's own specs get: for callers that are the installation."""
+        return cls(transport, True, egresses.ANYWHERE, "full")
+
+
+@dataclass(frozen=True)
+class Boundary:
+    catalog: catalogs.Catalog = field(default_factory=catalogs.Catalog)
+    egress: egresses.Egress = egresses.PUBLIC  # for tenants' HTTP connectors and webhooks
+    webhook_egress: egresses.Egress | None = None  # the development setting; None: `egress`
+
+    @classmethod
+    def of(cls, config: settings.Settings) -> Boundary:
+        """The installation's boundary from its settings; SpecInvalid or ValueError naming the setting."""
+        allowed = egresses.Egress.parse(config.trust.egress_allow)
+        return cls(catalogs.Catalog.load(config.trust.connector_catalog), allowed,
+                   egresses.ANYWHERE if config.webhooks.allow_http_and_private else None)
+
+    def egress_for(self, origin: Origin, kind: Literal["Connector", "Webhook"]) -> egresses.Egress:
+        """Where the HTTP of an object written by `origin` may go."""
+        if origin is Origin.INSTALLATION:
+            return egresses.ANYWHERE
+        if kind == "Webhook" and self.webhook_egress is not None:
+            return self.webhook_egress
+        return self.egress
+
+    # --- at apply -------------------------------------------------------------------
+
+    def admit(
+        self,
+        loaded: Sequence[specs.Loaded],
+        origin: Origin,
+        live: Mapping[tuple[str, str], Mapping[str, Any]],
+    ) -> list[errors.SpecProblem]:
+        """What `origin` may not declare in these documents; unchanged specs are not checked again.
+
+        `live` maps (kind, name) to the stored spec. Host names are resolved
+        once each, concurrently and within a budget (every connection checks
+        again on the address it connects to).
+        """
+        problems: list[errors.SpecProblem] = []
+        urls: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]] = []
+        for item in loaded:
+            doc = item.document
+            if live.get((doc.kind, doc.name)) == doc.spec_dict():  # type: ignore[attr-defined]
+                continue
+            if isinstance(doc, specs.Connector):
+                problems += self._connector(item, doc.spec, origin, urls)
+            elif isinstance(doc, specs.Webhook):
+                if origin is Origin.TENANT and doc.spec.secret_env is not None:
+                    problems.append(item.source.problem(
+                        "reads a server environment variable, which only the installation's own specs may; "
+                        "store the signing secret as a tenant secret (`fibric secret set NAME`) and name it "
+                        "in secret_ref", ("spec", "secret_env")))
+                urls.append((item, ("spec", "url"), doc.spec.url, self.egress_for(origin, "Webhook")))
+        problems += _refused_urls(urls)
+        return problems
+
+    def _connector(
+        self,
+        item: specs.Loaded,
+        spec: models.ConnectorSpec,
+        origin: Origin,
+        urls: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]],
+    ) -> list[errors.SpecProblem]:
+        transport = spec.transport
+        if transport.catalog is not None:
+            if self.catalog.get(transport.catalog) is None:
+                return [item.source.problem(self.catalog.describe_missing(transport.catalog),
+                                            ("spec", "transport", "catalog"))]
+            return []
+        if origin is Origin.INSTALLATION:
+            return []
+        if transport.stdio is not None:
+            offered = ", ".join(sorted(self.catalog.entries)) or "none"
+            return [item.source.problem(
+                "a tenant's connector may not start a process; name an entry of the installation's "
+                f"connector catalog in transport.catalog instead (entries: {offered}; setting "
+                f"{catalogs.SETTING})", ("spec", "transport", "stdio"))]
+        problems = []
+        if transport.http is not None:
+            if transport.http.bearer_token_env is not None:
+                problems.append(item.source.problem(
+                    "reads a server environment variable, which only the installation's own specs may; "
+                    "store the token as a tenant secret (`fibric secret set NAME`) and name it in "
+                    "bearer_token_ref", ("spec", "transport", "http", "bearer_token_env")))
+            urls.append((item, ("spec", "transport", "http", "url"), transport.http.url,
+                         self.egress_for(origin, "Connector")))
+        return problems
+
+    # --- at run time --------------------------------------------------------------------
+
+    def grant(self, spec: models.ConnectorSpec, origin: Origin) -> Grant:
+        """What a stored connector written by `origin` may use; NotPermitted if it may not run at all."""
+        transport = spec.transport
+        if transport.catalog is not None:
+            entry = self.catalog.get(transport.catalog)
+            if entry is None:
+                raise NotPermitted(self.catalog.describe_missing(transport.catalog))
+            return Grant(entry.transport, True, egresses.ANYWHERE, "cut")
+        if origin is Origin.INSTALLATION:
+            return Grant.trusted(transport)
+        if transport.stdio is not None:
+            raise NotPermitted("a tenant's connector may not start a process; name an entry of the "
+                               f"installation's connector catalog in transport.catalog ({catalogs.SETTING})")
+        http = transport.http
+        if http is None:  # the model makes this unreachable; fail closed all the same
+            raise NotPermitted("the connector has no transport")
+        if http.bearer_token_env is not None:
+            raise NotPermitted("bearer_token_env reads a server environment variable, which only the "
+                               "installation's own specs may; use bearer_token_ref")
+        egress = self.egress_for(origin, "Connector")
+        host = urlsplit(http.url).hostname or ""
+        private = egress.allows_host(host) or bool(egress.networks)
+        return Grant(transport, False, egress, "withheld" if private else "cut")
+
+
+def secret_refs(kind: str, spec: Mapping[str, Any]) -> set[str]:
+    """The tenant secrets a stored spec names (by `*_ref`)."""
+    if kind == "Connector":
+        ref = ((spec.get("transport") or {}).get("http") or {}).get("bearer_token_ref")
+        return {ref} if ref else set()
+    if kind == "Webhook":
+        return {spec["secret_ref"]} if spec.get("secret_ref") else set()
+    return set()
+
+
+def _refused_urls(
+    urls: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]],
+) -> list[errors.SpecProblem]:
+    problems: list[errors.SpecProblem] = []
+    resolvable: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]] = []
+    for item, path, url, egress in urls:
+        try:
+            host = egress.check_url(url, resolve=False)
+        except egresses.Refused as e:
+            problems.append(item.source.problem(_refusal(str(e), egress), path))
+            continue
+        resolvable.append((item, path, host, egress))
+    by_egress: dict[egresses.Egress, dict[str, str]] = {}
+    for egress in {e for *_, e in resolvable}:
+        by_egress[egress] = egress.refused_names(host for *_, host, e in resolvable if e == egress)
+    for item, path, host, egress in resolvable:
+        if host in by_egress[egress]:
+            problems.append(item.source.problem(_refusal(by_egress[egress][host], egress), path))
+    return problems
+
+
+def _refusal(reason: str, egress: egresses.Egress) -> str:
+    return f"URL refused: {reason}; the installation's egress allowlist ({egresses.ALLOWLIST_SETTING}) " \
+        "can allow a host or network"
