@@ -91,15 +91,27 @@ class CompileWorker:
             process.kill()
 
     def _exchange(self, frame: bytes) -> bytes:
-        conn = self._connection()
-        try:
-            conn.send_bytes(frame)
-            if conn.poll(self.budget + _GRACE):
-                return conn.recv_bytes()
-            why = f"did not answer within {self.budget + _GRACE:.0f} s"
-        except (EOFError, OSError) as e:
-            why = f"died ({type(e).__name__})"
-        self._stop(kill=True)
+        """Send one request and wait for its answer; a worker that dies meanwhile is replaced, once.
+
+        The worker never runs rego-cpp itself (its compile child does), so its
+        death is never the policy's doing, and a compile is safe to repeat. A
+        killed worker can also look alive for a moment (its threads still
+        exiting, its compile child still holding the socket), so a request may
+        reach a dying worker: the fresh one answers it.
+        """
+        why = ""
+        for _ in range(2):
+            conn = self._connection()
+            try:
+                conn.send_bytes(frame)
+                if conn.poll(self.budget + _GRACE):
+                    return conn.recv_bytes()
+                why = f"did not answer within {self.budget + _GRACE:.0f} s"
+                self._stop(kill=True)
+                break
+            except (EOFError, OSError) as e:
+                why = f"died ({type(e).__name__})"
+                self._stop(kill=True)
         raise errors.TemporaryError(f"the Rego compile worker {why}; retry", delay=1.0)
 
     def _connection(self) -> connection.Connection:

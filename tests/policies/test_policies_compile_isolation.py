@@ -190,20 +190,40 @@ def test_a_worker_killed_while_idle_is_restarted_by_the_next_compile(
     assert worker.pid not in (None, pid)
 
 
-def test_a_worker_killed_mid_compile_is_a_temporary_error_not_the_policys(
+def test_a_worker_killed_mid_compile_is_replaced_and_the_compile_answered(
     worker: compileworker.CompileWorker,
 ) -> None:
+    """The worker's death is never the policy's doing: a fresh worker compiles it."""
     build(worker, GOOD)
     pid = worker.pid
     assert pid is not None
     timer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
     timer.start()
     try:
-        with pytest.raises(errors.TemporaryError, match="compile worker died"):
-            build(worker, SLOW)
+        assert build(worker, SLOW).package == "big"
     finally:
         timer.cancel()
+    assert worker.pid not in (None, pid)
 
+
+def test_a_worker_that_keeps_dying_is_a_temporary_error_not_the_policys(
+    worker: compileworker.CompileWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(worker, GOOD)
+    started = worker._start
+
+    def start_and_kill() -> Any:  # every worker dies as soon as it is asked anything
+        conn = started()
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        assert eventually(lambda: worker._process is not None and worker._process.poll() is not None)
+        return conn
+
+    worker._stop(kill=True)
+    monkeypatch.setattr(worker, "_start", start_and_kill)
+    with pytest.raises(errors.TemporaryError, match="compile worker died"):
+        build(worker, GOOD)
+    monkeypatch.undo()
     assert build(worker, GOOD).package == "p"
 
 
