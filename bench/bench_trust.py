@@ -13,7 +13,7 @@ are shared and noisy; the numbers are ratios.
   address of every connection against the egress allowlist) and through the
   same runtime with the guard swapped for a plain httpx2 client.
 
-Run: python bench/bench_trust.py [--count 1000] [--calls 2000] [--concurrency 8] [--repeat 3]
+Run: python bench/bench_trust.py [--count 1000] [--calls 2000] [--concurrency 8] [--repeat 6]
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=6)
     args = parser.parse_args()
     loaded = documents(args.count)
     boundary = trust.Boundary(catalog=trust.Catalog.parse(CATALOG, "catalog.yaml"),
@@ -146,13 +146,12 @@ def main() -> None:
             {"transport": {"http": {"url": orders.url}}, "capabilities": CAPABILITIES})
         grant = boundary.grant(spec, trust.Origin.TENANT)
         try:
-            for n in range(args.repeat):  # interleaved, so drift on the machine hits both sides alike
-                created, again = time_apply(state, loaded, trust.Origin.INSTALLATION, options, n)
-                rows["bare-apply"].append(created)
-                rows["bare-reapply"].append(again)
-                created, again = time_apply(state, loaded, trust.Origin.TENANT, options, n)
-                rows["guarded-apply"].append(created)
-                rows["guarded-reapply"].append(again)
+            for n in range(args.repeat):  # interleaved, first one then the other, so drift hits both alike
+                sides = [("bare", trust.Origin.INSTALLATION), ("guarded", trust.Origin.TENANT)]
+                for side, origin in sides if n % 2 == 0 else reversed(sides):
+                    created, again = time_apply(state, loaded, origin, options, n)
+                    rows[f"{side}-apply"].append(created)
+                    rows[f"{side}-reapply"].append(again)
                 with unguarded():
                     rows["bare-calls"].append(anyio.run(
                         calls_per_second, orders.url, trust.Grant.trusted(spec.transport), args.calls,
