@@ -92,7 +92,7 @@ def unguarded() -> Iterator[None]:
     """The connector transport as it was before the guard: a plain httpx2 client."""
     original = transports.guarded_client
 
-    def plain(egress: trust.Egress, **options: Any) -> httpx2.AsyncClient:
+    def plain(egress: trust.Egress, resolver: trust.Resolver, **options: Any) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(trust_env=False, **options)
 
     transports.guarded_client = plain  # type: ignore[assignment]

@@ -244,6 +244,61 @@ class TrustSettings:
 
 
 @dataclass(frozen=True)
+class BulkheadSettings:
+    """Pools and per-tenant caps, so no tenant's slow dependency stalls another's loop (docs/operations.md).
+
+    Each kind of blocking work has its own bounded thread pool (fibric/threads.py);
+    DNS runs on the event loop with a deadline per lookup (fibric/trust/resolver.py);
+    a tenant may hold only so many webhook deliveries, connector calls and operator
+    runs at once; a SIGTERM ends the process within `shutdown_seconds`, whatever is
+    in flight (recovery finishes what was interrupted).
+    """
+
+    executor_threads: int = 8  # FIBRIC_EXECUTOR_THREADS: the executor's and runs' store work and decisions
+    delivery_threads: int = 4  # FIBRIC_DELIVERY_THREADS: the webhook dispatcher's store work
+    connector_threads: int = 4  # FIBRIC_CONNECTOR_THREADS: connector pin and secret reads
+    controller_threads: int = 4  # FIBRIC_CONTROLLER_THREADS: reconciles, watch, scheduler, recovery
+    dns_timeout_ms: int = 2000  # FIBRIC_DNS_TIMEOUT_MS: one lookup's deadline
+    dns_nameservers: tuple[str, ...] = ()  # FIBRIC_DNS_NAMESERVERS: "ip[:port],..."; default resolv.conf's
+    tenant_deliveries: int = 4  # FIBRIC_TENANT_DELIVERIES: a tenant's webhook deliveries in flight
+    tenant_connector_calls: int = 16  # FIBRIC_TENANT_CONNECTOR_CALLS: a tenant's tool calls in flight
+    tenant_runs: int = 2  # FIBRIC_TENANT_RUNS: a tenant's operator runs at once
+    shutdown_seconds: float = 10.0  # FIBRIC_SHUTDOWN_SECONDS: SIGTERM to exit, at most
+
+    @property
+    def pool_sizes(self) -> dict[str, int]:
+        return {"executor": self.executor_threads, "delivery": self.delivery_threads,
+                "connectors": self.connector_threads, "controller": self.controller_threads}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BulkheadSettings:
+        def count(name: str, default: int) -> int:
+            raw = (env.get(name) or "").strip()
+            if not raw:
+                return default
+            if not raw.isdigit() or int(raw) < 1:
+                raise ValueError(f"{name} must be a whole number, at least 1, not {raw!r}")
+            return int(raw)
+
+        shutdown = float(env.get("FIBRIC_SHUTDOWN_SECONDS") or cls.shutdown_seconds)
+        if not 0 < shutdown < 3600:
+            raise ValueError("FIBRIC_SHUTDOWN_SECONDS must be more than 0 and less than 3600")
+        servers = tuple(s.strip() for s in (env.get("FIBRIC_DNS_NAMESERVERS") or "").split(",") if s.strip())
+        return cls(
+            executor_threads=count("FIBRIC_EXECUTOR_THREADS", cls.executor_threads),
+            delivery_threads=count("FIBRIC_DELIVERY_THREADS", cls.delivery_threads),
+            connector_threads=count("FIBRIC_CONNECTOR_THREADS", cls.connector_threads),
+            controller_threads=count("FIBRIC_CONTROLLER_THREADS", cls.controller_threads),
+            dns_timeout_ms=count("FIBRIC_DNS_TIMEOUT_MS", cls.dns_timeout_ms),
+            dns_nameservers=servers,
+            tenant_deliveries=count("FIBRIC_TENANT_DELIVERIES", cls.tenant_deliveries),
+            tenant_connector_calls=count("FIBRIC_TENANT_CONNECTOR_CALLS", cls.tenant_connector_calls),
+            tenant_runs=count("FIBRIC_TENANT_RUNS", cls.tenant_runs),
+            shutdown_seconds=shutdown,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -255,6 +310,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     llm: LlmSettings = field(default_factory=LlmSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    bulkheads: BulkheadSettings = field(default_factory=BulkheadSettings)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -295,7 +351,8 @@ class Settings:
                    webhooks=WebhookSettings.from_env(env),
                    llm=LlmSettings.from_env(env),
                    trust=TrustSettings.from_env(env, overrides.get("connector_catalog"),
-                                                overrides.get("egress_allow")))
+                                                overrides.get("egress_allow")),
+                   bulkheads=BulkheadSettings.from_env(env))
 
 
 def _worker_threads(value: str | None) -> int | None:

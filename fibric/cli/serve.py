@@ -6,7 +6,8 @@ runs in the app's lifespan, and with it the MCP connector runtime (stdio
 servers start in this process's working directory unless a spec sets cwd).
 SIGTERM and SIGINT shut down gracefully: uvicorn stops taking requests and
 drains, the lifespan stops the controller (and every MCP server), the
-watcher stops, and the store is closed; the exit code is 0.
+watcher stops, and the store is closed; the exit code is 0. Whatever is in
+flight, the process is gone within FIBRIC_SHUTDOWN_SECONDS (BoundedServer).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import contextlib
 import logging
 import os
 import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -24,7 +27,7 @@ from typing import Any
 import click
 import uvicorn
 
-from fibric import connectors, errors, policies, proposers, settings, store, trust
+from fibric import connectors, errors, policies, proposers, settings, store, threads, trust
 from fibric.api import app as api_app
 from fibric.api import protocol
 from fibric.cli import edge
@@ -99,21 +102,24 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
     engine = _open_policy_engine(config.policies)
     state = edge.open_store(config.store.location)
     ledger = receipts.Ledger(config.store.data_dir / api_app.RECEIPTS_FILE)
+    pools = threads.Pools(config.bulkheads.pool_sizes)  # one bounded pool per kind of blocking work
     try:
         _bootstrap(state, config)
         # The controller owns the MCP connectors; their changes requeue the Connector to record them.
         box = secretbox.for_store(state, config)
         runtime = connectors.ConnectorRuntime(
-            pins.SQLPinStore(state), connectors.ConnectorSettings(),
+            pins.SQLPinStore(state),
+            connectors.ConnectorSettings(tenant_calls=config.bulkheads.tenant_connector_calls),
             secrets=lambda tenant_id, name: vault.reveal(state, box, tenant_id, name),
             on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name),
+            pool=pools.connectors, resolver=boundary.resolver,
         )
         cache = reconcile.CompileCache()  # one compile per policy version, for reconcile and decisions
         parts = Parts(state=state, config=config, engine=engine, ledger=ledger, connectors=runtime,
-                      decider=decide.Decider(state, engine, cache), boundary=boundary)
+                      decider=decide.Decider(state, engine, cache), boundary=boundary, pools=pools)
         controller = loop.Controller(state, config.controller, connectors=runtime,
                                      reconcilers=reconcile.reconcilers(engine, cache),
-                                     services=_services(parts), boundary=boundary)
+                                     services=_services(parts), boundary=boundary, pool=pools.controller)
         options = apply.Options(boundary, box)
         tenant_id = None
         if config.controller.specs_dir is not None:
@@ -122,14 +128,16 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
         app = api_app.create_app(config, state, controller, receipts=ledger, executor=parts.executor,
                                  boundary=boundary)
         app.state.event_router = parts.event_router
-        server = uvicorn.Server(uvicorn.Config(
+        bound = config.bulkheads.shutdown_seconds
+        server = BoundedServer(uvicorn.Config(
             app, host=config.server.host, port=config.server.port, lifespan="on",
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=max(1, int(bound / 2)),  # requests in flight; then the lifespan
             http=protocol.FibricH11Protocol, h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
-        ))
+        ), bound)
         _exit_gracefully_on_signals(server)
-        asyncio.run(_run(server, state, controller, tenant_id, config, options))
+        asyncio.run(_run(server, state, controller, tenant_id, config, options, pools))
     finally:
+        pools.close(wait=False)
         ledger.close()
         state.close()
         engine.close()
@@ -146,6 +154,7 @@ class Parts:
     connectors: connectors.ConnectorRuntime
     decider: decide.Decider  # the operator's policy on one action, fail-closed
     boundary: trust.Boundary  # what tenants' specs may reach (webhook egress)
+    pools: threads.Pools  # the bounded thread pools, by kind of work
     executor: Any = None  # the approve hook (fibric.api.context.Executor), once there is one
     event_router: Any = None  # woken by POST /v1/events (app.state.event_router), once there is one
 
@@ -154,9 +163,11 @@ def _services(parts: Parts) -> list[loop.Service]:
     """The controller's long-running services, in start order (stopped in reverse)."""
     services: list[loop.Service] = []
     # Operator runs: events routed to runs, and cron schedules (docs/operators.md).
+    limits = parts.config.bulkheads
     runner = runs.Runner(parts.state, parts.decider, runtime=parts.connectors, ledger=parts.ledger,
-                         llm=parts.config.llm)
-    parts.event_router = routing.Router(parts.state, runner)  # POST /v1/events wakes it
+                         llm=parts.config.llm, pool=parts.pools.executor)
+    parts.event_router = routing.Router(parts.state, runner,  # POST /v1/events wakes it
+                                        tenant_runs=limits.tenant_runs)
     services += [parts.event_router, scheduler.Scheduler(parts.state, runner)]
     # The executor behind approve, and its recovery of intents a crash left open (docs/executor.md).
     try:
@@ -164,13 +175,15 @@ def _services(parts: Parts) -> list[loop.Service]:
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     parts.executor = executor.Executor(parts.state, parts.ledger, parts.connectors, parts.decider,
-                                       lease_seconds=parts.config.executor.lease_seconds, crash=crash)
+                                       lease_seconds=parts.config.executor.lease_seconds, crash=crash,
+                                       pool=parts.pools.executor)
     services.append(recovery.Recovery(parts.executor,
                                       interval=parts.config.executor.recovery_interval_seconds))
     # Webhook deliveries from the outbox (docs/webhooks.md).
     services.append(dispatch.Dispatcher(parts.state, parts.config.webhooks,
                                         secretbox.for_store(parts.state, parts.config),
-                                        boundary=parts.boundary))
+                                        boundary=parts.boundary, pool=parts.pools.delivery,
+                                        tenant_deliveries=limits.tenant_deliveries))
     return services
 
 
@@ -232,7 +245,12 @@ async def _run(
     tenant_id: str | None,
     config: settings.Settings,
     options: apply.Options,
+    pools: threads.Pools,
 ) -> None:
+    # Our own work names its pool; this small one is for what libraries submit on their own
+    # (psycopg resolving PostgreSQL's host), so it can never queue behind or before ours.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(2, thread_name_prefix="fibric-library"))
     stop = asyncio.Event()
     watcher: asyncio.Task[None] | None = None
     folder: Path | None = config.controller.specs_dir
@@ -240,7 +258,7 @@ async def _run(
         watcher = asyncio.create_task(watch.watch_folder(
             state, tenant_id, folder, config.controller.apply_set,
             lambda result: _notify(controller, tenant_id, result), stop,
-            options=options,
+            options=options, pool=pools.controller,
         ), name="fibric-watch")
     try:
         await server.serve()
@@ -254,8 +272,41 @@ async def _run(
                 await watcher
 
 
-def _exit_gracefully_on_signals(server: uvicorn.Server) -> None:
-    """SIGTERM/SIGINT ask the server to stop, before and after uvicorn's own handlers run.
+class BoundedServer(uvicorn.Server):
+    """uvicorn's server, whose first stop signal also starts a watchdog: the process ends within `bound`.
+
+    The signal asks uvicorn to stop (it drains requests, then the lifespan
+    stops the controller, its connectors and services). If that has not
+    ended the process `bound` seconds later (a tool call that never answers,
+    a thread stuck in a driver), the process exits anyway: what it left
+    mid-way is recovery's to finish (leases expire, intents are resumed;
+    docs/executor.md#crash-safety, docs/operations.md#shutdown).
+    """
+
+    def __init__(self, config: uvicorn.Config, bound: float) -> None:
+        super().__init__(config)
+        self.bound = bound
+        self._watchdog: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.start_watchdog()
+        super().handle_exit(sig, frame)
+
+    def start_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.bound, self._give_up)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _give_up(self) -> None:
+        log.warning("shutdown took longer than %gs (FIBRIC_SHUTDOWN_SECONDS); exiting with work in "
+                    "flight, which recovery will finish", self.bound)
+        logging.shutdown()
+        os._exit(0)
+
+
+def _exit_gracefully_on_signals(server: BoundedServer) -> None:
+    """SIGTERM/SIGINT stop the server (within its bound), before and after uvicorn's own handlers run.
 
     uvicorn handles both while serving and re-raises them once it has shut
     down; with these handlers in place that re-raise is harmless, so a
@@ -263,6 +314,7 @@ def _exit_gracefully_on_signals(server: uvicorn.Server) -> None:
     """
 
     def handle(sig: int, frame: FrameType | None) -> Any:
+        server.start_watchdog()
         server.should_exit = True
 
     signal.signal(signal.SIGTERM, handle)

@@ -11,6 +11,7 @@ from fibric.connectors.errors import (
     CapabilityUnavailable,
     InvalidToolResult,
     NotConnected,
+    TenantBusy,
     ToolCallRejected,
 )
 from fibric.connectors.pins import MemoryPinStore, PinStore
@@ -39,6 +40,7 @@ __all__ = [
     "MemoryPinStore",
     "NotConnected",
     "PinStore",
+    "TenantBusy",
     "ToolCallRejected",
     "ToolInfo",
     "ToolResult",

@@ -23,9 +23,8 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 
-from fibric import errors, specs, timefmt, trust
+from fibric import errors, specs, threads, timefmt, trust
 from fibric.connectors import errors as cerrors
 from fibric.connectors import pins as pinning
 from fibric.connectors import session, status, tools, transports
@@ -44,6 +43,7 @@ class ConnectorSettings:
     backoff_jitter: float = 0.2  # each delay is shortened by up to this fraction
     ping_interval: float = 30.0  # an idle session is pinged this often
     ping_timeout: float = 10.0
+    tenant_calls: int = 16  # one tenant's tool calls in flight at once, over all its connectors
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Delay before retry number `failures` (1 = after the first failure)."""
@@ -72,6 +72,8 @@ class Connector:
         settings: ConnectorSettings,
         environ: Mapping[str, str],
         grant: trust.Grant,
+        pool: threads.Pool,
+        resolver: trust.Resolver,
         secrets: SecretLookup | None = None,
         on_change: OnChange | None = None,
         rng: random.Random | None = None,
@@ -81,6 +83,8 @@ class Connector:
         self.spec = spec
         self.generation = generation
         self.grant = grant  # what it may start, read and reach (fibric.trust.boundary)
+        self._pool = pool  # the connectors' threads, for pin and secret reads
+        self._resolver = resolver
         self._secrets = secrets
         self._pins = pins
         self._settings = settings
@@ -209,7 +213,7 @@ class Connector:
         timeout = self._settings.connect_timeout
         token = await self._bearer_token()
         async with (
-            transports.open_transport(self.grant, self._environ, token) as link,
+            transports.open_transport(self.grant, self._environ, token, self._resolver) as link,
             session.open_session(link, self.name, timeout) as live,
         ):
             await self._adopt(await live.list_tools(timeout))
@@ -223,7 +227,7 @@ class Connector:
         http = self.grant.transport.http
         if http is None or http.bearer_token_ref is None or self._secrets is None:
             return None
-        return await anyio.to_thread.run_sync(self._secrets, self.tenant_id, http.bearer_token_ref)
+        return await self._pool.run(self._secrets, self.tenant_id, http.bearer_token_ref)
 
     async def _serve(self, live: session.LiveSession) -> None:
         while True:
@@ -254,7 +258,7 @@ class Connector:
             return self._pins.load(self.tenant_id, self.name)
 
         async with self._pin_lock:
-            pinned = await anyio.to_thread.run_sync(record_and_load)
+            pinned = await self._pool.run(record_and_load)
             self._tools = tuple(listing)
             self._changed = tuple(pinning.changed_tools(pinned, observed))
             self._listed = True
@@ -272,7 +276,7 @@ class Connector:
                     f"connector {self.name} has not listed its tools yet; nothing to acknowledge"
                 )
             observed = {t.name: t.pin for t in self._tools}
-            await anyio.to_thread.run_sync(self._pins.acknowledge, self.tenant_id, self.name, observed)
+            await self._pool.run(self._pins.acknowledge, self.tenant_id, self.name, observed)
             self._changed = ()
         self._notify()
 
@@ -281,7 +285,7 @@ class Connector:
         if not self._listed:
             return
         async with self._pin_lock:
-            pinned = await anyio.to_thread.run_sync(self._pins.load, self.tenant_id, self.name)
+            pinned = await self._pool.run(self._pins.load, self.tenant_id, self.name)
             changed = tuple(pinning.changed_tools(pinned, {t.name: t.pin for t in self._tools}))
         if changed != self._changed:
             self._changed = changed
@@ -317,14 +321,18 @@ class Connector:
         *,
         entity_key: str | None = None,
         timeout: float | None = None,
+        started: float | None = None,
     ) -> tools.ToolResult:
-        """tools/call for `capability` on the shared session; see fibric.connectors.errors."""
+        """tools/call for `capability` on the shared session; see fibric.connectors.errors.
+
+        The call has `timeout` seconds from `started` (anyio's clock; default now), waiting
+        for a session included."""
         if capability not in self.spec.capabilities:
             raise cerrors.CapabilityUnavailable(
                 f"connector {self.name} does not map capability '{capability}'"
             )
         budget = self._settings.call_timeout if timeout is None else timeout
-        deadline = anyio.current_time() + budget
+        deadline = (anyio.current_time() if started is None else started) + budget
         live = await self._acquire(deadline)
         binding = self.resolve(capability)  # against the listing of the session we hold
         meta: dict[str, Any] = {}

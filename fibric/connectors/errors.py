@@ -18,6 +18,10 @@ class NotConnected(errors.TemporaryError):
     in_doubt = False
 
 
+class TenantBusy(NotConnected):
+    """The tenant already has its share of tool calls in flight (a bulkhead); nothing was sent."""
+
+
 class CapabilityUnavailable(errors.Conflict):
     """Fail closed: the capability maps to no tool the server offers; nothing was sent.
 

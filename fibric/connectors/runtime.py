@@ -21,9 +21,8 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 
-from fibric import errors, specs, trust
+from fibric import errors, specs, threads, trust
 from fibric.connectors import connector as connectors
 from fibric.connectors import errors as cerrors
 from fibric.connectors import pins as pinning
@@ -43,16 +42,23 @@ class ConnectorRuntime:
         secrets: connectors.SecretLookup | None = None,
         on_change: connectors.OnChange | None = None,
         rng: random.Random | None = None,
+        pool: threads.Pool | None = None,
+        resolver: trust.Resolver | None = None,
     ) -> None:
         """`environ` is the installation's environment, read for a stdio PATH and `bearer_token_env`
         only where a connector's grant allows (default: this process's, copied now);
         `secrets(tenant_id, name)` opens a tenant secret for `bearer_token_ref` (blocking);
         `on_change(tenant_id, name)` is called on the event loop whenever a connector's
-        observed state changes, so the controller can requeue it: keep it cheap."""
+        observed state changes, so the controller can requeue it: keep it cheap.
+        `pool` runs the blocking pin and secret reads (the system's connectors pool);
+        `resolver` resolves HTTP connectors' hosts (the installation's DNS settings)."""
         self._pins = pins
         self._settings = settings or connectors.ConnectorSettings()
         self._environ = dict(os.environ if environ is None else environ)
         self._secrets = secrets
+        self._pool = pool or threads.standalone("connectors")
+        self._resolver = resolver or trust.Resolver()
+        self._tenant_calls: dict[str, anyio.Semaphore] = {}
         self._on_change = on_change
         self._rng = rng or random.Random()
         self._tenants: dict[str, dict[str, connectors.Connector]] = {}
@@ -114,6 +120,8 @@ class ConnectorRuntime:
                 settings=self._settings,
                 environ=self._environ,
                 grant=grant,
+                pool=self._pool,
+                resolver=self._resolver,
                 secrets=self._secrets,
                 on_change=self._on_change,
                 rng=self._rng,
@@ -129,7 +137,7 @@ class ConnectorRuntime:
             if item is not None:
                 await item.stop()
             if forget_pins:
-                await anyio.to_thread.run_sync(self._pins.forget, tenant_id, name)
+                await self._pool.run(self._pins.forget, tenant_id, name)
 
     def names(self, tenant_id: str) -> list[str]:
         return sorted(self._tenants.get(tenant_id, {}))
@@ -186,7 +194,20 @@ class ConnectorRuntime:
         comes back as a result with `is_error` set, not as an exception.
         """
         item = self._provider(tenant_id, capability, connector)
-        return await item.call(capability, arguments, idempotency_key, entity_key=entity_key, timeout=timeout)
+        budget = self._settings.call_timeout if timeout is None else timeout
+        started = anyio.current_time()
+        gate = self._tenant_gate(tenant_id)
+        with anyio.move_on_after(budget) as waiting:  # only the wait for a slot: never a sent call
+            await gate.acquire()
+        if waiting.cancelled_caught:
+            raise cerrors.TenantBusy(
+                f"tenant {tenant_id} had {self._settings.tenant_calls} tool calls in flight for {budget:g}s; "
+                "this one was not sent", delay=1.0)
+        try:
+            return await item.call(capability, arguments, idempotency_key, entity_key=entity_key,
+                                   timeout=budget, started=started)
+        finally:
+            gate.release()
 
     # --- helpers ----------------------------------------------------------------
 
@@ -213,6 +234,13 @@ class ConnectorRuntime:
                 f"capability '{capability}' is mapped by several connectors ({names}); name one"
             )
         return found[0]
+
+    def _tenant_gate(self, tenant_id: str) -> anyio.Semaphore:
+        """The tenant's share of calls in flight: a tenant whose server hangs cannot take the others'."""
+        gate = self._tenant_calls.get(tenant_id)
+        if gate is None:
+            gate = self._tenant_calls[tenant_id] = anyio.Semaphore(max(1, self._settings.tenant_calls))
+        return gate
 
     def _lock(self, tenant_id: str, name: str) -> anyio.Lock:
         return self._locks.setdefault((tenant_id, name), anyio.Lock())

@@ -30,7 +30,8 @@ HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)  # the SDK's defaults: a respons
 
 
 def open_transport(
-    grant: trust.Grant, environ: Mapping[str, str], token: str | None = None
+    grant: trust.Grant, environ: Mapping[str, str], token: str | None = None,
+    resolver: trust.Resolver | None = None,
 ) -> AbstractAsyncContextManager[links.Link]:
     """The link for the transport a grant allows; entering it starts or reaches the server.
 
@@ -42,7 +43,7 @@ def open_transport(
     if transport.stdio is not None:
         return stdio.open_stdio(transport.stdio, variables)
     if transport.http is not None:
-        return open_http(transport.http, variables, grant.egress, token)
+        return open_http(transport.http, variables, grant.egress, token, resolver)
     raise errors.SpecInvalid("transport: set exactly one of 'stdio' or 'http'")
 
 
@@ -74,14 +75,16 @@ def http_headers(
     return headers
 
 
-def guarded_client(egress: trust.Egress, **options: Any) -> httpx2.AsyncClient:
+def guarded_client(
+    egress: trust.Egress, resolver: trust.Resolver, **options: Any
+) -> httpx2.AsyncClient:
     """An httpx2 client whose every connection is checked against `egress`, ignoring proxy variables."""
     transport = httpx2.AsyncHTTPTransport(trust_env=False)
     # httpx2 builds its pool without a way to pass a network backend; swap in one that has it.
     transport._pool = httpcore2.AsyncConnectionPool(
         ssl_context=ssl.create_default_context(cafile=certifi.where()),
         max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0,  # httpx2's defaults
-        network_backend=trust.GuardedBackend2(egress),
+        network_backend=trust.GuardedBackend2(egress, resolver),
     )
     return httpx2.AsyncClient(transport=transport, trust_env=False, follow_redirects=False, **options)
 
@@ -89,10 +92,10 @@ def guarded_client(egress: trust.Egress, **options: Any) -> httpx2.AsyncClient:
 @asynccontextmanager
 async def open_http(
     spec: specs.models.HttpTransport, environ: Mapping[str, str], egress: trust.Egress = trust.ANYWHERE,
-    token: str | None = None,
+    token: str | None = None, resolver: trust.Resolver | None = None,
 ) -> AsyncIterator[links.Link]:
     headers = http_headers(spec, environ, token)
-    egress.check_url(spec.url, resolve=False)  # Refused before any connection; the backend checks again
+    egress.check_url(spec.url)  # Refused before any connection; the backend checks again
     seen: list[str] = []
 
     async def note_http_errors(response: httpx2.Response) -> None:
@@ -103,7 +106,8 @@ async def open_http(
 
     async with (
         guarded_client(
-            egress, headers=headers, timeout=HTTP_TIMEOUT, event_hooks={"response": [note_http_errors]}
+            egress, resolver or trust.Resolver(), headers=headers, timeout=HTTP_TIMEOUT,
+            event_hooks={"response": [note_http_errors]},
         ) as client,
         streamable_http_client(spec.url, http_client=client) as (read, write),
     ):

@@ -52,8 +52,9 @@ def signed_headers(event_id: str, body: bytes, secrets: list[str], timestamp: in
 class Sender:
     """httpx clients for deliveries, one per egress, for one dispatcher."""
 
-    def __init__(self, config: settings.WebhookSettings) -> None:
+    def __init__(self, config: settings.WebhookSettings, resolver: trust.Resolver) -> None:
         self.config = config
+        self.resolver = resolver
         self._clients: dict[trust.Egress, httpx.AsyncClient] = {}
 
     def _client(self, egress: trust.Egress) -> httpx.AsyncClient:
@@ -72,7 +73,7 @@ class Sender:
             max_keepalive_connections=max(1, config.concurrency),
             keepalive_expiry=30.0,
             retries=0,
-            network_backend=trust.GuardedBackend(egress),
+            network_backend=trust.GuardedBackend(egress, self.resolver),
         )
         return httpx.AsyncClient(
             transport=transport,
@@ -92,7 +93,7 @@ class Sender:
         """One attempt to `url`, connecting only where `egress` allows."""
         started = time.monotonic()
         try:
-            egress.check_url(url, resolve=False)
+            egress.check_url(url)
             async with asyncio.timeout(self.attempt_budget_seconds):
                 status = await self._exchange(self._client(egress), url, body, headers)
             return Answer(status, None, _ms(started))

@@ -1,8 +1,14 @@
 """The webhook dispatcher: a controller service that delivers the outbox, durably.
 
-Each pass (`run_once`) fans new outbox events out into deliveries, claims the
-deliveries that are due, and sends them concurrently; `outcome` alone decides
-what an attempt means (delivered, retry when, failed, disable the endpoint).
+Each pass fans new outbox events out into deliveries, claims the deliveries
+that are due as far as free capacity allows, and starts them; `outcome` alone
+decides what an attempt means (delivered, retry when, failed, disable the
+endpoint). Capacity is `concurrency` attempts in flight, of which one tenant
+may hold at most `tenant_deliveries`, and claims take the tenants' oldest due
+deliveries in turn (deliveries.claim_due): a tenant whose receivers hang or
+whose hosts never resolve holds its own slots, never the queue or the others'
+(docs/operations.md#bulkheads). A pass does not wait for the attempts it
+started: the next pass runs as soon as a slot frees.
 All state is in the store (fibric/store/deliveries.py), so a dispatcher that
 stops mid-backoff loses nothing: the next one, in this process or another
 replica, picks the deliveries up when they are due. The service wakes every
@@ -20,6 +26,7 @@ overtake one another.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -27,8 +34,9 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
-from fibric import errors, settings, store, timefmt, trust
+from fibric import errors, settings, store, threads, timefmt, trust
 from fibric.controller import delivery as delivery_module
 from fibric.store import backends, deliveries, outbox, secretbox, vault, webhooks
 
@@ -42,7 +50,7 @@ DISABLE_AFTER_SECONDS = 24 * 3600.0
 BATCH = 100
 RETENTION = timedelta(days=30)  # finished deliveries and dispatched events are kept this long
 PRUNE_EVERY = timedelta(hours=1)
-CLAIM_ROUNDS = 4  # deliveries claimed per pass, in multiples of the concurrency
+CLAIM_MARGIN_SECONDS = 60.0  # a claim outlives its attempt's budget by this much
 
 Clock = Callable[[], datetime]
 
@@ -85,11 +93,15 @@ class Dispatcher:
         rng: random.Random | None = None,
         environ: Mapping[str, str] | None = None,
         boundary: trust.Boundary | None = None,
+        pool: threads.Pool | None = None,
+        tenant_deliveries: int = 4,
     ) -> None:
         """`clock` is injectable so tests move time instead of waiting out a backoff;
         `environ` is where `secret_env` variables are read (the process environment);
         `boundary` says where each webhook's deliveries may connect (default: the
-        development setting of `config` for tenants, anywhere for the installation)."""
+        development setting of `config` for tenants, anywhere for the installation)
+        and resolves their hosts; `pool` runs the store work (the system's delivery
+        pool); `tenant_deliveries` is one tenant's share of attempts in flight."""
         self.state = state
         self.config = config
         self.box = box
@@ -98,7 +110,10 @@ class Dispatcher:
         self.environ = os.environ if environ is None else environ
         self.boundary = boundary or trust.Boundary(
             webhook_egress=trust.ANYWHERE if config.allow_http_and_private else None)
+        self.pool = pool or threads.standalone("delivery")
+        self.tenant_deliveries = max(1, tenant_deliveries)
         self._sender: delivery_module.Sender | None = None
+        self._in_flight: dict[asyncio.Task[None], str] = {}  # attempt -> its tenant
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -117,8 +132,12 @@ class Dispatcher:
             self._listener = asyncio.create_task(self._listen(self.state.backend.url),
                                                  name="fibric-webhooks-listen")
 
-    async def stop(self) -> None:
-        """Stop claiming; let attempts in flight finish (bounded), then close the client."""
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Stop claiming; let attempts in flight finish for `grace` seconds, then drop them.
+
+        A dropped attempt's claim lapses and the delivery is attempted again
+        later, here or by another replica (deliveries are at least once).
+        """
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
@@ -128,13 +147,16 @@ class Dispatcher:
                 await self._listener
             self._listener = None
         if self._task is not None:
-            budget = self.config.connect_timeout_seconds + 2 * self.config.read_timeout_seconds + 5
-            done, _ = await asyncio.wait([self._task], timeout=budget)
-            if not done:  # claimed deliveries return to the queue when their lease ends
-                self._task.cancel()
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        attempts = list(self._in_flight)
+        if attempts:
+            _, late = await asyncio.wait(attempts, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*attempts, return_exceptions=True)
         await self.aclose()
 
     def notify(self) -> None:
@@ -147,7 +169,7 @@ class Dispatcher:
     @property
     def sender(self) -> delivery_module.Sender:
         if self._sender is None:
-            self._sender = delivery_module.Sender(self.config)
+            self._sender = delivery_module.Sender(self.config, self.boundary.resolver)
         return self._sender
 
     async def aclose(self) -> None:
@@ -156,18 +178,24 @@ class Dispatcher:
             self._sender = None
 
     async def _run(self) -> None:
+        """Claim work whenever there is capacity: an attempt that hangs holds its slot, not the queue."""
         assert self._wake is not None
         while not self._stopping:
             self._wake.clear()  # before the pass: a wake-up during it means "look again"
             try:
-                busy = await self.run_once()
+                fanned, started = await self._launch()
             except Exception:  # a store outage must not kill the service; the next pass retries
                 log.exception("webhook dispatch pass failed")
-                busy = 0
-            if busy or self._stopping:
+                fanned, started = 0, []
+            if (fanned or started) and not self._stopping:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+            waiting: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+            waiting += list(self._in_flight)  # a finished attempt frees a slot: look again then
+            try:
+                await asyncio.wait(waiting, timeout=self.config.poll_seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting[0].cancel()
 
     async def _listen(self, url: str) -> None:
         """PostgreSQL: wake on every committed outbox event, from any replica (LISTEN/NOTIFY)."""
@@ -187,51 +215,57 @@ class Dispatcher:
     # --- one pass ----------------------------------------------------------------
 
     async def run_once(self) -> int:
-        """Fan out new events and send every due delivery once; returns how much work was done."""
+        """One pass, awaited to the end (tests): fan out, claim, deliver; returns how much work was done."""
+        fanned, started = await self._launch()
+        await asyncio.gather(*started, return_exceptions=True)
+        return fanned + len(started)
+
+    async def _launch(self) -> tuple[int, list[asyncio.Task[None]]]:
+        """Fan out new events, claim what free capacity allows, fairly across tenants, and start it."""
         now = self.clock()
         if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now
-            await asyncio.to_thread(deliveries.prune, self.state, before=now - RETENTION)
-        fanned = await asyncio.to_thread(deliveries.fan_out, self.state, now=self.clock(), limit=BATCH)
-        # Claim a few rounds of work at once; the HTTP pool keeps `concurrency` attempts in flight, and
-        # the lease covers the rounds a claimed delivery may wait for its turn.
-        concurrency = max(1, self.config.concurrency)
-        due = await asyncio.to_thread(
+            await self.pool.run(deliveries.prune, self.state, before=now - RETENTION)
+        fanned = await self.pool.run(deliveries.fan_out, self.state, now=self.clock(), limit=BATCH)
+        free = max(1, self.config.concurrency) - len(self._in_flight)
+        if free <= 0:
+            return fanned, []
+        busy = collections.Counter(self._in_flight.values())
+        due = await self.pool.run(
             deliveries.claim_due, self.state, now=self.clock(),
-            lease_seconds=CLAIM_ROUNDS * self.sender.attempt_budget_seconds + 60,
-            limit=CLAIM_ROUNDS * concurrency,
+            lease_seconds=self.sender.attempt_budget_seconds + CLAIM_MARGIN_SECONDS, limit=free,
+            per_tenant=self.tenant_deliveries, busy=busy,
         )
-        if due:
-            found = await asyncio.to_thread(self._endpoints, due)
-            gate = asyncio.Semaphore(concurrency)
-            gone: dict[str, str] = {}  # endpoints disabled during this pass, and why
-            await asyncio.gather(*(self._deliver(d, found.get(d.webhook_id), gate, gone) for d in due))
-        return fanned + len(due)
-
-    async def _deliver(
-        self, item: deliveries.Delivery, endpoint: webhooks.Endpoint | None, gate: asyncio.Semaphore,
-        gone: dict[str, str],
-    ) -> None:
-        async with gate:
-            await self._deliver_one(item, endpoint, gone)
+        if not due:
+            return fanned, []
+        found = await self.pool.run(self._endpoints, due)
+        gone: dict[str, str] = {}  # endpoints disabled during this pass, and why
+        started = []
+        for item in due:
+            task = asyncio.create_task(self._deliver_one(item, found.get(item.webhook_id), gone),
+                                       name=f"fibric-delivery-{item.id}")
+            self._in_flight[task] = item.tenant_id
+            task.add_done_callback(self._in_flight.pop)
+            started.append(task)
+        return fanned, started
 
     async def _deliver_one(
         self, item: deliveries.Delivery, endpoint: webhooks.Endpoint | None, gone: dict[str, str]
     ) -> None:
         try:
             if endpoint is None:
-                await asyncio.to_thread(deliveries.abandon, self.state, item, "webhook deleted",
+                await self.pool.run(deliveries.abandon, self.state, item, "webhook deleted",
                                         now=self.clock())
                 return
             if not endpoint.enabled or endpoint.id in gone:
                 reason = gone.get(endpoint.id) or endpoint.disabled_reason or "spec.enabled is false"
-                await asyncio.to_thread(deliveries.abandon, self.state, item, f"webhook disabled: {reason}",
+                await self.pool.run(deliveries.abandon, self.state, item, f"webhook disabled: {reason}",
                                         now=self.clock())
                 return
             started = self.clock()
             answer = await self._attempt(item, endpoint, started)
             result = outcome(item, answer, started, self.rng)
-            disabled = await asyncio.to_thread(deliveries.record, self.state, item, endpoint, result)
+            disabled = await self.pool.run(deliveries.record, self.state, item, endpoint, result)
             if disabled:
                 gone[endpoint.id] = disabled
                 log.warning("webhook %s of tenant %s disabled: %s", endpoint.id, endpoint.tenant_id, disabled)
@@ -252,7 +286,7 @@ class Dispatcher:
         try:
             tenant_secret: str | None = None
             if endpoint.spec.get("secret_ref"):  # a store read: off the event loop
-                tenant_secret = await asyncio.to_thread(
+                tenant_secret = await self.pool.run(
                     vault.reveal, self.state, self.box, endpoint.tenant_id, endpoint.spec["secret_ref"])
             secrets = endpoint.signing_secrets(self.box, self.environ, started, lambda name: tenant_secret)
         except errors.PermanentError as e:

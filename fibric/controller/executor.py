@@ -18,7 +18,7 @@ request just moved to `approved`. In order (DESIGN.md, Executor):
    the plan's results are recorded and `plan.executed` is enqueued with the
    execution's end.
 
-Everything blocking (state store, DuckDB, Rego) runs in worker threads; the
+Everything blocking (state store, DuckDB, Rego) runs on the executor's pool; the
 tool call runs on the event loop, through the controller's connector runtime.
 Recovery after a crash (fibric/controller/recovery.py) re-enters through
 `resume`, which walks the same steps and skips what the receipts show done.
@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from fibric import errors, store
+from fibric import errors, store, threads
 from fibric.connectors import errors as cerrors
 from fibric.connectors import runtime as runtime_module
 from fibric.connectors import tools
@@ -45,7 +44,6 @@ from fibric.store import intents, leases, plans, receipts, views
 from fibric.store import runs as run_store
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # How long recovery waits for a connector to come back before failing closed on an action.
 RECOVERY_PATIENCE = timedelta(minutes=10)
@@ -65,13 +63,16 @@ class Executor:
         *,
         lease_seconds: float = 30.0,
         crash: crashpoints.Crashpoints | None = None,
+        pool: threads.Pool | None = None,
     ) -> None:
+        """`pool` runs the blocking store, ledger and policy work (the system's executor pool)."""
         self.state = state
         self.ledger = ledger
         self.runtime = runtime
         self.decider = decider
         self.lease_seconds = lease_seconds
         self.crash = crash or crashpoints.Crashpoints({})
+        self.pool = pool or threads.standalone("executor")
 
     # --- entry points ---------------------------------------------------------------
 
@@ -79,14 +80,14 @@ class Executor:
         """Dispose of a just-approved plan; returns it with its results. Conflict on a lease collision."""
         holder = new_holder()
         selected = select(plan, only_actions)
-        await _blocking(intents.begin_execution, self.state, plan.tenant_id, plan.id,
+        await self.pool.run(intents.begin_execution, self.state, plan.tenant_id, plan.id,
                         only_actions=only_actions, holder=holder, ttl=self.lease_seconds)
         entities = entities_of(selected)
         try:
             await self.take_leases(plan, entities, holder)
             await self._check_nothing_in_doubt(plan, selected, entities, holder)
         except errors.Conflict:
-            await _blocking(intents.abandon_execution, self.state, plan.tenant_id, plan.id, holder)
+            await self.pool.run(intents.abandon_execution, self.state, plan.tenant_id, plan.id, holder)
             raise
         self.crash.hit("after_lease")
         return await self.run(plan, selected, entities, holder)
@@ -97,7 +98,7 @@ class Executor:
         None when an entity is still leased by a live holder: the claim
         lapses and the next recovery pass tries again.
         """
-        plan = await _blocking(plans.get, self.state, execution.tenant_id, execution.plan_id)
+        plan = await self.pool.run(plans.get, self.state, execution.tenant_id, execution.plan_id)
         if plan.status != "approved":  # results were recorded; only the execution's end is missing
             await self._finish_execution(plan)
             return plan
@@ -115,9 +116,9 @@ class Executor:
     async def take_leases(self, plan: plans.Plan, entities: Sequence[str], holder: str) -> None:
         taken: list[str] = []
         for entity in entities:
-            if not await _blocking(leases.acquire, self.state, plan.tenant_id, entity, holder,
+            if not await self.pool.run(leases.acquire, self.state, plan.tenant_id, entity, holder,
                                    self.lease_seconds):
-                await _blocking(leases.release, self.state, plan.tenant_id, taken, holder)
+                await self.pool.run(leases.release, self.state, plan.tenant_id, taken, holder)
                 raise errors.Conflict(
                     f"Entity {entity} is being acted on by another execution (single-flight): plan "
                     f"{plan.id} was not run and is still proposed; approve it again once that finishes."
@@ -133,8 +134,8 @@ class Executor:
         beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop, lost),
                                    name=f"lease-{plan.id}")
         try:
-            known = await _blocking(intents.for_plan, self.state, plan.tenant_id, plan.id)
-            operator = await _blocking(_operator_name, self.state, plan)
+            known = await self.pool.run(intents.for_plan, self.state, plan.tenant_id, plan.id)
+            operator = await self.pool.run(_operator_name, self.state, plan)
             results = []
             for action in selected:
                 if lost.is_set():  # fail closed: the claim may be another holder's now; it finishes the plan
@@ -145,24 +146,25 @@ class Executor:
                 results.append(await self._dispose(plan, operator, action, prior, recovering=recovering))
             refused = all(r["outcome"] == "refused" for r in results)
             try:
-                final = await _blocking(plans.record_results, self.state, plan.tenant_id, plan.id,
+                final = await self.pool.run(plans.record_results, self.state, plan.tenant_id, plan.id,
                                         status="blocked" if refused else "executed", results=results)
             except errors.Conflict:  # another holder (recovery) finished it first
-                final = await _blocking(plans.get, self.state, plan.tenant_id, plan.id)
+                final = await self.pool.run(plans.get, self.state, plan.tenant_id, plan.id)
             else:
                 applied = sum(r["outcome"] == "applied" for r in results)
                 if plan.run_id is not None and applied:  # the operator's last_run counts what ran
-                    await _blocking(run_store.add_applied, self.state, plan.tenant_id, plan.run_id, applied)
+                    await self.pool.run(run_store.add_applied, self.state, plan.tenant_id, plan.run_id,
+                                        applied)
             await self._finish_execution(final)
             return final
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await beat
-            await _blocking(leases.release, self.state, plan.tenant_id, entities, holder)
+            await self.pool.run(leases.release, self.state, plan.tenant_id, entities, holder)
 
     async def _finish_execution(self, plan: plans.Plan) -> None:
-        await _blocking(intents.finish_execution, self.state, plan.tenant_id, plan.id,
+        await self.pool.run(intents.finish_execution, self.state, plan.tenant_id, plan.id,
                         reseller_id=plan.reseller_id, events=[("plan.executed", views.plan(plan))])
 
     async def _heartbeat(self, plan: plans.Plan, entities: Sequence[str], holder: str,
@@ -178,9 +180,9 @@ class Executor:
                 await asyncio.wait_for(stop.wait(), self.lease_seconds / 3)
                 return
             try:
-                kept = await _blocking(intents.renew_execution, self.state, plan.tenant_id, plan.id, holder,
-                                       self.lease_seconds)
-                gone = await _blocking(leases.renew, self.state, plan.tenant_id, entities, holder,
+                kept = await self.pool.run(intents.renew_execution, self.state, plan.tenant_id, plan.id,
+                                           holder, self.lease_seconds)
+                gone = await self.pool.run(leases.renew, self.state, plan.tenant_id, entities, holder,
                                        self.lease_seconds)
             except errors.FibricError as e:
                 log.warning("could not renew the leases of plan %s: %s", plan.id, e)
@@ -197,10 +199,10 @@ class Executor:
         self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str], holder: str
     ) -> None:
         for action in selected:
-            other = await _blocking(intents.pending_elsewhere, self.state, plan.tenant_id,
+            other = await self.pool.run(intents.pending_elsewhere, self.state, plan.tenant_id,
                                     action["idempotency_key"], plan.id)
             if other is not None:
-                await _blocking(leases.release, self.state, plan.tenant_id, entities, holder)
+                await self.pool.run(leases.release, self.state, plan.tenant_id, entities, holder)
                 raise errors.Conflict(
                     f"Action {action['idempotency_key']} (entity {action['entity_key']}) of plan "
                     f"{other.plan_id} is awaiting crash recovery; plan {plan.id} is still proposed."
@@ -216,21 +218,21 @@ class Executor:
         # Only a resumed execution can find its own receipts already written.
         written = None
         if recovering:
-            written = await _blocking(self.ledger.for_action, plan.tenant_id, plan.id, key)
+            written = await self.pool.run(self.ledger.for_action, plan.tenant_id, plan.id, key)
         if written is not None:  # resumed after the receipt was committed
             if intent is not None and intent.state == "pending":
                 await self._complete(intent, written)
             return result_of(written)
         if intent is not None:  # resumed between intent and receipt
             return await self._recover(plan, intent)
-        applied = await _blocking(self.ledger.applied, plan.tenant_id, key)
+        applied = await self.pool.run(self.ledger.applied, plan.tenant_id, key)
         if applied is not None:
             policy = {"decision": "DEDUP", "rule": "dedup", "flagged": False,
                       "reasons": [f"idempotency key {key} was applied by receipt {applied.id}"]}
             base = receipt_fields(plan, operator, action, policy, policy_id=None, policy_sha256=None)
             return await self._without_call(plan, base, "deduplicated")
         binding, unresolved = self._resolve(plan.tenant_id, action)
-        verdict = await _blocking(disposal.decide_action, self.state, self.ledger, self.decider, plan,
+        verdict = await self.pool.run(disposal.decide_action, self.state, self.ledger, self.decider, plan,
                                   action, binding)
         self.crash.hit("after_decision", action["capability"])
         policy = verdict.policy_record()
@@ -246,12 +248,12 @@ class Executor:
         tool = {"connector": binding.connector, "name": binding.tool.name,
                 "annotations": dict(binding.tool.annotations), "idempotent": binding.tool.idempotent}
         try:
-            intent = await _blocking(intents.record, self.state, reseller_id=plan.reseller_id,
+            intent = await self.pool.run(intents.record, self.state, reseller_id=plan.reseller_id,
                                      tenant_id=plan.tenant_id, plan_id=plan.id, idempotency_key=key,
                                      calls_tool=True, receipt=base, tool=tool)
         except Exception as e:  # any failure to write it (disk full, a driver error): no intent, no call
             log.error("plan %s action %s: intent not written, tool not called: %s", plan.id, key, e)
-            receipt = await _blocking(self.ledger.append, receipts.NewReceipt(
+            receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(
                 **base, outcome="failed", detail={"error": f"intent not written, tool not called: {e}"}))
             return result_of(receipt)
         self.crash.hit("after_intent", action["capability"])
@@ -264,14 +266,14 @@ class Executor:
         fields = {**base, "outcome": outcome, "detail": detail}
         intent = None
         try:
-            intent = await _blocking(intents.record, self.state, reseller_id=plan.reseller_id,
+            intent = await self.pool.run(intents.record, self.state, reseller_id=plan.reseller_id,
                                      tenant_id=plan.tenant_id, plan_id=plan.id,
                                      idempotency_key=base["idempotency_key"], calls_tool=False,
                                      receipt=fields, tool={})
         except Exception as e:  # nothing external happens either way: the receipt still records it
             log.error("plan %s action %s: intent not written (%s); writing its %s receipt anyway", plan.id,
                       base["idempotency_key"], e, outcome)
-        receipt = await _blocking(self.ledger.append, receipts.NewReceipt(**fields))
+        receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(**fields))
         if intent is not None:
             await self._complete(intent, receipt)
         return result_of(receipt)
@@ -300,7 +302,7 @@ class Executor:
             fields = in_doubt_fields(base, str(e)) if in_doubt else {**base, "outcome": "failed",
                                                                      "detail": error}
         self.crash.hit("after_response", capability)
-        receipt = await _blocking(self.ledger.append, receipts.NewReceipt(**fields))
+        receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(**fields))
         self.crash.hit("after_receipt", capability)
         await self._complete(intent, receipt)
         return result_of(receipt)
@@ -320,7 +322,7 @@ class Executor:
     async def _recover(self, plan: plans.Plan, intent: intents.Intent) -> dict[str, Any]:
         """An intent without a receipt: its executor died between writing it and the receipt."""
         if not intent.calls_tool:  # a refusal or dedup: nothing external was to happen
-            receipt = await _blocking(self.ledger.append, receipts.NewReceipt(**intent.receipt))
+            receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(**intent.receipt))
             await self._complete(intent, receipt)
             return result_of(receipt)
         if intent.tool.get("idempotent"):
@@ -333,13 +335,13 @@ class Executor:
             intent.receipt, "the executor stopped after recording this action's intent and before its "
             "receipt; the tool may or may not have acted, and it is not annotated idempotent, so it was "
             "not retried")
-        receipt = await _blocking(self.ledger.append, receipts.NewReceipt(**fields))
+        receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(**fields))
         await self._complete(intent, receipt)
         return result_of(receipt)
 
     async def _complete(self, intent: intents.Intent, receipt: receipts.Receipt) -> None:
         events = [("receipt.created", views.receipt(receipt)), ("action.disposed", disposed_event(receipt))]
-        await _blocking(intents.complete, self.state, intent, receipt.id, events=events)
+        await self.pool.run(intents.complete, self.state, intent, receipt.id, events=events)
 
     def _resolve(self, tenant_id: str, action: dict[str, Any]) -> tuple[tools.Binding | None, str]:
         try:
@@ -427,8 +429,3 @@ def _operator_name(state: store.StateStore, plan: plans.Plan) -> str:
         return state.get_object(plan.tenant_id, "Operator", plan.operator_id).name
     except errors.NotFound:
         return plan.operator_id
-
-
-async def _blocking(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run blocking store / ledger / Rego work off the event loop."""
-    return await asyncio.to_thread(functools.partial(func, *args, **kwargs))

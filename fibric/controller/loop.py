@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from fibric import connectors as mcp
-from fibric import errors, policies, settings, specs, store, timefmt, trust
+from fibric import errors, policies, settings, specs, store, threads, timefmt, trust
 from fibric.controller import conditions, reconcile
 from fibric.store import vault
 
@@ -63,7 +63,7 @@ class _KeyLock:
 
 
 class Controller:
-    """Runs reconciles on the event loop's thread pool, started and stopped by the app's lifespan."""
+    """Runs reconciles on the controller pool, started and stopped by the app's lifespan."""
 
     def __init__(
         self,
@@ -78,10 +78,12 @@ class Controller:
         connectors: mcp.ConnectorRuntime | None = None,
         services: Sequence[Service] = (),
         boundary: trust.Boundary | None = None,
+        pool: threads.Pool | None = None,
     ) -> None:
         """`connectors`: the MCP connector runtime to own; build it with
         `on_change=lambda t, n: controller.notify(t, "Connector", n)`.
         `boundary`: what each stored connector may run, by who wrote it (docs/security.md).
+        `pool`: the threads reconciles run on (the system's controller pool).
         `services`: long-running parts (operator runs, scheduler, executor
         recovery, webhook dispatcher), started in order after the connectors
         and the reconcile workers, stopped in reverse order before them."""
@@ -96,6 +98,7 @@ class Controller:
         self.stop_timeout_seconds = stop_timeout_seconds
         self.connectors = connectors
         self.boundary = boundary or trust.Boundary()
+        self.pool = pool or threads.standalone("controller")
         self.services = list(services)
         self._started_services: list[Service] = []
         # notify() runs on arbitrary threads; these three fields are shared with it.
@@ -204,7 +207,7 @@ class Controller:
 
     async def reconcile_all(self) -> None:
         """One full pass over every object of every tenant, awaited (start-up and tests)."""
-        objects = await asyncio.to_thread(self.state.all_objects)
+        objects = await self.pool.run(self.state.all_objects)
         for obj in objects:
             await self._process((obj.tenant_id, obj.kind, obj.name))
 
@@ -254,7 +257,7 @@ class Controller:
     async def _resync(self) -> None:
         while not self._closing:
             try:
-                objects = await asyncio.to_thread(self.state.all_objects)
+                objects = await self.pool.run(self.state.all_objects)
             except Exception:
                 log.exception("resync could not list objects; trying again next period")
             else:
@@ -280,7 +283,7 @@ class Controller:
                     observed = None
                     if key[1] == "Connector" and self.connectors is not None:
                         observed = await self._sync_connector(self.connectors, key, now)
-                    result = await asyncio.to_thread(self._reconcile, key, now, observed)
+                    result = await self.pool.run(self._reconcile, key, now, observed)
             except Exception as e:
                 self._failed(key, e)
                 return
@@ -293,7 +296,7 @@ class Controller:
 
     async def _fan_out(self, key: Key) -> None:
         tenant_id, kind, _ = key
-        objects = await asyncio.to_thread(self.state.list_objects, tenant_id, kind)
+        objects = await self.pool.run(self.state.list_objects, tenant_id, kind)
         for obj in objects:
             self._add((tenant_id, kind, obj.name))
 
@@ -303,23 +306,23 @@ class Controller:
         """On the loop: make the runtime match the stored Connector; its observed state (None: deleted)."""
         tenant_id, _, name = key
         try:
-            obj = await asyncio.to_thread(self.state.get_object, tenant_id, "Connector", name)
+            obj = await self.pool.run(self.state.get_object, tenant_id, "Connector", name)
         except errors.NotFound:
             await runtime.remove(tenant_id, name)
             self._connectors_running.discard((tenant_id, name))
             return None
         try:
             spec = specs.models.ConnectorSpec.model_validate(obj.spec)
-            grant = await asyncio.to_thread(self._grant, obj, spec)
+            grant = await self.pool.run(self._grant, obj, spec)
         except trust.NotPermitted as e:
             await runtime.remove(tenant_id, name, forget_pins=False)
             self._connectors_running.discard((tenant_id, name))
-            await asyncio.to_thread(self._mark_failed, key, str(e)[:MAX_MESSAGE], now, "NotPermitted")
+            await self.pool.run(self._mark_failed, key, str(e)[:MAX_MESSAGE], now, "NotPermitted")
             raise
         try:
             observed = await runtime.ensure(tenant_id, name, spec, obj.generation, grant=grant)
         except Exception as e:
-            await asyncio.to_thread(self._mark_failed, key, (str(e) or type(e).__name__)[:MAX_MESSAGE], now)
+            await self.pool.run(self._mark_failed, key, (str(e) or type(e).__name__)[:MAX_MESSAGE], now)
             raise
         self._connectors_running.add((tenant_id, name))
         return observed

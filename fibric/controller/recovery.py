@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 
 from fibric import errors
@@ -62,22 +61,22 @@ async def recover_once(executor: executor_module.Executor) -> int:
     """One recovery pass; returns how many plans it finished."""
     state, ttl = executor.state, executor.lease_seconds
     finished = 0
-    for tenant_id, plan_id in await asyncio.to_thread(intents.unstarted_approvals, state, older_than=ttl):
+    run = executor.pool.run
+    for tenant_id, plan_id in await run(intents.unstarted_approvals, state, older_than=ttl):
         holder = executor_module.new_holder()
         try:
-            await asyncio.to_thread(functools.partial(
-                intents.begin_execution, state, tenant_id, plan_id, only_actions=[], holder=holder, ttl=ttl))
+            await run(intents.begin_execution, state, tenant_id, plan_id, only_actions=[], holder=holder,
+                      ttl=ttl)
         except errors.Conflict:
             continue  # its executor recorded it after all
         log.warning("plan %s was approved but its execution never started; recording it with no results",
                     plan_id)
-        plan = await asyncio.to_thread(plans.get, state, tenant_id, plan_id)
+        plan = await run(plans.get, state, tenant_id, plan_id)
         await executor.run(plan, [], [], holder)
         finished += 1
-    for stale in await asyncio.to_thread(intents.stale_executions, state):
+    for stale in await run(intents.stale_executions, state):
         holder = executor_module.new_holder()
-        claimed = await asyncio.to_thread(intents.claim_execution, state, stale.tenant_id, stale.plan_id,
-                                          holder, ttl)
+        claimed = await run(intents.claim_execution, state, stale.tenant_id, stale.plan_id, holder, ttl)
         if claimed is None:
             continue  # another replica claimed it first
         log.warning("resuming plan %s, whose executor stopped (holder %s)", stale.plan_id, stale.holder)

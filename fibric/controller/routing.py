@@ -5,7 +5,8 @@ a new event; thread-safe and non-blocking) or until `poll_seconds` pass, so
 events ingested by another replica are picked up too. Each pass routes every
 unrouted event (fibric/store/routing.py), then starts a run for each
 (operator, entity) with queued events and no run in progress, up to
-`concurrency` runs at once in this process. When a run ends the router
+`concurrency` runs at once in this process, of which one tenant may hold
+`tenant_runs`, taking the tenants' oldest work in turn. When a run ends the router
 wakes itself: events that piled up for that entity meanwhile become the
 next run, one at a time.
 
@@ -17,6 +18,7 @@ processes are reaped every `reap_seconds`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -41,9 +43,11 @@ class Router:
         poll_seconds: float = 1.0,
         batch: int = routing.DEFAULT_BATCH,
         concurrency: int = 4,
+        tenant_runs: int = 2,
         reap_seconds: float = 30.0,
         stop_timeout: float = 10.0,
     ) -> None:
+        """`tenant_runs` is one tenant's share of the `concurrency` runs at once (a bulkhead)."""
         if concurrency < 1 or poll_seconds <= 0:
             raise ValueError("a router needs concurrency >= 1 and a positive poll interval")
         self.state = state
@@ -51,6 +55,7 @@ class Router:
         self.poll_seconds = poll_seconds
         self.batch = batch
         self.concurrency = concurrency
+        self.tenant_runs = max(1, tenant_runs)
         self.reap_seconds = reap_seconds
         self.stop_timeout = stop_timeout
         self._lock = threading.Lock()  # guards _loop: wake() runs on request threads
@@ -97,12 +102,12 @@ class Router:
     async def pump(self) -> None:
         """One pass: route everything unrouted, then start runs for the keys that have work."""
         while True:
-            routed = await asyncio.to_thread(routing.route_pending, self.state, limit=self.batch)
+            routed = await self.runner.pool.run(routing.route_pending, self.state, limit=self.batch)
             if routed.events < self.batch:
                 break
         if time.monotonic() - self._reaped_at >= self.reap_seconds:
             self._reaped_at = time.monotonic()
-            reaped = await asyncio.to_thread(run_store.reap, self.state)
+            reaped = await self.runner.pool.run(run_store.reap, self.state)
             if reaped:
                 log.warning("runs %s were interrupted (their process stopped); their events are requeued",
                             ", ".join(reaped))
@@ -122,12 +127,16 @@ class Router:
         free = self.concurrency - len(self._running)
         if free <= 0 or self._closing:
             return
-        keys = await asyncio.to_thread(routing.pending_keys, self.state, limit=free + len(self._running))
+        keys = await self.runner.pool.run(routing.pending_keys, self.state,
+                                          limit=self.concurrency * 4 + len(self._running))
+        per_tenant = collections.Counter(k.tenant_id for k in self._running)
         for key in keys:
             if len(self._running) >= self.concurrency:
                 break
-            if key not in self._running:
-                self._running[key] = asyncio.create_task(self._run(key), name=f"fibric-run-{key.operator_id}")
+            if key in self._running or per_tenant[key.tenant_id] >= self.tenant_runs:
+                continue
+            per_tenant[key.tenant_id] += 1
+            self._running[key] = asyncio.create_task(self._run(key), name=f"fibric-run-{key.operator_id}")
 
     async def _run(self, key: routing.PendingKey) -> None:
         again = False

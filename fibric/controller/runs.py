@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pydantic
 
-from fibric import connectors, errors, policies, proposers, specs, store, timefmt
+from fibric import connectors, errors, policies, proposers, specs, store, threads, timefmt
 from fibric import settings as settings_module
 from fibric.controller import decide, disposal
 from fibric.store import plans, receipts, routing
@@ -59,8 +59,11 @@ class Runner:
         max_events: int = run_store.DEFAULT_MAX_EVENTS,
         sense_timeout: float | None = None,
         clock: Callable[[], datetime] = timefmt.now,
+        pool: threads.Pool | None = None,
     ) -> None:
+        """`pool` runs the blocking store and policy work (the system's executor pool)."""
         self.state = state
+        self.pool = pool or threads.standalone("executor")
         self.decider = decider
         self.runtime = runtime
         self.ledger = ledger
@@ -80,13 +83,13 @@ class Runner:
         Events queued for an operator that was deleted, paused or drafted
         since they were routed are dropped: such operators do not run.
         """
-        operator = await asyncio.to_thread(self._active_operator, key.tenant_id, key.operator_id)
+        operator = await self.pool.run(self._active_operator, key.tenant_id, key.operator_id)
         if operator is None:
-            dropped = await asyncio.to_thread(routing.discard, self.state, key.tenant_id, key.operator_id)
+            dropped = await self.pool.run(routing.discard, self.state, key.tenant_id, key.operator_id)
             log.info("dropped %d queued events of operator %s: deleted or not active", dropped,
                      key.operator_id)
             return None
-        run = await asyncio.to_thread(
+        run = await self.pool.run(
             run_store.start, self.state, reseller_id=operator.reseller_id, tenant_id=key.tenant_id,
             operator_id=operator.id, operator=operator.name, entity_key=key.entity_key, trigger="event",
             lease_seconds=self.lease_seconds, max_events=self.max_events,
@@ -95,7 +98,7 @@ class Runner:
 
     async def run_schedule(self, tenant_id: str, operator: store.StoredObject) -> run_store.Run | None:
         """One scheduled run of the operator; None if its previous scheduled run is still going."""
-        run = await asyncio.to_thread(
+        run = await self.pool.run(
             run_store.start, self.state, reseller_id=operator.reseller_id, tenant_id=tenant_id,
             operator_id=operator.id, operator=operator.name, entity_key=run_store.SCHEDULE_KEY,
             trigger="schedule", lease_seconds=self.lease_seconds,
@@ -109,14 +112,14 @@ class Runner:
         try:
             outcome = await self._execute(run, operator)
         except asyncio.CancelledError:  # shutdown: the events go back to the queue for the next start
-            await asyncio.to_thread(run_store.release, self.state, run,
+            await self.pool.run(run_store.release, self.state, run,
                                     "interrupted: the server shut down before the run finished")
             raise
         except Exception as e:
             if not isinstance(e, errors.FibricError):
                 log.exception("run %s of operator %s failed unexpectedly", run.id, operator.name)
             outcome = run_store.Outcome("failed", sensed=run.sensed, error=_message(e))
-        finished = await asyncio.to_thread(run_store.finish, self.state, run, outcome)
+        finished = await self.pool.run(run_store.finish, self.state, run, outcome)
         if finished.status == "failed":
             log.warning("run %s of operator %s failed: %s", run.id, operator.name, finished.error)
         return finished
@@ -126,7 +129,7 @@ class Runner:
             spec = specs.models.OperatorSpec.model_validate(operator.spec)
         except pydantic.ValidationError as e:
             raise errors.PermanentError(f"the operator's stored spec is invalid: {e}") from None
-        events = await asyncio.to_thread(run_store.events_of, self.state, run)
+        events = await self.pool.run(run_store.events_of, self.state, run)
         sensed, items = await self._sense(run.tenant_id, spec) if run.trigger == "schedule" else ({}, 0)
         count = len(events) + items
         proposer = proposers.for_model(spec.model, run.tenant_id, self.llm, environ=self.environ,
@@ -146,7 +149,7 @@ class Runner:
         if not proposed:
             return run_store.Outcome("succeeded", sensed=count, proposed=0, proposed_by=proposer.name)
         bindings = {p.capability: self._binding(run.tenant_id, p.capability) for p in proposed}
-        plan_id, digest = await asyncio.to_thread(
+        plan_id, digest = await self.pool.run(
             self._plan, run, operator, spec, proposed, events, bindings, proposer.name)
         return run_store.Outcome("succeeded", sensed=count, proposed=len(proposed), plan_id=plan_id,
                                  proposal_digest=digest, proposed_by=proposer.name)

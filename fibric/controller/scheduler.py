@@ -73,19 +73,19 @@ class Scheduler:
     async def tick(self) -> list[asyncio.Task[object]]:
         """Fire every due schedule now; the runs it started, as tasks (await them to see them finish)."""
         now = self.clock()
-        operators = await asyncio.to_thread(self._scheduled)
-        fired = await asyncio.to_thread(schedules.last_fired, self.state)
+        operators = await self.runner.pool.run(self._scheduled)
+        fired = await self.runner.pool.run(schedules.last_fired, self.state)
         started: list[asyncio.Task[object]] = []
         for operator in operators:
             key = (operator.tenant_id, operator.id)
             previous = fired.get(key)
             if previous is None:
-                await asyncio.to_thread(schedules.advance, self.state, *key, None, now)
+                await self.runner.pool.run(schedules.advance, self.state, *key, None, now)
                 continue
             due = self._next(operator, previous)
             if due is None or now < due:
                 continue
-            if await asyncio.to_thread(schedules.advance, self.state, *key, previous, now):
+            if await self.runner.pool.run(schedules.advance, self.state, *key, previous, now):
                 task: asyncio.Task[object] = asyncio.create_task(
                     self.runner.run_schedule(operator.tenant_id, operator),
                     name=f"fibric-schedule-{operator.id}")
@@ -93,7 +93,7 @@ class Scheduler:
                 task.add_done_callback(self._runs.discard)
                 started.append(task)
         for tenant_id, operator_id in set(fired) - {(o.tenant_id, o.id) for o in operators}:
-            await asyncio.to_thread(schedules.forget, self.state, tenant_id, operator_id)
+            await self.runner.pool.run(schedules.forget, self.state, tenant_id, operator_id)
         return started
 
     def _next(self, operator: store.StoredObject, previous: datetime) -> datetime | None:

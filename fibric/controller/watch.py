@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import watchfiles
 
-from fibric import errors, specs, store, trust
+from fibric import errors, specs, store, threads, trust
 from fibric.controller import apply
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ async def watch_folder(
     debounce_ms: int = 1600,
     idle_check_ms: int = 2000,
     options: apply.Options | None = None,
+    pool: threads.Pool | None = None,
 ) -> None:
     """Re-apply `folder` after every change until `stop_event` is set.
 
@@ -61,9 +62,10 @@ async def watch_folder(
     that succeeded, on the event loop.
     """
     folder = Path(folder).resolve()
+    run = (pool or threads.standalone("controller")).run
     applied_fingerprint: object = None  # unknown: the first idle check applies once
     while not stop_event.is_set():
-        referenced = await asyncio.to_thread(_referenced_files, folder)
+        referenced = await run(_referenced_files, folder)
         roots = sorted({folder, *(p.parent for p in referenced)})
         roots = [r for r in roots if not any(r != o and r.is_relative_to(o) for o in roots)]
 
@@ -81,13 +83,13 @@ async def watch_folder(
         )
         async with contextlib.aclosing(watcher):
             async for changes in watcher:
-                seen = await asyncio.to_thread(_fingerprint, folder, referenced)
+                seen = await run(_fingerprint, folder, referenced)
                 if not changes and seen == applied_fingerprint:
                     continue
                 applied_fingerprint = seen
-                if not await _apply_once(state, tenant_id, folder, apply_set, on_applied, options):
+                if not await _apply_once(state, tenant_id, folder, apply_set, on_applied, options, run):
                     continue
-                if await asyncio.to_thread(_referenced_files, folder) != referenced:
+                if await run(_referenced_files, folder) != referenced:
                     break  # policies now name other Rego files: watch those instead
 
 
@@ -97,11 +99,11 @@ async def _apply_once(
     folder: Path,
     apply_set: str,
     on_applied: Callable[[apply.ApplyResult], Any],
-    options: apply.Options | None = None,
+    options: apply.Options | None,
+    run: Callable[..., Awaitable[Any]],
 ) -> bool:
     try:
-        result = await asyncio.to_thread(apply_folder, state, tenant_id, folder, apply_set,
-                                         options=options)
+        result = await run(apply_folder, state, tenant_id, folder, apply_set, options=options)
     except errors.SpecInvalid as e:
         log.error("specs in %s not applied; the last good state stays live:\n%s", folder, e)
         return False

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -116,24 +116,54 @@ def create_test(state: state_module.StateStore, endpoint: webhooks.Endpoint, *, 
 
 
 def claim_due(
-    state: state_module.StateStore, *, now: datetime, lease_seconds: float, limit: int
+    state: state_module.StateStore,
+    *,
+    now: datetime,
+    lease_seconds: float,
+    limit: int,
+    per_tenant: int | None = None,
+    busy: Mapping[str, int] | None = None,
 ) -> list[Delivery]:
-    """Take up to `limit` due deliveries for `lease_seconds`; each carries its claim token."""
-    lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
-    until = stamps.stamp(now + timedelta(seconds=lease_seconds))
-    claimed = []
+    """Take up to `limit` due deliveries for `lease_seconds`; each carries its claim token.
+
+    Fair across tenants: each tenant's oldest due deliveries come first, in
+    turn (every tenant's first, then every tenant's second, ...), and a
+    tenant gets at most `per_tenant` minus what it already has in flight
+    (`busy`), so one tenant's backlog never fills the claim.
+    """
+    busy = busy or {}
+    cap = per_tenant if per_tenant is not None else limit
+    allowance = {t: cap - n for t, n in busy.items()}
+    claimed: list[Delivery] = []
     with state.backend.transaction(write=True) as cur:
+        # Window functions cannot take row locks (PostgreSQL): rank first, then lock what was chosen.
         cur.execute(
-            f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
-            f" ORDER BY next_attempt_at LIMIT ?{lock}",
-            (stamps.stamp(now), limit),
+            "SELECT id, tenant_id FROM (SELECT id, tenant_id, next_attempt_at, ROW_NUMBER() OVER ("
+            "PARTITION BY tenant_id ORDER BY next_attempt_at, seq) AS turn FROM webhook_deliveries"
+            " WHERE status = 'pending' AND next_attempt_at <= ?) ranked WHERE turn <= ?"
+            " ORDER BY turn, next_attempt_at LIMIT ?",
+            (stamps.stamp(now), cap, limit + sum(max(0, n) for n in busy.values())),
         )
+        chosen: list[str] = []
+        for delivery_id, tenant_id in cur.fetchall():
+            left = allowance.get(tenant_id, cap)
+            if left > 0 and len(chosen) < limit:
+                allowance[tenant_id] = left - 1
+                chosen.append(delivery_id)
+        if not chosen:
+            return []
+        marks = ", ".join("?" for _ in chosen)
+        lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE id IN ({marks}) AND status = 'pending'"
+            f" AND next_attempt_at <= ?{lock}",
+            (*chosen, stamps.stamp(now)),
+        )
+        until = stamps.stamp(now + timedelta(seconds=lease_seconds))
         for row in cur.fetchall():
             token = secrets.token_hex(8)
-            cur.execute(
-                "UPDATE webhook_deliveries SET claim = ?, next_attempt_at = ? WHERE id = ?",
-                (token, until, row[1]),
-            )
+            cur.execute("UPDATE webhook_deliveries SET claim = ?, next_attempt_at = ? WHERE id = ?",
+                        (token, until, row[1]))
             claimed.append(_delivery((*row[:11], token, *row[12:])))
     return claimed
 

@@ -90,14 +90,23 @@ def route_pending(state: state_module.StateStore, *, limit: int = DEFAULT_BATCH)
 def pending_keys(
     state: state_module.StateStore, *, now: datetime | None = None, limit: int = 100
 ) -> list[PendingKey]:
-    """(operator, entity) keys with unclaimed queued events and no live lease, oldest work first."""
+    """(operator, entity) keys with unclaimed queued events and no live lease, fairly across tenants.
+
+    Each tenant's oldest work comes first, in turn (every tenant's oldest key,
+    then every tenant's second, ...), so a tenant flooding events cannot push
+    another's runs to the back of the line.
+    """
     with state.backend.transaction(write=False) as cur:
         cur.execute(
-            "SELECT q.tenant_id, q.operator_id, q.entity_key, MIN(q.seq) AS first FROM run_queue q"
-            " WHERE q.run_id IS NULL AND NOT EXISTS (SELECT 1 FROM run_leases l"
-            "  WHERE l.tenant_id = q.tenant_id AND l.operator_id = q.operator_id"
-            "  AND l.entity_key = q.entity_key AND l.expires_at > ?)"
-            " GROUP BY q.tenant_id, q.operator_id, q.entity_key ORDER BY first LIMIT ?",
+            "SELECT tenant_id, operator_id, entity_key FROM ("
+            " SELECT tenant_id, operator_id, entity_key, first,"
+            " ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY first) AS turn FROM ("
+            "  SELECT q.tenant_id, q.operator_id, q.entity_key, MIN(q.seq) AS first FROM run_queue q"
+            "  WHERE q.run_id IS NULL AND NOT EXISTS (SELECT 1 FROM run_leases l"
+            "   WHERE l.tenant_id = q.tenant_id AND l.operator_id = q.operator_id"
+            "   AND l.entity_key = q.entity_key AND l.expires_at > ?)"
+            "  GROUP BY q.tenant_id, q.operator_id, q.entity_key) keyed) ranked"
+            " ORDER BY turn, first LIMIT ?",
             (stamps.stamp(now or datetime.now(UTC)), limit),
         )
         return [PendingKey(r[0], r[1], r[2]) for r in cur.fetchall()]

@@ -95,10 +95,12 @@ def start(
     """
     if trigger not in TRIGGERS:
         raise errors.PermanentError(f"a run's trigger is one of {TRIGGERS}, not {trigger!r}")
-    moment = now or datetime.now(UTC)
     run_id = ids.new_id("run")
     lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
     with state.backend.transaction(write=True) as cur:
+        # Read the clock inside the transaction: a start that waited for the write lock must not
+        # be stamped before the finish of the run it waited for.
+        moment = now or datetime.now(UTC)
         key = (tenant_id, operator_id, entity_key)
         cur.execute(
             "SELECT run_id, expires_at FROM run_leases WHERE tenant_id = ? AND operator_id = ?"
@@ -150,8 +152,8 @@ def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: d
     """
     if outcome.status not in ("succeeded", "failed"):
         raise errors.PermanentError(f"a finished run succeeded or failed, not {outcome.status!r}")
-    moment = now or datetime.now(UTC)
     with state.backend.transaction(write=True) as cur:
+        moment = now or datetime.now(UTC)  # inside: see start()
         cur.execute(
             "UPDATE runs SET status = ?, sensed = ?, proposed = ?, plan_id = ?, proposal_digest = ?,"
             " proposed_by = ?, error = ?, finished_at = ?"

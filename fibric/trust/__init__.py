@@ -8,6 +8,7 @@ package (docs/security.md); the rest of Fibric asks it.
 from fibric.trust.boundary import Boundary, Grant, NotPermitted, Origin, secret_refs
 from fibric.trust.catalog import Catalog
 from fibric.trust.egress import ANYWHERE, PUBLIC, Egress, GuardedBackend, GuardedBackend2, Refused
+from fibric.trust.resolver import Resolver
 
 __all__ = [
     "ANYWHERE",
@@ -21,5 +22,6 @@ __all__ = [
     "NotPermitted",
     "Origin",
     "Refused",
+    "Resolver",
     "secret_refs",
 ]

@@ -27,6 +27,7 @@ from fibric import errors, settings, specs
 from fibric.specs import models
 from fibric.trust import catalog as catalogs
 from fibric.trust import egress as egresses
+from fibric.trust import resolver as resolvers
 
 # How much of a connector's error text its tenant sees: all of it, a cut line, or nothing of the target's.
 Disclosure = Literal["full", "cut", "withheld"]
@@ -78,13 +79,17 @@ class Boundary:
     catalog: catalogs.Catalog = field(default_factory=catalogs.Catalog)
     egress: egresses.Egress = egresses.PUBLIC  # for tenants' HTTP connectors and webhooks
     webhook_egress: egresses.Egress | None = None  # the development setting; None: `egress`
+    # DNS for tenants' hosts, at apply and at every connection (deadlines, TTL cache).
+    resolver: resolvers.Resolver = field(default_factory=resolvers.Resolver, compare=False)
 
     @classmethod
     def of(cls, config: settings.Settings) -> Boundary:
         """The installation's boundary from its settings; SpecInvalid or ValueError naming the setting."""
         allowed = egresses.Egress.parse(config.trust.egress_allow)
+        dns = resolvers.Resolver(timeout=config.bulkheads.dns_timeout_ms / 1000,
+                                 nameservers=config.bulkheads.dns_nameservers)
         return cls(catalogs.Catalog.load(config.trust.connector_catalog), allowed,
-                   egresses.ANYWHERE if config.webhooks.allow_http_and_private else None)
+                   egresses.ANYWHERE if config.webhooks.allow_http_and_private else None, dns)
 
     def egress_for(self, origin: Origin, kind: Literal["Connector", "Webhook"]) -> egresses.Egress:
         """Where the HTTP of an object written by `origin` may go."""
@@ -123,7 +128,7 @@ class Boundary:
                         "store the signing secret as a tenant secret (`fibric secret set NAME`) and name it "
                         "in secret_ref", ("spec", "secret_env")))
                 urls.append((item, ("spec", "url"), doc.spec.url, self.egress_for(origin, "Webhook")))
-        problems += _refused_urls(urls)
+        problems += _refused_urls(urls, self.resolver)
         return problems
 
     def _connector(
@@ -196,20 +201,21 @@ def secret_refs(kind: str, spec: Mapping[str, Any]) -> set[str]:
 
 
 def _refused_urls(
-    urls: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]],
+    urls: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]], resolver: resolvers.Resolver,
 ) -> list[errors.SpecProblem]:
     problems: list[errors.SpecProblem] = []
     resolvable: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]] = []
     for item, path, url, egress in urls:
         try:
-            host = egress.check_url(url, resolve=False)
+            host = egress.check_url(url)
         except egresses.Refused as e:
             problems.append(item.source.problem(_refusal(str(e), egress), path))
             continue
         resolvable.append((item, path, host, egress))
     by_egress: dict[egresses.Egress, dict[str, str]] = {}
     for egress in {e for *_, e in resolvable}:
-        by_egress[egress] = egress.refused_names(host for *_, host, e in resolvable if e == egress)
+        by_egress[egress] = egress.refused_names((host for *_, host, e in resolvable if e == egress),
+                                                 resolver)
     for item, path, host, egress in resolvable:
         if host in by_egress[egress]:
             problems.append(item.source.problem(_refusal(by_egress[egress][host], egress), path))

@@ -15,10 +15,11 @@ attack what it can reach. The rules (docs/security.md#egress):
   allowlist names the host or a network holding the address;
 - checked when the URL is applied (`Egress.check_url`, names resolved if
   they resolve) and again at every connection on the address actually
-  connected to: the guarded network backends resolve the name once, check
-  every address, and connect to the checked address themselves, so DNS
-  rebinding between check and connect cannot switch it. TLS still verifies
-  the certificate for the URL's name (SNI and Host come from the URL).
+  connected to: the guarded network backends resolve the name once (with
+  the deadline and TTL cache of fibric/trust/resolver.py), check every
+  address, and connect to the checked address themselves, so DNS rebinding
+  between check and connect cannot switch it. TLS still verifies the
+  certificate for the URL's name (SNI and Host come from the URL).
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ import re
 import socket
 import typing
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -103,12 +102,11 @@ class Egress:
         return self.anywhere or any(address in network for network in self.networks
                                     if network.version == address.version)
 
-    def check_url(self, url: str, *, resolve: bool = True) -> str:
-        """Refuse (Refused) a URL this egress may not use; returns its host.
+    def check_url(self, url: str) -> str:
+        """Refuse (Refused) a URL this egress may not use, as written; returns its host.
 
-        With `resolve`, a name that resolves to a forbidden address is refused
-        too; a name that does not resolve (yet) passes, since every connection
-        checks again.
+        A name is not resolved here: `refused_names` resolves the names of
+        many URLs at once, and every connection checks the address again.
         """
         try:
             parts = urlsplit(url)
@@ -131,8 +129,6 @@ class Egress:
             self.check_address(host, literal)
         elif host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost"):
             raise Refused(f"host '{host}' is loopback")
-        elif resolve and (reason := self._check_name(host)) is not None:
-            raise Refused(reason)
         return host
 
     def check_address(self, host: str, address: Address) -> None:
@@ -145,40 +141,39 @@ class Egress:
             raise Refused(f"host {shown} is a {found} address")
 
     def refused_names(
-        self, hosts: Iterable[str], *, timeout: float = RESOLVE_BUDGET_SECONDS
+        self, hosts: Iterable[str], resolver: Resolver, *, timeout: float = RESOLVE_BUDGET_SECONDS
     ) -> dict[str, str]:
         """Resolve host names concurrently; the reason for each one resolving to a forbidden address.
 
+        Blocking (it runs its own event loop): for apply, in a worker thread.
         Names that do not resolve, or not within `timeout` altogether, pass:
         every connection checks again on the address it connects to.
         """
         names = sorted({h for h in hosts if parse_host(h) is None and not self.allows_host(h)})
         if not names or self.anywhere:
             return {}
-        refused: dict[str, str] = {}
-        pool = ThreadPoolExecutor(max_workers=min(8, len(names)), thread_name_prefix="fibric-egress-check")
-        futures = {pool.submit(self._check_name, name): name for name in names}
-        try:
-            for future in as_completed(futures, timeout=timeout):
-                if (reason := future.result()) is not None:
-                    refused[futures[future]] = reason
-        except FuturesTimeout:
-            pass
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-        return refused
 
-    def _check_name(self, host: str) -> str | None:
-        try:
-            infos = socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
+        async def check(name: str) -> str | None:
+            try:
+                found = await resolver(name, 443, timeout)
+            except (OSError, UnicodeError, TimeoutError):
+                return None
+            try:
+                for address in found:
+                    self.check_address(name, address)
+            except Refused as e:
+                return str(e)
             return None
-        try:
-            for info in infos:
-                self.check_address(host, ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
-        except Refused as e:
-            return str(e)
-        return None
+
+        async def check_all() -> list[str | None]:
+            try:
+                async with asyncio.timeout(timeout):
+                    return list(await asyncio.gather(*(check(n) for n in names)))
+            except TimeoutError:
+                return [None] * len(names)
+
+        reasons = asyncio.run(check_all())
+        return {name: reason for name, reason in zip(names, reasons, strict=True) if reason is not None}
 
 
 ANYWHERE = Egress(anywhere=True)
@@ -220,22 +215,15 @@ def parse_host(host: str) -> Address | None:
     return None
 
 
-async def system_resolver(host: str, port: int, timeout: float | None) -> list[Address]:
-    """getaddrinfo on the event loop's default executor; the bulkheads give it its own pool."""
-    loop = asyncio.get_running_loop()
-    infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
-    return [ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]) for i in infos]
-
-
 class _Guard:
     """The check on the address actually connected to, shared by the httpcore and httpcore2 backends."""
 
     _connect_error: type[Exception]
 
-    def __init__(self, egress: Egress, inner: typing.Any, resolver: Resolver | None) -> None:
+    def __init__(self, egress: Egress, inner: typing.Any, resolver: Resolver) -> None:
         self.egress = egress
         self._inner = inner
-        self._resolver = resolver or system_resolver
+        self._resolver = resolver
 
     async def _addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
         literal = parse_host(host)
@@ -270,8 +258,8 @@ class GuardedBackend(_Guard, httpcore.AsyncNetworkBackend):
 
     _connect_error = httpcore.ConnectError
 
-    def __init__(self, egress: Egress, *, inner: httpcore.AsyncNetworkBackend | None = None,
-                 resolver: Resolver | None = None) -> None:
+    def __init__(self, egress: Egress, resolver: Resolver, *,
+                 inner: httpcore.AsyncNetworkBackend | None = None) -> None:
         super().__init__(egress, inner or httpcore.AnyIOBackend(), resolver)
 
     async def connect_tcp(
@@ -297,8 +285,8 @@ class GuardedBackend2(_Guard, httpcore2.AsyncNetworkBackend):
 
     _connect_error = httpcore2.ConnectError
 
-    def __init__(self, egress: Egress, *, inner: httpcore2.AsyncNetworkBackend | None = None,
-                 resolver: Resolver | None = None) -> None:
+    def __init__(self, egress: Egress, resolver: Resolver, *,
+                 inner: httpcore2.AsyncNetworkBackend | None = None) -> None:
         super().__init__(egress, inner or httpcore2.AnyIOBackend(), resolver)
 
     async def connect_tcp(
