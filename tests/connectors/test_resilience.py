@@ -8,11 +8,13 @@ that cannot start is retried with backoff while calls fail fast, naming why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -219,3 +221,32 @@ async def test_a_new_transport_restarts_the_session_and_a_new_mapping_does_not(
     await runtime.ensure(TENANT, "toy", toy(EXTRA="1"), generation=3)
     await up(runtime, TENANT, "toy")
     assert await pid_of(runtime) != pid
+
+
+async def test_a_tenant_whose_server_hangs_holds_only_its_share_of_calls(
+    pins: connectors.MemoryPinStore,
+) -> None:
+    """Tenant A's calls stuck in a slow tool take A's share; A's next call is refused unsent, B's runs."""
+    limits = connectors.ConnectorSettings(call_timeout=5.0, connect_timeout=30.0, backoff_initial=0.05,
+                                          backoff_max=0.5, tenant_calls=2)
+    async with connectors.ConnectorRuntime(pins, limits) as rt:
+        await rt.ensure("t_a", "toy", toy())
+        await rt.ensure("t_b", "toy", toy())
+        await up(rt, "t_a", "toy")
+        await up(rt, "t_b", "toy")
+        async with anyio.create_task_group() as tg:
+            for n in range(2):
+                tg.start_soon(_swallow, rt.call("t_a", "toy.slow", {"seconds": 3}, f"slow-{n}", timeout=4))
+            await anyio.sleep(0.3)
+            started = time.monotonic()
+            with pytest.raises(connectors.TenantBusy) as refused:
+                await rt.call("t_a", "toy.echo", {"text": "x"}, "third", timeout=0.5)
+            assert refused.value.in_doubt is False and time.monotonic() - started < 2
+            result = await rt.call("t_b", "toy.echo", {"text": "b is served"}, None, timeout=2)
+            assert result.content[0]["text"] == "b is served"
+            assert time.monotonic() - started < 2
+
+
+async def _swallow(call: Any) -> None:
+    with contextlib.suppress(connectors.CallTimeout):
+        await call

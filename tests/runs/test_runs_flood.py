@@ -21,6 +21,7 @@ from runs_support import AT_RISK, Live, all_runs, apply_examples, assert_single_
 from fibric import policies, store
 from fibric.controller import decide, reconcile, routing, runs
 from fibric.store import events, plans
+from fibric.store import routing as store_routing
 
 FLOOD = 657
 CLIENTS = 8
@@ -84,3 +85,51 @@ async def test_two_replicas_routing_one_store_keep_single_flight(
     assert len(consumed) == 300 and len(set(consumed)) == 300
     assert_single_flight(done)
     assert len(plans.list_plans(state, tenant.id)) == 3  # one per order, however the work was split
+
+
+def test_a_flooding_tenant_does_not_push_another_tenants_run_to_the_back(
+    state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant
+) -> None:
+    """Work is taken tenants' oldest first, in turn: one event of B beats A's backlog of 50 entities."""
+    for owner in (tenant, other_tenant):
+        apply_examples(state, owner.id)
+    for n in range(50):
+        events.ingest(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, type="order.updated",
+                      entity_key=f"order:A-{n}", idempotency_key=f"a-{n}", data=AT_RISK)
+    events.ingest(state, reseller_id=other_tenant.reseller_id, tenant_id=other_tenant.id,
+                  type="order.updated", entity_key="order:B-1", idempotency_key="b-1", data=AT_RISK)
+    store_routing.route_pending(state, limit=1000)
+    first = store_routing.pending_keys(state, limit=2)
+    assert {k.tenant_id for k in first} == {tenant.id, other_tenant.id}
+    assert [k.entity_key for k in first if k.tenant_id == tenant.id] == ["order:A-0"]  # A's oldest
+
+
+@pytest.mark.anyio
+async def test_a_tenant_runs_at_most_its_share_at_once(
+    state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant, engine: policies.Engine
+) -> None:
+    for owner in (tenant, other_tenant):
+        apply_examples(state, owner.id)
+    for n in range(12):
+        events.ingest(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, type="order.updated",
+                      entity_key=f"order:A-{n}", idempotency_key=f"a-{n}", data=AT_RISK)
+    events.ingest(state, reseller_id=other_tenant.reseller_id, tenant_id=other_tenant.id,
+                  type="order.updated", entity_key="order:B-1", idempotency_key="b-1", data=AT_RISK)
+    runner = runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()))
+    started: list[str] = []
+    real = runner.run_events
+
+    async def slow_run(key: store_routing.PendingKey) -> None:
+        started.append(key.tenant_id)
+        await asyncio.sleep(0.3)  # long enough for the router to fill every slot it may
+        await real(key)
+
+    runner.run_events = slow_run  # type: ignore[method-assign]
+    router = routing.Router(state, runner, poll_seconds=0.05, concurrency=4, tenant_runs=2)
+    await router.start()
+    try:
+        await asyncio.sleep(0.15)
+        first_wave = list(started)
+    finally:
+        await router.stop()
+    assert first_wave.count(tenant.id) == 2 and first_wave.count(other_tenant.id) == 1
