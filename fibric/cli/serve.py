@@ -17,9 +17,9 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,26 +27,10 @@ from typing import Any
 import click
 import uvicorn
 
-from fibric import connectors, errors, policies, proposers, settings, store, threads, trust
-from fibric.api import app as api_app
+from fibric import errors, proposers, settings, store, system, threads, trust
 from fibric.api import protocol
 from fibric.cli import edge
-from fibric.controller import (
-    apply,
-    bootstrap,
-    crashpoints,
-    decide,
-    dispatch,
-    executor,
-    loop,
-    reconcile,
-    recovery,
-    routing,
-    runs,
-    scheduler,
-    watch,
-)
-from fibric.store import pins, receipts, secretbox, vault
+from fibric.controller import apply, bootstrap, loop, watch
 
 log = logging.getLogger("fibric.serve")
 WATCH_STOP_TIMEOUT = 5.0
@@ -99,105 +83,39 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
         proposers.check_routes(config.llm)  # a typo in an LLM route fails here, not in the first run
     except errors.FibricError as e:
         raise click.UsageError(str(e)) from e
-    engine = _open_policy_engine(config.policies)
-    state = edge.open_store(config.store.location)
-    ledger = receipts.Ledger(config.store.data_dir / api_app.RECEIPTS_FILE)
-    pools = threads.Pools(config.bulkheads.pool_sizes)  # one bounded pool per kind of blocking work
+    opened = False
     try:
-        _bootstrap(state, config)
-        # The controller owns the MCP connectors; their changes requeue the Connector to record them.
-        box = secretbox.for_store(state, config)
-        runtime = connectors.ConnectorRuntime(
-            pins.SQLPinStore(state),
-            connectors.ConnectorSettings(tenant_calls=config.bulkheads.tenant_connector_calls),
-            secrets=lambda tenant_id, name: vault.reveal(state, box, tenant_id, name),
-            on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name),
-            pool=pools.connectors, resolver=boundary.resolver,
-        )
-        cache = reconcile.CompileCache()  # one compile per policy version, for reconcile and decisions
-        parts = Parts(state=state, config=config, engine=engine, ledger=ledger, connectors=runtime,
-                      decider=decide.Decider(state, engine, cache), boundary=boundary, pools=pools)
-        controller = loop.Controller(state, config.controller, connectors=runtime,
-                                     reconcilers=reconcile.reconcilers(engine, cache),
-                                     services=_services(parts), boundary=boundary, pool=pools.controller)
-        options = apply.Options(boundary, box)
-        tenant_id = None
-        if config.controller.specs_dir is not None:
-            tenant_id = state.get_tenant(tenant_name).id
-            _apply_at_start(state, controller, tenant_id, config, options)
-        app = api_app.create_app(config, state, controller, receipts=ledger, executor=parts.executor,
-                                 boundary=boundary)
-        app.state.event_router = parts.event_router
-        bound = config.bulkheads.shutdown_seconds
-        server = BoundedServer(uvicorn.Config(
-            app, host=config.server.host, port=config.server.port, lifespan="on",
-            timeout_graceful_shutdown=max(1, int(bound / 2)),  # requests in flight; then the lifespan
-            http=protocol.FibricH11Protocol, h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
-        ), bound)
-        _exit_gracefully_on_signals(server)
-        asyncio.run(_run(server, state, controller, tenant_id, config, options, pools))
-    finally:
-        pools.close(wait=False)
-        ledger.close()
-        state.close()
-        engine.close()
-
-
-@dataclass
-class Parts:
-    """What serve builds once and hands to the controller's services and the API."""
-
-    state: store.StateStore
-    config: settings.Settings
-    engine: policies.Engine
-    ledger: receipts.Ledger
-    connectors: connectors.ConnectorRuntime
-    decider: decide.Decider  # the operator's policy on one action, fail-closed
-    boundary: trust.Boundary  # what tenants' specs may reach (webhook egress)
-    pools: threads.Pools  # the bounded thread pools, by kind of work
-    executor: Any = None  # the approve hook (fibric.api.context.Executor), once there is one
-    event_router: Any = None  # woken by POST /v1/events (app.state.event_router), once there is one
-
-
-def _services(parts: Parts) -> list[loop.Service]:
-    """The controller's long-running services, in start order (stopped in reverse)."""
-    services: list[loop.Service] = []
-    # Operator runs: events routed to runs, and cron schedules (docs/operators.md).
-    limits = parts.config.bulkheads
-    runner = runs.Runner(parts.state, parts.decider, runtime=parts.connectors, ledger=parts.ledger,
-                         llm=parts.config.llm, pool=parts.pools.executor)
-    parts.event_router = routing.Router(parts.state, runner,  # POST /v1/events wakes it
-                                        tenant_runs=limits.tenant_runs)
-    services += [parts.event_router, scheduler.Scheduler(parts.state, runner)]
-    # The executor behind approve, and its recovery of intents a crash left open (docs/executor.md).
-    try:
-        crash = crashpoints.Crashpoints()  # test-only (docs/executor.md#crash-safety)
+        with system.build(config, boundary=boundary) as running:
+            opened = True
+            _serve(running, tenant_name)
+    except (OSError, sqlite3.Error) as e:
+        if opened:
+            raise
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)  # an unusable data dir
+        raise edge.Failure(f"cannot open the state store at {config.store.location}: {reason}") from e
     except ValueError as e:
-        raise click.UsageError(str(e)) from e
-    parts.executor = executor.Executor(parts.state, parts.ledger, parts.connectors, parts.decider,
-                                       lease_seconds=parts.config.executor.lease_seconds, crash=crash,
-                                       pool=parts.pools.executor)
-    services.append(recovery.Recovery(parts.executor,
-                                      interval=parts.config.executor.recovery_interval_seconds))
-    # Webhook deliveries from the outbox (docs/webhooks.md).
-    services.append(dispatch.Dispatcher(parts.state, parts.config.webhooks,
-                                        secretbox.for_store(parts.state, parts.config),
-                                        boundary=parts.boundary, pool=parts.pools.delivery,
-                                        tenant_deliveries=limits.tenant_deliveries))
-    return services
+        if opened:
+            raise
+        raise click.UsageError(str(e)) from e  # FIBRIC_OPA_TOKEN_ENV unset, a bad crashpoint, ...
 
 
-def _open_policy_engine(config: settings.PolicySettings) -> policies.Engine:
-    """The Rego engine `config.policies` asks for; a usage error, not a traceback, when misconfigured."""
-    token = None
-    if config.token_env is not None:
-        token = os.environ.get(config.token_env)
-        if not token:
-            raise click.UsageError(f"FIBRIC_OPA_TOKEN_ENV names {config.token_env}, which is not set")
-    try:
-        return policies.open_configured(config, token=token)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
+def _serve(running: system.System, tenant_name: str) -> None:
+    """Bootstrap, apply the spec folder, and serve until a signal; the system is closed by the caller."""
+    config, state = running.settings, running.state
+    _bootstrap(state, config)
+    options = apply.Options(running.boundary, running.box)
+    tenant_id = None
+    if config.controller.specs_dir is not None:
+        tenant_id = state.get_tenant(tenant_name).id
+        _apply_at_start(state, running.controller, tenant_id, config, options)
+    bound = config.bulkheads.shutdown_seconds
+    server = BoundedServer(uvicorn.Config(
+        running.app, host=config.server.host, port=config.server.port, lifespan="on",
+        timeout_graceful_shutdown=max(1, int(bound / 2)),  # requests in flight; then the lifespan
+        http=protocol.FibricH11Protocol, h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
+    ), bound)
+    _exit_gracefully_on_signals(server)
+    asyncio.run(_run(server, state, running.controller, tenant_id, config, options, running.pools))
 
 
 def _bootstrap(state: store.StateStore, config: settings.Settings) -> None:

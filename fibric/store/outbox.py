@@ -90,6 +90,24 @@ def pending(state: state_module.StateStore, *, limit: int = 100) -> list[OutboxE
         return [_event(r) for r in cur.fetchall()]
 
 
+def history(state: state_module.StateStore, *, after_seq: int = 0, limit: int = 1000) -> list[OutboxEvent]:
+    """Every event enqueued after `after_seq`, fanned out or not, oldest first (tests, diagnostics)."""
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(
+            "SELECT seq, id, reseller_id, tenant_id, type, payload, created_at FROM outbox"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [_event(r) for r in cur.fetchall()]
+
+
+def last_seq(state: state_module.StateStore) -> int:
+    """The newest event's place in the outbox (0 when empty)."""
+    with state.backend.transaction(write=False) as cur:
+        cur.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox")
+        return int(cur.fetchone()[0])
+
+
 def claim(cur: Any, dialect: str, *, limit: int = 100) -> list[OutboxEvent]:
     """Undispatched events, oldest first, locked for this write transaction.
 

@@ -14,7 +14,7 @@ import json
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,9 @@ import httpx
 import live_server
 import orders_system
 
-from fibric import connectors, policies, settings, store
-from fibric.api import create_app
-from fibric.controller import apply, decide, executor, loop, reconcile, recovery, runs, watch
-from fibric.controller import routing as event_routing
-from fibric.store import events, pins, plans, receipts
+from fibric import connectors, policies, settings, store, system, trust
+from fibric.controller import apply, executor, watch
+from fibric.store import events, plans, receipts
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -119,43 +117,33 @@ class Fibric:
 def running(
     state: store.StateStore, tenant: store.Tenant, tmp_path: Path, *, lease_seconds: float = 30.0,
     ledger_path: Path | None = None, routing: bool = False, catalog: Mapping[str, Path] | None = None,
+    boundary: trust.Boundary | None = None, services: Sequence[Any] = (),
 ) -> Iterator[Fibric]:
     """The whole product on loopback, connected to the example order system; stops everything after.
 
-    With `routing`, events are routed to the operators subscribed to them, whose runs propose plans
-    (issue 6's router and runner, as `fibric serve` builds them); else tests propose plans directly.
-    `catalog` adds MCP server scripts to the installation's connector catalog, beside `orders`.
+    Built by `fibric.system.build`, as `fibric serve` builds it. With `routing`, events are routed to
+    the operators subscribed to them, whose runs propose plans; else tests propose plans directly.
+    `catalog` adds MCP server scripts to the installation's connector catalog, beside `orders`;
+    `boundary` replaces the installation's boundary (its catalog must offer `orders`); `services`
+    start before the system's own.
     """
     orders_db = tmp_path / "orders.db"
     folder = write_specs(tmp_path / "repo")
-    boundary = orders_system.orders_boundary(orders_db, catalog)
+    boundary = boundary or orders_system.orders_boundary(orders_db, catalog)
     watch.apply_folder(state, tenant.id, folder, "test", options=apply.Options(boundary))
     ledger = receipts.Ledger(ledger_path or tmp_path / "receipts.duckdb")
     engine = policies.open_engine("embedded", timeout=5.0)
-    config = settings.Settings(rate_limits=settings.RateLimitSettings(
-        reads_per_minute=100_000, writes_per_minute=100_000, events_per_minute=100_000))
-    cache = reconcile.CompileCache()
-    controller: loop.Controller
-    runtime = connectors.ConnectorRuntime(
-        pins.SQLPinStore(state), FAST,
-        on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name))
-    decider = decide.Decider(state, engine, cache)
-    the_executor = executor.Executor(state, ledger, runtime, decider, lease_seconds=lease_seconds)
-    services: list[Any] = [recovery.Recovery(the_executor, interval=0.2)]
-    router = None
-    if routing:
-        router = event_routing.Router(state, runs.Runner(state, decider, runtime=runtime, ledger=ledger,
-                                                         llm=config.llm), poll_seconds=0.2)
-        services.insert(0, router)
-    controller = loop.Controller(state, config.controller, connectors=runtime,
-                                 reconcilers=reconcile.reconcilers(engine, cache), services=services,
-                                 boundary=boundary)
-    app = create_app(config, state, controller, receipts=ledger, executor=the_executor, boundary=boundary)
-    app.state.event_router = router
+    config = settings.Settings(
+        store=settings.StoreSettings(data_dir=tmp_path / "data"),
+        rate_limits=settings.RateLimitSettings(reads_per_minute=100_000, writes_per_minute=100_000,
+                                               events_per_minute=100_000),
+        executor=settings.ExecutorSettings(lease_seconds=lease_seconds, recovery_interval_seconds=0.2))
+    tuning = system.Tuning(connectors=FAST, router_poll_seconds=0.2, route_events=routing, services=services)
+    built = system.build(config, boundary=boundary, engine=engine, state=state, ledger=ledger, tuning=tuning)
     _, key = state.create_api_key(tenant.id, frozenset(store.SCOPES))
     try:
-        with live_server.serving(app) as url:
-            fibric = Fibric(url, key, state, tenant, ledger, the_executor, orders_db)
+        with built as fibric_system, live_server.serving(fibric_system.app) as url:
+            fibric = Fibric(url, key, state, tenant, ledger, fibric_system.executor, orders_db)
             wait_connected(fibric)
             yield fibric
     finally:

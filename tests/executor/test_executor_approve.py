@@ -37,7 +37,7 @@ def by_key(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_approval_runs_each_action_once_and_writes_receipts_and_events(fibric: Fibric) -> None:
     event = fibric.ingest()
     plan = fibric.propose(event_id=event.id)
-    before = len(outbox.pending(fibric.state, limit=1000))
+    before = outbox.last_seq(fibric.state)
 
     response = approve(fibric, plan.id, {"approver": "ops@acme.com"}, **{"Idempotency-Key": "approve-1"})
 
@@ -60,7 +60,7 @@ def test_approval_runs_each_action_once_and_writes_receipts_and_events(fibric: F
     notify = fibric.ledger.get(fibric.tenant.id, results[NOTIFY]["receipt_id"])
     assert notify.policy["flagged"] is True
 
-    events = outbox.pending(fibric.state, limit=1000)[before:]
+    events = outbox.history(fibric.state, after_seq=before)
     assert sorted(e.type for e in events) == sorted(
         ["receipt.created", "action.disposed"] * 2 + ["plan.executed"])
     disposed = {e.payload["idempotency_key"]: e.payload for e in events if e.type == "action.disposed"}

@@ -53,7 +53,7 @@ def test_an_idempotent_intent_is_retried_and_the_rest_is_in_doubt(
     state: store.StateStore, tenant: store.Tenant, tmp_path: Path
 ) -> None:
     with running(state, tenant, tmp_path, lease_seconds=0.3) as f:
-        before = len(outbox.pending(state, limit=1000))
+        before = outbox.last_seq(state)
         plan = crashed_execution(f)
         hold, notify = example_actions()
         record_intent(f, plan, hold, idempotent=True)
@@ -68,7 +68,7 @@ def test_an_idempotent_intent_is_retried_and_the_rest_is_in_doubt(
         assert effects(f.orders_db, HOLD) == 1 and effects(f.orders_db, NOTIFY) == 0
         doubt = f.ledger.get(tenant.id, results[NOTIFY]["receipt_id"])
         assert (doubt.rule, doubt.policy["flagged"], doubt.approver) == ("in-doubt", True, "ops@acme.com")
-        events = outbox.pending(state, limit=1000)[before:]
+        events = outbox.history(state, after_seq=before)
         flagged = {e.payload["idempotency_key"]: e.payload["flagged"] for e in events
                    if e.type == "action.disposed"}
         assert flagged == {HOLD: False, NOTIFY: True}
@@ -85,7 +85,7 @@ def test_a_receipt_written_before_the_crash_is_kept_and_announced_once(
         intent = record_intent(f, plan, hold, idempotent=True)
         # The dead executor called the tool and committed the receipt, then died before completing.
         written = f.ledger.append(receipts.NewReceipt(**intent.receipt, outcome="applied", detail={"ok": 1}))
-        before = len(outbox.pending(state, limit=1000))
+        before = outbox.last_seq(state)
 
         done = disposed(f, plan)
 
@@ -94,7 +94,7 @@ def test_a_receipt_written_before_the_crash_is_kept_and_announced_once(
         assert [r.id for r in f.ledger.list_receipts(tenant.id) if r.idempotency_key == HOLD] == [written.id]
         assert effects(f.orders_db, HOLD) == 0  # never called again: the receipt says it was done
         assert results[NOTIFY]["outcome"] == "applied"  # never started: disposed of normally
-        created = [e.payload["id"] for e in outbox.pending(state, limit=1000)[before:]
+        created = [e.payload["id"] for e in outbox.history(state, after_seq=before)
                    if e.type == "receipt.created"]
         assert created.count(written.id) == 1
 

@@ -1,0 +1,152 @@
+"""The one place that builds the running system: `fibric serve`, the tests and the benchmarks all use it.
+
+`build(settings)` opens the stores and the policy engine, makes the bounded
+thread pools, the connector runtime, the controller with its services
+(event router, scheduler, executor recovery, webhook dispatcher) and the API
+app, wired to each other, and closes everything when its block ends. The
+controller itself runs in the app's lifespan: serve the app (uvicorn, or
+tests/live_server.py) and the whole loop runs.
+
+Nothing here decides anything; it only connects the parts. What a part
+does is in its own module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fibric import connectors, policies, settings, store, threads, trust
+from fibric.api import app as api_app
+from fibric.controller import (
+    crashpoints,
+    decide,
+    dispatch,
+    executor,
+    loop,
+    reconcile,
+    recovery,
+    routing,
+    runs,
+    scheduler,
+)
+from fibric.store import pins, receipts, secretbox, vault
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Knobs of a system that are not installation settings: what tests and benchmarks vary."""
+
+    connectors: connectors.ConnectorSettings | None = None  # default: settings' tenant share, SDK timeouts
+    router_poll_seconds: float = 1.0
+    route_events: bool = True  # False: events are stored, never routed (tests that propose plans themselves)
+    crash: crashpoints.Crashpoints | None = None  # default: FIBRIC_CRASHPOINT (tests of crash safety)
+    services: Sequence[loop.Service] = ()  # more services, started before the others (tests)
+    environ: Mapping[str, str] | None = None  # the installation's environment (default: this process's)
+
+
+@dataclass
+class System:
+    """The parts of one running Fibric, wired; `app` is what to serve."""
+
+    settings: settings.Settings
+    state: store.StateStore
+    ledger: receipts.Ledger
+    engine: policies.Engine
+    boundary: trust.Boundary
+    pools: threads.Pools
+    box: secretbox.SecretBox
+    runtime: connectors.ConnectorRuntime
+    controller: loop.Controller
+    executor: executor.Executor
+    router: routing.Router
+    app: Any = field(repr=False)
+
+
+@contextmanager
+def build(
+    config: settings.Settings,
+    *,
+    boundary: trust.Boundary | None = None,
+    engine: policies.Engine | None = None,
+    state: store.StateStore | None = None,
+    ledger: receipts.Ledger | None = None,
+    tuning: Tuning | None = None,
+) -> Iterator[System]:
+    """The system `config` describes, closed (store, ledger, engine, pools) when the block ends.
+
+    `boundary` defaults to the one `config.trust` describes (its catalog file is
+    read now); `engine` to the one `config.policies` describes; `state` and
+    `ledger` to the stores `config.store` locates. What the caller passes in,
+    the caller closes. Raises FibricError (or ValueError for a setting) when
+    something cannot open.
+    """
+    tune = tuning or Tuning()
+    environ = dict(os.environ if tune.environ is None else tune.environ)
+    limits = config.bulkheads
+    with ExitStack() as closing:
+        fence = boundary or trust.Boundary.of(config)
+        policy_engine = engine or open_engine(config.policies, environ)
+        if engine is None:
+            closing.callback(policy_engine.close)
+        if state is None:
+            state = store.open_store(config.store.location)
+            closing.callback(state.close)
+        if ledger is None:
+            ledger = receipts.Ledger(config.store.data_dir / api_app.RECEIPTS_FILE)
+            closing.callback(ledger.close)
+        pools = threads.Pools(limits.pool_sizes)
+        closing.callback(pools.close, wait=False)
+        box = secretbox.for_store(state, config)
+
+        controller: loop.Controller  # the runtime's on_change needs it; it is made last
+        runtime = connectors.ConnectorRuntime(
+            pins.SQLPinStore(state),
+            tune.connectors or connectors.ConnectorSettings(tenant_calls=limits.tenant_connector_calls),
+            environ=environ,
+            secrets=lambda tenant_id, name: vault.reveal(state, box, tenant_id, name),
+            on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name),
+            pool=pools.connectors, resolver=fence.resolver,
+        )
+        cache = reconcile.CompileCache()  # one compile per policy version, for reconcile and decisions
+        decider = decide.Decider(state, policy_engine, cache)
+        # Operator runs: events routed to runs, and cron schedules (docs/operators.md).
+        runner = runs.Runner(state, decider, runtime=runtime, ledger=ledger, llm=config.llm,
+                             environ=environ, pool=pools.executor)
+        router = routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
+                                tenant_runs=limits.tenant_runs)
+        # The executor behind approve, and its recovery of what a crash left open (docs/executor.md).
+        the_executor = executor.Executor(
+            state, ledger, runtime, decider, lease_seconds=config.executor.lease_seconds,
+            crash=tune.crash or crashpoints.Crashpoints(environ), pool=pools.executor)
+        services: list[loop.Service] = [
+            *tune.services,
+            *([router] if tune.route_events else []),
+            scheduler.Scheduler(state, runner),
+            recovery.Recovery(the_executor, interval=config.executor.recovery_interval_seconds),
+            # Webhook deliveries from the outbox (docs/webhooks.md).
+            dispatch.Dispatcher(state, config.webhooks, box, environ=environ, boundary=fence,
+                                pool=pools.delivery, tenant_deliveries=limits.tenant_deliveries),
+        ]
+        controller = loop.Controller(state, config.controller, connectors=runtime,
+                                     reconcilers=reconcile.reconcilers(policy_engine, cache),
+                                     services=services, boundary=fence, pool=pools.controller)
+        app = api_app.create_app(config, state, controller, receipts=ledger, executor=the_executor,
+                                 boundary=fence)
+        app.state.event_router = router if tune.route_events else None  # POST /v1/events wakes it
+        yield System(config, state, ledger, policy_engine, fence, pools, box, runtime, controller,
+                     the_executor, router, app)
+
+
+def open_engine(config: settings.PolicySettings, environ: Mapping[str, str]) -> policies.Engine:
+    """The Rego engine the settings ask for; ValueError naming the setting when misconfigured."""
+    token = None
+    if config.token_env is not None:
+        token = environ.get(config.token_env)
+        if not token:
+            raise ValueError(f"FIBRIC_OPA_TOKEN_ENV names {config.token_env}, which is not set")
+    return policies.open_configured(config, token=token)
+
