@@ -1,33 +1,47 @@
-"""Actions disposed per second, end to end, against bare tool calls of the same tool in the same run.
+"""Approvals end to end: actions disposed per second, against bare MCP calls of the same tools, same run.
 
-Everything is real and on this machine: the app under uvicorn on loopback
-(its lifespan runs the controller, which connects the example order system,
+Everything is real and on this machine, built by `fibric.system.build` as
+`fibric serve` builds it: the app under uvicorn on loopback (its lifespan runs
+the controller, which connects the example order system,
 examples/mcp/orders_server.py, over stdio), the embedded Rego engine with the
-example ship-risk policy, SQLite state, DuckDB receipts. Each action is an
-`orders.hold` with its own idempotency key (and its own entity, so the
-concurrent runs do not collide on single-flight leases).
+example ship-risk policy, SQLite state holding the receipts of record
+(synchronous=FULL where docs/receipts.md says), and the sealer sealing them
+into the DuckLake ledger. Each plan is what the ship-risk operator proposes
+(orders.hold, then orders.notify), on its own entity so that approvals in
+flight do not collide on single-flight leases.
 
-Measured, sequentially and with `--concurrency` clients at once:
+Measured in one run:
 
-- bare: `ConnectorRuntime.call` of orders.hold, nothing else (the baseline);
-- executor: `Executor.execute` of a one-action plan (lease, dedup lookup,
-  policy with counts from receipts, intent, call, receipt, outbox events,
-  results), no HTTP;
-- approve: POST /v1/plans/{id}/approve over loopback HTTP (auth, idempotency
-  record, plan compare-and-set, then the executor).
+1. bare: the MCP SDK's own ClientSession over stdio to a second copy of the
+   order server, calling orders.hold and orders.notify with the same
+   arguments, `width` calls in flight on one session. The baseline.
+2. approve: POST /v1/plans/{id}/approve of two-action plans over loopback
+   HTTP, one after another and with 8 and 32 approvals in flight; each
+   action is an index read for DEDUP, a decision with counts from receipts,
+   an intent, the tool call and the receipt with its events. Reported as
+   actions/s, its ratio to bare calls at the same width, and the 8-in-flight
+   rate against the sequential one.
+3. The same 8-in-flight approvals with 100k and 1M receipts already in the
+   tenant's ledger (of record and sealed), against the rate with none.
+4. The sealing lag (a receipt's commit to its seal), p50 and p99, under the
+   approvals of (2).
 
-Ratios are against bare calls/s, because these machines are shared and noisy.
-Run: python bench/bench_executor.py [--actions 150] [--concurrency 8]
+Run: python bench/bench_executor.py [--plans 300] [--sizes 0,100000,1000000]
+Loopback only; no network.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -38,136 +52,255 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "executor"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import duckdb  # noqa: E402
 import orders_system  # noqa: E402
-from executor_support import FAST, write_specs  # noqa: E402
+from executor_support import FAST, ORDERS_SERVER, write_specs  # noqa: E402
+from mcp import ClientSession, StdioServerParameters  # noqa: E402
+from mcp.client.stdio import stdio_client  # noqa: E402
 
-from fibric import connectors, policies, settings, store  # noqa: E402
-from fibric.api import create_app, protocol  # noqa: E402
-from fibric.controller import apply, decide, executor, loop, reconcile, watch  # noqa: E402
-from fibric.store import pins, plans, receipts  # noqa: E402
+from fibric import policies, settings, store, system  # noqa: E402
+from fibric.api import protocol  # noqa: E402
+from fibric.connectors import tools  # noqa: E402
+from fibric.controller import apply, watch  # noqa: E402
+from fibric.store import plans, receipts, sealed, stamps  # noqa: E402
 
-
-class Bench:
-    def __init__(self, tmp: Path) -> None:
-        self.state = store.open_store(tmp / "data")
-        self.tenant = self.state.create_tenant("bench", "rs_fibric")
-        boundary = orders_system.orders_boundary(tmp / "orders.db")
-        watch.apply_folder(self.state, self.tenant.id, write_specs(tmp / "repo"), "bench",
-                           options=apply.Options(boundary))
-        self.operator_id = self.state.get_object(self.tenant.id, "Operator", "ship-risk").id
-        self.ledger = receipts.Ledger(tmp / "receipts.duckdb")
-        self.engine = policies.open_engine("embedded", timeout=5.0)
-        config = settings.Settings(rate_limits=settings.RateLimitSettings(
-            reads_per_minute=10**6, writes_per_minute=10**6, events_per_minute=10**6))
-        cache = reconcile.CompileCache()
-        self.runtime = connectors.ConnectorRuntime(
-            pins.SQLPinStore(self.state), FAST,
-            on_change=lambda tenant_id, name: self.controller.notify(tenant_id, "Connector", name))
-        self.executor = executor.Executor(self.state, self.ledger, self.runtime,
-                                          decide.Decider(self.state, self.engine, cache))
-        self.controller = loop.Controller(self.state, config.controller, connectors=self.runtime,
-                                          reconcilers=reconcile.reconcilers(self.engine, cache),
-                                          boundary=boundary)
-        self.app = create_app(config, self.state, self.controller, receipts=self.ledger,
-                              executor=self.executor, boundary=boundary)
-        _, self.key = self.state.create_api_key(self.tenant.id, frozenset(store.SCOPES))
-        self.n = 0
-
-    def action(self) -> dict[str, Any]:
-        self.n += 1
-        return {"capability": "orders.hold", "entity_key": f"order:bench-{self.n}",
-                "idempotency_key": f"bench:{self.n}", "decision": "ALLOW",
-                "args": {"reason": "bench", "order_id": "SO-10884"}}
-
-    def plan(self) -> plans.Plan:
-        return plans.propose(self.state, self.tenant.id, operator_id=self.operator_id,
-                             actions=[self.action()], policy_id=None, proposed_by="rules")
-
-    def close(self) -> None:
-        self.ledger.close()
-        self.engine.close()
-        self.state.close()
+WIDTHS = (1, 8, 32)
+LIFTED = settings.RateLimitSettings(reads_per_minute=10**7, writes_per_minute=10**7, events_per_minute=10**7)
 
 
-async def rate(count: int, concurrency: int, make: Callable[[], Awaitable[Any]]) -> float:
-    """Operations per second running `count` of `make()` with `concurrency` at a time."""
-    gate = asyncio.Semaphore(concurrency)
+def actions(n: int) -> list[dict[str, Any]]:
+    """The ship-risk operator's two actions, on an entity of their own."""
+    entity, key = f"order:bench-{n}", f"bench:{n}"
+    return [
+        {"capability": "orders.hold", "entity_key": entity, "idempotency_key": f"{key}:hold",
+         "args": {"reason": "will miss ship-by date", "order_id": "SO-10884"}, "decision": "ALLOW"},
+        {"capability": "orders.notify", "entity_key": entity, "idempotency_key": f"{key}:notify",
+         "args": {"to": "owner", "order_id": "SO-10884"}, "decision": "ALERT"},
+    ]
 
-    async def one() -> None:
-        async with gate:
-            await make()
+
+async def rate(count: int, width: int, make: Callable[[int], Awaitable[int]]) -> float:
+    """Things per second doing `make(n)` for n in 0..count-1, `width` at a time (make says how many)."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(count):
+        queue.put_nowait(n)
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        while not queue.empty():
+            got = await make(queue.get_nowait())  # not `done += await ...`: that reads `done` first
+            done += got
 
     started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(count)))
-    return count / (time.perf_counter() - started)
+    await asyncio.gather(*(worker() for _ in range(width)))
+    return done / (time.perf_counter() - started)
 
 
-async def main_async(actions: int, concurrency: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(Path(tmp))
-        server = uvicorn.Server(uvicorn.Config(bench.app, host="127.0.0.1", port=0, log_level="warning",
-                                               lifespan="on", http=protocol.FibricH11Protocol,
-                                               h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES))
-        serving = asyncio.create_task(server.serve())
+@contextlib.asynccontextmanager
+async def bare_session(tmp: Path) -> AsyncIterator[ClientSession]:
+    """The MCP SDK's client, nothing of Fibric's, on a second copy of the order server."""
+    env = {"PATH": os.environ["PATH"], "ORDERS_DB": str(tmp / "bare-orders.db")}
+    params = StdioServerParameters(command=sys.executable, args=[str(ORDERS_SERVER)], env=env)
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+async def bare_rate(session: ClientSession, count: int, width: int, offset: int) -> float:
+    async def two_calls(n: int) -> int:
+        for action in actions(offset + n):
+            meta = {tools.IDEMPOTENCY_META_KEY: action["idempotency_key"]}
+            result = await session.call_tool(action["capability"], action["args"], meta=meta)  # type: ignore[arg-type]
+            assert not result.is_error, result
+        return 2
+
+    return await rate(count, width, two_calls)
+
+
+def prefill(data_dir: Path, tenant: store.Tenant, operator_id: str, count: int) -> None:
+    """`count` receipts in the tenant's chain, of record and sealed, spread over 90 days, in bulk.
+
+    Generated in DuckDB; their hashes are not a valid chain (nothing here
+    verifies it), but each row is where a real one would be: its own seq and
+    tenant_seq, the indexes the executor reads, and the lake's marks.
+    """
+    if count == 0:
+        return
+    state = store.open_store(data_dir)
+    try:
+        with state.backend.transaction(write=False) as cur:  # carry on after what is there
+            cur.execute("SELECT COALESCE(MAX(seq), 0) FROM receipts")
+            seq = int(cur.fetchone()[0])
+            cur.execute("SELECT COALESCE(MAX(tenant_seq), 0) FROM receipt_heads WHERE tenant_id = ?",
+                        (tenant.id,))
+            tenant_seq = int(cur.fetchone()[0])
+        gen = duckdb.connect()
+        gen.execute(f"""
+            CREATE TABLE r AS SELECT
+                {seq} + i + 1 AS seq, {tenant_seq} + i + 1 AS tenant_seq,
+                'rc_fill' || lpad(format('{{:x}}', {seq} + i), 13, '0') AS id,
+                'rs_fibric' AS reseller_id, '{tenant.id}' AS tenant_id, '{operator_id}' AS operator_id,
+                'ship-risk' AS operator, CASE WHEN i % 2 = 0 THEN 'orders.hold' ELSE 'orders.notify' END
+                AS capability, 'order:fill-' || (i % 50000) AS entity_key, '{{"reason":"late"}}' AS args,
+                'ev_' || i AS triggered_by_event, 'pl_fill' || (i // 2) AS plan_id, NULL AS run_id,
+                'rules' AS proposed_by, CASE WHEN i % 10 < 8 THEN 'ALLOW' ELSE 'BLOCK' END AS decision,
+                'orders.hold' AS rule, '{{"decision":"ALLOW"}}' AS policy, NULL AS policy_id,
+                NULL AS policy_sha256, 'fill-{seq}-' || i AS idempotency_key,
+                CASE WHEN i % 10 < 8 THEN 'applied' ELSE 'refused' END AS outcome, 'bench' AS approver,
+                NULL AS detail,
+                now()::TIMESTAMP - INTERVAL 90 DAY + to_microseconds((i * 7776000000000 // {count})::BIGINT)
+                AS disposed_at,
+                md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS prev_hash,
+                md5((i + 1)::VARCHAR) || md5((i + 2)::VARCHAR) AS hash
+            FROM range({count}) t(i)""")
+        marks = ", ".join("?" for _ in receipts.FIELDS)
+        cur = gen.execute(f"SELECT {receipts.COLUMNS} FROM r ORDER BY seq")
+        with state.backend.transaction(write=True) as tx:
+            while batch := cur.fetchmany(50_000):
+                tx.executemany(f"INSERT INTO receipts ({receipts.COLUMNS}) VALUES ({marks})",
+                               [(*row[:23], stamps.stamp(row[23].replace(tzinfo=UTC)), *row[24:])
+                                for row in batch])
+            last = gen.execute("SELECT tenant_seq, hash FROM r ORDER BY seq DESC LIMIT 1").fetchone()
+            tx.execute("INSERT INTO receipt_heads (tenant_id, tenant_seq, hash) VALUES (?, ?, ?) ON CONFLICT"
+                       " (tenant_id) DO UPDATE SET tenant_seq = excluded.tenant_seq, hash = excluded.hash",
+                       (tenant.id, last[0], last[1]))
+    finally:
+        state.close()
+    lake = sealed.SealedLedger(data_dir)
+    try:
+        lake.marks()  # creates the lake
+        staged = data_dir / "prefill.parquet"
+        gen.execute(f"COPY (SELECT {receipts.COLUMNS} FROM r ORDER BY seq) TO '{staged}' (FORMAT parquet)")
+        lake._cursor().execute(f"INSERT INTO {sealed.TABLE} SELECT * FROM read_parquet('{staged}')")
+        staged.unlink()
+    finally:
+        lake.close()
+        gen.close()
+
+
+class Fibric:
+    """A data dir with the example specs applied and the bench tenant's key."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.orders_db = tmp / "orders.db"
+        self.boundary = orders_system.orders_boundary(self.orders_db)
+        state = store.open_store(self.data)
         try:
-            while not server.started:
-                await asyncio.sleep(0.02)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            await asyncio.wait_for(_connected(bench), 60)
-            headers = {"Authorization": f"Bearer {bench.key}"}
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers,
-                                         timeout=60, limits=httpx.Limits(max_connections=64)) as client:
-
-                async def bare() -> None:
-                    a = bench.action()
-                    result = await bench.runtime.call(bench.tenant.id, "orders.hold", a["args"],
-                                                      a["idempotency_key"], entity_key=a["entity_key"])
-                    assert not result.is_error
-
-                async def direct() -> None:
-                    plan = await asyncio.to_thread(bench.plan)
-                    approved = await asyncio.to_thread(plans.approve, bench.state, bench.tenant.id, plan.id,
-                                                       approver="bench")
-                    done = await bench.executor.execute(approved, only_actions=None)
-                    assert done.results and done.results[0]["outcome"] == "applied", done.results
-
-                async def approve() -> None:
-                    plan = await asyncio.to_thread(bench.plan)
-                    response = await client.post(f"/v1/plans/{plan.id}/approve", json={"approver": "bench"})
-                    assert response.json()["results"][0]["outcome"] == "applied", response.text
-
-                for make in (bare, direct, approve):  # warm-up
-                    await make()
-                print(f"{actions} actions (orders.hold, example MCP server over stdio), "
-                      f"concurrency 1 and {concurrency}")
-                for width in (1, concurrency):
-                    base = await rate(actions, width, bare)
-                    inner = await rate(actions, width, direct)
-                    outer = await rate(actions, width, approve)
-                    print(f"  concurrency {width:>2}: bare runtime.call {base:8.1f}/s | executor "
-                          f"{inner:7.1f}/s ({inner / base:.2f}x) | approve over HTTP {outer:7.1f}/s "
-                          f"({outer / base:.2f}x)")
+            self.tenant = state.create_tenant("bench", "rs_fibric")
+            watch.apply_folder(state, self.tenant.id, write_specs(tmp / "repo"), "bench",
+                               options=apply.Options(self.boundary))
+            self.operator_id = state.get_object(self.tenant.id, "Operator", "ship-risk").id
+            _, self.key = state.create_api_key(self.tenant.id, frozenset(store.SCOPES))
         finally:
-            server.should_exit = True
-            await serving
-            bench.close()
+            state.close()
+        self.n = 0
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[tuple[system.System, httpx.AsyncClient]]:
+        config = settings.Settings(store=settings.StoreSettings(data_dir=self.data), rate_limits=LIFTED)
+        engine = policies.open_engine("embedded", timeout=5.0)
+        with system.build(config, boundary=self.boundary, engine=engine,
+                          tuning=system.Tuning(connectors=FAST, route_events=False)) as running:
+            server = uvicorn.Server(uvicorn.Config(
+                running.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                http=protocol.FibricH11Protocol, h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES))
+            serving = asyncio.create_task(server.serve())
+            try:
+                while not server.started:
+                    await asyncio.sleep(0.02)
+                port = server.servers[0].sockets[0].getsockname()[1]
+                await asyncio.wait_for(_connected(running, self.tenant.id), 60)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120,
+                                             headers={"Authorization": f"Bearer {self.key}"},
+                                             limits=httpx.Limits(max_connections=64)) as client:
+                    yield running, client
+            finally:
+                server.should_exit = True
+                await serving
+                engine.close()
+
+    async def approvals(self, running: system.System, client: httpx.AsyncClient, count: int, width: int
+                        ) -> float:
+        """Actions per second approving `count` two-action plans, `width` approvals in flight."""
+        offset = self.n
+        self.n += count
+        proposed = [plans.propose(running.state, self.tenant.id, operator_id=self.operator_id,
+                                  actions=actions(offset + n), policy_id=None, proposed_by="rules")
+                    for n in range(count)]  # proposed before the clock starts: approval is measured
+
+        async def approve(n: int) -> int:
+            response = await client.post(f"/v1/plans/{proposed[n].id}/approve", json={"approver": "bench"})
+            results = response.json().get("results")
+            assert response.status_code == 200 and results, response.text
+            assert [r["outcome"] for r in results] == ["applied", "applied"], results
+            return len(results)
+
+        return await rate(count, width, approve)
 
 
-async def _connected(bench: Bench) -> None:
+async def _connected(running: system.System, tenant_id: str) -> None:
     while True:
         try:
-            bench.runtime.resolve(bench.tenant.id, "orders.hold")
+            running.runtime.resolve(tenant_id, "orders.hold")
             return
         except Exception:
             await asyncio.sleep(0.05)
 
 
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+async def main_async(count: int, sizes: list[int]) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-executor-") as folder:
+        tmp = Path(folder)
+        fibric = Fibric(tmp)
+        async with bare_session(tmp) as session:
+            await bare_rate(session, 4, 1, 10**6)  # warm-up
+            bare = {w: await bare_rate(session, count, w, 10**6 + 10**4 * w) for w in WIDTHS}
+        print(f"{count} two-action plans (orders.hold + orders.notify, the example order server over "
+              "stdio); actions/s")
+        print("  bare MCP SDK calls, one session: " + ", ".join(f"{w} in flight {bare[w]:.0f}/s"
+                                                                for w in WIDTHS))
+        by_size: dict[int, float] = {}
+        filled = 0
+        for size in sizes:
+            prefill(fibric.data, fibric.tenant, fibric.operator_id, size - filled)
+            filled = size
+            async with fibric.serving() as (running, client):
+                await fibric.approvals(running, client, 4, 1)  # warm-up: policy compiled, caches
+                running.sealer.lags.clear()
+                if size == sizes[0]:
+                    rates = {w: await fibric.approvals(running, client, count, w) for w in WIDTHS}
+                    for w in WIDTHS:
+                        print(f"  approve, {w:>2} in flight: {rates[w]:6.1f} actions/s "
+                              f"({rates[w] / bare[w]:.2f} of bare at {w}; {rates[w] / bare[8]:.2f} of bare "
+                              f"at 8)")
+                    print(f"  8 in flight against one at a time: {rates[8] / rates[1]:.2f}x")
+                    lags = list(running.sealer.lags)
+                    print(f"  sealing lag under these approvals: p50 {statistics.median(lags) * 1000:.0f} "
+                          f"ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms ({len(lags)} receipts)")
+                    by_size[size] = rates[8]
+                else:
+                    by_size[size] = await fibric.approvals(running, client, count, 8)
+            if size != sizes[0]:
+                print(f"  with {size:,} receipts already in the ledger: {by_size[size]:6.1f} actions/s "
+                      f"at 8 in flight ({by_size[size] / by_size[sizes[0]]:.2f} of the rate with "
+                      f"{sizes[0]:,})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--actions", type=int, default=150)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--plans", type=int, default=300)
+    parser.add_argument("--sizes", default="0,100000,1000000",
+                        help="receipts already in the ledger, in increasing order")
     options = parser.parse_args()
-    asyncio.run(main_async(options.actions, options.concurrency))
+    sizes = [int(s) for s in options.sizes.split(",")]
+    asyncio.run(main_async(options.plans, sizes))
 
 
 if __name__ == "__main__":

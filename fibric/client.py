@@ -356,16 +356,25 @@ class Client:
 def audit_snapshot(
     url: str, token: str, tenant_id: str | None = None, *, timeout: float = 60.0
 ) -> dict[str, Any]:
-    """POST /v1/audit/snapshot (issue 7): the local admin's Parquet snapshot, proven by the data dir's token.
+    """POST /v1/audit/snapshot: the sealed ledger in one Parquet file, proven by the data dir's token.
 
     No API key: the token from the data dir is the credential, so this is a
     function rather than a Client method.
     """
+    return _local_admin(url, "/v1/audit/snapshot", token, tenant_id, timeout)
+
+
+def audit_files(url: str, token: str, tenant_id: str | None = None, *, timeout: float = 60.0) -> list[str]:
+    """POST /v1/audit/files: the sealed ledger's Parquet files now, for the local admin to read."""
+    files = _local_admin(url, "/v1/audit/files", token, tenant_id, timeout)["files"]
+    return [str(f) for f in files]
+
+
+def _local_admin(url: str, path: str, token: str, tenant_id: str | None, timeout: float) -> dict[str, Any]:
     body = {"tenant_id": tenant_id} if tenant_id is not None else {}
     headers = {"Fibric-Audit-Token": token, "Idempotency-Key": f"fibric-cli-{uuid.uuid4().hex}"}
     try:
-        response = httpx.post(f"{url.rstrip('/')}/v1/audit/snapshot", json=body, headers=headers,
-                              timeout=timeout)
+        response = httpx.post(f"{url.rstrip('/')}{path}", json=body, headers=headers, timeout=timeout)
     except httpx.TransportError as e:
         raise Unreachable(f"cannot reach the Fibric API at {url}: {_describe(e)}") from e
     return _decode(response)

@@ -32,8 +32,9 @@ from fibric.controller import (
     routing,
     runs,
     scheduler,
+    sealer,
 )
-from fibric.store import pins, receipts, secretbox, vault
+from fibric.store import legacy, pins, receipts, sealed, secretbox, vault
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ class System:
 
     settings: settings.Settings
     state: store.StateStore
-    ledger: receipts.Ledger
+    ledger: receipts.StoreLedger  # the receipts of record
+    lake: sealed.SealedLedger  # the auditors' ledger
+    sealer: sealer.Sealer
     engine: policies.Engine
     boundary: trust.Boundary
     pools: threads.Pools
@@ -73,15 +76,15 @@ def build(
     boundary: trust.Boundary | None = None,
     engine: policies.Engine | None = None,
     state: store.StateStore | None = None,
-    ledger: receipts.Ledger | None = None,
+    lake: sealed.SealedLedger | None = None,
     tuning: Tuning | None = None,
 ) -> Iterator[System]:
     """The system `config` describes, closed (store, ledger, engine, pools) when the block ends.
 
     `boundary` defaults to the one `config.trust` describes (its catalog file is
     read now); `engine` to the one `config.policies` describes; `state` and
-    `ledger` to the stores `config.store` locates. What the caller passes in,
-    the caller closes. Raises FibricError (or ValueError for a setting) when
+    `lake` (the sealed ledger) to the stores `config.store` locates. What the
+    caller passes in, the caller closes. Raises FibricError (or ValueError for a setting) when
     something cannot open.
     """
     tune = tuning or Tuning()
@@ -95,9 +98,11 @@ def build(
         if state is None:
             state = store.open_store(config.store.location)
             closing.callback(state.close)
-        if ledger is None:
-            ledger = receipts.Ledger(config.store.data_dir / api_app.RECEIPTS_FILE)
-            closing.callback(ledger.close)
+        legacy.import_if_present(state, config.store.data_dir)  # a DuckDB ledger of an earlier release
+        ledger = receipts.StoreLedger(state)  # the receipts of record
+        if lake is None:
+            lake = sealed.SealedLedger(config.store.data_dir)
+            closing.callback(lake.close)
         pools = threads.Pools(limits.pool_sizes)
         closing.callback(pools.close, wait=False)
         box = secretbox.for_store(state, config)
@@ -118,10 +123,13 @@ def build(
                              environ=environ, pool=pools.executor)
         router = routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
                                 tenant_runs=limits.tenant_runs)
+        # Receipts of record sealed into the auditors' ledger, continuously (docs/receipts.md#sealing).
+        the_sealer = sealer.Sealer(ledger, lake)
         # The executor behind approve, and its recovery of what a crash left open (docs/executor.md).
         the_executor = executor.Executor(
             state, ledger, runtime, decider, lease_seconds=config.executor.lease_seconds,
-            crash=tune.crash or crashpoints.Crashpoints(environ), pool=pools.executor)
+            crash=tune.crash or crashpoints.Crashpoints(environ), pool=pools.executor,
+            on_receipt=the_sealer.wake)
         services: list[loop.Service] = [
             *tune.services,
             *([router] if tune.route_events else []),
@@ -130,15 +138,16 @@ def build(
             # Webhook deliveries from the outbox (docs/webhooks.md).
             dispatch.Dispatcher(state, config.webhooks, box, environ=environ, boundary=fence,
                                 pool=pools.delivery, tenant_deliveries=limits.tenant_deliveries),
+            the_sealer,
         ]
         controller = loop.Controller(state, config.controller, connectors=runtime,
                                      reconcilers=reconcile.reconcilers(policy_engine, cache),
                                      services=services, boundary=fence, pool=pools.controller)
-        app = api_app.create_app(config, state, controller, receipts=ledger, executor=the_executor,
-                                 boundary=fence)
+        app = api_app.create_app(config, state, controller, receipts=ledger, sealed=lake,
+                                 executor=the_executor, boundary=fence)
         app.state.event_router = router if tune.route_events else None  # POST /v1/events wakes it
-        yield System(config, state, ledger, policy_engine, fence, pools, box, runtime, controller,
-                     the_executor, router, app)
+        yield System(config, state, ledger, lake, the_sealer, policy_engine, fence, pools, box, runtime,
+                     controller, the_executor, router, app)
 
 
 def open_engine(config: settings.PolicySettings, environ: Mapping[str, str]) -> policies.Engine:

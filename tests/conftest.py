@@ -15,7 +15,7 @@ import duckdb  # noqa: F401  first: DuckDB loaded after regopy aborts on connect
 import pytest
 
 from fibric import store
-from fibric.store import receipts
+from fibric.store import receipts, sealed
 
 POSTGRES_URL = os.environ.get("FIBRIC_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"]
@@ -68,9 +68,15 @@ def other_tenant(state: store.StateStore) -> store.Tenant:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[receipts.Ledger]:
-    """A receipt ledger (DuckDB) of its own for each test."""
-    opened = receipts.Ledger(tmp_path / "receipts.duckdb")
+def ledger(state: store.StateStore) -> receipts.StoreLedger:
+    """The receipts of record of the test's store."""
+    return receipts.StoreLedger(state)
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Iterator[sealed.SealedLedger]:
+    """A sealed ledger (DuckLake) of its own for each test."""
+    opened = sealed.SealedLedger(tmp_path / "lake")
     try:
         yield opened
     finally:

@@ -28,6 +28,7 @@ import os
 import socket
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -102,6 +103,12 @@ class NotifyResult(BaseModel):
     notification_id: int
     to: str
     message: str
+
+
+# Tools run on worker threads. Their write transactions queue here rather than in SQLite's busy
+# handler, which polls with sleeps of up to 100 ms: with calls arriving at once, that wait, not the
+# work, would set the pace. (Another process writing the same file still waits in the handler.)
+_WRITERS = threading.Lock()
 
 
 def _now() -> str:
@@ -182,7 +189,7 @@ def _effect(tool: str, ctx: Context, args: dict[str, Any], apply: Any) -> dict[s
     if key is not None and not isinstance(key, str):
         raise ToolError(f"_meta '{IDEMPOTENCY_KEY}' must be a string")
     args_json = json.dumps(args, sort_keys=True)
-    with _connect() as conn:
+    with _WRITERS, _connect() as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if key is not None:

@@ -35,9 +35,8 @@ from fibric.api import (
     workers,
 )
 from fibric.store import receipts as receipts_module
+from fibric.store import sealed as sealed_module
 from fibric.store import secretbox
-
-RECEIPTS_FILE = "receipts.duckdb"
 
 
 def create_app(
@@ -46,19 +45,22 @@ def create_app(
     controller: Any | None = None,
     *,
     receipts: receipts_module.Ledger | None = None,
+    sealed: sealed_module.SealedLedger | None = None,
     executor: Any | None = None,
     boundary: trust.Boundary | None = None,
 ) -> FastAPI:
     """The v1 API over `state`.
 
     `controller` (see context.Controller) is started and stopped with the app.
-    `receipts` is the receipt ledger; by default `receipts.duckdb` in the data
-    dir, opened on first use and closed with the app. `executor` (see
+    `receipts` reads the receipts of record (default: those of `state`);
+    `sealed` is the auditors' ledger SQL queries read (default: the lake in the
+    data dir, opened on first use and closed with the app). `executor` (see
     context.Executor) is the hook approve hands plans to; it can also be set
     later as `app.state.executor`. `boundary` is what tenants' specs may declare;
     by default it is read from `settings.trust` (the catalog file, the egress allowlist).
     """
-    ledger = receipts or receipts_module.Ledger(settings.store.data_dir / RECEIPTS_FILE)
+    record = receipts or receipts_module.StoreLedger(state)
+    lake = sealed or sealed_module.SealedLedger(settings.store.data_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,8 +74,8 @@ def create_app(
             finally:
                 if controller is not None:
                     await controller.stop()
-                if receipts is None:
-                    ledger.close()
+                if sealed is None:
+                    lake.close()
                 app.state.quick_threads = None
 
     app = FastAPI(
@@ -85,7 +87,7 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.fibric = context.Context(settings=settings, state=state, receipts=ledger,
+    app.state.fibric = context.Context(settings=settings, state=state, receipts=record, sealed=lake,
                                        controller=controller,
                                        boundary=boundary or trust.Boundary.of(settings))
     app.state.executor = executor

@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 
 from fibric import settings as settings_module
 from fibric import store, trust
-from fibric.store import plans, receipts
+from fibric.store import plans, receipts, sealed
 
 
 class Controller(Protocol):
@@ -57,7 +57,8 @@ class Executor(Protocol):
 class Context:
     settings: settings_module.Settings
     state: store.StateStore
-    receipts: receipts.Ledger
+    receipts: receipts.Ledger  # the receipts of record (the state store)
+    sealed: sealed.SealedLedger  # the auditors' ledger that SQL queries read
     controller: Any | None  # a Controller; Any so duck-typed test doubles fit
     boundary: trust.Boundary  # what a tenant's specs may declare (docs/security.md)
 

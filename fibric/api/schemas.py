@@ -361,6 +361,14 @@ class ReceiptQueryResult(BaseModel):
         "may hold); null when truncated is false."))
 
 
+class AuditFiles(BaseModel):
+    """The sealed ledger's current Parquet files (for the local admin's CLI)."""
+
+    object: Literal["audit_files"]
+    files: list[str]
+    tenant_id: str | None
+
+
 class AuditSnapshot(BaseModel):
     """A Parquet snapshot of the receipts, written beside the ledger for the local admin (additive)."""
 

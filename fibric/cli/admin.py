@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -30,8 +31,14 @@ def store_settings(data_dir: str | None, store_url: str | None) -> settings.Sett
 
 
 @contextmanager
-def opened(data_dir: str | None, store_url: str | None) -> Iterator[store.StateStore]:
-    state = edge.open_store(store_settings(data_dir, store_url).store.location)
+def opened(data_dir: str | None, store_url: str | None, *, existing: bool = False
+           ) -> Iterator[store.StateStore]:
+    """The state store; with `existing`, one that is already there (readers never create a data dir)."""
+    location = store_settings(data_dir, store_url).store
+    if existing and location.url is None and not Path(location.location).is_file():
+        raise edge.Failure(f"no state store at {location.location}: point --data-dir (or FIBRIC_DATA_DIR) "
+                           "at the server's data dir, or --store at its database")
+    state = edge.open_store(location.location)
     try:
         yield state
     finally:

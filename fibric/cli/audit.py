@@ -1,11 +1,13 @@
-"""`fibric audit`: verify, checkpoint, query and export the receipt ledger, as its auditor.
+"""`fibric audit`: verify, checkpoint, query and export receipts, as their auditor.
 
-Every command works on a private in-memory copy of the receipts
-(fibric/store/audit_sql.py). With no server running the copy is read from
-the data dir's receipts.duckdb; while `fibric serve` holds that file (DuckDB
-admits no other process then), the server writes a snapshot for the local
-admin, who proves local access with the token it keeps in the data dir, and
-the copy is read from that. So auditing never stops or blocks the server.
+`verify` and `checkpoint` read the receipts of record in the state store (the
+data dir's state.db, which SQLite lets any process read beside the server,
+or PostgreSQL with --store); `verify` also checks the sealed ledger against
+them. `sql` and `export` read the sealed ledger's Parquet files. With no
+server running the ledger's catalog is read directly; while `fibric serve`
+holds it (DuckDB admits no other process then), the server says which files
+to read, to the local admin who proves local access with the token it keeps
+in the data dir. Nothing is copied and auditing never blocks the server.
 
 `--tenant NAME` limits a command to one tenant's receipts; `--all` (the
 local admin) covers every tenant. `fibric audit sql` without either runs
@@ -21,18 +23,16 @@ import csv
 import json
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from fibric import client, errors, settings
-from fibric.api import app as api_app
 from fibric.cli import admin, edge, options
 from fibric.store import audit as chains
-from fibric.store import audit_sql, checkpoint, ledger_access
+from fibric.store import audit_sql, checkpoint, ledger_access, receipts, sealed
 
 LOCAL_MAX_ROWS = 1_000_000
 TENANT_ID = re.compile(r"t_[0-9a-f]+")
@@ -50,6 +50,8 @@ class AuditGroup(click.Group):
             return super().invoke(ctx)
         except errors.FibricError as e:
             raise edge.failure(e, always_bad_input=True) from e
+        except edge.Failure as e:  # an unusable data dir or store
+            raise edge.BadInput(e.message) from e
 
 
 @click.group("audit", cls=AuditGroup)
@@ -70,9 +72,10 @@ def audit() -> None:
 @click.pass_context
 def verify(ctx: click.Context, data_dir: str | None, store_url: str | None, tenant_name: str | None,
            all_tenants: bool, checkpoint_file: Path | None, public_key: Path | None) -> None:
-    """Walk each tenant's hash chain and report its first broken link.
+    """Walk each tenant's hash chain of record and report its first broken link; check the sealed copy.
 
-    Exit 0: every chain verifies; 1: a chain is broken (the first bad receipt
+    Exit 0: every chain verifies and every sealed receipt matches its record;
+    1: a chain is broken or a sealed receipt differs (the first bad receipt
     is named, with the reason); 2: usage or IO error, or a checkpoint whose
     signature does not verify. Without --checkpoint, a truncated tail or a
     chain rebuilt with recomputed hashes cannot be seen (docs/receipts.md).
@@ -88,16 +91,21 @@ def verify(ctx: click.Context, data_dir: str | None, store_url: str | None, tena
                                            {k: v for k, v in anchor.tenants.items() if k == tenant_id})
     elif public_key is not None:
         raise click.UsageError("--public-key is for --checkpoint")
-    with _receipts(ctx, data_dir, tenant_id) as conn:
-        tenants = [tenant_id] if tenant_id is not None else chains.tenants(conn)
-        results = chains.verify(conn, tenants, anchor)
-    broken = [r for r in results if r.broken is not None]
+    files = _files(ctx, data_dir, tenant_id)
+    with admin.opened(data_dir, store_url, existing=True) as state:
+        record = receipts.StoreLedger(state)
+        tenants = [tenant_id] if tenant_id is not None else record.tenants()
+        results = chains.verify(record, tenants, anchor,
+                                sealed_rows=lambda tenant: sealed.rows_in(files, tenant))
+    broken = [r for r in results if r.broken is not None or r.sealed_break is not None]
     for result in results:
-        if result.broken is None:
-            click.echo(f"ok      tenant {result.tenant_id}: {result.receipts} receipts, head tenant_seq "
-                       f"{result.head_seq} {result.head_hash[:16]}")
-        else:
+        if result.broken is not None:
             click.echo(f"BROKEN  {result.broken.describe()}")
+        elif result.sealed_break is not None:
+            click.echo(f"BROKEN  tenant {result.tenant_id}: {result.sealed_break}")
+        else:
+            click.echo(f"ok      tenant {result.tenant_id}: {result.receipts} receipts, head tenant_seq "
+                       f"{result.head_seq} {result.head_hash[:16]}; {result.sealed} sealed, each as recorded")
     if not results:
         click.echo("no receipts")
     if anchor is None:
@@ -120,15 +128,17 @@ def keygen(out: Path) -> None:
 
 @audit.command("checkpoint")
 @admin.data_dir_option
+@admin.store_option
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The Ed25519 private key (fibric audit keygen).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint file to write; keep it outside the data dir.")
 @click.pass_context
-def checkpoint_command(ctx: click.Context, data_dir: str | None, key_file: Path, out: Path) -> None:
-    """Sign the head of every tenant's chain into a file outside the database."""
-    with _receipts(ctx, data_dir, None) as conn:
-        document = checkpoint.create(conn, key_file)
+def checkpoint_command(ctx: click.Context, data_dir: str | None, store_url: str | None, key_file: Path,
+                       out: Path) -> None:
+    """Sign the head of every tenant's chain of record into a file outside the database."""
+    with admin.opened(data_dir, store_url, existing=True) as state:
+        document = checkpoint.create(receipts.StoreLedger(state), key_file)
     checkpoint.write(document, out)
     for tenant in document["tenants"]:
         click.echo(f"tenant {tenant['tenant_id']}: tenant_seq {tenant['tenant_seq']} "
@@ -160,9 +170,11 @@ def sql(ctx: click.Context, sql: str, data_dir: str | None, store_url: str | Non
     else:
         audit_sql.check_select(sql)
         tenant_id = _scope(data_dir, store_url, tenant_name, all_tenants, default_all=False)
-        with _receipts(ctx, data_dir, tenant_id) as conn:
-            audit_sql.lock_down(conn)
+        conn = audit_sql.over_files(_files(ctx, data_dir, tenant_id))
+        try:
             result = audit_sql.query(conn, sql, max_rows=max_rows, max_bytes=None)
+        finally:
+            conn.close()
     _print(result, fmt)
     if result.truncated == "max_bytes":
         click.echo(f"note: output cut at {len(result.row_json)} rows, the {audit_sql.MAX_RESPONSE_BYTES} "
@@ -183,10 +195,9 @@ def sql(ctx: click.Context, sql: str, data_dir: str | None, store_url: str | Non
 @click.pass_context
 def export(ctx: click.Context, data_dir: str | None, store_url: str | None, tenant_name: str | None,
            all_tenants: bool, fmt: str, out: Path) -> None:
-    """Export receipts (one tenant's, or all) to a Parquet file, for any tool that reads Parquet."""
+    """Export sealed receipts (one tenant's, or all) to a Parquet file, for any tool that reads Parquet."""
     tenant_id = _scope(data_dir, store_url, tenant_name, all_tenants, default_all=True)
-    with _receipts(ctx, data_dir, tenant_id) as conn:
-        rows = audit_sql.export(conn, out)
+    rows = audit_sql.export(_files(ctx, data_dir, tenant_id), out)
     click.echo(f"{rows} receipts written to {out} ({fmt})", err=True)
 
 
@@ -199,7 +210,7 @@ def _scope(data_dir: str | None, store_url: str | None, tenant_name: str | None,
         if not all_tenants and not default_all:
             raise click.UsageError("name a tenant (--tenant NAME) or pass --all")
         return None
-    with admin.opened(data_dir, store_url) as state:
+    with admin.opened(data_dir, store_url, existing=True) as state:
         try:
             return state.get_tenant(tenant_name).id
         except errors.NotFound:
@@ -208,36 +219,32 @@ def _scope(data_dir: str | None, store_url: str | None, tenant_name: str | None,
             raise
 
 
-@contextmanager
-def _receipts(ctx: click.Context, data_dir: str | None, tenant_id: str | None) -> Iterator[Any]:
-    """An in-memory copy of the receipts: from the file, or from the server that holds it."""
-    path = settings.Settings.from_env(data_dir=data_dir).store.data_dir / api_app.RECEIPTS_FILE
+def _files(ctx: click.Context, data_dir: str | None, tenant_id: str | None) -> list[str]:
+    """The sealed ledger's current Parquet files (one tenant's, or all): from its catalog, or the server."""
+    folder = settings.Settings.from_env(data_dir=data_dir).store.data_dir
+    lake = sealed.SealedLedger(folder, read_only=True)
+    if not Path(lake.catalog).exists():
+        return []  # nothing was ever sealed here
     try:
-        conn = audit_sql.from_file(path, tenant_id)
-    except audit_sql.LedgerHeld as held:
-        conn = _from_server(options.session(ctx).url, path, tenant_id, held)
-    try:
-        yield conn
+        return lake.files(tenant_id)
+    except sealed.LedgerHeld as held:
+        return _from_server(options.session(ctx).url, Path(lake.catalog), tenant_id, held)
     finally:
-        conn.close()
+        lake.close()
 
 
-def _from_server(url: str, path: Path, tenant_id: str | None, held: Exception) -> Any:
-    token = ledger_access.read(path)
+def _from_server(url: str, catalog: Path, tenant_id: str | None, held: Exception) -> list[str]:
+    token = ledger_access.read(catalog)
     if token is None:
         raise errors.TemporaryError(f"{held}; it published no audit token, so it is not a Fibric server "
-                                    f"this user can ask for a snapshot") from held
+                                    f"this user can ask") from held
     try:
-        snapshot = client.audit_snapshot(url, token, tenant_id)
+        files = client.audit_files(url, token, tenant_id)
     except (client.ApiError, client.Unreachable) as e:
-        raise errors.TemporaryError(f"{held}; asking the server at {url} for a snapshot failed: {e} "
-                                    f"(point --url / FIBRIC_URL at that server)") from e
-    click.echo(f"the server at {url} holds the ledger; reading a snapshot it wrote", err=True)
-    file = Path(snapshot["path"])
-    try:
-        return audit_sql.from_parquet(file)
-    finally:
-        file.unlink(missing_ok=True)
+        raise errors.TemporaryError(f"{held}; asking the server at {url} for the ledger's files failed: "
+                                    f"{e} (point --url / FIBRIC_URL at that server)") from e
+    click.echo(f"the server at {url} holds the ledger; reading the files it named", err=True)
+    return files
 
 
 def _print(result: audit_sql.Result, fmt: str) -> None:

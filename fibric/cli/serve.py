@@ -97,6 +97,10 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
         if opened:
             raise
         raise click.UsageError(str(e)) from e  # FIBRIC_OPA_TOKEN_ENV unset, a bad crashpoint, ...
+    except errors.FibricError as e:
+        if opened:
+            raise
+        raise edge.Failure(str(e)) from e  # a data dir that cannot be used: an old ledger to import, ...
 
 
 def _serve(running: system.System, tenant_name: str) -> None:

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,10 +64,14 @@ class Executor:
         lease_seconds: float = 30.0,
         crash: crashpoints.Crashpoints | None = None,
         pool: threads.Pool | None = None,
+        on_receipt: Callable[[], None] | None = None,
     ) -> None:
-        """`pool` runs the blocking store, ledger and policy work (the system's executor pool)."""
+        """`ledger` reads the receipts of record (DEDUP, counts, a resumed plan's receipts); `pool`
+        runs the blocking store and policy work (the system's executor pool); `on_receipt` is
+        called after receipts are committed (the sealer's wake)."""
         self.state = state
         self.ledger = ledger
+        self.on_receipt = on_receipt or (lambda: None)
         self.runtime = runtime
         self.decider = decider
         self.lease_seconds = lease_seconds
@@ -219,9 +223,10 @@ class Executor:
         written = None
         if recovering:
             written = await self.pool.run(self.ledger.for_action, plan.tenant_id, plan.id, key)
-        if written is not None:  # resumed after the receipt was committed
-            if intent is not None and intent.state == "pending":
-                await self._complete(intent, written)
+        if written is not None:  # resumed after the receipt (and its intent's completion) was committed
+            if intent is not None and intent.state == "pending":  # a receipt imported from an old ledger
+                await self.pool.run(intents.complete, self.state, intent, written.id,
+                                    events=receipt_events(written))
             return result_of(written)
         if intent is not None:  # resumed between intent and receipt
             return await self._recover(plan, intent)
@@ -253,9 +258,8 @@ class Executor:
                                      calls_tool=True, receipt=base, tool=tool)
         except Exception as e:  # any failure to write it (disk full, a driver error): no intent, no call
             log.error("plan %s action %s: intent not written, tool not called: %s", plan.id, key, e)
-            receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(
-                **base, outcome="failed", detail={"error": f"intent not written, tool not called: {e}"}))
-            return result_of(receipt)
+            why = {"error": f"intent not written, tool not called: {e}"}
+            return await self._settle(None, {**base, "outcome": "failed", "detail": why})
         self.crash.hit("after_intent", action["capability"])
         return await self._call(intent, recovering=False)
 
@@ -273,10 +277,7 @@ class Executor:
         except Exception as e:  # nothing external happens either way: the receipt still records it
             log.error("plan %s action %s: intent not written (%s); writing its %s receipt anyway", plan.id,
                       base["idempotency_key"], e, outcome)
-        receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(**fields))
-        if intent is not None:
-            await self._complete(intent, receipt)
-        return result_of(receipt)
+        return await self._settle(intent, fields)
 
     async def _call(
         self, intent: intents.Intent, *, recovering: bool, retried: bool = False
@@ -302,10 +303,14 @@ class Executor:
             fields = in_doubt_fields(base, str(e)) if in_doubt else {**base, "outcome": "failed",
                                                                      "detail": error}
         self.crash.hit("after_response", capability)
-        receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(**fields))
+        try:
+            disposed = await self._settle(intent, fields)
+        except receipts.AlreadyApplied as e:  # another execution applied the key while this one called
+            log.error("plan %s: %s; this call is recorded in doubt", intent.plan_id, e)
+            disposed = await self._settle(intent, in_doubt_fields(
+                base, f"{e}: by a concurrent execution, while this one called the tool too"))
         self.crash.hit("after_receipt", capability)
-        await self._complete(intent, receipt)
-        return result_of(receipt)
+        return disposed
 
     async def _invoke(self, intent: intents.Intent) -> tools.ToolResult:
         base = intent.receipt
@@ -322,9 +327,7 @@ class Executor:
     async def _recover(self, plan: plans.Plan, intent: intents.Intent) -> dict[str, Any]:
         """An intent without a receipt: its executor died between writing it and the receipt."""
         if not intent.calls_tool:  # a refusal or dedup: nothing external was to happen
-            receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(**intent.receipt))
-            await self._complete(intent, receipt)
-            return result_of(receipt)
+            return await self._settle(intent, dict(intent.receipt))
         if intent.tool.get("idempotent"):
             log.warning("plan %s: retrying %s after a crash (tool annotated idempotent)", plan.id,
                         intent.idempotency_key)
@@ -335,13 +338,14 @@ class Executor:
             intent.receipt, "the executor stopped after recording this action's intent and before its "
             "receipt; the tool may or may not have acted, and it is not annotated idempotent, so it was "
             "not retried")
-        receipt = await self.pool.run(self.ledger.append, receipts.NewReceipt(**fields))
-        await self._complete(intent, receipt)
-        return result_of(receipt)
+        return await self._settle(intent, fields)
 
-    async def _complete(self, intent: intents.Intent, receipt: receipts.Receipt) -> None:
-        events = [("receipt.created", views.receipt(receipt)), ("action.disposed", disposed_event(receipt))]
-        await self.pool.run(intents.complete, self.state, intent, receipt.id, events=events)
+    async def _settle(self, intent: intents.Intent | None, fields: dict[str, Any]) -> dict[str, Any]:
+        """Write the receipt, complete the intent, enqueue the events: one transaction; the result."""
+        receipt = await self.pool.run(intents.settle, self.state, intent, receipts.NewReceipt(**fields),
+                                      receipt_events)
+        self.on_receipt()
+        return result_of(receipt)
 
     def _resolve(self, tenant_id: str, action: dict[str, Any]) -> tuple[tools.Binding | None, str]:
         try:
@@ -415,6 +419,11 @@ def result_of(receipt: receipts.Receipt) -> dict[str, Any]:
     if flagged(receipt):
         result["flagged"] = True
     return result
+
+
+def receipt_events(receipt: receipts.Receipt) -> list[tuple[str, dict[str, Any]]]:
+    """The webhook events of one receipt, enqueued in the transaction that writes it."""
+    return [("receipt.created", views.receipt(receipt)), ("action.disposed", disposed_event(receipt))]
 
 
 def disposed_event(receipt: receipts.Receipt) -> dict[str, Any]:

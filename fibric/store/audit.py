@@ -1,4 +1,4 @@
-"""Verifying the receipt ledger's hash chains: the first broken link of each tenant, and why.
+"""Verifying receipts: each tenant's hash chain of record, and the sealed copy against it.
 
 Each tenant's receipts form a chain in `tenant_seq` order: 1, 2, 3, ...; each
 names the hash of the one before (`prev_hash`, GENESIS for the first) and
@@ -10,19 +10,32 @@ to another than the one before it). A truncated tail, and a chain rebuilt with
 recomputed hashes, look whole from inside: only a signed checkpoint taken
 before (fibric/store/checkpoint.py) tells them, so `verify` takes one.
 
-Verification reads a connection whose `receipts` table has the ledger's
-columns: an in-memory copy (fibric/store/audit_sql.py), never the live file.
+The chain walked is the system of record's (the state store). The sealed
+copy auditors query (fibric/store/sealed.py) must then be a prefix of it,
+receipt for receipt, field for field: a sealed row edited, missing or
+extra is named too. Receipts not sealed yet are only counted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fibric.store import checkpoint, receipts
 
-BATCH = 10_000
+Rows = Iterator[tuple[Any, ...]]  # receipts in tenant_seq order, columns as receipts.COLUMNS
+
+
+class Record(Protocol):
+    """The chains of record (receipts.StoreLedger)."""
+
+    def tenants(self) -> list[str]: ...
+
+    def chain(self, tenant_id: str) -> Rows: ...
+
+    def with_hash(self, tenant_id: str, chain_hash_: str) -> str | None: ...
+
 
 
 @dataclass(frozen=True)
@@ -48,31 +61,66 @@ class TenantChain:
     head_seq: int  # tenant_seq of the last receipt (0: none)
     head_hash: str
     broken: Break | None
-
-
-def tenants(conn: Any) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT DISTINCT tenant_id FROM receipts ORDER BY 1").fetchall()]
+    sealed: int | None = None  # receipts in the sealed copy (None: not compared)
+    sealed_break: str | None = None  # how the sealed copy differs from the record, if it does
 
 
 def verify(
-    conn: Any, tenant_ids: list[str], anchor: checkpoint.Checkpoint | None = None
+    record: Record, tenant_ids: list[str], anchor: checkpoint.Checkpoint | None = None,
+    sealed_rows: Callable[[str], Rows] | None = None,
 ) -> list[TenantChain]:
-    """Walk each tenant's chain (and those the checkpoint names), stopping at its first break."""
+    """Walk each tenant's chain (and those the checkpoint names), stopping at its first break;
+    with `sealed_rows`, also check that tenant's sealed copy against its record."""
     wanted = list(tenant_ids)
     if anchor is not None:
         wanted += [t for t in anchor.tenants if t not in wanted]
-    return [verify_tenant(conn, t, anchor.tenants.get(t) if anchor else None) for t in wanted]
+    results = []
+    for tenant_id in wanted:
+        chain = verify_tenant(record, tenant_id, anchor.tenants.get(tenant_id) if anchor else None)
+        if sealed_rows is not None:
+            count, difference = compare_sealed(record.chain(tenant_id), sealed_rows(tenant_id))
+            chain = TenantChain(chain.tenant_id, chain.receipts, chain.head_seq, chain.head_hash,
+                                chain.broken, count, difference)
+        results.append(chain)
+    return results
 
 
-def verify_tenant(conn: Any, tenant_id: str, head: checkpoint.Head | None = None) -> TenantChain:
+def compare_sealed(record_rows: Rows, sealed_rows: Rows) -> tuple[int, str | None]:
+    """(receipts sealed, the first way the sealed copy differs from the record, or None).
+
+    The sealed copy must be a prefix of the chain of record, field for field.
+    """
+    count = 0
+    for count, sealed_row in enumerate(sealed_rows, start=1):
+        sealed = dict(zip(receipts.FIELDS, sealed_row, strict=True))
+        record_row = next(record_rows, None)
+        if record_row is None:
+            return count, (f"the sealed copy has receipt {sealed['id']} (tenant_seq {sealed['tenant_seq']}) "
+                           "past the end of the chain of record")
+        kept = dict(zip(receipts.FIELDS, record_row, strict=True))
+        if sealed["tenant_seq"] != kept["tenant_seq"]:
+            return count, (f"the sealed copy has tenant_seq {sealed['tenant_seq']} where the record has "
+                           f"{kept['tenant_seq']} (receipt {kept['id']}): a sealed receipt is missing or "
+                           "extra")
+        try:
+            theirs = receipts.values_of(sealed_row)
+        except (TypeError, AttributeError, ValueError) as e:
+            return count, f"the sealed copy of receipt {kept['id']} no longer reads as a receipt ({e})"
+        ours = receipts.values_of(record_row)
+        changed = [name for name in receipts.FIELDS if theirs[name] != ours[name]]
+        if changed:
+            return count, (f"the sealed copy of receipt {kept['id']} (tenant_seq {kept['tenant_seq']}) "
+                           f"differs from the record in {', '.join(changed)}")
+    return count, None
+
+
+def verify_tenant(record: Record, tenant_id: str, head: checkpoint.Head | None = None) -> TenantChain:
     def linked(chain_hash: str) -> str | None:
         """The id of the tenant's receipt with this hash: tells a reordering from a broken link."""
-        found = conn.cursor().execute("SELECT id FROM receipts WHERE tenant_id = ? AND hash = ? LIMIT 1",
-                                      [tenant_id, chain_hash]).fetchone()
-        return str(found[0]) if found else None
+        return record.with_hash(tenant_id, chain_hash)
 
     count, prev, broken = 0, None, None
-    rows = _walk(conn, tenant_id)
+    rows = record.chain(tenant_id)
     for row, following in _pairs(rows):
         count += 1
         broken = _check(tenant_id, row, prev, following, linked, head)
@@ -130,17 +178,6 @@ def _check(
         return broken(f"rewritten: the chain was rebuilt from this receipt on; its hash differs from "
                       f"the one the checkpoint of {head.at} recorded")
     return None
-
-
-def _walk(conn: Any, tenant_id: str) -> Iterator[tuple[Any, ...]]:
-    cur = conn.cursor()
-    try:
-        cur.execute(f"SELECT {receipts.COLUMNS} FROM receipts WHERE tenant_id = ? "
-                    f"ORDER BY tenant_seq NULLS FIRST, seq", [tenant_id])
-        while batch := cur.fetchmany(BATCH):
-            yield from batch
-    finally:
-        cur.close()
 
 
 def _pairs(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...] | None]]:

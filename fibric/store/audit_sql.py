@@ -1,24 +1,18 @@
-"""Auditors' read-only SQL over receipts: an in-memory copy, locked down, one SELECT at a time.
+"""Auditors' read-only SQL over receipts: the sealed ledger's Parquet files, locked down, one SELECT.
 
-DuckDB lets one process write a database file, and while it does no other
-process may open it, not even read-only. So an auditor never queries the live
-file: the rows they may see are copied into a private in-memory DuckDB, in one
-statement (a consistent snapshot), and the query runs there.
+An auditor's SQL runs in a private in-memory DuckDB whose `receipts` is a
+view over the Parquet files of the sealed ledger that hold the rows the
+caller may see (one tenant's partition, or every tenant's for the local
+admin; fibric/store/sealed.py lists them from the lake's catalog). Nothing
+is copied per query: the files are read where they lie, and DuckDB reads
+only the columns and row groups a query needs.
 
-- With no server running, the copy is read straight from the file
-  (`from_file`), holding its shared lock only for the copy; the ledger, should
-  it open meanwhile, waits that long (receipts.OPEN_WAIT).
-- While `fibric serve` holds the file, the server copies the rows to Parquet
-  beside its appends, without blocking them (receipts.export_parquet), and the
-  copy is loaded from there (`from_parquet`): in the server for a tenant's API
-  key (POST /v1/receipts/query), in the CLI for the local admin.
-
-Before any SQL of the auditor's runs, the copy is locked down: external access
-(files, ATTACH, COPY, extensions) off, configuration locked, one thread, and
-QUERY_MEMORY of working memory beyond the copy, with nowhere to spill; only a
-single SELECT statement is accepted, and a query over its time budget is
-interrupted. The copy holds only the rows the caller may see, so SQL naming
-other schemas, catalogs or `duckdb_*` metadata finds nothing more.
+Before any SQL of the auditor's runs, the connection is locked down: every
+file but those listed out of reach (`allowed_paths`), external access
+(network, ATTACH, extensions) off, configuration locked, one thread, and
+QUERY_MEMORY of working memory with nowhere to spill; only a single SELECT
+statement is accepted, and a query over its time budget is interrupted. SQL
+naming other schemas, catalogs or `duckdb_*` metadata finds nothing more.
 
 The answer is bounded in rows and in bytes without ever being built whole:
 the auditor's SELECT runs as a subquery of one that turns every value into
@@ -41,7 +35,6 @@ import json
 import math
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -50,7 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fibric import errors
-from fibric.store import receipts
+from fibric.store import receipts, sealed
 
 MAX_ROWS = 10_000
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a result's whole JSON document: columns, rows and counts
@@ -67,10 +60,6 @@ _NUMBERS = frozenset({"boolean", "tinyint", "smallint", "integer", "bigint", "hu
                       "usmallint", "uinteger", "ubigint", "uhugeint", "float", "double"})
 _TIMESTAMPS = frozenset({"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"})
 _ISO = r"'^([0-9]{4,}-[0-9]{2}-[0-9]{2}) ([0-9:.]+)$'"  # DuckDB's text of a timestamp in years 1-9999+
-
-
-class LedgerHeld(errors.TemporaryError):
-    """Another process (the server) holds the ledger file; ask it for a snapshot instead."""
 
 
 class QueryRejected(errors.PermanentError):
@@ -105,66 +94,44 @@ class Result:
                    [_dumps(row) for row in body["rows"]], reason)
 
 
-def from_file(ledger_path: Path, tenant_id: str | None = None) -> Any:
-    """An in-memory copy of the ledger file's receipts (one tenant's, or all); LedgerHeld if locked."""
+def over_files(files: Sequence[str]) -> Any:
+    """A private in-memory DuckDB whose `receipts` is a view over these Parquet files, locked down."""
     import duckdb
 
-    if not ledger_path.is_file():
-        raise errors.NotFound(f"no receipt ledger at {ledger_path}")
-    conn = _memory()
-    literal = str(ledger_path).replace("'", "''")
+    conn = duckdb.connect(":memory:", config=dict(sealed.CONFIG))
     try:
-        try:
-            conn.execute(f"ATTACH '{literal}' AS ledger (READ_ONLY)")
-        except duckdb.Error as e:
-            if "lock" in str(e).lower():
-                raise LedgerHeld(
-                    f"{ledger_path} is held by another process (is `fibric serve` running?)") from e
-            raise errors.PermanentError(f"cannot read {ledger_path}: {e}") from e
-        try:
-            _copy(conn, "ledger.receipts", tenant_id)
-        finally:
-            conn.execute("DETACH ledger")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def from_parquet(path: Path, tenant_id: str | None = None) -> Any:
-    """An in-memory copy of a Parquet snapshot written by receipts.export_parquet."""
-    conn = _memory()
-    literal = str(path).replace("'", "''")
-    try:
-        _copy(conn, f"read_parquet('{literal}')", tenant_id)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def query_ledger(ledger: receipts.Ledger, tenant_id: str, sql: str, *, max_rows: int = MAX_ROWS,
-                 max_bytes: int | None = MAX_RESPONSE_BYTES) -> Result:
-    """Run an auditor's SELECT over one tenant's receipts of a ledger this process holds."""
-    check_select(sql)  # before copying anything
-    with tempfile.TemporaryDirectory(prefix="fibric-audit-") as folder:  # mode 0700
-        path = Path(folder) / "receipts.parquet"
-        receipts.export_parquet(ledger, path, tenant_id)
-        conn = from_parquet(path)
-    try:
+        if files:
+            listed = ", ".join(_literal(f) for f in files)
+            conn.execute(f"SET allowed_paths = [{listed}]")
+            conn.execute(f"CREATE VIEW receipts AS SELECT {receipts.COLUMNS} FROM read_parquet([{listed}],"
+                         " hive_partitioning = false)")
+        else:  # nothing sealed yet: the same columns, no rows
+            conn.execute(sealed.SCHEMA.replace("lake.receipts", "receipts"))
         lock_down(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def query_ledger(lake: sealed.SealedLedger, tenant_id: str, sql: str, *, max_rows: int = MAX_ROWS,
+                 max_bytes: int | None = MAX_RESPONSE_BYTES) -> Result:
+    """Run an auditor's SELECT over one tenant's sealed receipts."""
+    check_select(sql)  # before opening anything
+    conn = over_files(lake.files(tenant_id))
+    try:
         return query(conn, sql, max_rows=max_rows, max_bytes=max_bytes)
     finally:
         conn.close()
 
 
-def snapshot(ledger: receipts.Ledger, tenant_id: str | None = None) -> tuple[Path, int]:
-    """Write the receipts to a Parquet file beside the ledger, for the local admin; (path, rows).
+def snapshot(lake: sealed.SealedLedger, tenant_id: str | None = None) -> tuple[Path, int]:
+    """Write the sealed receipts to one Parquet file in the data dir, for the local admin; (path, rows).
 
     The folder is the owner's only (0700); the admin's CLI reads the file and
     removes it, and snapshots left behind are removed after SNAPSHOT_TTL.
     """
-    folder = ledger.path.parent / SNAPSHOTS
+    folder = lake.data_dir / SNAPSHOTS
     folder.mkdir(mode=0o700, exist_ok=True)
     cutoff = time.time() - SNAPSHOT_TTL
     for stale in folder.glob("*.parquet"):
@@ -172,16 +139,27 @@ def snapshot(ledger: receipts.Ledger, tenant_id: str | None = None) -> tuple[Pat
             if stale.stat().st_mtime < cutoff:
                 stale.unlink()
     path = folder / f"{secrets.token_hex(12)}.parquet"
-    rows = receipts.export_parquet(ledger, path, tenant_id)
+    rows = export(lake.files(tenant_id), path)
     path.chmod(0o600)
     return path, rows
 
 
-def export(conn: Any, out: Path) -> int:
-    """Write the copy's receipts to a Parquet file (before lock_down); the rows written."""
-    literal = str(out).replace("'", "''")
-    cur = conn.execute(f"COPY (SELECT * FROM receipts ORDER BY seq) TO '{literal}' (FORMAT parquet)")
-    return int(cur.fetchone()[0])
+def export(files: Sequence[str], out: Path) -> int:
+    """Copy the receipts of these sealed files into one Parquet file, in ledger order; the rows written."""
+    import duckdb
+
+    conn = duckdb.connect(":memory:", config=dict(sealed.CONFIG))
+    try:
+        if files:
+            source = f"read_parquet([{', '.join(_literal(f) for f in files)}], hive_partitioning = false)"
+        else:  # nothing sealed: an empty file with the columns
+            conn.execute(sealed.SCHEMA.replace("lake.receipts", "receipts"))
+            source = "receipts"
+        cur = conn.execute(f"COPY (SELECT {receipts.COLUMNS} FROM {source} ORDER BY seq)"
+                           f" TO {_literal(str(out))} (FORMAT parquet)")
+        return int(cur.fetchall()[0][0])
+    finally:
+        conn.close()
 
 
 def lock_down(conn: Any) -> None:
@@ -411,14 +389,3 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _memory() -> Any:
-    import duckdb
-
-    return duckdb.connect(":memory:", config=dict(receipts.CONFIG))
-
-
-def _copy(conn: Any, source: str, tenant_id: str | None) -> None:
-    # No constraints: a tampered ledger (a duplicated id, say) must still copy, to be verified.
-    where = "WHERE tenant_id = $tenant" if tenant_id is not None else ""
-    conn.execute(f"CREATE TABLE receipts AS SELECT {receipts.COLUMNS} FROM {source} {where}",
-                 {"tenant": tenant_id} if tenant_id is not None else {})

@@ -35,11 +35,14 @@ class Backend(Protocol):
 
     dialect: str
 
-    def transaction(self, *, write: bool, lock_key: str | None = None) -> Any:
+    def transaction(self, *, write: bool, lock_key: str | None = None, durable: bool = True) -> Any:
         """A context manager yielding a cursor inside one transaction.
 
         Commits on success, rolls back on error. With `lock_key`, writers holding
-        the same key are serialized for the length of the transaction.
+        the same key are serialized for the length of the transaction. A write
+        is durable when its commit returns (it survives a power loss) unless
+        `durable` is False, for writes whose loss is harmless (a status, a
+        lease renewal): docs/receipts.md#durability.
         """
 
     def close(self) -> None: ...
@@ -65,6 +68,7 @@ class SQLiteBackend:
         # wait in the busy handler (busy_timeout).
         # Reentrant, so a nested write fails in SQLite rather than hanging here.
         self._writer = threading.RLock()
+        self._levels: dict[int, str] = {}  # each connection's synchronous level, changed only by its thread
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -76,7 +80,7 @@ class SQLiteBackend:
             except sqlite3.OperationalError as e:
                 conn.close()
                 raise errors.TemporaryError(f"state store unavailable: {e}") from e
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA synchronous=FULL")  # see transaction(durable=...)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             self._local.conn = conn
@@ -85,11 +89,17 @@ class SQLiteBackend:
         return conn
 
     @contextmanager
-    def transaction(self, *, write: bool, lock_key: str | None = None) -> Iterator[Cursor]:
+    def transaction(self, *, write: bool, lock_key: str | None = None, durable: bool = True
+                    ) -> Iterator[Cursor]:
         conn = self._connection()
         with self._writing() if write else contextlib.nullcontext():
             cur = conn.cursor()
             try:
+                if write:
+                    # WAL with FULL syncs the log at every commit: what a caller was told is
+                    # written survives a power loss. NORMAL may lose the last commits then (never
+                    # the database's consistency): for writes whose loss is harmless.
+                    self._synchronous(conn, cur, "FULL" if durable else "NORMAL")
                 # BEGIN IMMEDIATE takes the database's write lock up front, which
                 # serializes writers (and so any lock_key) across processes too.
                 cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -103,6 +113,12 @@ class SQLiteBackend:
                 raise
             finally:
                 cur.close()
+
+    def _synchronous(self, conn: sqlite3.Connection, cur: sqlite3.Cursor, level: str) -> None:
+        levels: dict[int, str] = self._levels
+        if levels.get(id(conn)) != level:  # a PRAGMA per change, not per transaction
+            cur.execute(f"PRAGMA synchronous={level}")
+            levels[id(conn)] = level
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -162,12 +178,15 @@ class PostgresBackend:
             raise errors.TemporaryError(f"cannot connect to PostgreSQL at {_redact(url)}") from e
 
     @contextmanager
-    def transaction(self, *, write: bool, lock_key: str | None = None) -> Iterator[Cursor]:
+    def transaction(self, *, write: bool, lock_key: str | None = None, durable: bool = True
+                    ) -> Iterator[Cursor]:
         import psycopg
 
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 adapter = _QmarkCursor(cur)
+                if write and not durable:  # the commit returns before the WAL reaches disk
+                    cur.execute("SET LOCAL synchronous_commit = off")
                 if lock_key is not None:
                     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
                 yield adapter

@@ -79,14 +79,13 @@ def generate_key(private_path: Path) -> Path:
     return public_path
 
 
-def create(conn: Any, key_path: Path, *, now: datetime | None = None) -> dict[str, Any]:
-    """The signed checkpoint document of every tenant's chain in `conn`'s receipts table."""
+def create(record: Any, key_path: Path, *, now: datetime | None = None) -> dict[str, Any]:
+    """The signed checkpoint document of every tenant's chain of record (receipts.StoreLedger)."""
     key = _private_key(key_path)
     taken = timefmt.rfc3339(now or datetime.now(UTC))
     tenants: list[dict[str, Any]] = []
-    for (tenant_id,) in conn.execute("SELECT DISTINCT tenant_id FROM receipts ORDER BY 1").fetchall():
-        rows = conn.execute("SELECT tenant_seq, id, hash FROM receipts WHERE tenant_id = ? "
-                            "ORDER BY tenant_seq", [tenant_id]).fetchall()
+    for tenant_id in record.tenants():
+        rows = [(row[1], row[2], row[-1]) for row in record.chain(tenant_id)]  # tenant_seq, id, hash
         prints = b"".join(fingerprint(str(h)) for _, _, h in rows)
         tenant_seq, receipt_id, head_hash = rows[-1]
         tenants.append({"tenant_id": tenant_id, "tenant_seq": int(tenant_seq), "receipt_id": receipt_id,

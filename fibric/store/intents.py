@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors
-from fibric.store import outbox, plans, stamps
+from fibric.store import outbox, plans, receipts, stamps
 from fibric.store import state as state_module
 
 _INTENT_COLUMNS = (
@@ -92,7 +92,7 @@ def renew_execution(
     state: state_module.StateStore, tenant_id: str, plan_id: str, holder: str, ttl: float
 ) -> bool:
     """Extend `holder`'s claim on an unfinished execution; False if it lost it."""
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # a lost renewal only expires sooner
         cur.execute(
             "UPDATE executions SET expires_at = ? WHERE tenant_id = ? AND plan_id = ? AND holder = ?"
             " AND finished_at IS NULL",
@@ -239,6 +239,44 @@ def complete(state: state_module.StateStore, intent: Intent, receipt_id: str, *,
             outbox.enqueue(cur, reseller_id=intent.reseller_id, tenant_id=intent.tenant_id, type=type_,
                            payload=payload)
         return True
+
+
+def settle(
+    state: state_module.StateStore,
+    intent: Intent | None,
+    new: receipts.NewReceipt,
+    events_of: Callable[[receipts.Receipt], Events],
+) -> receipts.Receipt:
+    """Write an action's receipt, complete its intent and enqueue its webhook events: one transaction.
+
+    So a receipt, its intent's completion and its events are all committed or
+    none is. If the intent was completed already (recovery racing a slow
+    executor), nothing is written and the receipt recorded then is returned,
+    so one action is never announced twice. A receipt without an intent (a
+    DEDUP, an intent that could not be written) is written with its events.
+    AlreadyApplied when an `applied` receipt for the key exists already.
+    """
+    lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
+    with state.backend.transaction(write=True) as cur:
+        if intent is not None:
+            cur.execute(f"SELECT state, receipt_id FROM intents WHERE id = ?{lock}", (intent.id,))
+            row = cur.fetchone()
+            if row is not None and row[0] == "completed" and row[1] is not None:
+                cur.execute(f"SELECT {receipts.COLUMNS} FROM receipts WHERE id = ?", (row[1],))
+                written = cur.fetchone()
+                if written is not None:
+                    return receipts.from_row(written)
+        receipt = receipts.append(cur, state.dialect, new)
+        if intent is not None:
+            cur.execute(
+                "UPDATE intents SET state = 'completed', receipt_id = ?, completed_at = ?"
+                " WHERE id = ? AND state = 'pending'",
+                (receipt.id, stamps.stamp(datetime.now(UTC)), intent.id),
+            )
+        for type_, payload in events_of(receipt):
+            outbox.enqueue(cur, reseller_id=new.reseller_id, tenant_id=new.tenant_id, type=type_,
+                           payload=payload)
+        return receipt
 
 
 def for_plan(state: state_module.StateStore, tenant_id: str, plan_id: str) -> dict[str, Intent]:

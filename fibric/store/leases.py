@@ -49,7 +49,7 @@ def renew(
     """Push the expiry of `holder`'s leases on these entities forward; returns the keys it no longer holds."""
     expires = stamps.stamp(datetime.now(UTC) + timedelta(seconds=ttl))
     lost = []
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # a lost renewal only expires sooner
         for key in entity_keys:
             cur.execute(
                 "UPDATE leases SET expires_at = ? WHERE tenant_id = ? AND entity_key = ? AND holder = ?",

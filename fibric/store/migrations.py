@@ -1,13 +1,18 @@
 """Versioned schema migrations, applied in order on start by every process.
 
 Each migration is a list of statements written once for both backends; the
-only dialect difference is spelled `{serial}` (an auto-incrementing key).
+only dialect difference is spelled `{serial}` (an auto-incrementing key),
+except where a statement is a mapping of dialect to its own text (triggers).
 Never edit a released migration: add the next one.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+from collections.abc import Mapping
+
+Statement = str | Mapping[str, str]
+
+MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
     (
         1,
         "tenants, api keys, desired-state objects",
@@ -324,6 +329,79 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        9,
+        "receipts of record: per-tenant hash chains, append-only",
+        [
+            # The system of record for receipts (docs/receipts.md). `seq` is assigned by the writer
+            # under the head lock (it is part of the hash), so it is a plain column, unique.
+            """CREATE TABLE receipts (
+                seq BIGINT NOT NULL UNIQUE,
+                tenant_seq BIGINT NOT NULL,
+                id TEXT NOT NULL UNIQUE,
+                reseller_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL,  -- no foreign key: receipts outlive their tenant
+                operator_id TEXT NOT NULL,
+                operator TEXT NOT NULL,
+                capability TEXT NOT NULL,
+                entity_key TEXT NOT NULL,
+                args TEXT NOT NULL,
+                triggered_by_event TEXT,
+                plan_id TEXT,
+                run_id TEXT,
+                proposed_by TEXT NOT NULL,
+                decision TEXT NOT NULL,
+                rule TEXT,
+                policy TEXT NOT NULL,
+                policy_id TEXT,
+                policy_sha256 TEXT,
+                idempotency_key TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                approver TEXT,
+                detail TEXT,
+                disposed_at TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                UNIQUE (tenant_id, tenant_seq)
+            )""",
+            {"postgresql": "CREATE SEQUENCE fibric_receipt_seq"},  # SQLite takes MAX(seq) + 1 under its lock
+            # A key can be applied once per tenant: a second `applied` receipt is impossible.
+            "CREATE UNIQUE INDEX receipts_applied_once ON receipts (tenant_id, idempotency_key)"
+            " WHERE outcome = 'applied'",
+            "CREATE INDEX receipts_tenant_seq ON receipts (tenant_id, seq)",
+            "CREATE INDEX receipts_operator ON receipts (tenant_id, operator_id, seq)",
+            "CREATE INDEX receipts_entity ON receipts (tenant_id, entity_key, seq)",
+            "CREATE INDEX receipts_decision ON receipts (tenant_id, decision, seq)",
+            "CREATE INDEX receipts_plan_action ON receipts (tenant_id, plan_id, idempotency_key)",
+            # The policy's counts (last hour, last day): index range reads, whatever the history's length.
+            "CREATE INDEX receipts_applied_entity ON receipts (tenant_id, entity_key, disposed_at)"
+            " WHERE outcome = 'applied'",
+            "CREATE INDEX receipts_applied_entity_capability ON receipts"
+            " (tenant_id, entity_key, capability, disposed_at) WHERE outcome = 'applied'",
+            "CREATE INDEX receipts_applied_operator ON receipts (tenant_id, operator_id, disposed_at)"
+            " WHERE outcome = 'applied'",
+            "CREATE INDEX receipts_applied_capability ON receipts (tenant_id, capability, disposed_at)"
+            " WHERE outcome = 'applied'",
+            # Each tenant's chain head, locked by every append: one chain per tenant, whoever writes.
+            """CREATE TABLE receipt_heads (
+                tenant_id TEXT PRIMARY KEY,
+                tenant_seq BIGINT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            # Append-only, enforced by the database itself.
+            {"sqlite": "CREATE TRIGGER receipts_no_update BEFORE UPDATE ON receipts"
+                       " BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END",
+             "postgresql": "CREATE FUNCTION fibric_receipts_append_only() RETURNS trigger LANGUAGE plpgsql"
+                           " AS $$ BEGIN RAISE EXCEPTION 'receipts are append-only'; END $$"},
+            {"sqlite": "CREATE TRIGGER receipts_no_delete BEFORE DELETE ON receipts"
+                       " BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END",
+             "postgresql": "CREATE TRIGGER receipts_append_only BEFORE UPDATE OR DELETE ON receipts"
+                           " FOR EACH ROW EXECUTE FUNCTION fibric_receipts_append_only()"},
+            {"postgresql": "CREATE TRIGGER receipts_no_truncate BEFORE TRUNCATE ON receipts"
+                           " FOR EACH STATEMENT EXECUTE FUNCTION fibric_receipts_append_only()"},
+            {"postgresql": "REVOKE UPDATE, DELETE, TRUNCATE ON receipts FROM PUBLIC"},
+        ],
+    ),
 ]
 
 SERIAL = {
@@ -332,8 +410,10 @@ SERIAL = {
 }
 
 
-def statements(dialect: str, statements: list[str]) -> list[str]:
-    return [s.replace("{serial}", SERIAL[dialect]) for s in statements]
+def statements(dialect: str, statements: list[Statement]) -> list[str]:
+    """The migration's statements for `dialect` (a per-dialect statement absent for it is skipped)."""
+    texts = [s if isinstance(s, str) else s.get(dialect) for s in statements]
+    return [t.replace("{serial}", SERIAL[dialect]) for t in texts if t is not None]
 
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,96 +1,50 @@
-"""The receipt ledger: one append-only DuckDB row per disposed action, for auditors' SQL.
+"""Receipts of record: one append-only row per disposed action, in the state store, hash-chained per tenant.
 
 A receipt records what triggered an action, what was proposed, what the
 policy decided and why, the idempotency key that keeps the action from ever
-applying twice, and the outcome. This module can only append and read: no
-code path updates or deletes a receipt. Each receipt carries its place in its
-tenant's chain (`tenant_seq`, 1, 2, 3, ...), the hash of the tenant's previous
-receipt (`prev_hash`) and its own (`hash`, SHA-256 of its canonical JSON), so
-an edit, a deletion, a reordering or an insertion is detectable
-(fibric/store/audit.py), and a signed checkpoint catches the rest
-(fibric/store/checkpoint.py).
+applying twice, and the outcome. The state store (SQLite or PostgreSQL) is
+the system of record: a receipt is inserted in the same transaction that
+completes its intent and enqueues its webhook events (fibric/store/intents.py),
+so a receipt, its intent and its events are all there or none is.
 
-DuckDB is embedded: one connection per ledger, one cursor per thread (a
-DuckDB connection is not shared between threads). The file is opened on first
-use, so an API that is never asked for receipts never creates it. Extensions
-are never installed or loaded at run time (JSON is built into the pinned
-release).
+Each tenant's receipts form one hash chain (`tenant_seq` 1, 2, 3, ...; each
+carries the previous receipt's hash and its own over its canonical JSON),
+computed inside that transaction under a lock on the tenant's head row
+(`receipt_heads`), so there is exactly one chain per tenant whichever process
+writes. A unique index makes a second `applied` receipt for a key
+impossible, so DEDUP is an index read; the policy's counts are index range
+reads. Triggers refuse UPDATE and DELETE (fibric/store/migrations.py).
 
-Appends are serialised by one writer lock and keep each tenant's chain head
-in memory: the process holding the DuckDB file is its only writer, so the
-cache is authoritative. Appends waiting for the lock are written together, in
-one INSERT and one commit, by whichever thread gets it (group commit). The
-file records its schema version (`ledger_meta`); a file of another version is
-refused with a message rather than extended with a chain that would not
-verify. docs/receipts.md documents every column for auditors.
+DuckDB is the auditors' ledger: a sealer copies these rows into it, in
+`tenant_seq` order, exactly once (fibric/store/sealed.py,
+fibric/controller/sealer.py). docs/receipts.md documents every column.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol
 
 from fibric import errors, ids, timefmt
-from fibric.store import filemodes, ledger_access, pages
+from fibric.store import pages, stamps
+from fibric.store import state as state_module
 
 GENESIS = "0" * 64  # prev_hash of a tenant's first receipt
 DECISIONS = ("ALLOW", "ALERT", "BLOCK", "DEDUP")
 OUTCOMES = ("applied", "failed", "refused", "deduplicated", "in_doubt")
 
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS receipts (
-    seq BIGINT NOT NULL,               -- ledger-wide append order; lists are newest first by it
-    tenant_seq BIGINT NOT NULL,        -- 1, 2, 3, ... within the tenant: the order of its hash chain
-    id VARCHAR PRIMARY KEY,            -- rc_...
-    reseller_id VARCHAR NOT NULL,
-    tenant_id VARCHAR NOT NULL,
-    operator_id VARCHAR NOT NULL,      -- op_...
-    operator VARCHAR NOT NULL,         -- the operator's name when the receipt was written
-    capability VARCHAR NOT NULL,
-    entity_key VARCHAR NOT NULL,
-    args JSON NOT NULL,                -- the proposed action's arguments
-    triggered_by_event VARCHAR,        -- ev_...
-    plan_id VARCHAR,                   -- pl_...
-    run_id VARCHAR,                    -- run_...
-    proposed_by VARCHAR NOT NULL,      -- "model" or "rules"
-    decision VARCHAR NOT NULL,         -- ALLOW | ALERT | BLOCK | DEDUP
-    rule VARCHAR,                      -- the policy rule that decided
-    policy JSON NOT NULL,              -- the policy's whole answer: {"decision", "rule", ...}
-    policy_id VARCHAR,                 -- pol_...
-    policy_sha256 VARCHAR,             -- hash of the Rego source that decided
-    idempotency_key VARCHAR NOT NULL,
-    outcome VARCHAR NOT NULL,          -- applied | failed | refused | deduplicated | in_doubt
-    approver VARCHAR,
-    detail JSON,                       -- tool result or error, when there is one
-    disposed_at TIMESTAMP NOT NULL,    -- UTC; the API's "at" ("at" is a keyword in SQL)
-    prev_hash VARCHAR NOT NULL,        -- hash of the tenant's previous receipt (GENESIS for the first)
-    hash VARCHAR NOT NULL              -- SHA-256 of this receipt's canonical JSON, prev_hash included
-);
-CREATE TABLE IF NOT EXISTS ledger_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
-"""
-_FIELDS = (
+FIELDS = (
     "seq", "tenant_seq", "id", "reseller_id", "tenant_id", "operator_id", "operator", "capability",
     "entity_key", "args", "triggered_by_event", "plan_id", "run_id", "proposed_by", "decision", "rule",
     "policy", "policy_id", "policy_sha256", "idempotency_key", "outcome", "approver", "detail", "at",
     "prev_hash", "hash",
 )
-_COLUMNS = ", ".join("disposed_at" if f == "at" else f for f in _FIELDS)
-_JSON_COLUMNS = frozenset({"args", "policy", "detail"})
-_TYPES = {"seq": "BIGINT", "tenant_seq": "BIGINT", "at": "TIMESTAMP"}
-_ROW = json.dumps({("disposed_at" if f == "at" else f): _TYPES.get(f, "VARCHAR") for f in _FIELDS})
-_INSERT = f"INSERT INTO receipts ({_COLUMNS}) SELECT unnest(from_json(?, '[{_ROW}]'), recursive := true)"
-# Never install or load an extension at run time (JSON and Parquet are built in).
-CONFIG: dict[str, str | bool | int | float | list[str]] = {
-    "autoinstall_known_extensions": False, "autoload_known_extensions": False}
-OPEN_WAIT = 5.0  # seconds to wait for a reader's shared lock on the file to go
+COLUMNS = ", ".join("disposed_at" if f == "at" else f for f in FIELDS)  # `at` is a keyword in SQL
+JSON_FIELDS = frozenset({"args", "policy", "detail"})
 
 
 @dataclass(frozen=True)
@@ -149,237 +103,184 @@ class Receipt:
     hash: str
 
 
-class Ledger:
-    """The receipts of every tenant in one DuckDB file; every read names its tenant."""
+class AlreadyApplied(errors.Conflict):
+    """An `applied` receipt for this key exists already: the database refused a second one."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()  # opening, and appends (seq and chain are read-then-write)
-        self._conn: Any = None
-        self._local = threading.local()
-        self._cursors: list[Any] = []
-        self._last_seq: int | None = None  # loaded under the lock on the first append
-        self._heads: dict[str, tuple[int, str]] = {}  # tenant -> (tenant_seq, hash) of its last receipt
-        self._queue_lock = threading.Lock()
-        self._token: str | None = None  # the local-admin token, while this ledger holds the file
-        self._pending: list[_Ticket] = []  # appends waiting for the writer lock
+
+class Ledger(Protocol):
+    """The receipts of record, as the executor, the API and the auditors read them."""
+
+    def append(self, new: NewReceipt, *, at: datetime | None = None) -> Receipt: ...
+
+    def get(self, tenant_id: str, receipt_id: str) -> Receipt: ...
+
+    def list_receipts(
+        self, tenant_id: str, *, operator_id: str | None = None, entity_key: str | None = None,
+        decision: str | None = None, limit: int | None = None, before_seq: int | None = None,
+    ) -> list[Receipt]: ...
+
+    def applied(self, tenant_id: str, idempotency_key: str) -> Receipt | None: ...
+
+    def for_action(self, tenant_id: str, plan_id: str, idempotency_key: str) -> Receipt | None: ...
+
+    def applied_counts(
+        self, tenant_id: str, *, entity_key: str, operator_id: str, capability: str, now: datetime
+    ) -> dict[str, tuple[int, int]]: ...
+
+
+class StoreLedger:
+    """The Ledger of a state store (SQLite or PostgreSQL): every read names its tenant."""
+
+    def __init__(self, state: state_module.StateStore) -> None:
+        self.state = state
 
     def append(self, new: NewReceipt, *, at: datetime | None = None) -> Receipt:
-        """Write one receipt at the end of the ledger and of its tenant's hash chain.
-
-        Concurrent appends commit together: whichever thread takes the writer
-        lock first writes every receipt waiting by then in one statement and
-        one commit (one fsync), and the others find theirs written.
-        """
-        ticket = _Ticket(_prepare(new, at))
-        cur = self._cursor()
-        with self._queue_lock:
-            self._pending.append(ticket)
-        with self._lock:
-            if not ticket.done:
-                with self._queue_lock:
-                    batch, self._pending = self._pending, []
-                self._write(cur, batch)
-        if ticket.error is not None:
-            raise ticket.error
-        return cast(Receipt, ticket.receipt)  # _write sets it whenever it sets no error
+        """Write one receipt in a transaction of its own (see `append` to join the caller's)."""
+        with self.state.backend.transaction(write=True) as cur:
+            return append(cur, self.state.dialect, new, at=at)
 
     def get(self, tenant_id: str, receipt_id: str) -> Receipt:
         """The tenant's receipt by id; NotFound for another tenant's, like one that never existed."""
-        row = self._cursor().execute(
-            f"SELECT {_COLUMNS} FROM receipts WHERE tenant_id = ? AND id = ?", [tenant_id, receipt_id]
-        ).fetchone()
-        if row is None:
+        found = self._one("id = ?", [receipt_id], tenant_id)
+        if found is None:
             raise errors.NotFound(f"No such receipt: '{receipt_id}'")
-        return _receipt(row)
+        return found
 
     def list_receipts(
-        self,
-        tenant_id: str,
-        *,
-        operator_id: str | None = None,
-        entity_key: str | None = None,
-        decision: str | None = None,
-        limit: int | None = None,
-        before_seq: int | None = None,
+        self, tenant_id: str, *, operator_id: str | None = None, entity_key: str | None = None,
+        decision: str | None = None, limit: int | None = None, before_seq: int | None = None,
     ) -> list[Receipt]:
-        """The tenant's receipts newest first, optionally filtered."""
+        """The tenant's receipts newest first, optionally filtered (an index read per page)."""
         sql, params = pages.newest_first(
-            f"SELECT {_COLUMNS} FROM receipts WHERE tenant_id = ?", [tenant_id],
+            f"SELECT {COLUMNS} FROM receipts WHERE tenant_id = ?", [tenant_id],
             [("operator_id", operator_id), ("entity_key", entity_key), ("decision", decision)],
             limit=limit, before_seq=before_seq)
-        return [_receipt(r) for r in self._cursor().execute(sql, params).fetchall()]
-
-    def close(self) -> None:
-        with self._lock:
-            for cursor in self._cursors:
-                cursor.close()
-            self._cursors.clear()
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-                ledger_access.withdraw(self.path)
-                self._token = None
-            self._local = threading.local()
-            self._last_seq = None
-            self._heads.clear()
-
-    def _write(self, cur: Any, batch: list[_Ticket]) -> None:
-        """Chain and insert `batch` in one statement; every ticket gets its receipt or the error."""
-        heads: dict[str, tuple[int, str]] = {}
-        try:
-            last_seq = self._last(cur)
-            rows = []
-            for ticket in batch:
-                values = ticket.values
-                tenant_seq, prev_hash = heads.get(values["tenant_id"]) or self._head(cur, values["tenant_id"])
-                last_seq += 1
-                values.update(seq=last_seq, tenant_seq=tenant_seq + 1, id=ids.new_id("receipt"),
-                              prev_hash=prev_hash)
-                values["hash"] = chain_hash(values)
-                heads[values["tenant_id"]] = (values["tenant_seq"], values["hash"])
-                rows.append({("disposed_at" if n == "at" else n): _stored(n, values[n]) for n in _FIELDS})
-            # One JSON parameter, not 27 per row: binding each Python value costs more than the insert.
-            cur.execute(_INSERT, [json.dumps(rows, separators=(",", ":"))])
-        except Exception as e:  # disk full, file gone: no caller may act as if recorded
-            error = errors.TemporaryError(f"receipt ledger unavailable: {e}")
-            for ticket in batch:
-                ticket.error, ticket.done = error, True
-            return
-        self._last_seq = last_seq
-        self._heads.update(heads)
-        for ticket in batch:
-            ticket.receipt = Receipt(**{n: ticket.values[n] for n in _FIELDS})
-            ticket.done = True
-
-    def _last(self, cur: Any) -> int:
-        if self._last_seq is None:
-            self._last_seq = int(cur.execute("SELECT coalesce(max(seq), 0) FROM receipts").fetchone()[0])
-        return self._last_seq
-
-    def _head(self, cur: Any, tenant_id: str) -> tuple[int, str]:
-        head = self._heads.get(tenant_id)
-        if head is None:
-            row = cur.execute("SELECT tenant_seq, hash FROM receipts WHERE tenant_id = ? "
-                              "ORDER BY tenant_seq DESC LIMIT 1", [tenant_id]).fetchone()
-            head = (int(row[0]), str(row[1])) if row else (0, GENESIS)
-            self._heads[tenant_id] = head
-        return head
-
-    def _cursor(self) -> Any:
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is not None:
-            return cursor
-        with self._lock:
-            if self._conn is None:
-                self._conn = _connect(self.path)
-                self._token = ledger_access.publish(self.path)
-            cursor = self._conn.cursor()
-            self._cursors.append(cursor)
-        self._local.cursor = cursor
-        return cursor
-
-    # --- read-only lookups for the executor (issue 7) ------------------------------------
+        with self.state.backend.transaction(write=False) as cur:
+            cur.execute(sql, params)
+            return [from_row(r) for r in cur.fetchall()]
 
     def applied(self, tenant_id: str, idempotency_key: str) -> Receipt | None:
         """The receipt that applied this idempotency key for the tenant, if any (the executor's DEDUP)."""
-        row = self._cursor().execute(
-            f"SELECT {_COLUMNS} FROM receipts WHERE tenant_id = ? AND idempotency_key = ?"
-            " AND outcome = 'applied' ORDER BY seq LIMIT 1", [tenant_id, idempotency_key]
-        ).fetchone()
-        return None if row is None else _receipt(row)
+        return self._one("idempotency_key = ? AND outcome = 'applied'", [idempotency_key], tenant_id)
 
     def for_action(self, tenant_id: str, plan_id: str, idempotency_key: str) -> Receipt | None:
         """The receipt of one action of one plan, if written (a plan disposes of each action once)."""
-        row = self._cursor().execute(
-            f"SELECT {_COLUMNS} FROM receipts WHERE tenant_id = ? AND plan_id = ? AND idempotency_key = ?"
-            " ORDER BY seq LIMIT 1", [tenant_id, plan_id, idempotency_key]
-        ).fetchone()
-        return None if row is None else _receipt(row)
+        return self._one("plan_id = ? AND idempotency_key = ?", [plan_id, idempotency_key], tenant_id)
 
     def applied_counts(
         self, tenant_id: str, *, entity_key: str, operator_id: str, capability: str, now: datetime
     ) -> dict[str, tuple[int, int]]:
         """Applied receipts (last hour, last day) by scope: entity, operator, capability,
-        entity_capability; the policy input's context.counts."""
-        hour = (now - timedelta(hours=1)).astimezone(UTC).replace(tzinfo=None)
-        day = (now - timedelta(days=1)).astimezone(UTC).replace(tzinfo=None)
+        entity_capability; the policy input's context.counts. Each is an index range read."""
+        hour, day = stamps.stamp(now - timedelta(hours=1)), stamps.stamp(now - timedelta(days=1))
         scopes = {
             "entity": ("entity_key = ?", [entity_key]),
             "operator": ("operator_id = ?", [operator_id]),
             "capability": ("capability = ?", [capability]),
             "entity_capability": ("entity_key = ? AND capability = ?", [entity_key, capability]),
         }
-        select: list[str] = []
-        params: list[Any] = []
+        parts, params = [], []
         for where, values in scopes.values():
-            select.append(f"count(*) FILTER (WHERE {where} AND disposed_at >= ?)")
-            select.append(f"count(*) FILTER (WHERE {where})")
-            params += [*values, hour, *values]
-        row = self._cursor().execute(
-            f"SELECT {', '.join(select)} FROM receipts WHERE tenant_id = ? AND outcome = 'applied'"
-            " AND disposed_at >= ?", [*params, tenant_id, day]
-        ).fetchone()
+            for since in (hour, day):
+                parts.append(f"(SELECT COUNT(*) FROM receipts WHERE tenant_id = ? AND {where}"
+                             " AND outcome = 'applied' AND disposed_at >= ?)")
+                params += [tenant_id, *values, since]
+        with self.state.backend.transaction(write=False) as cur:
+            cur.execute(f"SELECT {', '.join(parts)}", params)
+            row = cur.fetchone()
         return {name: (int(row[2 * n]), int(row[2 * n + 1])) for n, name in enumerate(scopes)}
 
+    def heads(self) -> dict[str, int]:
+        """Every tenant's last tenant_seq (what the sealer compares with what it sealed)."""
+        with self.state.backend.transaction(write=False) as cur:
+            cur.execute("SELECT tenant_id, tenant_seq FROM receipt_heads WHERE tenant_seq > 0")
+            return {str(r[0]): int(r[1]) for r in cur.fetchall()}
 
-class _Ticket:
-    """One append waiting to be written, by its own thread or by another's batch."""
+    def after(self, tenant_id: str, tenant_seq: int, limit: int) -> list[Receipt]:
+        """The tenant's receipts after `tenant_seq`, in chain order (the sealer's next batch)."""
+        with self.state.backend.transaction(write=False) as cur:
+            cur.execute(f"SELECT {COLUMNS} FROM receipts WHERE tenant_id = ? AND tenant_seq > ?"
+                        " ORDER BY tenant_seq LIMIT ?", (tenant_id, tenant_seq, limit))
+            return [from_row(r) for r in cur.fetchall()]
 
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
-        self.done = False
-        self.receipt: Receipt | None = None
-        self.error: errors.FibricError | None = None
+    def chain(self, tenant_id: str, batch: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        """Every row of the tenant's chain in tenant_seq order, as stored (what `audit verify` walks)."""
+        last_tenant_seq, last_seq = -1, -1  # pages by (tenant_seq, seq): a forged duplicate is not skipped
+        while True:
+            with self.state.backend.transaction(write=False) as cur:
+                cur.execute(f"SELECT {COLUMNS} FROM receipts WHERE tenant_id = ? AND tenant_seq >= ?"
+                            " AND (tenant_seq > ? OR seq > ?) ORDER BY tenant_seq, seq LIMIT ?",
+                            (tenant_id, last_tenant_seq, last_tenant_seq, last_seq, batch))
+                rows = [tuple(r) for r in cur.fetchall()]
+            yield from rows
+            if len(rows) < batch:
+                return
+            last_tenant_seq, last_seq = int(rows[-1][1]), int(rows[-1][0])
+
+    def tenants(self) -> list[str]:
+        with self.state.backend.transaction(write=False) as cur:
+            cur.execute("SELECT DISTINCT tenant_id FROM receipts ORDER BY tenant_id")
+            return [str(r[0]) for r in cur.fetchall()]
+
+    def with_hash(self, tenant_id: str, chain_hash_: str) -> str | None:
+        """The id of the tenant's receipt with this hash (tells a reordering from a broken link)."""
+        found = self._one("hash = ?", [chain_hash_], tenant_id)
+        return found.id if found is not None else None
+
+    def _one(self, where: str, params: list[Any], tenant_id: str) -> Receipt | None:
+        with self.state.backend.transaction(write=False) as cur:
+            cur.execute(f"SELECT {COLUMNS} FROM receipts WHERE tenant_id = ? AND {where}"
+                        " ORDER BY seq LIMIT 1", [tenant_id, *params])
+            row = cur.fetchone()
+        return from_row(row) if row is not None else None
 
 
-def _prepare(new: NewReceipt, at: datetime | None) -> dict[str, Any]:
-    """The receipt's values but its place in the chain, checked, JSON as it will read back."""
-    if new.decision not in DECISIONS:
-        raise errors.PermanentError(f"receipt decision must be one of {DECISIONS}, not {new.decision!r}")
-    if new.outcome not in OUTCOMES:
-        raise errors.PermanentError(f"receipt outcome must be one of {OUTCOMES}, not {new.outcome!r}")
-    values = asdict(new)
-    policy = dict(new.policy) if new.policy is not None else {"decision": new.decision, "rule": new.rule}
-    # Hash what a reader will get back: the JSON columns as they round-trip.
-    for name, value in (("args", dict(new.args)), ("policy", policy), ("detail", new.detail)):
-        values[name] = _loads(_dumps(value))
-    values["at"] = (at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    return values
+def append(cur: Any, dialect: str, new: NewReceipt, *, at: datetime | None = None) -> Receipt:
+    """Insert one receipt at the end of its tenant's chain, in the caller's write transaction.
 
-
-def _stored(name: str, value: Any) -> Any:
-    if name in _JSON_COLUMNS:
-        return _dumps(value)
-    if name == "at":
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return value
-
-
-def audit_token(ledger: Ledger) -> str | None:
-    """The local-admin token the ledger published when it took the file (fibric/store/ledger_access.py)."""
-    return ledger._token
-
-
-def export_parquet(ledger: Ledger, dest: Path, tenant_id: str | None = None) -> int:
-    """Copy one tenant's receipts (all, without one) to a Parquet file; the rows copied.
-
-    One statement, so a consistent snapshot, read beside the appends without
-    blocking them: this is how an auditor reads the ledger while the server
-    holds the file (fibric/store/audit_sql.py).
+    The tenant's head row is locked first (FOR UPDATE on PostgreSQL; SQLite's
+    write transaction excludes every other writer), so concurrent appends of
+    one tenant, from any process, queue here and chain one after another.
+    AlreadyApplied when the key was applied already (the unique index).
     """
-    where = "WHERE tenant_id = $tenant" if tenant_id is not None else ""
-    params = {"tenant": tenant_id} if tenant_id is not None else {}
-    cur = ledger._cursor().cursor()  # a cursor of its own: COPY runs long, appends go on
+    values = _prepare(new, at)
+    head = _lock_head(cur, dialect, new.tenant_id)
+    tenant_seq, prev_hash = int(head[0]), str(head[1])
+    values.update(seq=_next_seq(cur, dialect), tenant_seq=tenant_seq + 1, id=ids.new_id("receipt"),
+                  prev_hash=prev_hash)
+    values["hash"] = chain_hash(values)
+    if dialect == "postgresql":  # a failed INSERT must not abort the caller's transaction
+        cur.execute("SAVEPOINT fibric_receipt")
     try:
-        literal = str(dest).replace("'", "''")
-        cur.execute(f"COPY (SELECT {_COLUMNS} FROM receipts {where} ORDER BY seq) TO '{literal}' "
-                    f"(FORMAT parquet)", params)
-        return int(cur.fetchone()[0])
-    except _duckdb_error() as e:
-        raise errors.TemporaryError(f"receipt ledger unavailable: {e}") from e
-    finally:
-        cur.close()
+        cur.execute(f"INSERT INTO receipts ({COLUMNS}) VALUES ({', '.join('?' for _ in FIELDS)})",
+                    [stored(f, values[f]) for f in FIELDS])
+    except Exception as e:
+        if dialect == "postgresql":
+            cur.execute("ROLLBACK TO SAVEPOINT fibric_receipt")
+        if "receipts_applied_once" in str(e) or ("UNIQUE" in str(e) and "idempotency_key" in str(e)):
+            raise AlreadyApplied(f"idempotency key {new.idempotency_key} was applied already") from e
+        raise
+    cur.execute("UPDATE receipt_heads SET tenant_seq = ?, hash = ? WHERE tenant_id = ?",
+                (values["tenant_seq"], values["hash"], new.tenant_id))
+    return Receipt(**{f: values[f] for f in FIELDS})
+
+
+def _lock_head(cur: Any, dialect: str, tenant_id: str) -> tuple[Any, ...]:
+    """The tenant's head row (tenant_seq, hash), locked until the transaction ends; made if missing.
+
+    A tenant's first two receipts, written at once, must queue like any others,
+    so the head row is there before it is locked: FOR UPDATE cannot lock a row
+    that does not exist.
+    """
+    lock = " FOR UPDATE" if dialect == "postgresql" else ""  # SQLite's write transaction is the lock
+    cur.execute(f"SELECT tenant_seq, hash FROM receipt_heads WHERE tenant_id = ?{lock}", (tenant_id,))
+    head = cur.fetchone()
+    if head is None:
+        cur.execute("INSERT INTO receipt_heads (tenant_id, tenant_seq, hash) VALUES (?, 0, ?)"
+                    " ON CONFLICT (tenant_id) DO NOTHING", (tenant_id, GENESIS))
+        cur.execute(f"SELECT tenant_seq, hash FROM receipt_heads WHERE tenant_id = ?{lock}", (tenant_id,))
+        head = cur.fetchone()
+    return tuple(head)
 
 
 def chain_hash(values: Mapping[str, Any]) -> str:
@@ -394,62 +295,61 @@ def chain_hash(values: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _connect(path: Path) -> Any:
-    import duckdb
-
-    on_disk = str(path) != ":memory:"
-    fresh = on_disk and not path.exists()
-    if on_disk:
-        filemodes.make_private_dir(path.parent)
-    deadline = time.monotonic() + OPEN_WAIT
-    while True:
-        try:
-            conn = duckdb.connect(str(path), config=CONFIG)
-            break
-        except duckdb.Error as e:  # another process holds the file
-            # An auditor's direct read holds a shared lock for as long as one copy takes: wait it out.
-            if "lock" not in str(e).lower() or time.monotonic() >= deadline:
-                raise errors.TemporaryError(f"receipt ledger unavailable: {e}") from e
-            time.sleep(0.05)
+def from_row(row: Any) -> Receipt:
+    """The receipt of one row of `SELECT {COLUMNS} FROM receipts` (ValueError when not one)."""
     try:
-        # Private like the rest of the data dir (filemodes.py). DuckDB refuses a pre-made empty
-        # file, so the one it just made (a bare header so far) is tightened here.
-        if fresh:
-            filemodes.restrict(path)
-        elif on_disk:
-            filemodes.warn_if_shared(path)
-        _migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+        return Receipt(**values_of(row))
+    except (TypeError, AttributeError, ValueError) as e:
+        raise ValueError(str(e)) from e
 
 
-def _migrate(conn: Any, path: Path) -> None:
-    """Create the schema, or check that the file's is the one this code writes."""
-    tables = {r[0] for r in conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
-    if "receipts" in tables and "ledger_meta" not in tables:  # schema 1: no per-tenant sequence
-        if conn.execute("SELECT count(*) FROM receipts").fetchone()[0]:
-            raise errors.PermanentError(
-                f"{path} holds receipts of ledger schema 1, whose chains have no per-tenant sequence and "
-                f"cannot be extended by this version (schema {SCHEMA_VERSION}); move the file aside (it "
-                f"stays readable with duckdb) and start a new ledger")
-        conn.execute("ALTER TABLE receipts ADD COLUMN tenant_seq BIGINT")
-    conn.execute(SCHEMA)
-    conn.execute("INSERT INTO ledger_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
-                 [str(SCHEMA_VERSION)])
-    version = conn.execute("SELECT value FROM ledger_meta WHERE key = 'schema_version'").fetchone()[0]
-    if version != str(SCHEMA_VERSION):
-        raise errors.PermanentError(
-            f"{path} has ledger schema {version}; this version of Fibric reads and writes schema "
-            f"{SCHEMA_VERSION} only")
+def values_of(row: Any) -> dict[str, Any]:
+    """A row's fields as a receipt has them (JSON parsed, `at` in UTC): what chain_hash takes.
+
+    Reads the state store's rows (JSON as text, `at` as RFC 3339 text) and the
+    sealed ledger's (JSON as text, `at` a naive UTC timestamp) alike.
+    """
+    values = dict(zip(FIELDS, row, strict=True))
+    for name in JSON_FIELDS:
+        values[name] = json.loads(values[name]) if values[name] is not None else None
+    at = values["at"]
+    at = datetime.fromisoformat(at) if isinstance(at, str) else at
+    values["at"] = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return values
 
 
-def _duckdb_error() -> type[Exception]:
-    import duckdb
+def _prepare(new: NewReceipt, at: datetime | None) -> dict[str, Any]:
+    """The receipt's values but its place in the chain, checked, JSON as it will read back."""
+    if new.decision not in DECISIONS:
+        raise errors.PermanentError(f"receipt decision must be one of {DECISIONS}, not {new.decision!r}")
+    if new.outcome not in OUTCOMES:
+        raise errors.PermanentError(f"receipt outcome must be one of {OUTCOMES}, not {new.outcome!r}")
+    values = asdict(new)
+    policy = dict(new.policy) if new.policy is not None else {"decision": new.decision, "rule": new.rule}
+    # Hash what a reader will get back: the JSON columns as they round-trip.
+    for name, value in (("args", dict(new.args)), ("policy", policy), ("detail", new.detail)):
+        values[name] = _loads(_dumps(value))
+    # Kept to the microsecond (the sealer's lag is measured from it); the hash reads it to the second.
+    values["at"] = (at or datetime.now(UTC)).astimezone(UTC)
+    return values
 
-    return duckdb.Error
+
+def _next_seq(cur: Any, dialect: str) -> int:
+    """The receipt's place in the whole ledger (part of its hash, so known before the insert)."""
+    if dialect == "postgresql":
+        cur.execute("SELECT nextval('fibric_receipt_seq')")
+    else:  # the write transaction excludes every other writer
+        cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM receipts")
+    return int(cur.fetchone()[0])
+
+
+def stored(name: str, value: Any) -> Any:
+    """A receipt field as the state store keeps it (JSON as text, `at` as RFC 3339 text)."""
+    if name in JSON_FIELDS:
+        return _dumps(value)
+    if name == "at":
+        return stamps.stamp(value)
+    return value
 
 
 def _loads(text: str | None) -> Any:
@@ -463,28 +363,3 @@ def _dumps(value: Any) -> str | None:
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise errors.PermanentError(f"receipt data is not JSON: {e}") from e
-
-
-FIELDS = _FIELDS  # in the order of COLUMNS
-COLUMNS = _COLUMNS  # the receipts table's columns, `at` read from disposed_at
-
-
-def from_row(row: Any) -> Receipt:
-    """The receipt of one row of `SELECT {COLUMNS} FROM receipts` (ValueError when not one)."""
-    try:
-        return _receipt(row)
-    except (TypeError, AttributeError, ValueError) as e:
-        raise ValueError(str(e)) from e
-
-
-def values_of(row: Any) -> dict[str, Any]:
-    """A row's fields as a receipt has them (JSON parsed, `at` in UTC): what chain_hash takes."""
-    values = dict(zip(_FIELDS, row, strict=True))
-    for name in _JSON_COLUMNS:
-        values[name] = json.loads(values[name]) if values[name] is not None else None
-    values["at"] = values["at"].replace(tzinfo=UTC)
-    return values
-
-
-def _receipt(row: Any) -> Receipt:
-    return Receipt(**values_of(row))

@@ -272,7 +272,7 @@ class StateStore:
 
         Returns False if the object has been deleted meanwhile.
         """
-        with self.backend.transaction(write=True) as cur:
+        with self.backend.transaction(write=True, durable=False) as cur:  # the next reconcile rewrites it
             cur.execute(
                 "UPDATE objects SET status = ? WHERE tenant_id = ? AND kind = ? AND id = ?",
                 (_dumps(status), obj.tenant_id, obj.kind, obj.id),

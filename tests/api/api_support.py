@@ -121,10 +121,11 @@ class Executor:
     """Stands in for the executor at its boundary (context.Executor): disposes of approved plans.
 
     Each action's pre-evaluated decision stands in for the policy: BLOCK is
-    refused, anything else applied; a receipt is appended for every action run.
+    refused, a key applied before is deduplicated, anything else applied; a
+    receipt is appended for every action run.
     """
 
-    def __init__(self, state: store.StateStore, ledger: receipts.Ledger) -> None:
+    def __init__(self, state: store.StateStore, ledger: receipts.StoreLedger) -> None:
         self.state = state
         self.ledger = ledger
         self.calls: list[tuple[str, str, list[str] | None]] = []
@@ -138,6 +139,8 @@ class Executor:
                 continue
             decision = item.get("decision") or "BLOCK"
             outcome = "refused" if decision == "BLOCK" else "applied"
+            if outcome == "applied" and self.ledger.applied(plan.tenant_id, item["idempotency_key"]):
+                decision, outcome = "DEDUP", "deduplicated"
             receipt = self.ledger.append(receipts.NewReceipt(
                 reseller_id=reseller_id, tenant_id=plan.tenant_id, operator_id=plan.operator_id,
                 operator="ship-risk", capability=item["capability"], entity_key=item["entity_key"],

@@ -292,7 +292,9 @@ def test_a_plain_executor_calling_slow_tools_leaves_the_api_answering(
 ) -> None:
     # One quick thread, two approvals whose executors are stuck in their tools: reads still answer.
     operator = operator_id(client)
-    first, second = propose(state, tenant, operator), propose(state, tenant, operator)
+    first = propose(state, tenant, operator)
+    second = propose(state, tenant, operator, [{**a, "idempotency_key": a["idempotency_key"] + ":2"}
+                                               for a in ACTIONS])
     inner = Executor(state, ledger)
     started, release = threading.Semaphore(0), threading.Event()
 

@@ -13,7 +13,7 @@ import pytest
 from api_support import TestClient, error_of, fields_of, new_receipt
 
 from fibric import store
-from fibric.store import receipts
+from fibric.store import receipts, sealed
 
 
 def test_list_has_the_reference_shape(
@@ -147,9 +147,9 @@ def test_each_receipt_chains_to_its_tenants_previous_one(
 
 def test_the_ledger_can_only_append_and_read() -> None:
     public = sorted(n for n, _ in inspect.getmembers(receipts.Ledger) if not n.startswith("_"))
-    assert public == ["append", "applied", "applied_counts", "close", "for_action", "get", "list_receipts"]
+    assert public == ["append", "applied", "applied_counts", "for_action", "get", "list_receipts"]
     source = inspect.getsource(receipts).upper()
-    assert "UPDATE " not in source and "DELETE " not in source
+    assert "UPDATE RECEIPTS " not in source and "DELETE FROM" not in source  # only the head row moves
 
 
 def test_receipts_need_their_scope(make_client: Callable[..., TestClient], tenant: store.Tenant) -> None:
@@ -158,9 +158,9 @@ def test_receipts_need_their_scope(make_client: Callable[..., TestClient], tenan
         assert "'receipts:read'" in error_of(client.get(path), 403, "insufficient_scope")["message"]
 
 
-def test_the_ledger_is_opened_only_when_needed(tmp_path: Any) -> None:
-    ledger = receipts.Ledger(tmp_path / "deep" / "receipts.duckdb")
+def test_the_sealed_ledger_is_opened_only_when_needed(tmp_path: Any) -> None:
+    lake = sealed.SealedLedger(tmp_path / "deep")
     assert not (tmp_path / "deep").exists()
-    assert ledger.list_receipts("t_1") == []
-    assert (tmp_path / "deep" / "receipts.duckdb").exists()
-    ledger.close()
+    assert lake.count() == 0
+    assert (tmp_path / "deep" / sealed.CATALOG_FILE).exists()
+    lake.close()

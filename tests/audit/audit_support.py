@@ -1,4 +1,4 @@
-"""Helpers the audit tests share: receipts to append, API clients, the CLI in-process, raw DuckDB."""
+"""Helpers the audit tests share: receipts to record and seal, API clients, the CLI in-process."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
-from fibric import cli, store
-from fibric.store import receipts
+from fibric import cli, settings, store
+from fibric.store import receipts, sealed
 
 CLEAN_ENV: dict[str, str | None] = {"FIBRIC_URL": None, "FIBRIC_KEY": None, "FIBRIC_DATA_DIR": None,
                                     "FIBRIC_STORE": None, "FIBRIC_TIMEOUT": None}
@@ -28,19 +27,45 @@ def new_receipt(tenant_id: str, n: int = 0, **fields: Any) -> receipts.NewReceip
     return receipts.NewReceipt(**values)
 
 
-def fill(path: Path, tenants: Sequence[str], per_tenant: int) -> dict[str, list[receipts.Receipt]]:
-    """A closed ledger at `path` holding `per_tenant` receipts of each tenant, interleaved."""
-    ledger = receipts.Ledger(path)
+def record_some(record: receipts.StoreLedger, tenants: Sequence[str], per_tenant: int, *, start: int = 0,
+                ) -> dict[str, list[receipts.Receipt]]:
+    """`per_tenant` receipts of each tenant (entities start, start + 1, ...), interleaved, every third
+    one a BLOCK."""
     written: dict[str, list[receipts.Receipt]] = {t: [] for t in tenants}
-    try:
-        for n in range(per_tenant):
-            for tenant in tenants:
-                decision, outcome = ("BLOCK", "refused") if n % 3 == 2 else ("ALLOW", "applied")
-                written[tenant].append(ledger.append(new_receipt(tenant, n, decision=decision,
-                                                                 outcome=outcome)))
-    finally:
-        ledger.close()
+    for n in range(start, start + per_tenant):
+        for tenant in tenants:
+            decision, outcome = ("BLOCK", "refused") if n % 3 == 2 else ("ALLOW", "applied")
+            written[tenant].append(record.append(new_receipt(tenant, n, decision=decision, outcome=outcome)))
     return written
+
+
+def seal(record: receipts.StoreLedger, lake: sealed.SealedLedger) -> int:
+    """Seal everything recorded so far, as the sealer's passes do; how many."""
+    total = 0
+    while batch := sealed.seal_pending(record, lake):
+        total += len(batch)
+    return total
+
+
+def fill(data_dir: Path, tenants: Sequence[str], per_tenant: int) -> dict[str, list[receipts.Receipt]]:
+    """The data dir's store and lake holding `per_tenant` receipts of each tenant, recorded and sealed,
+    closed again (as a stopped server leaves them)."""
+    with opened(data_dir) as (record, lake):
+        written = record_some(record, tenants, per_tenant)
+        seal(record, lake)
+    return written
+
+
+@contextlib.contextmanager
+def opened(data_dir: Path) -> Iterator[tuple[receipts.StoreLedger, sealed.SealedLedger]]:
+    """The data dir's receipts of record and its sealed ledger, closed after."""
+    state = store.open_store(settings.StoreSettings(data_dir=data_dir).location)
+    lake = sealed.SealedLedger(data_dir)
+    try:
+        yield receipts.StoreLedger(state), lake
+    finally:
+        lake.close()
+        state.close()
 
 
 def client_of(app: Any, state: store.StateStore, tenant: store.Tenant,
@@ -48,16 +73,6 @@ def client_of(app: Any, state: store.StateStore, tenant: store.Tenant,
     """A test client of `app` with a fresh API key of `tenant`."""
     _, secret = state.create_api_key(tenant.id, scopes)
     return TestClient(app, headers={"Authorization": f"Bearer {secret}"})
-
-
-@contextlib.contextmanager
-def raw(path: Path) -> Iterator[Any]:
-    """The ledger file opened with plain duckdb, as someone tampering with it would."""
-    conn = duckdb.connect(str(path))
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def run(args: Sequence[str], env: dict[str, str | None] | None = None) -> Result:

@@ -1,4 +1,4 @@
-"""Fixtures for the audit tests: a data dir with a state store, two tenants, a ledger, and the API."""
+"""Fixtures for the audit tests: a data dir with a state store, two tenants, both ledgers, and the API."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from fibric import settings, store
-from fibric.api import app as api_app
 from fibric.api import create_app
-from fibric.store import receipts
+from fibric.store import receipts, sealed
 
 
 @pytest.fixture
@@ -19,11 +18,6 @@ def data_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "data"
     folder.mkdir()
     return folder
-
-
-@pytest.fixture
-def ledger_path(data_dir: Path) -> Path:
-    return data_dir / api_app.RECEIPTS_FILE
 
 
 @pytest.fixture
@@ -49,8 +43,15 @@ def globex(local_state: store.StateStore) -> store.Tenant:
 
 
 @pytest.fixture
-def ledger(ledger_path: Path) -> Iterator[receipts.Ledger]:
-    opened = receipts.Ledger(ledger_path)
+def record(local_state: store.StateStore) -> receipts.StoreLedger:
+    """The data dir's receipts of record."""
+    return receipts.StoreLedger(local_state)
+
+
+@pytest.fixture
+def data_lake(data_dir: Path) -> Iterator[sealed.SealedLedger]:
+    """The data dir's sealed ledger, held by this process as `fibric serve` holds it."""
+    opened = sealed.SealedLedger(data_dir)
     try:
         yield opened
     finally:
@@ -58,5 +59,5 @@ def ledger(ledger_path: Path) -> Iterator[receipts.Ledger]:
 
 
 @pytest.fixture
-def app(local_state: store.StateStore, ledger: receipts.Ledger) -> Any:
-    return create_app(settings.Settings(), local_state, receipts=ledger)
+def app(local_state: store.StateStore, record: receipts.StoreLedger, data_lake: sealed.SealedLedger) -> Any:
+    return create_app(settings.Settings(), local_state, receipts=record, sealed=data_lake)

@@ -1,9 +1,10 @@
-"""Auditing while `fibric serve` runs: DuckDB lets no other process open the ledger, yet every command works.
+"""Auditing while `fibric serve` runs: DuckDB lets no other process open the lake's catalog, yet every
+command works.
 
-A real server process holds the ledger file; the CLI, finding it held, asks
-the server for a snapshot (local admin, proven by the data dir's token) or
-runs the query in the server (a tenant's API key), and the server goes on
-answering meanwhile.
+A real server process holds the sealed ledger's catalog; the CLI, finding it
+held, asks the server which Parquet files make up the ledger (local admin,
+proven by the data dir's token) and reads those, or runs the query in the
+server (a tenant's API key), and the server goes on answering meanwhile.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from audit_support import fill, run
+from audit_support import fill, new_receipt, run
 
 from fibric import store
-from fibric.store import audit_sql, ledger_access
+from fibric.store import audit_sql, ledger_access, receipts, sealed
 
 RUNNING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
 
@@ -60,27 +61,37 @@ def server(tmp_path: Path, data_dir: Path) -> Iterator[tuple[subprocess.Popen[st
 
 
 def test_every_audit_command_works_while_the_server_holds_the_ledger(
-    data_dir: Path, ledger_path: Path, tmp_path: Path, local_state: store.StateStore, acme: store.Tenant,
-    globex: store.Tenant,
+    data_dir: Path, tmp_path: Path, local_state: store.StateStore, acme: store.Tenant, globex: store.Tenant,
 ) -> None:
-    written = fill(ledger_path, [acme.id, globex.id], 6)
+    written = fill(data_dir, [acme.id, globex.id], 6)
+    catalog = data_dir / sealed.CATALOG_FILE
     _, acme_key = local_state.create_api_key(acme.id, frozenset(store.SCOPES))
     with _serving(tmp_path, data_dir) as url:
         headers = {"Authorization": f"Bearer {acme_key}"}
-        listed = httpx.get(f"{url}/v1/receipts", headers=headers)  # the server now holds the ledger
+        listed = httpx.get(f"{url}/v1/receipts", headers=headers)
         assert listed.status_code == 200 and len(listed.json()["data"]) == 6
-        # The premise: no other process may open the file, not even read-only.
+        # A receipt of record written beside the server (as a replica would) is sealed by its sealer.
+        receipts.StoreLedger(local_state).append(new_receipt(globex.id, 7))
+        wait_sealed(url, acme_key, "SELECT count(*) FROM receipts", 6)  # the server holds the catalog now
+        # The premise: no other process may open the catalog, not even read-only.
         with pytest.raises(duckdb.IOException, match="lock"):
-            duckdb.connect(str(ledger_path), read_only=True)
-        with pytest.raises(audit_sql.LedgerHeld):
-            audit_sql.from_file(ledger_path)
+            duckdb.connect(str(catalog), read_only=True)
+        with pytest.raises(sealed.LedgerHeld):
+            sealed.SealedLedger(data_dir, read_only=True).files()
         env: dict[str, str | None] = {"FIBRIC_URL": url}
         where = ["--data-dir", str(data_dir)]
 
-        verified = run(["audit", "verify", *where], env)
+        deadline = time.monotonic() + 30
+        while True:  # the sealer's next pass seals globex's 7th
+            verified = run(["audit", "verify", *where], env)
+            if (f"tenant {globex.id}: 7 receipts" in verified.stdout and "7 sealed" in verified.stdout) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert verified.exit_code == 0, verified.output
-        assert "reading a snapshot it wrote" in verified.stderr
+        assert "reading the files it named" in verified.stderr
         assert f"ok      tenant {acme.id}: 6 receipts" in verified.stdout
+        assert f"ok      tenant {globex.id}: 7 receipts, head tenant_seq 7" in verified.stdout
 
         mine = run(["audit", "sql", "SELECT count(*) AS n FROM receipts", "--tenant", "acme", "-o", "json",
                     *where], env)
@@ -88,7 +99,7 @@ def test_every_audit_command_works_while_the_server_holds_the_ledger(
         assert json.loads(mine.stdout) == [{"n": 6}]
         everyone = run(["audit", "sql", "SELECT count(*) AS n FROM receipts", "--all", "-o", "json", *where],
                        env)
-        assert json.loads(everyone.stdout) == [{"n": 12}]
+        assert json.loads(everyone.stdout) == [{"n": 13}]
 
         # A tenant's auditor, with an API key and no access to the data dir: the query runs in the server.
         keyed = run(["audit", "sql", "SELECT tenant_id, count(*) AS n FROM receipts GROUP BY ALL",
@@ -109,31 +120,43 @@ def test_every_audit_command_works_while_the_server_holds_the_ledger(
         assert list((data_dir / audit_sql.SNAPSHOTS).glob("*")) == []
         assert httpx.get(f"{url}/v1/receipts", headers=headers).status_code == 200
 
-    # Server stopped: its token is gone and the file is read directly, against the checkpoint.
-    assert ledger_access.read(ledger_path) is None
+    # Server stopped: its token is gone and the catalog is read directly, against the checkpoint.
+    assert ledger_access.read(catalog) is None
     direct = run(["audit", "verify", *where, "--checkpoint", str(checkpoint), "--public-key", f"{key}.pub"])
     assert direct.exit_code == 0, direct.output
-    assert "snapshot" not in direct.stderr
+    assert "reading the files it named" not in direct.stderr
     conn = duckdb.connect()
     try:
-        assert conn.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone() == (12,)
+        assert conn.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone() == (13,)
     finally:
         conn.close()
     assert written[acme.id][-1].tenant_seq == 6
 
 
 def test_without_the_token_the_cli_explains_instead_of_guessing(
-    data_dir: Path, ledger_path: Path, tmp_path: Path, local_state: store.StateStore, acme: store.Tenant,
+    data_dir: Path, tmp_path: Path, local_state: store.StateStore, acme: store.Tenant,
 ) -> None:
-    fill(ledger_path, [acme.id], 1)
+    fill(data_dir, [acme.id], 1)
     _, key = local_state.create_api_key(acme.id, frozenset(store.SCOPES))
     with _serving(tmp_path, data_dir) as url:
-        assert httpx.get(f"{url}/v1/receipts", headers={"Authorization": f"Bearer {key}"}).status_code == 200
-        token = ledger_access.token_path(ledger_path)
+        wait_sealed(url, key, "SELECT count(*) FROM receipts", 1)
+        token = ledger_access.token_path(data_dir / sealed.CATALOG_FILE)
         token.write_text("not-the-token")
         result = run(["audit", "verify", "--data-dir", str(data_dir)], {"FIBRIC_URL": url})
         assert result.exit_code == 2
         assert "is held by another process" in result.stderr and "unauthenticated" in result.stderr.lower()
+
+
+def wait_sealed(url: str, key: str, sql: str, expected: int, timeout: float = 30.0) -> None:
+    """Until the tenant's SQL (which reads the sealed ledger) answers `expected`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.post(f"{url}/v1/receipts/query", json={"sql": sql},
+                              headers={"Authorization": f"Bearer {key}"})
+        if response.status_code == 200 and response.json()["rows"] == [[expected]]:
+            return
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.1)
 
 
 class _serving:

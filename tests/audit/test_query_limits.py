@@ -14,13 +14,13 @@ from typing import Any
 
 import duckdb
 import pytest
-from audit_support import client_of, fill, new_receipt, run
+from audit_support import client_of, fill, new_receipt, run, seal
 from fastapi.testclient import TestClient
 
 from fibric import store
 from fibric.api import schemas
 from fibric.api.routes import receipts as receipts_routes
-from fibric.store import audit_sql, receipts
+from fibric.store import audit_sql, receipts, sealed
 
 CAP = audit_sql.MAX_RESPONSE_BYTES
 
@@ -179,9 +179,10 @@ def test_order_duplicate_names_and_trailing_comments_survive_the_wrapping(client
     assert body["rows"] == [[1]]
 
 
-def test_the_answer_is_the_documented_schema(app: Any, client: TestClient, ledger: receipts.Ledger,
-                                             acme: store.Tenant) -> None:
-    ledger.append(new_receipt(acme.id, 1))
+def test_the_answer_is_the_documented_schema(app: Any, client: TestClient, record: receipts.StoreLedger,
+                                             data_lake: sealed.SealedLedger, acme: store.Tenant) -> None:
+    record.append(new_receipt(acme.id, 1))
+    seal(record, data_lake)
     _, body = ask(client, "SELECT * FROM receipts", max_rows=1)
     assert set(body) == set(schemas.ReceiptQueryResult.model_fields)
     schemas.ReceiptQueryResult.model_validate(body)
@@ -251,9 +252,11 @@ def test_each_type_is_strict_json(client: TestClient, sql: str, value: Any, kind
     assert body["columns"][0]["type"] == kind
 
 
-def test_now_and_receipts_times_need_no_python_time_zone_library(client: TestClient, ledger: receipts.Ledger,
-                                                                 acme: store.Tenant) -> None:
-    receipt = ledger.append(new_receipt(acme.id, 1))
+def test_now_and_receipts_times_need_no_python_time_zone_library(
+    client: TestClient, record: receipts.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
+) -> None:
+    receipt = record.append(new_receipt(acme.id, 1))
+    seal(record, data_lake)
     _, body = ask(client, "SELECT now() AS now, disposed_at, disposed_at::TIMESTAMPTZ AS utc FROM receipts")
     now, disposed, utc = body["rows"][0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", now)
@@ -354,9 +357,8 @@ def test_the_server_runs_at_most_its_own_number_of_queries(
 # --- the CLI, on the same function ---------------------------------------------------------
 
 
-def test_the_cli_renders_the_same_values_locally(data_dir: Path, ledger_path: Path,
-                                                 acme: store.Tenant) -> None:
-    fill(ledger_path, [acme.id], 2)
+def test_the_cli_renders_the_same_values_locally(data_dir: Path, acme: store.Tenant) -> None:
+    fill(data_dir, [acme.id], 2)
     query = "SELECT now() AS t, 'nan'::DOUBLE AS d, 1.10::DECIMAL(4,2) AS m, count(*) AS n FROM receipts"
     result = run(["audit", "sql", query, "--data-dir", str(data_dir), "--tenant", "acme", "-o", "json"])
     assert result.exit_code == 0, result.stderr

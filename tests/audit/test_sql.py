@@ -1,4 +1,4 @@
-"""`fibric audit sql` and `export`: read-only SQL over one tenant's receipts, in table, CSV or JSON."""
+"""`fibric audit sql` and `export`: read-only SQL over one tenant's sealed receipts, as table, CSV or JSON."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from audit_support import fill, run
 
 from fibric import store
-from fibric.store import audit_sql, receipts
+from fibric.store import audit_sql, receipts, sealed
 
 
 @pytest.fixture
-def filled(ledger_path: Path, acme: store.Tenant, globex: store.Tenant) -> dict[str, list[receipts.Receipt]]:
-    return fill(ledger_path, [acme.id, globex.id], 6)
+def filled(data_dir: Path, acme: store.Tenant, globex: store.Tenant) -> dict[str, list[receipts.Receipt]]:
+    return fill(data_dir, [acme.id, globex.id], 6)
 
 
 def sql(data_dir: Path, query: str, *args: str) -> tuple[int, str, str]:
@@ -48,13 +48,13 @@ def test_the_audit_query_of_the_docs_runs(data_dir: Path, filled: dict[str, list
 
 
 @pytest.mark.parametrize(("query", "reason"), [
-    ("SELECT count(*) FROM read_parquet('{ledger}')", "file system operations are disabled"),
+    ("SELECT count(*) FROM read_parquet('{data}/ledger/**/*.parquet')", "file system operations are"),
     ("SELECT * FROM read_csv('/etc/passwd')", "file system operations are disabled"),
     ("SELECT * FROM glob('{data}/*')", "file system operations are disabled"),
     ("SELECT count(*) FROM ledger.receipts", "ledger"),
     ("SELECT * FROM duckdb_databases() WHERE path IS NOT NULL", None),  # nothing outside memory
     ("COPY receipts TO '{data}/leak.csv'", "not COPY"),
-    ("ATTACH '{ledger}' AS other (READ_ONLY)", "not ATTACH"),
+    ("ATTACH 'ducklake:{data}/ledger.ducklake' AS other (READ_ONLY)", "not ATTACH"),
     ("PRAGMA database_list", None),  # DuckDB runs it as a SELECT over the copy's own catalog
     ("SELECT * FROM duckdb_settings() WHERE name = 'enable_external_access' AND value = 'true'", None),
     ("PRAGMA enable_profiling", "not PRAGMA"),
@@ -67,12 +67,10 @@ def test_the_audit_query_of_the_docs_runs(data_dir: Path, filled: dict[str, list
     ("SELEC 1", "does not parse"),
 ])
 def test_sql_cannot_reach_beyond_the_tenants_rows(
-    data_dir: Path, ledger_path: Path, filled: dict[str, list[receipts.Receipt]], query: str,
-    reason: str | None,
+    data_dir: Path, filled: dict[str, list[receipts.Receipt]], query: str, reason: str | None,
 ) -> None:
-    code, out, err = sql(data_dir, query.format(ledger=ledger_path, data=data_dir), "--tenant", "acme",
-                         "-o", "json")
-    if reason is None:  # runs, but sees nothing of the ledger file or the data dir
+    code, out, err = sql(data_dir, query.format(data=data_dir), "--tenant", "acme", "-o", "json")
+    if reason is None:  # runs, but sees nothing of the lake's files or the data dir
         assert code == 0, err
         assert str(data_dir) not in out
         assert all(row.get("file") is None and row.get("value") is None for row in json.loads(out))
@@ -116,11 +114,15 @@ def test_export_writes_parquet_any_tool_can_read(
         (acme.id, r.tenant_seq, r.id, r.hash) for r in filled[acme.id]]
 
 
-def test_a_query_over_its_time_budget_is_stopped(ledger_path: Path,
+def test_a_query_over_its_time_budget_is_stopped(data_dir: Path,
                                                  filled: dict[str, list[receipts.Receipt]]) -> None:
-    conn = audit_sql.from_file(ledger_path)
+    lake = sealed.SealedLedger(data_dir, read_only=True)
     try:
-        audit_sql.lock_down(conn)
+        files = lake.files()
+    finally:
+        lake.close()
+    conn = audit_sql.over_files(files)
+    try:
         with pytest.raises(audit_sql.QueryRejected, match=r"ran longer than 0\.5 s"):
             audit_sql.query(conn, "SELECT count(*) FROM range(1000000000000) a", timeout=0.5)
         assert audit_sql.query(conn, "SELECT count(*) FROM receipts").rows == [[12]]  # still usable

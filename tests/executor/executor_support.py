@@ -3,7 +3,8 @@
 `Fibric` runs the app under uvicorn on loopback (its lifespan starts the
 real controller, which connects the example order system over stdio and
 runs executor recovery), with the real embedded Rego engine, the example
-ship-risk policy and a DuckDB ledger. Nothing is faked: effects are counted
+ship-risk policy, receipts of record in the state store and the sealed
+DuckLake ledger in the data dir. Nothing is faked: effects are counted
 in the order system's own SQLite file.
 """
 
@@ -88,9 +89,10 @@ class Fibric:
     key: str
     state: store.StateStore
     tenant: store.Tenant
-    ledger: receipts.Ledger
+    ledger: receipts.StoreLedger  # the receipts of record
     executor: executor.Executor
     orders_db: Path
+    system: system.System
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"},
@@ -116,7 +118,7 @@ class Fibric:
 @contextlib.contextmanager
 def running(
     state: store.StateStore, tenant: store.Tenant, tmp_path: Path, *, lease_seconds: float = 30.0,
-    ledger_path: Path | None = None, routing: bool = False, catalog: Mapping[str, Path] | None = None,
+    routing: bool = False, catalog: Mapping[str, Path] | None = None,
     boundary: trust.Boundary | None = None, services: Sequence[Any] = (),
 ) -> Iterator[Fibric]:
     """The whole product on loopback, connected to the example order system; stops everything after.
@@ -131,7 +133,6 @@ def running(
     folder = write_specs(tmp_path / "repo")
     boundary = boundary or orders_system.orders_boundary(orders_db, catalog)
     watch.apply_folder(state, tenant.id, folder, "test", options=apply.Options(boundary))
-    ledger = receipts.Ledger(ledger_path or tmp_path / "receipts.duckdb")
     engine = policies.open_engine("embedded", timeout=5.0)
     config = settings.Settings(
         store=settings.StoreSettings(data_dir=tmp_path / "data"),
@@ -139,15 +140,15 @@ def running(
                                                events_per_minute=100_000),
         executor=settings.ExecutorSettings(lease_seconds=lease_seconds, recovery_interval_seconds=0.2))
     tuning = system.Tuning(connectors=FAST, router_poll_seconds=0.2, route_events=routing, services=services)
-    built = system.build(config, boundary=boundary, engine=engine, state=state, ledger=ledger, tuning=tuning)
+    built = system.build(config, boundary=boundary, engine=engine, state=state, tuning=tuning)
     _, key = state.create_api_key(tenant.id, frozenset(store.SCOPES))
     try:
         with built as fibric_system, live_server.serving(fibric_system.app) as url:
-            fibric = Fibric(url, key, state, tenant, ledger, fibric_system.executor, orders_db)
+            fibric = Fibric(url, key, state, tenant, fibric_system.ledger, fibric_system.executor, orders_db,
+                            fibric_system)
             wait_connected(fibric)
             yield fibric
     finally:
-        ledger.close()
         engine.close()
 
 

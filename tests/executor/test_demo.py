@@ -29,7 +29,8 @@ def test_the_demo_runs_the_loop_and_leaves_its_data_dir(tmp_path: Path) -> None:
     assert "plan executed" in out
     assert out.count(" applied ") == 2 and "flagged for a person" in out
     assert "ok      tenant t_" in out and "2 receipts" in out  # fibric audit verify
-    assert (data_dir / "data" / "receipts.duckdb").exists() and (data_dir / "serve.log").exists()
+    assert (data_dir / "data" / "ledger.ducklake").exists() and (data_dir / "serve.log").exists()
+    assert "2 sealed, each as recorded" in out  # the auditors' copy matches the record
     keys = effect_keys(data_dir / "orders.db")  # one hold, one notification: one effect per action
     assert len(keys) == 2 and len(set(keys)) == 2
 

@@ -2,18 +2,21 @@
 
 Real server on loopback, real controller and connector runtime, the example
 order system over stdio (its SQLite file counts external effects), the
-example ship-risk policy in the embedded Rego engine, receipts in DuckDB.
+example ship-risk policy in the embedded Rego engine, receipts of record in
+the state store, sealed into the DuckLake ledger.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from executor_support import Fibric, effects, example_actions, running
 
-from fibric import store
+from fibric import errors, store
 from fibric.store import leases, outbox, plans
 
 HOLD, NOTIFY = "ship-risk:SO-10884:hold", "ship-risk:SO-10884:notify"
@@ -170,18 +173,23 @@ def test_a_single_flight_collision_is_409_naming_the_entity(fibric: Fibric) -> N
     assert approve(fibric, plan.id).json()["status"] == "executed"
 
 
-def test_the_tool_is_not_called_when_the_ledger_is_unavailable(
+def test_approvals_carry_on_while_the_sealed_ledger_is_unavailable_and_it_catches_up(
     state: store.StateStore, tenant: store.Tenant, tmp_path: Path
 ) -> None:
-    broken = tmp_path / "ledger-is-a-directory"
-    broken.mkdir()
-    with running(state, tenant, tmp_path, ledger_path=broken) as fibric:
-        plan = fibric.propose()
-        response = approve(fibric, plan.id)
-        assert response.status_code == 500, response.text
-        assert response.json()["error"]["code"] == "internal_error"
-        assert effects(fibric.orders_db) == 0
-
+    catalog = tmp_path / "data" / "ledger.ducklake"
+    catalog.mkdir(parents=True)  # the lake's catalog cannot open: sealing fails until it can
+    with running(state, tenant, tmp_path) as fibric:
+        body = approve(fibric, fibric.propose().id).json()
+        assert [r["outcome"] for r in body["results"]] == ["applied", "applied"]
+        assert effects(fibric.orders_db) == 2  # the receipts of record are in the state store
+        catalog.rmdir()  # the lake comes back: the sealer's next pass seals both, in order
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(errors.FibricError):
+                if fibric.system.lake.marks().get(tenant.id) == 2:
+                    break
+            time.sleep(0.1)
+        assert [r[1] for r in fibric.system.lake.rows(tenant.id)] == [1, 2]
 
 
 def test_the_tool_is_not_called_when_its_intent_cannot_be_written(fibric: Fibric) -> None:

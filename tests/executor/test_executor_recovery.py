@@ -83,7 +83,8 @@ def test_a_receipt_written_before_the_crash_is_kept_and_announced_once(
         plan = crashed_execution(f)
         hold, _ = example_actions()
         intent = record_intent(f, plan, hold, idempotent=True)
-        # The dead executor called the tool and committed the receipt, then died before completing.
+        # A receipt of record whose intent is still pending: what a receipt imported from an earlier
+        # release's ledger (committed apart from its intent there) can leave.
         written = f.ledger.append(receipts.NewReceipt(**intent.receipt, outcome="applied", detail={"ok": 1}))
         before = outbox.last_seq(state)
 

@@ -20,7 +20,7 @@ import pytest
 from served_process import RUNNING, Served
 
 from fibric import store
-from fibric.store import audit_sql, receipts, secretbox
+from fibric.store import audit_sql, receipts, sealed, secretbox
 
 KEY = re.compile(r"FIBRIC_KEY=(\S+)")
 
@@ -64,26 +64,25 @@ def test_a_new_sqlite_store_is_private(tmp_path: Path) -> None:
         state.close()
 
 
-def test_a_new_ledger_is_private(tmp_path: Path) -> None:
-    folder = tmp_path / "ledger"
-    ledger = receipts.Ledger(folder / "receipts.duckdb")
+def test_a_new_sealed_ledger_is_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    state = store.open_store(data)
+    lake = sealed.SealedLedger(data)
     try:
-        ledger.append(a_receipt())
-        assert mode(folder) == 0o700
-        assert mode(folder / "receipts.duckdb") == 0o600
-        # DuckDB recreates its WAL after every checkpoint with the umask's mode: in-process, the
-        # private folder guards it; under `fibric serve` the umask makes it 0600 too (below).
-        path, _ = audit_sql.snapshot(ledger)
+        record = receipts.StoreLedger(state)
+        record.append(a_receipt())
+        assert len(sealed.seal_pending(record, lake)) == 1
+        assert mode(data) == 0o700
+        assert mode(data / sealed.CATALOG_FILE) == 0o600
+        # DuckLake writes its Parquet files with the umask's mode: in-process, the private folder
+        # guards them; under `fibric serve` the umask makes them 0600 too (below).
+        assert mode(data / sealed.DATA_DIR) == 0o700
+        path, _ = audit_sql.snapshot(lake)
         assert mode(path) == 0o600
         assert mode(path.parent) == 0o700
     finally:
-        ledger.close()
-    reopened = receipts.Ledger(folder / "receipts.duckdb")
-    try:
-        reopened.append(a_receipt(1))
-        assert mode(folder / "receipts.duckdb") == 0o600
-    finally:
-        reopened.close()
+        lake.close()
+        state.close()
 
 
 def test_the_secret_key_file_is_private(tmp_path: Path) -> None:
@@ -119,13 +118,13 @@ def test_fibric_serve_creates_a_private_data_dir(tmp_path: Path) -> None:
         assert running is not None, served.text
         key = KEY.search(served.text)
         assert key is not None, served.text
-        # Reading receipts opens the ledger: DuckDB writes its schema, so its WAL exists while we look.
-        listed = httpx.get(running.group(1) + "/v1/receipts", timeout=20,
-                           headers={"Authorization": f"Bearer {key.group(1)}"})
+        # A tenant's SQL reads the sealed ledger: its catalog is open by now.
+        listed = httpx.post(running.group(1) + "/v1/receipts/query", timeout=20, json={"sql": "SELECT 1"},
+                            headers={"Authorization": f"Bearer {key.group(1)}"})
         assert listed.status_code == 200, listed.text
         assert mode(data) == 0o700
         files = [p for p in data.rglob("*") if p.is_file()]
-        assert {p.name for p in files} >= {"state.db", "receipts.duckdb", "receipts.duckdb.wal"}
+        assert {p.name for p in files} >= {"state.db", sealed.CATALOG_FILE}
         for path in files:
             assert mode(path) == 0o600, path
     finally:

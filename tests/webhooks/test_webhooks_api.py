@@ -161,29 +161,25 @@ async def test_the_typed_client_drives_every_webhook_route(
 
     from fibric import client as fibric_client
     from fibric.api import create_app
-    from fibric.store import receipts
 
-    config = settings.Settings(webhooks=settings.WebhookSettings(allow_http_and_private=True, secret_key=KEY))
-    ledger = receipts.Ledger(tmp_path / "receipts.duckdb")
+    config = settings.Settings(webhooks=settings.WebhookSettings(allow_http_and_private=True, secret_key=KEY),
+                               store=settings.StoreSettings(data_dir=tmp_path / "data"))
     _, key = state.create_api_key(tenant.id, frozenset(store.SCOPES))
-    try:
-        with serving(create_app(config, state, None, receipts=ledger)) as url, \
-                fibric_client.Client(url, key) as api:
-            hook = api.create_webhook(receiver.url, ["plan.proposed"], name="ops")
-            rotated = api.rotate_webhook_secret("ops", grace_period_seconds=60)
-            assert rotated["signing_secret"] != hook["signing_secret"]
-            assert api.disable_webhook("ops")["status"] == "disabled"
-            assert api.enable_webhook("ops")["status"] == "enabled"
-            queued = api.test_webhook("ops")
-            clock.advance(seconds=1)
-            async with dispatching(state, clock) as service:
-                await service.run_once()
-            [delivery] = api.list_webhook_deliveries("ops")
-            assert delivery["id"] == queued["id"] and delivery["status"] == "delivered"
-            assert api.list_webhook_deliveries("ops", status="failed") == []
-            assert api.delete_webhook("ops")["deleted"] is True
-    finally:
-        ledger.close()
+    with serving(create_app(config, state, None)) as url, \
+            fibric_client.Client(url, key) as api:
+        hook = api.create_webhook(receiver.url, ["plan.proposed"], name="ops")
+        rotated = api.rotate_webhook_secret("ops", grace_period_seconds=60)
+        assert rotated["signing_secret"] != hook["signing_secret"]
+        assert api.disable_webhook("ops")["status"] == "disabled"
+        assert api.enable_webhook("ops")["status"] == "enabled"
+        queued = api.test_webhook("ops")
+        clock.advance(seconds=1)
+        async with dispatching(state, clock) as service:
+            await service.run_once()
+        [delivery] = api.list_webhook_deliveries("ops")
+        assert delivery["id"] == queued["id"] and delivery["status"] == "delivered"
+        assert api.list_webhook_deliveries("ops", status="failed") == []
+        assert api.delete_webhook("ops")["deleted"] is True
     [got] = receiver.received
     assert got.headers["Fibric-Signature"].count("v1=") == 2  # within the rotation's grace period
     webhooks.verify(got.body, got.headers["Fibric-Signature"], rotated["signing_secret"])

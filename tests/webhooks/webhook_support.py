@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from fibric import settings, specs, store, trust
 from fibric.api import create_app
 from fibric.controller import apply, dispatch
-from fibric.store import receipts, secretbox
+from fibric.store import secretbox
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 instead of httpx; the client behaves the same.
@@ -188,11 +189,8 @@ def client_for(
     state: store.StateStore, tenant: store.Tenant, tmp_path: Path, config: settings.Settings
 ) -> Iterator[TestClient]:
     """An all-scopes API client of `tenant` over a real app with `config`."""
-    ledger = receipts.Ledger(tmp_path / "receipts.duckdb")
-    try:
-        app = create_app(config, state, _Controller(), receipts=ledger)
-        _, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
-        with TestClient(app, headers={"Authorization": f"Bearer {secret}"}) as client:
-            yield client
-    finally:
-        ledger.close()
+    config = dataclasses.replace(config, store=settings.StoreSettings(data_dir=tmp_path / "data"))
+    app = create_app(config, state, _Controller())
+    _, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
+    with TestClient(app, headers={"Authorization": f"Bearer {secret}"}) as client:
+        yield client

@@ -1,8 +1,10 @@
-"""/v1/receipts: read the append-only receipt ledger (DuckDB), newest first.
+"""/v1/receipts: the receipts of record, newest first; SQL over the sealed ledger.
 
 Receipts are written by the executor, never through the API; these routes
-only read, always within the caller's tenant. Filters run in SQL, so pages
-are exact and cursors stable while receipts are appended.
+only read, always within the caller's tenant. List and retrieve read the
+system of record (the state store): index reads, exact pages, cursors stable
+while receipts are appended. SQL reads the sealed ledger, which trails the
+record by the sealer's lag (docs/receipts.md#sealing).
 
 An auditor's SQL (POST /v1/receipts/query) may take seconds and a few
 hundred MiB, so few run at once: QUERIES_PER_TENANT per tenant and
@@ -131,7 +133,7 @@ def query_receipts(
         return api_errors.error_response(api_errors.request_id(request), 429, "rate_limited", refused,
                                          headers={"Retry-After": str(QUERY_RETRY_AFTER)})
     try:
-        result = audit_sql.query_ledger(ctx.receipts, principal.tenant_id, body.sql, max_rows=body.max_rows,
+        result = audit_sql.query_ledger(ctx.sealed, principal.tenant_id, body.sql, max_rows=body.max_rows,
                                         max_bytes=audit_sql.MAX_RESPONSE_BYTES)
     except audit_sql.QueryRejected as e:
         raise errors.SpecInvalid([errors.SpecProblem(str(e), path="sql")]) from e

@@ -1,0 +1,119 @@
+"""The sealer: a controller service that copies receipts of record into the auditors' ledger, continuously.
+
+Each pass compares every tenant's chain head in the state store with what
+the lake holds (its high-water mark), reads each tenant's next receipts in
+tenant_seq order and seals them in one DuckLake commit (fibric/store/sealed.py).
+The mark is read from the lake itself, so after a crash the next pass
+carries on from exactly there: nothing is sealed twice, nothing skipped.
+
+It wakes every `interval` seconds, or at once on `wake()` (the executor
+calls it after writing receipts), and keeps the lag of what it sealed (the
+time from a receipt's commit to its seal) for docs/receipts.md#sealing and
+the benchmarks. Every `maintain_every` it merges the small files sealing
+leaves behind. All of its DuckDB work runs on one thread of its own: a DuckDB
+connection belongs to one thread at a time, and the hot path never waits
+for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
+
+from fibric import threads
+from fibric.store import receipts, sealed
+
+log = logging.getLogger(__name__)
+
+BATCH = 5_000  # receipts per tenant per pass
+LAGS_KEPT = 10_000
+
+
+class Sealer:
+    """Seals receipts of record into the sealed ledger; started and stopped with the controller."""
+
+    def __init__(
+        self,
+        record: receipts.StoreLedger,
+        lake: sealed.SealedLedger,
+        *,
+        interval: float = 0.25,
+        maintain_every: float = 300.0,
+    ) -> None:
+        self.record = record
+        self.lake = lake
+        self.interval = interval
+        self.maintain_every = maintain_every
+        self.pool = threads.Pool("sealer", 1)  # one thread: the lake's connection is used from it only
+        self.lags: deque[float] = deque(maxlen=LAGS_KEPT)  # seconds, newest last
+        self.sealed = 0
+        self._lock = threading.Lock()  # guards _loop: wake() runs on other threads
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._maintained = time.monotonic()
+
+    def wake(self) -> None:
+        """Seal now rather than at the next interval. Thread-safe, never blocks."""
+        with self._lock:
+            loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._woken.set)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._woken = asyncio.Event()
+            with self._lock:
+                self._loop = asyncio.get_running_loop()
+            self._task = asyncio.create_task(self._serve(), name="fibric-sealer")
+
+    async def stop(self) -> None:
+        with self._lock:
+            self._loop = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.pool.close(wait=False)
+
+    async def seal_once(self) -> int:
+        """One pass: seal every tenant's unsealed receipts (up to BATCH each); how many."""
+        return await self.pool.run(self._pass)
+
+    def _pass(self) -> int:
+        batch = sealed.seal_pending(self.record, self.lake, batch=BATCH)
+        if not batch:
+            self._maybe_maintain()
+            return 0
+        now = datetime.now(UTC)
+        self.lags.extend((now - r.at).total_seconds() for r in batch)
+        self.sealed += len(batch)
+        return len(batch)
+
+    def _maybe_maintain(self) -> None:
+        if time.monotonic() - self._maintained >= self.maintain_every:
+            self._maintained = time.monotonic()
+            try:
+                self.lake.maintain(keep=timedelta(seconds=max(60.0, 2 * self.maintain_every)))
+            except Exception:
+                log.exception("sealed ledger maintenance failed; it is tried again later")
+
+    async def _serve(self) -> None:
+        while True:
+            try:
+                while await self.seal_once() >= BATCH:  # a backlog: keep going
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store or the lake briefly unavailable: the next pass catches up
+                log.exception("sealing pass failed; retrying in %.1fs", max(self.interval, 1.0))
+                await asyncio.sleep(max(self.interval, 1.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.interval)
+            self._woken.clear()

@@ -1,0 +1,271 @@
+"""The auditors' ledger: receipts of record, sealed into DuckLake in tenant_seq order, exactly once.
+
+The state store is the system of record (fibric/store/receipts.py); this is
+the copy auditors query with SQL. A DuckLake lake keeps the receipts as
+Parquet files, partitioned by tenant (`<data path>/main/receipts/
+tenant_id=<id>/*.parquet`), with a catalog that says which files make up the
+current snapshot. So a tenant's SQL reads that tenant's files and nothing
+else (fibric/store/audit_sql.py), without copying a row, and an auditor's
+own DuckDB can attach the same lake.
+
+Sealing (fibric/controller/sealer.py) inserts each batch in one DuckLake
+commit, so what is sealed of a tenant is always a prefix of its chain: the
+high-water mark of a tenant is the largest tenant_seq sealed, read from the
+lake itself, and a crash between two batches loses nothing and repeats
+nothing. Small batches make small files; `maintain` merges them and removes
+the files no snapshot younger than `keep` reads.
+
+The catalog is a DuckDB file in the data dir on the embedded default (held
+by the serving process) and a PostgreSQL catalog for replicas. DuckLake and
+its catalog drivers are loaded from their pip wheels (duckdb-extension-*),
+pinned to the DuckDB release; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fibric import errors
+from fibric.store import filemodes, ledger_access
+from fibric.store import receipts as record
+
+CATALOG_FILE = "ledger.ducklake"  # beside state.db
+DATA_DIR = "ledger"
+TABLE = "lake.receipts"
+CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+SCHEMA = """
+CREATE TABLE lake.receipts (
+    seq BIGINT, tenant_seq BIGINT, id VARCHAR, reseller_id VARCHAR, tenant_id VARCHAR,
+    operator_id VARCHAR, operator VARCHAR, capability VARCHAR, entity_key VARCHAR, args JSON,
+    triggered_by_event VARCHAR, plan_id VARCHAR, run_id VARCHAR, proposed_by VARCHAR, decision VARCHAR,
+    rule VARCHAR, policy JSON, policy_id VARCHAR, policy_sha256 VARCHAR, idempotency_key VARCHAR,
+    outcome VARCHAR, approver VARCHAR, detail JSON, disposed_at TIMESTAMP, prev_hash VARCHAR,
+    hash VARCHAR
+)"""
+_INSERT = f"INSERT INTO {TABLE} ({record.COLUMNS}) VALUES ({', '.join('?' for _ in record.FIELDS)})"
+
+
+def extension(name: str) -> str:
+    """The path of a DuckDB extension shipped in its pip wheel (duckdb-extension-<name>)."""
+    import duckdb
+
+    module = importlib.import_module(f"duckdb_extension_{name}")
+    folder = Path(module.__file__ or "").parent / "extensions" / f"v{duckdb.__version__}"
+    path = folder / f"{name}.duckdb_extension"
+    if not path.is_file():
+        raise errors.PermanentError(f"the DuckDB extension {name} for DuckDB {duckdb.__version__} is not "
+                                    f"installed (pip package duckdb-extension-{name.replace('_', '-')})")
+    return str(path)
+
+
+class SealedLedger:
+    """One DuckLake lake of receipts; seal from one writer, read from any thread."""
+
+    def __init__(self, data_dir: Path, *, catalog: str | None = None, data_path: str | None = None,
+                 read_only: bool = False) -> None:
+        """`catalog` is DuckLake's ("postgres:dbname=..." for replicas); default: a file in `data_dir`."""
+        self.data_dir = Path(data_dir)
+        self.catalog = catalog or str(self.data_dir / CATALOG_FILE)
+        self.data_path = data_path or str(self.data_dir / DATA_DIR)
+        self.read_only = read_only
+        self._lock = threading.Lock()  # one writer: marks and seals
+        self._opening = threading.Lock()
+        self._conn: Any = None
+        self._local = threading.local()
+        self._marks: dict[str, int] | None = None
+        self.token: str | None = None  # the local admin's, while this process holds the catalog
+
+    # --- writing (the sealer) -------------------------------------------------------------
+
+    def marks(self) -> dict[str, int]:
+        """Each tenant's largest sealed tenant_seq: its chain is sealed up to there, and no further."""
+        with self._lock:
+            if self._marks is None:
+                rows = self._cursor().execute(
+                    f"SELECT tenant_id, max(tenant_seq) FROM {TABLE} GROUP BY tenant_id").fetchall()
+                self._marks = {str(t): int(n) for t, n in rows}
+            return dict(self._marks)
+
+    def seal(self, batch: Sequence[record.Receipt]) -> int:
+        """Append receipts (each tenant's next ones, in tenant_seq order) in one commit; how many.
+
+        A receipt at or below its tenant's mark is skipped (sealed already), and
+        one that would leave a gap is refused: the lake holds a prefix of every
+        chain or nothing of it.
+        """
+        with self._lock:
+            marks = dict(self._marks if self._marks is not None else {})
+            if self._marks is None:
+                raise errors.PermanentError("read marks() before sealing")
+            rows = []
+            for item in batch:
+                mark = marks.get(item.tenant_id, 0)
+                if item.tenant_seq <= mark:
+                    continue
+                if item.tenant_seq != mark + 1:
+                    raise errors.PermanentError(
+                        f"sealing tenant {item.tenant_id} at tenant_seq {item.tenant_seq} would skip "
+                        f"{mark + 1}..{item.tenant_seq - 1}")
+                marks[item.tenant_id] = item.tenant_seq
+                rows.append(_row(item))
+            if not rows:
+                return 0
+            cur = self._cursor()
+            cur.execute("BEGIN")
+            try:
+                cur.executemany(_INSERT, rows)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self._marks = marks
+            return len(rows)
+
+    def maintain(self, *, keep: timedelta = timedelta(minutes=10)) -> None:
+        """Merge small files; remove files no snapshot younger than `keep` reads (a query may still)."""
+        seconds = int(keep.total_seconds())
+        with self._lock:
+            cur = self._cursor()
+            cur.execute("CALL ducklake_merge_adjacent_files('lake')")
+            before = f"now() - INTERVAL {seconds} SECOND"
+            cur.execute(f"CALL ducklake_expire_snapshots('lake', older_than => {before})")
+            cur.execute(f"CALL ducklake_cleanup_old_files('lake', older_than => {before})")
+
+    # --- reading ------------------------------------------------------------------------
+
+    def files(self, tenant_id: str | None = None) -> list[str]:
+        """The Parquet files of the current snapshot: one tenant's, or every tenant's."""
+        rows = self._cursor().execute(
+            "SELECT data_file FROM ducklake_list_files('lake', 'receipts')").fetchall()
+        found = [str(r[0]) for r in rows]
+        if tenant_id is None:
+            return found
+        part = f"{os.sep}tenant_id={tenant_id}{os.sep}"
+        return [f for f in found if part in f]
+
+    def rows(self, tenant_id: str, batch: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        """The tenant's sealed rows in tenant_seq order (what `audit verify` compares with the record)."""
+        cur = self._cursor().cursor()
+        try:
+            cur.execute(f"SELECT {record.COLUMNS} FROM {TABLE} WHERE tenant_id = ? ORDER BY tenant_seq, seq",
+                        [tenant_id])
+            while chunk := cur.fetchmany(batch):
+                yield from chunk
+        finally:
+            cur.close()
+
+    def count(self) -> int:
+        return int(self._cursor().execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock, self._opening:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+                if self.token is not None:
+                    ledger_access.withdraw(Path(self.catalog))
+                    self.token = None
+            self._local = threading.local()
+            self._marks = None
+
+    def _cursor(self) -> Any:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            with self._opening:  # one connection: DuckDB attaches a catalog file once per process
+                if self._conn is None:
+                    self._conn = self._open()
+                cursor = self._local.cursor = self._conn.cursor()
+        return cursor
+
+    def _open(self) -> Any:
+        import duckdb
+
+        local = not self.catalog.startswith("postgres:")
+        if local:
+            filemodes.make_private_dir(self.data_dir)
+            filemodes.make_private_dir(Path(self.data_path))
+        conn = duckdb.connect(":memory:", config=dict(CONFIG))
+        try:
+            conn.execute(f"LOAD '{extension('ducklake')}'")
+            if not local:
+                conn.execute(f"LOAD '{extension('postgres_scanner')}'")
+            options = [f"DATA_PATH {_literal(self.data_path + os.sep)}", "DATA_INLINING_ROW_LIMIT 0"]
+            if self.read_only:
+                options.append("READ_ONLY")
+            conn.execute(f"ATTACH {_literal('ducklake:' + self.catalog)} AS lake ({', '.join(options)})")
+            exists = conn.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake'"
+                                  " AND table_name = 'receipts'").fetchall()[0][0]
+            if not exists and not self.read_only:
+                conn.execute(SCHEMA)
+                conn.execute(f"ALTER TABLE {TABLE} SET PARTITIONED BY (tenant_id)")
+            if local and Path(self.catalog).exists():
+                filemodes.restrict(Path(self.catalog))
+            if local and not self.read_only:
+                self.token = ledger_access.publish(Path(self.catalog))
+        except duckdb.Error as e:
+            conn.close()
+            if "lock" in str(e).lower():
+                raise LedgerHeld(
+                    f"{self.catalog} is held by another process (is `fibric serve` running?)") from e
+            raise errors.TemporaryError(f"sealed receipt ledger unavailable: {e}") from e
+        return conn
+
+
+def seal_pending(ledger: record.StoreLedger, lake: SealedLedger, *,
+                 batch: int = 5_000) -> list[record.Receipt]:
+    """One sealing pass: each tenant's receipts of record past its mark (up to `batch`), sealed; which.
+
+    Blocking: the state store's reads and one DuckLake commit.
+    """
+    marks = lake.marks()
+    pending: list[record.Receipt] = []
+    for tenant_id, head in ledger.heads().items():
+        mark = marks.get(tenant_id, 0)
+        if head > mark:
+            pending += ledger.after(tenant_id, mark, batch)
+    lake.seal(pending)
+    return pending
+
+
+def rows_in(files: Sequence[str], tenant_id: str, batch: int = 10_000) -> Iterator[tuple[Any, ...]]:
+    """A tenant's sealed rows in tenant_seq order, read from the lake's files (the local admin's view)."""
+    import duckdb
+
+    if not files:
+        return
+    conn = duckdb.connect(":memory:", config=dict(CONFIG))
+    try:
+        listed = ", ".join(_literal(f) for f in files)
+        cur = conn.execute(f"SELECT {record.COLUMNS} FROM read_parquet([{listed}], hive_partitioning = false)"
+                           " WHERE tenant_id = ? ORDER BY tenant_seq, seq", [tenant_id])
+        while chunk := cur.fetchmany(batch):
+            yield from chunk
+    finally:
+        conn.close()
+
+
+class LedgerHeld(errors.TemporaryError):
+    """Another process (the server) holds the ledger's catalog; ask it for the files instead."""
+
+
+def _row(item: record.Receipt) -> list[Any]:
+    values = []
+    for name in record.FIELDS:
+        value = getattr(item, name)
+        if name in record.JSON_FIELDS:
+            value = record._dumps(value)
+        elif name == "at":
+            value = value.replace(tzinfo=None)  # naive UTC, as TIMESTAMP holds it
+        values.append(value)
+    return values
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
