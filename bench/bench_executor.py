@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -45,7 +46,6 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,7 +199,7 @@ class Fibric:
         self.n = 0
 
     @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[tuple[system.System, httpx.AsyncClient]]:
+    async def serving(self) -> AsyncIterator[tuple[system.System, str]]:
         config = settings.Settings(store=settings.StoreSettings(data_dir=self.data), rate_limits=LIFTED)
         engine = policies.open_engine("embedded", timeout=5.0)
         with system.build(config, boundary=self.boundary, engine=engine,
@@ -213,32 +213,61 @@ class Fibric:
                     await asyncio.sleep(0.02)
                 port = server.servers[0].sockets[0].getsockname()[1]
                 await asyncio.wait_for(_connected(running, self.tenant.id), 60)
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120,
-                                             headers={"Authorization": f"Bearer {self.key}"},
-                                             limits=httpx.Limits(max_connections=64)) as client:
-                    yield running, client
+                yield running, f"http://127.0.0.1:{port}"
             finally:
                 server.should_exit = True
                 await serving
                 engine.close()
 
-    async def approvals(self, running: system.System, client: httpx.AsyncClient, count: int, width: int
-                        ) -> float:
-        """Actions per second approving `count` two-action plans, `width` approvals in flight."""
+    async def approvals(self, running: system.System, url: str, count: int, width: int) -> float:
+        """Actions per second approving `count` two-action plans, `width` approvals in flight.
+
+        The approvals are sent by a client in a process of its own, as a user's
+        would be: in this one it would take the server's interpreter lock.
+        """
         offset = self.n
         self.n += count
         proposed = [plans.propose(running.state, self.tenant.id, operator_id=self.operator_id,
-                                  actions=actions(offset + n), policy_id=None, proposed_by="rules")
+                                  actions=actions(offset + n), policy_id=None, proposed_by="rules").id
                     for n in range(count)]  # proposed before the clock starts: approval is measured
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", APPROVER, url, self.key, str(width),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        out, _ = await client.communicate(json.dumps(proposed).encode())
+        if client.returncode != 0:
+            raise SystemExit(f"the approving client failed (exit {client.returncode})")
+        answer = json.loads(out)
+        return float(answer["actions"]) / float(answer["seconds"])
 
-        async def approve(n: int) -> int:
-            response = await client.post(f"/v1/plans/{proposed[n].id}/approve", json={"approver": "bench"})
-            results = response.json().get("results")
-            assert response.status_code == 200 and results, response.text
-            assert [r["outcome"] for r in results] == ["applied", "applied"], results
-            return len(results)
 
-        return await rate(count, width, approve)
+# The approving client: POST /approve for each plan id on stdin, `width` at a time; prints
+# {"actions", "seconds"}. It checks every answer: both actions applied.
+APPROVER = """
+import asyncio, json, sys, time
+import httpx
+
+async def main():
+    url, key, width = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    plan_ids = json.loads(sys.stdin.read())
+    queue = list(reversed(plan_ids))
+    done = 0
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers={"Authorization": "Bearer " + key},
+                                 limits=httpx.Limits(max_connections=width)) as client:
+        async def worker():
+            nonlocal done
+            while queue:
+                plan_id = queue.pop()
+                response = await client.post(f"/v1/plans/{plan_id}/approve", json={"approver": "bench"})
+                results = response.json().get("results")
+                assert response.status_code == 200 and results, response.text
+                assert [r["outcome"] for r in results] == ["applied", "applied"], results
+                done += len(results)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(width)))
+        print(json.dumps({"actions": done, "seconds": time.perf_counter() - started}))
+
+asyncio.run(main())
+"""
 
 
 async def _connected(running: system.System, tenant_id: str) -> None:
@@ -271,11 +300,11 @@ async def main_async(count: int, sizes: list[int]) -> None:
         for size in sizes:
             prefill(fibric.data, fibric.tenant, fibric.operator_id, size - filled)
             filled = size
-            async with fibric.serving() as (running, client):
-                await fibric.approvals(running, client, 4, 1)  # warm-up: policy compiled, caches
+            async with fibric.serving() as (running, url):
+                await fibric.approvals(running, url, 4, 1)  # warm-up: policy compiled, caches
                 running.sealer.lags.clear()
                 if size == sizes[0]:
-                    rates = {w: await fibric.approvals(running, client, count, w) for w in WIDTHS}
+                    rates = {w: await fibric.approvals(running, url, count, w) for w in WIDTHS}
                     for w in WIDTHS:
                         print(f"  approve, {w:>2} in flight: {rates[w]:6.1f} actions/s "
                               f"({rates[w] / bare[w]:.2f} of bare at {w}; {rates[w] / bare[8]:.2f} of bare "
@@ -286,7 +315,7 @@ async def main_async(count: int, sizes: list[int]) -> None:
                           f"ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms ({len(lags)} receipts)")
                     by_size[size] = rates[8]
                 else:
-                    by_size[size] = await fibric.approvals(running, client, count, 8)
+                    by_size[size] = await fibric.approvals(running, url, count, 8)
             if size != sizes[0]:
                 print(f"  with {size:,} receipts already in the ledger: {by_size[size]:6.1f} actions/s "
                       f"at 8 in flight ({by_size[size] / by_size[sizes[0]]:.2f} of the rate with "

@@ -1,32 +1,38 @@
-"""The receipt ledger: appends per second, and an auditor's query over a million receipts.
+"""The receipt ledger: appends of record, sealing, and an auditor's query over a million receipts.
 
 Measured in the same run, against baselines in the same run (shared, noisy
 machines):
 
-1. Appends per second through `Ledger.append` (hash chain, per-tenant
-   sequence, durable commit per call), one thread and N threads (concurrent
-   appends share a commit), against a bare DuckDB INSERT of the same rows into
-   the same table, one autocommitted statement per row, without the chain.
-2. The audit query of docs/receipts.md (counts by decision per operator per
-   day) over `--rows` receipts in DuckDB, against the same query in SQLite on
-   the same rows; and the same query the way `fibric audit sql --all` runs it
-   (copy into a locked-down in-memory DuckDB, then query), end to end.
+1. Receipts of record appended per second through `StoreLedger.append` (the
+   per-tenant head lock, the hash chain, the unique and count indexes, a
+   durable commit per receipt), from one thread and from N threads, against
+   a bare INSERT of the same rows into a table without the chain, the head
+   row or the indexes, one durable commit per row, in the same SQLite
+   settings.
+2. Sealing: receipts per second that `sealed.seal_pending` moves from the
+   state store into the DuckLake lake, in passes of up to 5,000 per tenant.
+3. The audit query of docs/receipts.md (counts by decision per operator per
+   day) over `--rows` sealed receipts, the way `fibric audit sql --all` and
+   POST /v1/receipts/query run it (a locked-down DuckDB over the lake's
+   Parquet files, the answer rendered as JSON), against the same query in
+   DuckDB over the same rows in a native table, and for one tenant's
+   partition.
 
-Rows for (2) are generated in bulk in SQL (their hashes are not a valid
+Rows for (3) are generated in bulk in SQL (their hashes are not a valid
 chain; the query does not look). Run: python bench/bench_ledger.py
-[--appends 800] [--threads 8] [--rows 1000000]. Loopback only; no network.
+[--appends 2000] [--threads 8] [--seal 20000] [--rows 1000000]. Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,37 +41,33 @@ sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402
 
-from fibric.store import audit_sql, receipts  # noqa: E402
+from fibric import store  # noqa: E402
+from fibric.store import audit_sql, receipts, sealed  # noqa: E402
 
-DUCKDB_QUERY = """
+QUERY = """
 SELECT operator, decision, date_trunc('day', disposed_at) AS day, count(*) AS n
 FROM receipts GROUP BY ALL ORDER BY day, operator, decision
 """
-SQLITE_QUERY = """
-SELECT operator, decision, substr(disposed_at, 1, 10) AS day, count(*) AS n
-FROM receipts GROUP BY 1, 2, 3 ORDER BY day, operator, decision
-"""
-SQLITE_COLUMNS = ("seq", "tenant_seq", "id", "tenant_id", "operator", "capability", "entity_key", "decision",
-                  "outcome", "disposed_at", "prev_hash", "hash")
+TENANTS = 20
 
 
-def new_receipt(n: int) -> receipts.NewReceipt:
+def new_receipt(n: int, tenants: int = 4) -> receipts.NewReceipt:
     return receipts.NewReceipt(
-        reseller_id="rs_fibric", tenant_id=f"t_{n % 4}", operator_id="op_8f2a1c", operator="ship-risk",
+        reseller_id="rs_fibric", tenant_id=f"t_{n % tenants}", operator_id="op_8f2a1c", operator="ship-risk",
         capability="orders.hold", entity_key=f"order:SO-{n}", idempotency_key=f"ship-risk:SO-{n}:hold",
         decision="ALLOW", outcome="applied", rule="orders.hold", args={"reason": "late", "order": n},
         policy_id="pol_22b9", policy_sha256="ab" * 32, detail={"held": True})
 
 
 def appends(folder: Path, count: int, threads: int) -> float:
-    """Receipts per second through Ledger.append from `threads` threads."""
-    ledger = receipts.Ledger(folder / f"appends-{threads}.duckdb")
-    ledger.list_receipts("t_0")  # open outside the timing
+    """Receipts per second through StoreLedger.append from `threads` threads, each on its own tenant."""
+    state = store.open_store(folder / f"appends-{threads}")
+    ledger = receipts.StoreLedger(state)
     per = count // threads
 
     def work(start: int) -> None:
         for n in range(start, start + per):
-            ledger.append(new_receipt(n))
+            ledger.append(new_receipt(n, tenants=threads))
 
     workers = [threading.Thread(target=work, args=(i * per,)) for i in range(threads)]
     started = time.perf_counter()
@@ -74,20 +76,17 @@ def appends(folder: Path, count: int, threads: int) -> float:
     for worker in workers:
         worker.join()
     elapsed = time.perf_counter() - started
-    ledger.close()
+    state.close()
     return per * threads / elapsed
 
 
-def bare_inserts(folder: Path, count: int, *, as_json: bool = False) -> float:
-    """Rows per second of a plain INSERT of the same rows, same table, no chain, one commit per row.
-
-    As 26 bound parameters, the obvious way; or `as_json`, one JSON parameter
-    per row through the very statement the ledger uses, so the ratio to it is
-    the cost of the chain alone.
-    """
-    conn = duckdb.connect(str(folder / f"bare-{as_json}.duckdb"), config=dict(receipts.CONFIG))
-    conn.execute(receipts.SCHEMA)
-    sql = f"INSERT INTO receipts ({receipts.COLUMNS}) VALUES ({', '.join('?' * len(receipts.FIELDS))})"
+def bare_inserts(folder: Path, count: int) -> float:
+    """Rows per second of a plain INSERT of the same rows, no chain, head or index, a FULL commit each."""
+    conn = sqlite3.connect(folder / "bare.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"CREATE TABLE receipts ({receipts.COLUMNS})")
+    insert = f"INSERT INTO receipts ({receipts.COLUMNS}) VALUES ({', '.join('?' * len(receipts.FIELDS))})"
     rows = []
     for n in range(count):  # built outside the timing: the baseline is the INSERT alone
         new = new_receipt(n)
@@ -95,60 +94,74 @@ def bare_inserts(folder: Path, count: int, *, as_json: bool = False) -> float:
                      new.operator, new.capability, new.entity_key, '{"reason":"late"}', None, None, None,
                      new.proposed_by, new.decision, new.rule, '{"decision":"ALLOW"}', new.policy_id,
                      new.policy_sha256, new.idempotency_key, new.outcome, None, '{"held":true}',
-                     "2026-06-14 09:02:11", receipts.GENESIS, "cd" * 32])
-    if as_json:
-        names = [("disposed_at" if f == "at" else f) for f in receipts.FIELDS]
-        sql = receipts._INSERT
-        rows = [[json.dumps([dict(zip(names, row, strict=True))])] for row in rows]
+                     "2026-06-14T09:02:11.000000+00:00", receipts.GENESIS, "cd" * 32])
     started = time.perf_counter()
     for row in rows:
-        conn.execute(sql, row)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(insert, row)
+        conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     conn.close()
     return count / elapsed
 
 
-def generate(path: Path, rows: int) -> None:
-    """`rows` receipts of 20 tenants, 12 operators and 90 days, written in bulk."""
-    ledger = receipts.Ledger(path)
-    ledger.list_receipts("t_0")  # creates the schema
-    ledger.close()
-    conn = duckdb.connect(str(path), config=dict(receipts.CONFIG))
-    conn.execute(f"""
-        INSERT INTO receipts ({receipts.COLUMNS})
-        SELECT i + 1, row_number() OVER (PARTITION BY i % 20 ORDER BY i),
-               'rc_' || lpad(format('{{:x}}', i), 16, '0'), 'rs_fibric', 't_' || (i % 20),
-               'op_' || (i % 12), 'operator-' || (i % 12), 'orders.hold',
-               'order:SO-' || (i % 50000), '{{"reason":"late"}}', 'ev_' || i, 'pl_' || (i // 3), NULL,
-               'model',
+def sealing(folder: Path, count: int) -> float:
+    """Receipts per second sealed from the state store into the lake, passes of up to 5,000 a tenant."""
+    data = folder / "sealing"
+    state = store.open_store(data)
+    record = receipts.StoreLedger(state)
+    with state.backend.transaction(write=True) as cur:  # one transaction: the appends are not measured
+        for n in range(count):
+            receipts.append(cur, state.dialect, new_receipt(n))
+    lake = sealed.SealedLedger(data)
+    try:
+        started = time.perf_counter()
+        total = 0
+        while batch := sealed.seal_pending(record, lake):
+            total += len(batch)
+        elapsed = time.perf_counter() - started
+        assert total == count == lake.count()
+    finally:
+        lake.close()
+        state.close()
+    return count / elapsed
+
+
+def generate(lake: sealed.SealedLedger, native: Path, rows: int) -> None:
+    """`rows` receipts of 20 tenants, 12 operators and 90 days: sealed into the lake, and a native table."""
+    select = f"""
+        SELECT i + 1 AS seq, (i // {TENANTS}) + 1 AS tenant_seq,
+               'rc_' || lpad(format('{{:x}}', i), 16, '0') AS id, 'rs_fibric' AS reseller_id,
+               't_' || (i % {TENANTS}) AS tenant_id, 'op_' || (i % 12) AS operator_id,
+               'operator-' || (i % 12) AS operator, 'orders.hold' AS capability,
+               'order:SO-' || (i % 50000) AS entity_key, '{{"reason":"late"}}' AS args,
+               'ev_' || i AS triggered_by_event, 'pl_' || (i // 3) AS plan_id, NULL AS run_id,
+               'model' AS proposed_by,
                CASE WHEN i % 10 < 7 THEN 'ALLOW' WHEN i % 10 < 8 THEN 'ALERT' WHEN i % 10 < 9 THEN 'BLOCK'
-                    ELSE 'DEDUP' END,
-               'orders.hold', '{{"decision":"ALLOW"}}', 'pol_22b9', repeat('ab', 32), 'key-' || i,
-               CASE WHEN i % 10 < 8 THEN 'applied' WHEN i % 10 < 9 THEN 'refused' ELSE 'deduplicated' END,
-               'ops@acme.com', NULL,
-               TIMESTAMP '2026-03-01' + to_seconds((i * 7919) % (90 * 86400)),
-               md5(i::VARCHAR) || md5((i + 1)::VARCHAR), md5((i + 2)::VARCHAR) || md5((i + 3)::VARCHAR)
-        FROM range({rows}) t(i)
-    """)
+                    ELSE 'DEDUP' END AS decision,
+               'orders.hold' AS rule, '{{"decision":"ALLOW"}}' AS policy, 'pol_22b9' AS policy_id,
+               repeat('ab', 32) AS policy_sha256, 'key-' || i AS idempotency_key,
+               CASE WHEN i % 10 < 8 THEN 'applied' WHEN i % 10 < 9 THEN 'refused' ELSE 'deduplicated' END
+               AS outcome, 'ops@acme.com' AS approver, NULL AS detail,
+               TIMESTAMP '2026-03-01' + to_seconds((i * 7919) % (90 * 86400)) AS disposed_at,
+               md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS prev_hash,
+               md5((i + 2)::VARCHAR) || md5((i + 3)::VARCHAR) AS hash
+        FROM range({rows}) t(i)"""
+    conn = duckdb.connect(str(native), config=dict(sealed.CONFIG))
+    conn.execute(f"CREATE TABLE receipts AS {select}")
+    staged = native.with_suffix(".parquet")
+    conn.execute(f"COPY receipts TO '{staged}' (FORMAT parquet)")
     conn.close()
+    lake.marks()  # creates the lake
+    # Sealed in batches of 100k, as passes would leave it before maintenance merges their files.
+    cursor = lake._cursor()
+    for start in range(0, rows, 100_000):
+        cursor.execute(f"INSERT INTO {sealed.TABLE} SELECT * FROM read_parquet('{staged}') "
+                       f"WHERE seq > {start} AND seq <= {start + 100_000}")
+    staged.unlink()
 
 
-def to_sqlite(source: Path, target: Path) -> None:
-    """The same rows (the columns the query and an auditor need), copied into SQLite."""
-    src = duckdb.connect(str(source), read_only=True, config=dict(receipts.CONFIG))
-    dst = sqlite3.connect(target)
-    dst.execute(f"CREATE TABLE receipts ({', '.join(SQLITE_COLUMNS)})")
-    cur = src.execute(f"SELECT {', '.join(SQLITE_COLUMNS)} FROM receipts ORDER BY seq")
-    insert = f"INSERT INTO receipts VALUES ({', '.join('?' * len(SQLITE_COLUMNS))})"
-    at = SQLITE_COLUMNS.index("disposed_at")
-    while batch := cur.fetchmany(50_000):
-        dst.executemany(insert, [(*r[:at], r[at].isoformat(sep=" "), *r[at + 1:]) for r in batch])
-    dst.commit()
-    dst.close()
-    src.close()
-
-
-def best(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
+def best(fn: Callable[[], Any], repeat: int = 5) -> tuple[float, Any]:
     times, result = [], None
     for _ in range(repeat):
         started = time.perf_counter()
@@ -160,49 +173,53 @@ def best(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--appends", type=int, default=800)
+    parser.add_argument("--appends", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--seal", type=int, default=20_000)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         folder = Path(tmp)
         bare = bare_inserts(folder, args.appends)
-        bare_json = bare_inserts(folder, args.appends, as_json=True)
         one = appends(folder, args.appends, 1)
         many = appends(folder, args.appends, args.threads)
-        print(f"appends: bare INSERT (26 parameters) {bare:,.0f}/s, bare INSERT (one JSON parameter, the "
-              f"ledger's statement) {bare_json:,.0f}/s; Ledger.append with the chain: 1 thread "
-              f"{one:,.0f}/s (x{one / bare:.2f} of the first, x{one / bare_json:.2f} of the second), "
-              f"{args.threads} threads {many:,.0f}/s (x{many / bare:.2f}, x{many / bare_json:.2f})")
+        print(f"appends of record (SQLite, synchronous=FULL): bare INSERT, no chain or index {bare:,.0f}/s; "
+              f"StoreLedger.append 1 thread {one:,.0f}/s (x{one / bare:.2f}), {args.threads} threads "
+              f"{many:,.0f}/s (x{many / bare:.2f})")
+        rate = sealing(folder, args.seal)
+        print(f"sealing: {rate:,.0f} receipts/s from the state store into the lake ({args.seal:,} receipts)")
 
-        path = folder / "million.duckdb"
+        lake = sealed.SealedLedger(folder / "audit")
+        native = folder / "native.duckdb"
         started = time.perf_counter()
-        generate(path, args.rows)
-        to_sqlite(path, folder / "million.sqlite")
-        took = time.perf_counter() - started
-        print(f"generated {args.rows:,} receipts in DuckDB and SQLite in {took:.1f} s")
-
-        conn = duckdb.connect(str(path), read_only=True, config=dict(receipts.CONFIG))
-        duck, duck_rows = best(lambda: conn.execute(DUCKDB_QUERY).fetchall())
+        generate(lake, native, args.rows)
+        print(f"generated {args.rows:,} sealed receipts ({len(lake.files())} files) in "
+              f"{time.perf_counter() - started:.1f} s")
+        conn = duckdb.connect(str(native), read_only=True, config=dict(sealed.CONFIG))
+        direct, direct_rows = best(lambda: conn.execute(QUERY).fetchall())
         conn.close()
-        lite_conn = sqlite3.connect(folder / "million.sqlite")
-        lite, lite_rows = best(lambda: lite_conn.execute(SQLITE_QUERY).fetchall())
-        lite_conn.close()
-        assert [r[-1] for r in duck_rows] == [r[-1] for r in lite_rows], "the two answers differ"
 
-        def audited() -> list[Any]:
-            copy = audit_sql.from_file(path)
+        def audited(tenant_id: str | None) -> list[Any]:
+            copy = audit_sql.over_files(lake.files(tenant_id))
             try:
-                audit_sql.lock_down(copy)
-                return audit_sql.query(copy, DUCKDB_QUERY, max_rows=100_000).rows
+                return audit_sql.query(copy, QUERY, max_rows=100_000, max_bytes=None).rows
             finally:
                 copy.close()
 
-        end_to_end, _ = best(audited, repeat=1)
-        print(f"audit query (decisions per operator per day, {len(duck_rows)} groups) over {args.rows:,} "
-              f"receipts: DuckDB {duck * 1000:.0f} ms, SQLite {lite * 1000:.0f} ms "
-              f"(DuckDB x{lite / duck:.1f} faster); `fibric audit sql --all` path (copy + locked-down "
-              f"query) {end_to_end * 1000:.0f} ms")
+        everyone, rows = best(lambda: audited(None))
+        assert [r[-1] for r in rows] == [r[-1] for r in direct_rows], "the two answers differ"
+        one_tenant, _ = best(lambda: audited("t_3"))
+        files = len(lake.files())
+        lake.maintain(keep=timedelta(0))  # what the sealer's maintenance leaves: merged files
+        merged, _ = best(lambda: audited(None))
+        merged_files = len(lake.files())
+        lake.close()
+        print(f"audit query (decisions per operator per day, {len(direct_rows)} groups) over {args.rows:,} "
+              f"receipts: DuckDB on a native table {direct * 1000:.0f} ms; `fibric audit sql --all` path "
+              f"(locked-down DuckDB over the lake's {files} files, JSON answer) {everyone * 1000:.0f} ms "
+              f"(x{everyone / direct:.1f}); after maintenance ({merged_files} files) {merged * 1000:.0f} ms "
+              f"(x{merged / direct:.1f}); one tenant's ({args.rows // TENANTS:,} receipts) "
+              f"{one_tenant * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

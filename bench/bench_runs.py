@@ -103,34 +103,32 @@ async def post_events(app: Any, secret: str, count: int, concurrency: int, tag: 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def ingest_only(
-    state: store.StateStore, ledger: receipts.Ledger, count: int, concurrency: int
-) -> float:
+async def ingest_only(state: store.StateStore, count: int, concurrency: int) -> float:
     """Events stored per second by POST /v1/events with no router: the baseline."""
     secret = setup(state)
-    app = create_app(settings.Settings(rate_limits=LIFTED), state, None, receipts=ledger)
+    app = create_app(settings.Settings(rate_limits=LIFTED), state, None)
     started = time.perf_counter()
     await post_events(app, secret, count, concurrency, "ingest")
     return count / (time.perf_counter() - started)
 
 
 async def to_plans(
-    state: store.StateStore, ledger: receipts.Ledger, engine: policies.Engine, count: int, concurrency: int,
-    counts: bool = True,
+    state: store.StateStore, engine: policies.Engine, count: int, concurrency: int, counts: bool = True,
 ) -> float:
     """Events turned into stored plans per second: POST, route, run, decide, store.
 
     With `counts` (what `fibric serve` does) each preview reads recently applied
-    actions from the receipt ledger, as the executor's decision will.
+    actions from the receipts of record, as the executor's decision will.
     """
     secret = setup(state)
+    ledger = receipts.StoreLedger(state)
     tenant_id = state.get_tenant("bench").id
     runner = runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()),
                          ledger=ledger if counts else None)
     router = routing.Router(state, runner)
     controller = loop.Controller(state, settings.ControllerSettings(resync_seconds=3600),
                                  policy_engine=engine, services=[router])
-    app = create_app(settings.Settings(rate_limits=LIFTED), state, controller, receipts=ledger)
+    app = create_app(settings.Settings(rate_limits=LIFTED), state, controller)
     app.state.event_router = router
     await controller.start()
     try:
@@ -176,35 +174,33 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--store", default=None, help="PostgreSQL URL (default: SQLite in a temp dir)")
     parser.add_argument("--no-counts", action="store_true",
-                        help="previews without the ledger's applied counts (isolates the DuckDB reads)")
+                        help="previews without the applied counts from receipts (isolates their reads)")
     args = parser.parse_args()
     engine = policies.open_engine("embedded", timeout=1.0)
     ingest_rates, plan_rates = [], []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        ledger = receipts.Ledger(workdir / "receipts.duckdb")
         try:
             for _ in range(args.repeat):
                 state = open_fresh(args.store, workdir)
                 try:
-                    ingest_rates.append(await ingest_only(state, ledger, args.events, args.concurrency))
+                    ingest_rates.append(await ingest_only(state, args.events, args.concurrency))
                 finally:
                     drop(state, args.store)
                 state = open_fresh(args.store, workdir)
                 try:
-                    plan_rates.append(await to_plans(state, ledger, engine, args.events, args.concurrency,
+                    plan_rates.append(await to_plans(state, engine, args.events, args.concurrency,
                                                      counts=not args.no_counts))
                     assert len(plans.list_plans(state, state.get_tenant("bench").id)) == args.events
                 finally:
                     drop(state, args.store)
         finally:
-            ledger.close()
             engine.close()
     ingest, planned = statistics.median(ingest_rates), statistics.median(plan_rates)
     cost = proposer_cost_us(2000)
     backend = "postgresql" if args.store else "sqlite"
     print(f"store: {backend}; {args.events} events x {args.repeat} runs, {args.concurrency} in flight; "
-          f"preview counts from the ledger: {'no' if args.no_counts else 'yes'}")
+          f"preview counts from receipts: {'no' if args.no_counts else 'yes'}")
     print(f"baseline  POST /v1/events, ingest only      {ingest:8.0f} events/s")
     print(f"fibric    POST /v1/events -> stored plan    {planned:8.0f} events/s (one run and plan each)")
     print(f"ratio     plans/ingest                      {planned / ingest:8.2f}")

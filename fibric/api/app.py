@@ -86,6 +86,9 @@ def create_app(
         docs_url="/v1/docs",
         redoc_url=None,
         lifespan=lifespan,
+        # Fibric configures no OpenTelemetry export; FastAPI's own spans, metrics and exception
+        # logs would cost every request a few percent of its CPU for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.fibric = context.Context(settings=settings, state=state, receipts=record, sealed=lake,
                                        controller=controller,

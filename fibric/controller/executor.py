@@ -138,8 +138,7 @@ class Executor:
         beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop, lost),
                                    name=f"lease-{plan.id}")
         try:
-            known = await self.pool.run(intents.for_plan, self.state, plan.tenant_id, plan.id)
-            operator = await self.pool.run(_operator_name, self.state, plan)
+            known, operator = await self.pool.run(self._intents_and_operator, plan)
             results = []
             for action in selected:
                 if lost.is_set():  # fail closed: the claim may be another holder's now; it finishes the plan
@@ -148,28 +147,41 @@ class Executor:
                         "not yet disposed are left to recovery", delay=self.lease_seconds)
                 prior = known.get(action["idempotency_key"])
                 results.append(await self._dispose(plan, operator, action, prior, recovering=recovering))
-            refused = all(r["outcome"] == "refused" for r in results)
-            try:
-                final = await self.pool.run(plans.record_results, self.state, plan.tenant_id, plan.id,
-                                        status="blocked" if refused else "executed", results=results)
-            except errors.Conflict:  # another holder (recovery) finished it first
-                final = await self.pool.run(plans.get, self.state, plan.tenant_id, plan.id)
-            else:
-                applied = sum(r["outcome"] == "applied" for r in results)
-                if plan.run_id is not None and applied:  # the operator's last_run counts what ran
-                    await self.pool.run(run_store.add_applied, self.state, plan.tenant_id, plan.run_id,
-                                        applied)
-            await self._finish_execution(final)
-            return final
+            return await self.pool.run(self._conclude, plan, results)
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await beat
             await self.pool.run(leases.release, self.state, plan.tenant_id, entities, holder)
 
+    def _intents_and_operator(self, plan: plans.Plan) -> tuple[dict[str, intents.Intent], str]:
+        """What a resumed execution recorded already, and the operator's name (blocking: one hop)."""
+        return intents.for_plan(self.state, plan.tenant_id, plan.id), _operator_name(self.state, plan)
+
+    def _conclude(self, plan: plans.Plan, results: list[dict[str, Any]]) -> plans.Plan:
+        """Record the plan's results, count what ran on its run, end the execution (blocking: one hop).
+
+        The execution's end is the durable commit the approval is answered after.
+        """
+        refused = all(r["outcome"] == "refused" for r in results)
+        try:
+            final = plans.record_results(self.state, plan.tenant_id, plan.id,
+                                         status="blocked" if refused else "executed", results=results)
+        except errors.Conflict:  # another holder (recovery) finished it first
+            final = plans.get(self.state, plan.tenant_id, plan.id)
+        else:
+            applied = sum(r["outcome"] == "applied" for r in results)
+            if plan.run_id is not None and applied:  # the operator's last_run counts what ran
+                run_store.add_applied(self.state, plan.tenant_id, plan.run_id, applied)
+        self._end_execution(final)
+        return final
+
     async def _finish_execution(self, plan: plans.Plan) -> None:
-        await self.pool.run(intents.finish_execution, self.state, plan.tenant_id, plan.id,
-                        reseller_id=plan.reseller_id, events=[("plan.executed", views.plan(plan))])
+        await self.pool.run(self._end_execution, plan)
+
+    def _end_execution(self, plan: plans.Plan) -> None:
+        intents.finish_execution(self.state, plan.tenant_id, plan.id, reseller_id=plan.reseller_id,
+                                 events=[("plan.executed", views.plan(plan))])
 
     async def _heartbeat(self, plan: plans.Plan, entities: Sequence[str], holder: str,
                          stop: asyncio.Event, lost: asyncio.Event) -> None:
@@ -230,15 +242,14 @@ class Executor:
             return result_of(written)
         if intent is not None:  # resumed between intent and receipt
             return await self._recover(plan, intent)
-        applied = await self.pool.run(self.ledger.applied, plan.tenant_id, key)
+        binding, unresolved = self._resolve(plan.tenant_id, action)
+        applied, verdict = await self.pool.run(self._screen, plan, action, binding)
         if applied is not None:
             policy = {"decision": "DEDUP", "rule": "dedup", "flagged": False,
                       "reasons": [f"idempotency key {key} was applied by receipt {applied.id}"]}
             base = receipt_fields(plan, operator, action, policy, policy_id=None, policy_sha256=None)
             return await self._without_call(plan, base, "deduplicated")
-        binding, unresolved = self._resolve(plan.tenant_id, action)
-        verdict = await self.pool.run(disposal.decide_action, self.state, self.ledger, self.decider, plan,
-                                  action, binding)
+        assert verdict is not None
         self.crash.hit("after_decision", action["capability"])
         policy = verdict.policy_record()
         base = receipt_fields(plan, verdict.operator_name, action, policy,
@@ -262,6 +273,14 @@ class Executor:
             return await self._settle(None, {**base, "outcome": "failed", "detail": why})
         self.crash.hit("after_intent", action["capability"])
         return await self._call(intent, recovering=False)
+
+    def _screen(self, plan: plans.Plan, action: dict[str, Any], binding: tools.Binding | None
+                ) -> tuple[receipts.Receipt | None, disposal.Verdict | None]:
+        """DEDUP, else the policy's verdict (blocking: one hop for both)."""
+        applied = self.ledger.applied(plan.tenant_id, action["idempotency_key"])
+        if applied is not None:
+            return applied, None
+        return None, disposal.decide_action(self.state, self.ledger, self.decider, plan, action, binding)
 
     async def _without_call(
         self, plan: plans.Plan, base: dict[str, Any], outcome: str, detail: Any = None

@@ -6,8 +6,11 @@ tenant_seq order and seals them in one DuckLake commit (fibric/store/sealed.py).
 The mark is read from the lake itself, so after a crash the next pass
 carries on from exactly there: nothing is sealed twice, nothing skipped.
 
-It wakes every `interval` seconds, or at once on `wake()` (the executor
-calls it after writing receipts), and keeps the lag of what it sealed (the
+It wakes every `interval` seconds (for receipts other replicas wrote), or on
+`wake()` (the executor calls it after writing receipts), but passes are at
+least `min_gap` apart: under load each pass seals many receipts in one
+DuckLake commit rather than a commit per receipt, which would spend on
+commits the CPU the approvals need. It keeps the lag of what it sealed (the
 time from a receipt's commit to its seal) for docs/receipts.md#sealing and
 the benchmarks. Every `maintain_every` it merges the small files sealing
 leaves behind. All of its DuckDB work runs on one thread of its own: a DuckDB
@@ -42,12 +45,14 @@ class Sealer:
         record: receipts.StoreLedger,
         lake: sealed.SealedLedger,
         *,
-        interval: float = 0.25,
+        interval: float = 1.0,
+        min_gap: float = 0.5,
         maintain_every: float = 300.0,
     ) -> None:
         self.record = record
         self.lake = lake
         self.interval = interval
+        self.min_gap = min(min_gap, interval)
         self.maintain_every = maintain_every
         self.pool = threads.Pool("sealer", 1)  # one thread: the lake's connection is used from it only
         self.lags: deque[float] = deque(maxlen=LAGS_KEPT)  # seconds, newest last
@@ -106,6 +111,7 @@ class Sealer:
 
     async def _serve(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 while await self.seal_once() >= BATCH:  # a backlog: keep going
                     pass
@@ -114,6 +120,7 @@ class Sealer:
             except Exception:  # the store or the lake briefly unavailable: the next pass catches up
                 log.exception("sealing pass failed; retrying in %.1fs", max(self.interval, 1.0))
                 await asyncio.sleep(max(self.interval, 1.0))
+            await asyncio.sleep(max(0.0, started + self.min_gap - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self.interval)
             self._woken.clear()

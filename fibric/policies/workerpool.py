@@ -4,8 +4,11 @@ Callers check a worker out (waiting at most until their wait bound), send it
 one evaluation and wait for the answer until the decision's deadline. A
 worker that misses the deadline is SIGKILLed on the spot, so its CPU stops at
 the deadline, and one that dies mid-evaluation (a rego-cpp abort) is dropped;
-either way the caller gets its failure at once and the pool's supervisor
-thread forks a replacement from the zygote in the background.
+either way the pool's supervisor thread forks a replacement from the zygote
+in the background. A caller that crashed its worker gets its failure at
+once; one whose deadline killed it gets its failure once the replacement is
+up (at most REPLACEMENT_WAIT_SECONDS), so the tenant slot it holds meanwhile
+keeps a runaway policy from taking the last live worker from other tenants.
 
 The parent mirrors each worker's bundle LRU, so a bundle crosses the pipe only
 the first time a worker evaluates that policy version (and again if the
@@ -31,6 +34,7 @@ from fibric.policies import engine, failures, fifo, regoworker, zygote
 log = logging.getLogger(__name__)
 
 _SPAWN, _STOP = "spawn", "stop"
+REPLACEMENT_WAIT_SECONDS = 1.0  # the longest a caller that killed a worker waits for its replacement
 
 
 class WorkerLost(Exception):
@@ -156,7 +160,7 @@ class WorkerPool:
         self._capacity = bundles_per_worker
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)  # for start-up only; callers queue in _waiters
+        self._cond = threading.Condition(self._lock)  # start-up and replacements; callers queue in _waiters
         self._waiters: fifo.Waiters[Worker] = fifo.Waiters(self._lock)
         self._idle: collections.deque[Worker] = collections.deque()
         self._live: set[Worker] = set()
@@ -184,6 +188,7 @@ class WorkerPool:
             reply = worker.exchange(key, bundle, input_json, deadline)
         except failures.Timeout:
             self._discard(worker, "killed")  # kills it first: its CPU stops at the deadline
+            self._await_replacement()  # meanwhile the caller's tenant slot stays taken: see below
             raise
         except WorkerLost as e:
             self._discard(worker, "died")
@@ -245,6 +250,16 @@ class WorkerPool:
                 return worker
             self._discard(worker, "died")  # killed or crashed while idle: not this decision's problem
 
+    def _await_replacement(self, timeout: float = REPLACEMENT_WAIT_SECONDS) -> None:
+        """Return once the pool is back to full size (or `timeout`), after this caller killed a worker.
+
+        Its caller still holds its tenant's slot (fairness.py), so a tenant whose policy keeps
+        running to its deadline cannot take the last live worker while the one it cost is being
+        replaced: its cap counts the workers it costs, not only the evaluations it has running.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._live) >= self.size or self._closed, timeout=timeout)
+
     def _release(self, worker: Worker) -> None:
         with self._lock:
             if not self._closed:
@@ -287,6 +302,7 @@ class WorkerPool:
                     self._live.add(worker)
                     self.counters["started"] += 1
                     self._offer(worker)
+                    self._cond.notify_all()  # callers waiting out a replacement (_await_replacement)
                     continue
             worker.kill()
             worker.close()

@@ -51,6 +51,7 @@ class Zygote:
             theirs.close()
         self._control.settimeout(reply_timeout)
         self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def pid(self) -> int | None:
@@ -74,7 +75,10 @@ class Zygote:
         return int(reply), connection.Connection(ours.detach())
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the zygote (its workers die with it) and reap it."""
+        """Stop the zygote (its workers die with it) and reap it; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self._control.close()
         self._process.join(timeout)
         if self._process.is_alive():

@@ -41,8 +41,11 @@ class Backend(Protocol):
         Commits on success, rolls back on error. With `lock_key`, writers holding
         the same key are serialized for the length of the transaction. A write
         is durable when its commit returns (it survives a power loss) unless
-        `durable` is False, for writes whose loss is harmless (a status, a
-        lease renewal): docs/receipts.md#durability.
+        `durable` is False: for a commit nothing outside the database acts on
+        before a later durable commit, which (the log being sequential) makes
+        it durable too. Losing such a commit's tail to a power cut then looks
+        like a crash a moment earlier, which everything recovers from
+        (docs/receipts.md#durability).
         """
 
     def close(self) -> None: ...

@@ -76,7 +76,7 @@ def begin_execution(
 ) -> Execution:
     """Record that `holder` disposes of the (just approved) plan; Conflict if an execution exists."""
     now = datetime.now(UTC)
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # the first intent's commit syncs it
         cur.execute(
             "INSERT INTO executions (tenant_id, plan_id, only_actions, holder, started_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, plan_id) DO NOTHING RETURNING plan_id",
@@ -257,7 +257,7 @@ def settle(
     AlreadyApplied when an `applied` receipt for the key exists already.
     """
     lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # synced by the next durable commit
         if intent is not None:
             cur.execute(f"SELECT state, receipt_id FROM intents WHERE id = ?{lock}", (intent.id,))
             row = cur.fetchone()

@@ -28,7 +28,7 @@ def acquire(
     Re-acquiring one's own lease renews it.
     """
     moment = now or datetime.now(UTC)
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # the next durable commit syncs it
         cur.execute(
             "INSERT INTO leases (tenant_id, entity_key, holder, acquired_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?)"
@@ -62,7 +62,7 @@ def renew(
 
 def release(state: state_module.StateStore, tenant_id: str, entity_keys: Iterable[str], holder: str) -> None:
     """Give back `holder`'s leases on these entities (a lease taken over by someone else stays theirs)."""
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # lost: it only expires
         for key in entity_keys:
             cur.execute(
                 "DELETE FROM leases WHERE tenant_id = ? AND entity_key = ? AND holder = ?",

@@ -83,7 +83,7 @@ def propose(
     exists exactly when the plan does.
     """
     plan_id = ids.new_id("plan")
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
         cur.execute("SELECT reseller_id FROM tenants WHERE id = ?", (tenant_id,))
         row = cur.fetchone()
         if row is None:
@@ -125,8 +125,12 @@ def list_plans(
 
 
 def approve(state: state_module.StateStore, tenant_id: str, plan_id: str, *, approver: str | None) -> Plan:
-    """Move a proposed plan to `approved`; NotApprovable if it is in any other state."""
-    with state.backend.transaction(write=True) as cur:
+    """Move a proposed plan to `approved`; NotApprovable if it is in any other state.
+
+    Not synced on its own: the approval is answered only after the executor's
+    durable commits (an intent, the execution's end), which sync it too.
+    """
+    with state.backend.transaction(write=True, durable=False) as cur:
         cur.execute(
             "UPDATE plans SET status = 'approved', approver = ?, approved_at = ?"
             " WHERE tenant_id = ? AND id = ? AND status = 'proposed'",
@@ -161,7 +165,8 @@ def record_results(
     """The executor's outcome of an approved plan: `executed` or `blocked`, with one result per action."""
     if status not in ("executed", "blocked"):
         raise errors.PermanentError(f"a disposed plan is executed or blocked, not {status!r}")
-    with state.backend.transaction(write=True) as cur:
+    # Synced by the execution's end (intents.finish_execution), committed next and durably.
+    with state.backend.transaction(write=True, durable=False) as cur:
         cur.execute(
             "UPDATE plans SET status = ?, results = ?, executed_at = ?"
             " WHERE tenant_id = ? AND id = ? AND status = 'approved'",

@@ -59,7 +59,7 @@ def route_pending(state: state_module.StateStore, *, limit: int = DEFAULT_BATCH)
     """Route up to `limit` unrouted events (oldest first) in one transaction. Blocking."""
     lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
     now = stamps.stamp(datetime.now(UTC))
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
         cur.execute(
             "SELECT seq, id, tenant_id, type, entity_key FROM events WHERE routed_at IS NULL"
             f" ORDER BY seq LIMIT ?{lock}",

@@ -97,7 +97,7 @@ def start(
         raise errors.PermanentError(f"a run's trigger is one of {TRIGGERS}, not {trigger!r}")
     run_id = ids.new_id("run")
     lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
         # Read the clock inside the transaction: a start that waited for the write lock must not
         # be stamped before the finish of the run it waited for.
         moment = now or datetime.now(UTC)
@@ -152,7 +152,7 @@ def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: d
     """
     if outcome.status not in ("succeeded", "failed"):
         raise errors.PermanentError(f"a finished run succeeded or failed, not {outcome.status!r}")
-    with state.backend.transaction(write=True) as cur:
+    with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
         moment = now or datetime.now(UTC)  # inside: see start()
         cur.execute(
             "UPDATE runs SET status = ?, sensed = ?, proposed = ?, plan_id = ?, proposal_digest = ?,"
