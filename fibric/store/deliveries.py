@@ -35,6 +35,7 @@ from fibric.store import state as state_module
 
 STATUSES = ("pending", "delivered", "failed")
 TEST_EVENT = "webhook.test"
+CANDIDATES = 4  # claim_due ranks this many times what it takes, for dispatchers racing on one queue
 _COLUMNS = (
     "seq, id, reseller_id, tenant_id, webhook_id, event_id, event_type, body, status, attempts,"
     " next_attempt_at, claim, last_status_code, last_error, created_at, updated_at"
@@ -134,38 +135,55 @@ def claim_due(
     busy = busy or {}
     cap = per_tenant if per_tenant is not None else limit
     allowance = {t: cap - n for t, n in busy.items()}
+    wanted = limit + sum(max(0, n) for n in busy.values())
+    lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
+    until = stamps.stamp(now + timedelta(seconds=lease_seconds))
     claimed: list[Delivery] = []
     with state.backend.transaction(write=True) as cur:
-        # Window functions cannot take row locks (PostgreSQL): rank first, then lock what was chosen.
+        # Window functions cannot take row locks (PostgreSQL): rank first, then lock what was
+        # chosen. Ranked beyond what one pass takes, so a dispatcher whose first choices another
+        # one holds (SKIP LOCKED) takes the next in turn rather than nothing.
         cur.execute(
             "SELECT id, tenant_id FROM (SELECT id, tenant_id, next_attempt_at, ROW_NUMBER() OVER ("
             "PARTITION BY tenant_id ORDER BY next_attempt_at, seq) AS turn FROM webhook_deliveries"
             " WHERE status = 'pending' AND next_attempt_at <= ?) ranked WHERE turn <= ?"
             " ORDER BY turn, next_attempt_at LIMIT ?",
-            (stamps.stamp(now), cap, limit + sum(max(0, n) for n in busy.values())),
+            (stamps.stamp(now), cap * CANDIDATES, wanted * CANDIDATES),
         )
-        chosen: list[str] = []
-        for delivery_id, tenant_id in cur.fetchall():
-            left = allowance.get(tenant_id, cap)
-            if left > 0 and len(chosen) < limit:
-                allowance[tenant_id] = left - 1
-                chosen.append(delivery_id)
-        if not chosen:
-            return []
-        marks = ", ".join("?" for _ in chosen)
-        lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE id IN ({marks}) AND status = 'pending'"
-            f" AND next_attempt_at <= ?{lock}",
-            (*chosen, stamps.stamp(now)),
-        )
-        until = stamps.stamp(now + timedelta(seconds=lease_seconds))
-        for row in cur.fetchall():
-            token = secrets.token_hex(8)
-            cur.execute("UPDATE webhook_deliveries SET claim = ?, next_attempt_at = ? WHERE id = ?",
-                        (token, until, row[1]))
-            claimed.append(_delivery((*row[:11], token, *row[12:])))
+        ranked: list[tuple[str, str]] = cur.fetchall()
+        while ranked and len(claimed) < limit:
+            chosen, ranked = _within_allowance(ranked, allowance, cap, limit - len(claimed))
+            if not chosen:
+                break
+            marks = ", ".join("?" for _ in chosen)
+            cur.execute(
+                f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE id IN ({marks}) AND status = 'pending'"
+                f" AND next_attempt_at <= ?{lock}",
+                (*chosen, stamps.stamp(now)),
+            )
+            for row in cur.fetchall():
+                token = secrets.token_hex(8)
+                cur.execute("UPDATE webhook_deliveries SET claim = ?, next_attempt_at = ? WHERE id = ?",
+                            (token, until, row[1]))
+                claimed.append(_delivery((*row[:11], token, *row[12:])))
+                allowance[row[3]] = allowance.get(row[3], cap) - 1
     return claimed
+
+
+def _within_allowance(
+    ranked: list[tuple[str, str]], allowance: Mapping[str, int], cap: int, room: int
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The first ranked deliveries each tenant's allowance admits, up to `room`; and the rest."""
+    left = dict(allowance)
+    chosen: list[str] = []
+    rest: list[tuple[str, str]] = []
+    for delivery_id, tenant_id in ranked:
+        if left.get(tenant_id, cap) > 0 and len(chosen) < room:
+            left[tenant_id] = left.get(tenant_id, cap) - 1
+            chosen.append(delivery_id)
+        else:
+            rest.append((delivery_id, tenant_id))
+    return chosen, rest
 
 
 def record(

@@ -68,6 +68,36 @@ def test_claims_take_tenants_in_turn_and_respect_each_tenants_share(
     assert {d.id for d in first}.isdisjoint(d.id for d in more)  # claimed work is not claimed twice
 
 
+def test_a_dispatcher_racing_another_takes_the_next_deliveries_not_none(
+    state: store.StateStore, tenant: store.Tenant, receiver: Receiver,
+) -> None:
+    if state.dialect != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite serializes writers")
+    create_webhook(state, tenant, receiver.url)
+    propose(state, tenant, 12)
+    now = timefmt.now() + timedelta(seconds=1)
+    deliveries.fan_out(state, now=now, limit=100)
+    locked, release = threading.Event(), threading.Event()
+    held: list[str] = []
+
+    def other_replica_mid_claim() -> None:  # holds the first four in turn, uncommitted
+        with state.backend.transaction(write=True) as cur:
+            cur.execute("SELECT id FROM webhook_deliveries ORDER BY next_attempt_at, seq LIMIT 4 FOR UPDATE")
+            held.extend(row[0] for row in cur.fetchall())
+            locked.set()
+            release.wait(10)
+
+    other = threading.Thread(target=other_replica_mid_claim)
+    other.start()
+    try:
+        assert locked.wait(10)
+        taken = deliveries.claim_due(state, now=now, lease_seconds=60, limit=4, per_tenant=4)
+    finally:
+        release.set()
+        other.join()
+    assert len(taken) == 4 and not {d.id for d in taken} & set(held)
+
+
 async def test_a_tenant_whose_receiver_hangs_does_not_delay_another_tenants_delivery(
     state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant, receiver: Receiver,
     silent_receiver: str, clock: Clock,
