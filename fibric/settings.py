@@ -104,7 +104,7 @@ class PolicySettings:
     url: str | None = None  # FIBRIC_OPA_URL, http(s)://host:port; required for "opa"
     timeout_ms: int = 100  # FIBRIC_POLICY_TIMEOUT_MS: one decision's budget; over it is BLOCK
     workers: int = 0  # FIBRIC_POLICY_WORKERS: embedded worker processes; 0 = max(2, CPUs)
-    queue_timeout_ms: int = 0  # FIBRIC_POLICY_QUEUE_TIMEOUT_MS: longest wait for a worker; 0 = budget/2
+    queue_timeout_ms: int = 0  # FIBRIC_POLICY_QUEUE_TIMEOUT_MS: longest wait for a worker; 0 = 1000 ms
     tenant_max_in_flight: int = 0  # FIBRIC_POLICY_TENANT_MAX_IN_FLIGHT: per tenant; 0 = workers - 1 (min 1)
     breaker_timeouts: int = 3  # FIBRIC_POLICY_BREAKER_TIMEOUTS: consecutive timeouts that open; 0 = never
     breaker_cooldown_seconds: float = 30.0  # FIBRIC_POLICY_BREAKER_COOLDOWN_SECONDS: open before a probe

@@ -23,6 +23,7 @@ threads at once; `close()` kills the workers and returns once they are gone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import weakref
@@ -39,6 +40,9 @@ def default_workers() -> int:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     return max(2, cpus)
+
+
+QUEUE_TIMEOUT = 1.0  # seconds a decision may wait for a tenant slot and a worker, beside its budget
 
 
 class EmbeddedEngine:
@@ -58,9 +62,9 @@ class EmbeddedEngine:
     ) -> None:
         """Start the worker processes (returns once they are ready, or after `start_timeout`).
 
-        `workers` 0 means default_workers(); `queue_timeout` None means half
-        of each decision's budget; `tenant_max_in_flight` 0 means all workers
-        but one (at least 1); `breaker_timeouts` 0 never opens a circuit.
+        `workers` 0 means default_workers(); `queue_timeout` None means
+        QUEUE_TIMEOUT; `tenant_max_in_flight` 0 means all workers but one (at
+        least 1); `breaker_timeouts` 0 never opens a circuit.
         """
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -86,19 +90,20 @@ class EmbeddedEngine:
         self, policy: compiler.CompiledPolicy, input_doc: Mapping[str, Any], timeout: float
     ) -> engine.Outcome:
         started = time.monotonic()
-        deadline = started + timeout
         # The whole document must be valid JSON, as on the OPA engine, even where the policy never reads.
         inputs.check_json(input_doc)
         input_json = regoworker.encode_input(inputs.prune(input_doc, policy.input_paths))
         tenant = _tenant_of(input_doc)
         circuit = (tenant, policy.key)
         probe = self.breaker.admit(circuit)
-        wait = timeout / 2 if self.queue_timeout is None else min(self.queue_timeout, timeout)
-        wait_until = started + wait
+        # Waiting for a slot and a worker is bounded apart from the evaluation's budget: a busy
+        # machine queues a tenant's decisions rather than refusing them (docs/policies.md).
+        wait_until = started + (QUEUE_TIMEOUT if self.queue_timeout is None else self.queue_timeout)
         try:
             with self.tenants.slot(tenant, wait_until):
+                queued = time.monotonic() - started
                 outcome = self.pool.evaluate(
-                    policy.key, policy.bundle, input_json, wait_until=wait_until, deadline=deadline)
+                    policy.key, policy.bundle, input_json, wait_until=wait_until, timeout=timeout)
         except failures.Timeout as e:
             self.breaker.record(circuit, timed_out=True)
             raise failures.Timeout(f"no decision within {timeout * 1000:.1f} ms; {e.detail}") from None
@@ -112,7 +117,7 @@ class EmbeddedEngine:
             self.breaker.abandon(circuit, probe)
             raise
         self.breaker.record(circuit, timed_out=False)
-        return outcome
+        return dataclasses.replace(outcome, queued=queued + outcome.queued)
 
     def processes(self) -> list[int]:
         """The pids of this engine's zygote and live workers (for tests and metrics)."""

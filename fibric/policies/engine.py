@@ -27,6 +27,7 @@ class Outcome:
 
     defined: bool
     value: Any = None
+    queued: float = 0.0  # seconds spent waiting for a worker: not part of the evaluation's budget
 
 
 UNDEFINED = Outcome(defined=False)

@@ -18,6 +18,7 @@ worker says it no longer holds it).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -180,10 +181,13 @@ class WorkerPool:
                             "until the rest are up", len(self._idle), size, start_timeout)
 
     def evaluate(
-        self, key: str, bundle: bytes, input_json: bytes, *, wait_until: float, deadline: float
+        self, key: str, bundle: bytes, input_json: bytes, *, wait_until: float, timeout: float
     ) -> engine.Outcome:
-        """The outcome from a free worker: Busy past `wait_until`, Timeout past `deadline`."""
+        """The outcome from a free worker: Busy past `wait_until`, Timeout `timeout` after it has one."""
+        asked = time.monotonic()
         worker = self._acquire(wait_until)
+        acquired = time.monotonic()
+        deadline = acquired + timeout
         try:
             reply = worker.exchange(key, bundle, input_json, deadline)
         except failures.Timeout:
@@ -197,7 +201,7 @@ class WorkerPool:
             self._discard(worker, "failed")  # its pipe may hold a half-read answer: never reuse it
             raise
         self._release(worker)
-        return _outcome(reply)
+        return dataclasses.replace(_outcome(reply), queued=acquired - asked)
 
     def pids(self) -> list[int]:
         """The live workers' pids, and the zygote's first (for tests and metrics)."""

@@ -245,3 +245,21 @@ def _children_of(pids: list[int]) -> list[int]:
         if ppid in pids:
             found.append(int(entry))
     return found
+
+
+def test_waiting_for_a_slot_is_not_part_of_the_budget(runaway: policies.CompiledPolicy) -> None:
+    # One tenant, one slot, decisions arriving at once: the last waits far longer than the budget
+    # for its turn, yet each evaluation fits the budget. A busy machine queues, it does not refuse.
+    engine = policies.EmbeddedEngine(timeout=0.5, workers=2, tenant_max_in_flight=1, queue_timeout=30.0)
+    try:
+        doc = with_tenant("t_busy", {"n": 60})
+        first = policies.evaluate(engine, runaway, doc, timeout=CALM)
+        assert first.decision is policies.Verdict.ALLOW, first
+        each = max(first.duration_us / 1e6, 0.005)
+        count = min(40, int(3 * 0.5 / each) + 2)  # together, several budgets long
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            decisions = list(pool.map(lambda _: policies.evaluate(engine, runaway, doc, timeout=0.5),
+                                      range(count)))
+        assert [d.rule for d in decisions if d.decision is not policies.Verdict.ALLOW] == []
+    finally:
+        engine.close()
