@@ -113,14 +113,16 @@ def wait_drained(setup: bulkhead_support.Installation, timeout: float = 120.0) -
 def report(results: Results, cases: list[str]) -> None:
     """The medians, their ratios to quiet (and to busy, when it ran), and the verdict on the goal."""
     metrics = ("events_per_second", "actions_per_second")
-    bases = {b: {m: results.median(b, m) for m in metrics} for b in ("quiet", "busy") if b in results.samples}
+    bases: dict[str, dict[str, float]] = {
+        b: {m: results.median(b, m) for m in metrics} for b in ("quiet", "busy") if b in results.samples}
     print(f"\n{'case':<6} {'events/s':>9} {'÷quiet':>7} {'÷busy':>6} {'plans/s':>8} {'actions/s':>10} "
           f"{'÷quiet':>7} {'÷busy':>6} {'SIGTERM s':>10}  B's work")
     worst = None
     for case in cases:
         samples = results.samples[case]
         values = {m: results.median(case, m) for m in metrics}
-        ratios = {(b, m): values[m] / bases[b][m] for b in bases for m in metrics if case != b}
+        ratios: dict[tuple[str, str], float] = {
+            (b, m): values[m] / bases[b][m] for b in bases for m in metrics if case != b}
         if "quiet" in bases and case not in ("quiet", "busy"):
             lowest = min(ratios[("quiet", m)] for m in metrics)
             worst = lowest if worst is None else min(worst, lowest)
