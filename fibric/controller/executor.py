@@ -84,17 +84,29 @@ class Executor:
         """Dispose of a just-approved plan; returns it with its results. Conflict on a lease collision."""
         holder = new_holder()
         selected = select(plan, only_actions)
-        await self.pool.run(intents.begin_execution, self.state, plan.tenant_id, plan.id,
-                        only_actions=only_actions, holder=holder, ttl=self.lease_seconds)
         entities = entities_of(selected)
-        try:
-            await self.take_leases(plan, entities, holder)
-            await self._check_nothing_in_doubt(plan, selected, entities, holder)
-        except errors.Conflict:
-            await self.pool.run(intents.abandon_execution, self.state, plan.tenant_id, plan.id, holder)
-            raise
+        known, operator = await self.pool.run(self._begin, plan, selected, entities, only_actions, holder)
         self.crash.hit("after_lease")
-        return await self.run(plan, selected, entities, holder)
+        return await self.run(plan, selected, entities, holder, known, operator)
+
+    def _begin(
+        self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str],
+        only_actions: Sequence[str] | None, holder: str,
+    ) -> tuple[dict[str, intents.Intent], str]:
+        """Claim the execution, lease its entities, check nothing is in doubt (blocking: one hop).
+
+        On a Conflict, the claim and the leases taken are given back. Returns what
+        `run` needs: the plan's intents and its operator's name.
+        """
+        intents.begin_execution(self.state, plan.tenant_id, plan.id, only_actions=only_actions,
+                                holder=holder, ttl=self.lease_seconds)
+        try:
+            self._take_leases(plan, entities, holder)
+            self._check_nothing_in_doubt(plan, selected, entities, holder)
+        except errors.Conflict:
+            intents.abandon_execution(self.state, plan.tenant_id, plan.id, holder)
+            raise
+        return self._intents_and_operator(plan)
 
     async def resume(self, execution: intents.Execution) -> plans.Plan | None:
         """Finish an execution whose holder died (recovery has claimed it for `execution.holder`).
@@ -109,20 +121,21 @@ class Executor:
         selected = select(plan, execution.only_actions)
         entities = entities_of(selected)
         try:
-            await self.take_leases(plan, entities, execution.holder)
+            await self.pool.run(self._take_leases, plan, entities, execution.holder)
         except errors.Conflict as e:
             log.info("recovery of plan %s waits: %s", plan.id, e)
             return None
-        return await self.run(plan, selected, entities, execution.holder, recovering=True)
+        known, operator = await self.pool.run(self._intents_and_operator, plan)
+        return await self.run(plan, selected, entities, execution.holder, known, operator, recovering=True)
 
     # --- the plan -------------------------------------------------------------------
 
-    async def take_leases(self, plan: plans.Plan, entities: Sequence[str], holder: str) -> None:
+    def _take_leases(self, plan: plans.Plan, entities: Sequence[str], holder: str) -> None:
+        """Lease every entity, or none: on a collision the ones taken are released (blocking)."""
         taken: list[str] = []
         for entity in entities:
-            if not await self.pool.run(leases.acquire, self.state, plan.tenant_id, entity, holder,
-                                   self.lease_seconds):
-                await self.pool.run(leases.release, self.state, plan.tenant_id, taken, holder)
+            if not leases.acquire(self.state, plan.tenant_id, entity, holder, self.lease_seconds):
+                leases.release(self.state, plan.tenant_id, taken, holder)
                 raise errors.Conflict(
                     f"Entity {entity} is being acted on by another execution (single-flight): plan "
                     f"{plan.id} was not run and is still proposed; approve it again once that finishes."
@@ -131,14 +144,17 @@ class Executor:
 
     async def run(
         self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str], holder: str,
-        *, recovering: bool = False,
+        known: dict[str, intents.Intent], operator: str, *, recovering: bool = False,
     ) -> plans.Plan:
-        """Dispose of each selected action in order, holding the leases; record the plan's results."""
+        """Dispose of each selected action in order, holding the leases; record the plan's results.
+
+        `known` are the intents the plan already has (a resumed execution's), by idempotency key.
+        """
         stop, lost = asyncio.Event(), asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop, lost),
                                    name=f"lease-{plan.id}")
+        concluded = False
         try:
-            known, operator = await self.pool.run(self._intents_and_operator, plan)
             results = []
             for action in selected:
                 if lost.is_set():  # fail closed: the claim may be another holder's now; it finishes the plan
@@ -147,19 +163,30 @@ class Executor:
                         "not yet disposed are left to recovery", delay=self.lease_seconds)
                 prior = known.get(action["idempotency_key"])
                 results.append(await self._dispose(plan, operator, action, prior, recovering=recovering))
-            return await self.pool.run(self._conclude, plan, results)
+            await self._stop_heartbeat(stop, beat)
+            final = await self.pool.run(self._conclude, plan, results, entities, holder)
+            concluded = True
+            return final
         finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await beat
-            await self.pool.run(leases.release, self.state, plan.tenant_id, entities, holder)
+            if not concluded:
+                await self._stop_heartbeat(stop, beat)
+                await self.pool.run(leases.release, self.state, plan.tenant_id, entities, holder)
+
+    @staticmethod
+    async def _stop_heartbeat(stop: asyncio.Event, beat: asyncio.Task[None]) -> None:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await beat
 
     def _intents_and_operator(self, plan: plans.Plan) -> tuple[dict[str, intents.Intent], str]:
         """What a resumed execution recorded already, and the operator's name (blocking: one hop)."""
         return intents.for_plan(self.state, plan.tenant_id, plan.id), _operator_name(self.state, plan)
 
-    def _conclude(self, plan: plans.Plan, results: list[dict[str, Any]]) -> plans.Plan:
-        """Record the plan's results, count what ran on its run, end the execution (blocking: one hop).
+    def _conclude(
+        self, plan: plans.Plan, results: list[dict[str, Any]], entities: Sequence[str], holder: str
+    ) -> plans.Plan:
+        """Record the plan's results, count what ran on its run, end the execution, release the
+        leases (blocking: one hop).
 
         The execution's end is the durable commit the approval is answered after.
         """
@@ -174,6 +201,7 @@ class Executor:
             if plan.run_id is not None and applied:  # the operator's last_run counts what ran
                 run_store.add_applied(self.state, plan.tenant_id, plan.run_id, applied)
         self._end_execution(final)
+        leases.release(self.state, plan.tenant_id, entities, holder)
         return final
 
     async def _finish_execution(self, plan: plans.Plan) -> None:
@@ -211,14 +239,14 @@ class Executor:
                 return
             renewed = time.monotonic()
 
-    async def _check_nothing_in_doubt(
+    def _check_nothing_in_doubt(
         self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str], holder: str
     ) -> None:
+        """Refuse to start while an action's key awaits crash recovery in another plan (blocking)."""
         for action in selected:
-            other = await self.pool.run(intents.pending_elsewhere, self.state, plan.tenant_id,
-                                    action["idempotency_key"], plan.id)
+            other = intents.pending_elsewhere(self.state, plan.tenant_id, action["idempotency_key"], plan.id)
             if other is not None:
-                await self.pool.run(leases.release, self.state, plan.tenant_id, entities, holder)
+                leases.release(self.state, plan.tenant_id, entities, holder)
                 raise errors.Conflict(
                     f"Action {action['idempotency_key']} (entity {action['entity_key']}) of plan "
                     f"{other.plan_id} is awaiting crash recovery; plan {plan.id} is still proposed."
@@ -243,60 +271,67 @@ class Executor:
         if intent is not None:  # resumed between intent and receipt
             return await self._recover(plan, intent)
         binding, unresolved = self._resolve(plan.tenant_id, action)
-        applied, verdict = await self.pool.run(self._screen, plan, action, binding)
+        step = await self.pool.run(self._prepare, plan, operator, action, binding, unresolved, recovering)
+        if isinstance(step, intents.Intent):
+            self.crash.hit("after_intent", action["capability"])
+            return await self._call(step, recovering=False)
+        self.on_receipt()
+        return result_of(step)
+
+    def _prepare(
+        self, plan: plans.Plan, operator: str, action: dict[str, Any], binding: tools.Binding | None,
+        unresolved: str, recovering: bool,
+    ) -> intents.Intent | receipts.Receipt:
+        """DEDUP, the policy's verdict, then the intent of the call (blocking: one hop for all).
+
+        Returns the intent when the tool is to be called; otherwise the action is
+        settled here (a dedup, a refusal, a call that cannot be made) and its receipt returned.
+        """
+        key = action["idempotency_key"]
+        applied = self.ledger.applied(plan.tenant_id, key)
         if applied is not None:
             policy = {"decision": "DEDUP", "rule": "dedup", "flagged": False,
                       "reasons": [f"idempotency key {key} was applied by receipt {applied.id}"]}
             base = receipt_fields(plan, operator, action, policy, policy_id=None, policy_sha256=None)
-            return await self._without_call(plan, base, "deduplicated")
-        assert verdict is not None
+            return self._without_call(plan, base, "deduplicated")
+        verdict = disposal.decide_action(self.state, self.ledger, self.decider, plan, action, binding)
         self.crash.hit("after_decision", action["capability"])
         policy = verdict.policy_record()
         base = receipt_fields(plan, verdict.operator_name, action, policy,
                               policy_id=verdict.decision.policy_id or verdict.policy_id,
                               policy_sha256=verdict.decision.policy_sha256 or None)
         if verdict.value == "BLOCK":
-            return await self._without_call(plan, base, "refused")
+            return self._without_call(plan, base, "refused")
         if binding is None:
             if recovering and patient(plan):
                 raise errors.TemporaryError(f"recovery of plan {plan.id} waits for a connector: {unresolved}")
-            return await self._without_call(plan, base, "failed", {"error": unresolved})
+            return self._without_call(plan, base, "failed", {"error": unresolved})
         tool = {"connector": binding.connector, "name": binding.tool.name,
                 "annotations": dict(binding.tool.annotations), "idempotent": binding.tool.idempotent}
         try:
-            intent = await self.pool.run(intents.record, self.state, reseller_id=plan.reseller_id,
-                                     tenant_id=plan.tenant_id, plan_id=plan.id, idempotency_key=key,
-                                     calls_tool=True, receipt=base, tool=tool)
+            return intents.record(self.state, reseller_id=plan.reseller_id, tenant_id=plan.tenant_id,
+                                  plan_id=plan.id, idempotency_key=key, calls_tool=True, receipt=base,
+                                  tool=tool)
         except Exception as e:  # any failure to write it (disk full, a driver error): no intent, no call
             log.error("plan %s action %s: intent not written, tool not called: %s", plan.id, key, e)
             why = {"error": f"intent not written, tool not called: {e}"}
-            return await self._settle(None, {**base, "outcome": "failed", "detail": why})
-        self.crash.hit("after_intent", action["capability"])
-        return await self._call(intent, recovering=False)
+            return intents.settle(self.state, None, receipts.NewReceipt(
+                **{**base, "outcome": "failed", "detail": why}), receipt_events)
 
-    def _screen(self, plan: plans.Plan, action: dict[str, Any], binding: tools.Binding | None
-                ) -> tuple[receipts.Receipt | None, disposal.Verdict | None]:
-        """DEDUP, else the policy's verdict (blocking: one hop for both)."""
-        applied = self.ledger.applied(plan.tenant_id, action["idempotency_key"])
-        if applied is not None:
-            return applied, None
-        return None, disposal.decide_action(self.state, self.ledger, self.decider, plan, action, binding)
-
-    async def _without_call(
+    def _without_call(
         self, plan: plans.Plan, base: dict[str, Any], outcome: str, detail: Any = None
-    ) -> dict[str, Any]:
+    ) -> receipts.Receipt:
         """A refusal, a dedup or a call that cannot be made: receipt (and events) only, no effect."""
         fields = {**base, "outcome": outcome, "detail": detail}
         intent = None
         try:
-            intent = await self.pool.run(intents.record, self.state, reseller_id=plan.reseller_id,
-                                     tenant_id=plan.tenant_id, plan_id=plan.id,
-                                     idempotency_key=base["idempotency_key"], calls_tool=False,
-                                     receipt=fields, tool={})
+            intent = intents.record(self.state, reseller_id=plan.reseller_id, tenant_id=plan.tenant_id,
+                                    plan_id=plan.id, idempotency_key=base["idempotency_key"],
+                                    calls_tool=False, receipt=fields, tool={})
         except Exception as e:  # nothing external happens either way: the receipt still records it
             log.error("plan %s action %s: intent not written (%s); writing its %s receipt anyway", plan.id,
                       base["idempotency_key"], e, outcome)
-        return await self._settle(intent, fields)
+        return intents.settle(self.state, intent, receipts.NewReceipt(**fields), receipt_events)
 
     async def _call(
         self, intent: intents.Intent, *, recovering: bool, retried: bool = False

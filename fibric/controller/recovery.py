@@ -72,7 +72,7 @@ async def recover_once(executor: executor_module.Executor) -> int:
         log.warning("plan %s was approved but its execution never started; recording it with no results",
                     plan_id)
         plan = await run(plans.get, state, tenant_id, plan_id)
-        await executor.run(plan, [], [], holder)
+        await executor.run(plan, [], [], holder, known={}, operator="")  # no actions to dispose of
         finished += 1
     for stale in await run(intents.stale_executions, state):
         holder = executor_module.new_holder()

@@ -65,9 +65,15 @@ class Sealer:
 
     def wake(self) -> None:
         """Seal now rather than at the next interval. Thread-safe, never blocks."""
+        if self._woken.is_set():  # already woken: no need to wake the loop again (a receipt each)
+            return
         with self._lock:
             loop = self._loop
-        if loop is not None:
+        if loop is None:
+            return
+        if _running_loop() is loop:
+            self._woken.set()
+        else:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._woken.set)
 
@@ -124,3 +130,10 @@ class Sealer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self.interval)
             self._woken.clear()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
