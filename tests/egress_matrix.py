@@ -22,6 +22,7 @@ REFUSED = [
     ("https://172.16.0.1/h", "private"),
     ("https://192.168.1.1/h", "private"),
     ("https://[fc00::1]/h", "private"),
+    ("https://[fec0::1]/h", "private site-local"),            # deprecated IPv6 site-local, fec0::/10
     ("https://100.64.0.1/h", "carrier-grade NAT"),
     ("https://100.127.255.254/h", "carrier-grade NAT"),
     ("https://169.254.169.254/latest/meta-data", "link-local"),

@@ -14,9 +14,10 @@ one that is being opened, or fail fast while the supervisor backs off.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -295,6 +296,10 @@ class Connector:
 
     def resolve(self, capability: str) -> tools.Binding:
         """The tool behind `capability`, from the last listing; fails closed."""
+        with self._as_the_tenant_sees_it():
+            return self._resolve(capability)
+
+    def _resolve(self, capability: str) -> tools.Binding:
         tool_name = self.spec.capabilities.get(capability)
         if tool_name is None:
             raise cerrors.CapabilityUnavailable(
@@ -333,16 +338,35 @@ class Connector:
             )
         budget = self._settings.call_timeout if timeout is None else timeout
         deadline = (anyio.current_time() if started is None else started) + budget
-        live = await self._acquire(deadline)
-        binding = self.resolve(capability)  # against the listing of the session we hold
-        meta: dict[str, Any] = {}
-        if idempotency_key is not None:
-            meta[tools.IDEMPOTENCY_META_KEY] = idempotency_key
-        if entity_key is not None:
-            meta[tools.ENTITY_META_KEY] = entity_key
-        remaining = max(0.001, deadline - anyio.current_time())
-        result = await live.call(binding.tool.name, arguments, meta, remaining, budget=budget)
+        with self._as_the_tenant_sees_it():
+            live = await self._acquire(deadline)
+            binding = self._resolve(capability)  # against the listing of the session we hold
+            meta: dict[str, Any] = {}
+            if idempotency_key is not None:
+                meta[tools.IDEMPOTENCY_META_KEY] = idempotency_key
+            if entity_key is not None:
+                meta[tools.ENTITY_META_KEY] = entity_key
+            remaining = max(0.001, deadline - anyio.current_time())
+            result = await live.call(binding.tool.name, arguments, meta, remaining, budget=budget)
         return tools.ToolResult.from_mcp(self.name, binding.tool.name, result)
+
+    @contextlib.contextmanager
+    def _as_the_tenant_sees_it(self) -> Iterator[None]:
+        """Errors leave a connector's call path only as its grant lets the tenant read them.
+
+        What a call or resolve raises ends up in receipts, run statuses and API
+        errors, all of which the tenant reads: this is the one place the grant's
+        disclosure (the target's words withheld or cut) applies to them, as
+        `state()` applies it to the status. The full text goes to the server log.
+        """
+        try:
+            yield
+        except errors.FibricError as e:
+            shown = self.grant.show_error(str(e)) or ""
+            if shown == str(e):
+                raise
+            log.warning("connector %s (tenant %s): %s", self.name, self.tenant_id, e)
+            raise cerrors.retold(e, shown) from None
 
     async def _acquire(self, deadline: float) -> session.LiveSession:
         """The live session, waiting while one is being opened (never while backing off)."""

@@ -9,7 +9,11 @@ with the same idempotency key, else record the action in doubt).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fibric import errors
+
+E = TypeVar("E", bound=errors.FibricError)
 
 
 class NotConnected(errors.TemporaryError):
@@ -62,3 +66,15 @@ class InvalidToolResult(errors.PermanentError):
     """The tool ran but its result broke the protocol or its own output schema."""
 
     in_doubt = True
+
+
+def retold(error: E, message: str) -> E:
+    """`error` with `message` for its text: same class, same `delay`, `code` and `in_doubt`.
+
+    How a connector hands an error to its tenant with the target's words
+    withheld (trust.Grant.show_error), without changing what the caller does next.
+    """
+    told = type(error).__new__(type(error))
+    told.__dict__.update(vars(error))
+    told.args = (message,)
+    return told

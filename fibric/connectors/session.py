@@ -179,12 +179,12 @@ class LiveSession:
                 await anyio.sleep(0)  # let the link record why it closed
                 self.mark_broken(self.link.explain() or "connection closed")
                 raise cerrors.CallFailed(f"{where}: session lost mid-call: {self.end_reason}") from e
-            raise cerrors.ToolCallRejected(f"{where}: {e.message}", e.code) from e
+            raise cerrors.ToolCallRejected(f"{where}: {describe_error(e)}", e.code) from e
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as e:
             self.mark_broken(describe_error(e))
             raise cerrors.CallFailed(f"{where}: session lost mid-call: {self.end_reason}") from e
         except (RuntimeError, ValueError) as e:  # output-schema violations, malformed results
-            raise cerrors.InvalidToolResult(f"{where}: {e}") from e
+            raise cerrors.InvalidToolResult(f"{where}: invalid result: {e}") from e
 
     def _timed_out(self) -> None:
         self.check_requested = True

@@ -16,6 +16,12 @@ that socket and answers its pid. The kernel reaps the workers (the zygote
 ignores SIGCHLD) and kills them when the zygote exits (regoworker sets
 PR_SET_PDEATHSIG). The zygote exits when the engine closes the control socket,
 which also happens when the engine's process dies.
+
+Workers run tenants' Rego, and rego-cpp's `opa.runtime()` returns the process
+environment. The lint refuses it at apply (lint.py); as a second wall, the
+zygote empties its environment before it forks any worker, so a policy that
+reaches the environment anyway finds nothing of the server's (FIBRIC_SECRET_KEY,
+database URLs, tokens).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import tempfile
 import threading
 import traceback
 from multiprocessing import connection
@@ -92,6 +99,7 @@ def serve(control: socket.socket) -> None:
     """The zygote's loop: fork a worker per request until the engine closes `control`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps exited workers: no zombies
+    forget_environment()
     me = os.getpid()
     with control:
         while True:
@@ -105,6 +113,16 @@ def serve(control: socket.socket) -> None:
                 _worker(control, fds[0], int(message), me)
             os.close(fds[0])
             control.send(str(pid).encode())
+
+
+def forget_environment() -> None:
+    """Empty this process's environment (C's `environ` too, which rego-cpp reads), keeping what it needs.
+
+    The one thing a worker takes from the environment is its temporary directory
+    (TMPDIR, for the bundle files it loads), so it is resolved first and kept.
+    """
+    tempfile.tempdir = tempfile.gettempdir()
+    os.environ.clear()  # unsetenv() for each variable, so the C library's view empties too
 
 
 def _worker(control: socket.socket, fd: int, capacity: int, zygote: int) -> None:

@@ -33,10 +33,11 @@ from fibric.trust import resolver as resolvers
 Disclosure = Literal["full", "cut", "withheld"]
 CUT_ERROR_CHARS = 300
 WITHHELD = "(the private target's own words are withheld; see the server log)"
-# What in an error line was written by the target rather than by Fibric: a JSON-RPC error's message,
-# a stdio server's stderr (the formats of fibric.connectors.session and .link).
-_TARGET_MESSAGE = re.compile(r"(MCP error -?\d+): [^;]*")
-_TARGET_STDERR = re.compile(r"; stderr: .*$", re.DOTALL)
+# Where an error line stops being Fibric's words and starts being the target's, to its end: a
+# JSON-RPC error's message, a result that broke its schema, a stdio server's stderr (the formats of
+# fibric.connectors.session and .link). Everything after the first marker goes: the target's text
+# may hold anything, a `;` or a marker of its own included.
+_TARGET_WORDS = re.compile(r"(MCP error -?\d+|: invalid result|; stderr): .*$", re.DOTALL)
 
 
 class Origin(enum.StrEnum):
@@ -65,7 +66,7 @@ class Grant:
         if text is None or self.disclosure == "full":
             return text
         if self.disclosure == "withheld":  # Fibric's own observations stay: status codes, timeouts, refusals
-            text = _TARGET_STDERR.sub(" " + WITHHELD, _TARGET_MESSAGE.sub(r"\1 " + WITHHELD, text))
+            text = _TARGET_WORDS.sub(lambda m: f"{m.group(1)} {WITHHELD}", text, count=1)
         return text if len(text) <= CUT_ERROR_CHARS else text[:CUT_ERROR_CHARS - 1] + "…"
 
     @classmethod
@@ -172,7 +173,10 @@ class Boundary:
             entry = self.catalog.get(transport.catalog)
             if entry is None:
                 raise NotPermitted(self.catalog.describe_missing(transport.catalog))
-            return Grant(entry.transport, True, egresses.ANYWHERE, "cut")
+            # A catalog URL is the installation's, and usually an internal service: its words are
+            # withheld like any private target's. A catalog command's stderr is cut, as before.
+            disclosure: Disclosure = "withheld" if entry.transport.http is not None else "cut"
+            return Grant(entry.transport, True, egresses.ANYWHERE, disclosure)
         if origin is Origin.INSTALLATION:
             return Grant.trusted(transport)
         if transport.stdio is not None:

@@ -195,6 +195,8 @@ def classify(address: Address) -> str | None:
         ("multicast", address.is_multicast),
         ("reserved", address.is_reserved),
         ("private", address.is_private),
+        # Deprecated IPv6 site-local (fec0::/10, RFC 3879): Python calls it global, networks still route it.
+        ("private site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
         ("not globally routable", not address.is_global),
     )
     return next((name for name, hit in checks if hit), None)

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 from policy_support import RUNAWAY, action_input, alive, eventually
 
-from fibric import policies, settings
+from fibric import errors, policies, settings
+from fibric.policies import rego
 
 Compile = Callable[..., policies.CompiledPolicy]
 FAST, SLOW = {"n": 10}, {"n": 1000}  # RUNAWAY with n=1000 runs for seconds
@@ -263,3 +264,27 @@ def test_waiting_for_a_slot_is_not_part_of_the_budget(runaway: policies.Compiled
         assert [d.rule for d in decisions if d.decision is not policies.Verdict.ALLOW] == []
     finally:
         engine.close()
+
+
+def test_a_policy_that_reaches_the_environment_finds_none_of_the_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lint refuses opa.runtime(); should a spelling slip past it, the workers have nothing to give."""
+    monkeypatch.setenv("FIBRIC_TEST_CANARY", "canary-4f1d")  # seen if this test starts the forkserver
+    source = ("package t.env\n\nimport rego.v1\n\n"
+              'decision := {"decision": "ALLOW", "rule": "env",\n'
+              '\t"reasons": [json.marshal(opa.runtime().env)]}\n')
+    with pytest.raises(errors.SpecInvalid, match=r"'opa\.runtime' returns the server's environment"):
+        policies.compile(source, name="env.rego")
+    query = "data.t.env.decision"
+    slipped = policies.CompiledPolicy(  # compiled past the lint, as a gap in it would
+        source=source, sha256=policies.source_sha256(source), package="t.env", query=query,
+        bundle=rego.compile_bundle([("env.rego", source)], query))
+    engine = policies.EmbeddedEngine(timeout=CALM, workers=1)
+    try:
+        decision = policies.evaluate(engine, slipped, FAST, timeout=CALM)
+    finally:
+        engine.close()
+
+    assert decision.decision is policies.Verdict.ALLOW, decision
+    assert decision.reasons == ("{}",)  # not PATH, not HOME, not the canary

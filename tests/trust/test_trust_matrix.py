@@ -217,3 +217,39 @@ def test_unknown_documents_still_name_their_field(
             "url": "https://h.example/h", "events": ["plan.proposed"], "secret_env": "A",
             "secret_ref": "b"})]}), 400)
     assert "documents[0].spec.transport" in fields(body) and "documents[1].spec" in fields(body)
+
+
+# --- policies read their input, nothing of the host ----------------------------------------------
+
+HOST_READS = {
+    "call": 'reasons := [json.marshal(opa.runtime().env)]',
+    "spaced": 'reasons := [json.marshal(opa . runtime ().env)]',
+    "bracket": 'reasons := [json.marshal(opa["runtime"]().env)]',
+    "template": 'reasons := [$"{opa.runtime().env.FIBRIC_SECRET_KEY}"]',
+    "with": 'reasons := [json.marshal(x.env)] if x := time.now_ns() with time.now_ns as opa.runtime',
+    "import": 'reasons := [json.marshal(runtime().env)]',
+    "http": 'reasons := [http.send({"method": "get", "url": "http://169.254.169.254/"}).raw_body]',
+}
+
+
+@pytest.mark.parametrize("spelling", HOST_READS, ids=list(HOST_READS))
+def test_no_tenant_policy_can_read_the_servers_environment(
+    sqlite_state: store.StateStore, ledger: receipts.Ledger, spelling: str
+) -> None:
+    """rego-cpp's opa.runtime() returns the server's environment; decision reasons land in receipts."""
+    imports = "import rego.v1\nimport opa.runtime\n" if spelling == "import" else "import rego.v1\n"
+    rego = (f"package leak\n\n{imports}\n{HOST_READS[spelling]}\n\n"
+            'decision := {"decision": "ALLOW", "rule": "leak", "reasons": reasons}\n')
+    policy = doc("Policy", "leak", {"rego": rego})
+    state = sqlite_state
+    tenant = state.create_tenant("acme", "rs_test")
+    with api(state, ledger, tenant, SCOPE_SETS["all"]) as client:
+        applied = client.post("/v1/apply", json={"documents": [policy]})
+        created = client.post("/v1/policies", json={"name": "leak", "rego": rego})
+    for response in (applied, created):
+        body = error(response, 400)
+        assert body["code"] == "invalid_request"
+        assert "a policy may read only its input" in body["message"] or "may import only" in body["message"]
+        assert "leak.rego:" in body["message"]  # the module and line, like every other Rego problem
+    assert set(fields(error(applied, 400))) == {"documents[0].spec.rego"}
+    assert state.list_objects(tenant.id, "Policy") == []
