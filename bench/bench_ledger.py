@@ -26,6 +26,7 @@ chain; the query does not look). Run: python bench/bench_ledger.py
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 import tempfile
@@ -200,7 +201,7 @@ def main() -> None:
         conn.close()
 
         def audited(tenant_id: str | None) -> list[Any]:
-            copy = audit_sql.over_files(lake.files(tenant_id))
+            copy = audit_sql.over_files(lake.files(tenant_id), threads=os.cpu_count() or 1)  # as the CLI
             try:
                 return audit_sql.query(copy, QUERY, max_rows=100_000, max_bytes=None).rows
             finally:

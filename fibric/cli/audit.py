@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -170,7 +171,7 @@ def sql(ctx: click.Context, sql: str, data_dir: str | None, store_url: str | Non
     else:
         audit_sql.check_select(sql)
         tenant_id = _scope(data_dir, store_url, tenant_name, all_tenants, default_all=False)
-        conn = audit_sql.over_files(_files(ctx, data_dir, tenant_id))
+        conn = audit_sql.over_files(_files(ctx, data_dir, tenant_id), threads=os.cpu_count() or 1)
         try:
             result = audit_sql.query(conn, sql, max_rows=max_rows, max_bytes=None)
         finally:

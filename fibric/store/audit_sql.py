@@ -140,8 +140,12 @@ def _new_database() -> Any:
 _spares = _Spares()
 
 
-def over_files(files: Sequence[str]) -> Any:
-    """A private in-memory DuckDB whose `receipts` is a view over these Parquet files, locked down."""
+def over_files(files: Sequence[str], *, threads: int = 1) -> Any:
+    """A private in-memory DuckDB whose `receipts` is a view over these Parquet files, locked down.
+
+    A tenant's query (the API) runs on one thread, so one tenant's scan never takes
+    every core; the local admin's (`fibric audit sql`) may pass the machine's.
+    """
     conn = _spares.take()
     try:
         if files:
@@ -151,7 +155,7 @@ def over_files(files: Sequence[str]) -> Any:
                          " hive_partitioning = false)")
         else:  # nothing sealed yet: the same columns, no rows
             conn.execute(sealed.SCHEMA.replace("lake.receipts", "receipts"))
-        lock_down(conn)
+        lock_down(conn, threads=threads)
     except BaseException:
         conn.close()
         raise
@@ -206,10 +210,10 @@ def export(files: Sequence[str], out: Path) -> int:
         conn.close()
 
 
-def lock_down(conn: Any) -> None:
+def lock_down(conn: Any, *, threads: int = 1) -> None:
     """From here on the connection cannot reach anything but the rows it holds, nor grow past them much."""
     held = conn.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchone()[0]
-    conn.execute("SET threads = 1")
+    conn.execute(f"SET threads = {max(1, int(threads))}")
     conn.execute(f"SET memory_limit = '{int(held) + QUERY_MEMORY}B'")
     conn.execute("SET temp_directory = ''")  # never spill a tenant's rows to disk (the cwd's .tmp)
     conn.execute("SET TimeZone = 'UTC'")  # the same answers whatever the server's zone
