@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
+
+# Test-only: this process's clock runs this many seconds off, as a replica's host clock may
+# (tests/replicas). Nothing another process relies on reads this clock: leases, claims and
+# expiries read the database's (fibric.store.stamps.db_now).
+CLOCK_OFFSET_ENV = "FIBRIC_TEST_CLOCK_OFFSET_SECONDS"
+offset = timedelta(seconds=float(os.environ.get(CLOCK_OFFSET_ENV) or 0))
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    """This process's wall clock (what it shows and stamps for itself)."""
+    return datetime.now(UTC) + offset
 
 
 def rfc3339(value: datetime | None) -> str | None:

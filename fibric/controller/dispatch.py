@@ -89,14 +89,16 @@ class Dispatcher:
         config: settings.WebhookSettings,
         box: secretbox.SecretBox,
         *,
-        clock: Clock = timefmt.now,
+        clock: Clock | None = None,
         rng: random.Random | None = None,
         environ: Mapping[str, str] | None = None,
         boundary: trust.Boundary | None = None,
         pool: threads.Pool | None = None,
         tenant_deliveries: int = 4,
     ) -> None:
-        """`clock` is injectable so tests move time instead of waiting out a backoff;
+        """`clock` is injectable so tests move time instead of waiting out a backoff
+        (without one, which deliveries are due and whose claim lapsed is judged on the
+        database's clock, the same for every replica, and this process's clock stamps);
         `environ` is where `secret_env` variables are read (the process environment);
         `boundary` says where each webhook's deliveries may connect (default: the
         development setting of `config` for tenants, anywhere for the installation)
@@ -105,7 +107,8 @@ class Dispatcher:
         self.state = state
         self.config = config
         self.box = box
-        self.clock = clock
+        self.clock = clock or timefmt.now
+        self._driven = clock is not None
         self.rng = rng or random.Random()
         self.environ = os.environ if environ is None else environ
         self.boundary = boundary or trust.Boundary(
@@ -232,7 +235,7 @@ class Dispatcher:
             return fanned, []
         busy = collections.Counter(self._in_flight.values())
         due = await self.pool.run(
-            deliveries.claim_due, self.state, now=self.clock(),
+            deliveries.claim_due, self.state, now=self.clock() if self._driven else None,
             lease_seconds=self.sender.attempt_budget_seconds + CLAIM_MARGIN_SECONDS, limit=free,
             per_tenant=self.tenant_deliveries, busy=busy,
         )

@@ -119,7 +119,7 @@ def create_test(state: state_module.StateStore, endpoint: webhooks.Endpoint, *, 
 def claim_due(
     state: state_module.StateStore,
     *,
-    now: datetime,
+    now: datetime | None = None,
     lease_seconds: float,
     limit: int,
     per_tenant: int | None = None,
@@ -130,16 +130,19 @@ def claim_due(
     Fair across tenants: each tenant's oldest due deliveries come first, in
     turn (every tenant's first, then every tenant's second, ...), and a
     tenant gets at most `per_tenant` minus what it already has in flight
-    (`busy`), so one tenant's backlog never fills the claim.
+    (`busy`), so one tenant's backlog never fills the claim. What is due, and
+    for how long the claim holds, is judged on the database's clock unless
+    `now` is given (a test driving time).
     """
     busy = busy or {}
     cap = per_tenant if per_tenant is not None else limit
     allowance = {t: cap - n for t, n in busy.items()}
     wanted = limit + sum(max(0, n) for n in busy.values())
     lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
-    until = stamps.stamp(now + timedelta(seconds=lease_seconds))
     claimed: list[Delivery] = []
     with state.backend.transaction(write=True) as cur:
+        now = now or stamps.db_now(cur, state.dialect)
+        until = stamps.stamp(now + timedelta(seconds=lease_seconds))
         # Window functions cannot take row locks (PostgreSQL): rank first, then lock what was
         # chosen. Ranked beyond what one pass takes, so a dispatcher whose first choices another
         # one holds (SKIP LOCKED) takes the next in turn rather than nothing.

@@ -19,7 +19,7 @@ import random
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from fibric.store import stamps
 from fibric.store import state as state_module
@@ -63,8 +63,8 @@ def begin(state: state_module.StateStore, tenant_id: str, key: str, fingerprint:
     """Claim `key` for a request whose parameters hash to `fingerprint`, or say why not."""
     attempt = secrets.token_hex(8)
     for _ in range(3):  # a record released between our insert and our read: claim again
-        now = datetime.now(UTC)
         with state.backend.transaction(write=True) as cur:
+            now = stamps.db_now(cur, state.dialect)  # the lock is judged by every replica alike
             if random.random() < _PURGE_CHANCE:
                 cur.execute("DELETE FROM idempotency_keys WHERE expires_at < ?", (stamps.stamp(now),))
             cur.execute(

@@ -75,8 +75,8 @@ def begin_execution(
     holder: str, ttl: float,
 ) -> Execution:
     """Record that `holder` disposes of the (just approved) plan; Conflict if an execution exists."""
-    now = datetime.now(UTC)
     with state.backend.transaction(write=True, durable=False) as cur:  # the first intent's commit syncs it
+        now = stamps.db_now(cur, state.dialect)
         cur.execute(
             "INSERT INTO executions (tenant_id, plan_id, only_actions, holder, started_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, plan_id) DO NOTHING RETURNING plan_id",
@@ -93,10 +93,11 @@ def renew_execution(
 ) -> bool:
     """Extend `holder`'s claim on an unfinished execution; False if it lost it."""
     with state.backend.transaction(write=True, durable=False) as cur:  # a lost renewal only expires sooner
+        expires = stamps.db_now(cur, state.dialect) + timedelta(seconds=ttl)
         cur.execute(
             "UPDATE executions SET expires_at = ? WHERE tenant_id = ? AND plan_id = ? AND holder = ?"
             " AND finished_at IS NULL",
-            (stamps.stamp(datetime.now(UTC) + timedelta(seconds=ttl)), tenant_id, plan_id, holder),
+            (stamps.stamp(expires), tenant_id, plan_id, holder),
         )
         return bool(cur.rowcount == 1)
 
@@ -105,8 +106,8 @@ def claim_execution(
     state: state_module.StateStore, tenant_id: str, plan_id: str, holder: str, ttl: float,
 ) -> Execution | None:
     """Take over an unfinished execution whose holder stopped renewing; None if it is live or done."""
-    now = datetime.now(UTC)
     with state.backend.transaction(write=True) as cur:
+        now = stamps.db_now(cur, state.dialect)
         cur.execute(
             "UPDATE executions SET holder = ?, expires_at = ? WHERE tenant_id = ? AND plan_id = ?"
             " AND finished_at IS NULL AND expires_at <= ?",
@@ -157,7 +158,7 @@ def stale_executions(state: state_module.StateStore, *, limit: int = 100) -> lis
         cur.execute(
             f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE finished_at IS NULL AND expires_at <= ?"
             " ORDER BY started_at LIMIT ?",
-            (stamps.stamp(datetime.now(UTC)), limit),
+            (stamps.stamp(stamps.db_now(cur, state.dialect)), limit),
         )
         return [_execution(r) for r in cur.fetchall()]
 
@@ -167,8 +168,8 @@ def unstarted_approvals(
 ) -> list[tuple[str, str]]:
     """(tenant_id, plan_id) of plans approved `older_than` seconds ago that no execution ever recorded:
     the process died between approving and starting."""
-    cutoff = stamps.stamp(datetime.now(UTC) - timedelta(seconds=older_than))
     with state.backend.transaction(write=False) as cur:
+        cutoff = stamps.stamp(stamps.db_now(cur, state.dialect) - timedelta(seconds=older_than))
         cur.execute(
             "SELECT p.tenant_id, p.id FROM plans p WHERE p.status = 'approved' AND p.approved_at <= ?"
             " AND NOT EXISTS (SELECT 1 FROM executions e"

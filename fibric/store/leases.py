@@ -4,7 +4,8 @@ A lease is a row keyed by (tenant_id, entity_key) naming its holder and when
 it expires. Taking one is a single upsert that only overwrites an expired
 row (`INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= now`), so two
 executors racing for one entity, in one process or in many replicas sharing
-PostgreSQL, cannot both win: the database's unique key decides. A holder
+PostgreSQL, cannot both win: the database's unique key decides, and the
+database's clock says what has expired (stamps.db_now), not a replica's. A holder
 that dies stops renewing; once its lease expires anyone may take it over.
 Holders are opaque strings, one per plan execution (not per process), so two
 approvals in one process collide exactly like two in different ones.
@@ -13,7 +14,7 @@ approvals in one process collide exactly like two in different ones.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from fibric.store import stamps
 from fibric.store import state as state_module
@@ -27,8 +28,8 @@ def acquire(
 
     Re-acquiring one's own lease renews it.
     """
-    moment = now or datetime.now(UTC)
     with state.backend.transaction(write=True, durable=False) as cur:  # the next durable commit syncs it
+        moment = now or stamps.db_now(cur, state.dialect)
         cur.execute(
             "INSERT INTO leases (tenant_id, entity_key, holder, acquired_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?)"
@@ -47,9 +48,9 @@ def renew(
     state: state_module.StateStore, tenant_id: str, entity_keys: Iterable[str], holder: str, ttl: float,
 ) -> list[str]:
     """Push the expiry of `holder`'s leases on these entities forward; returns the keys it no longer holds."""
-    expires = stamps.stamp(datetime.now(UTC) + timedelta(seconds=ttl))
     lost = []
     with state.backend.transaction(write=True, durable=False) as cur:  # a lost renewal only expires sooner
+        expires = stamps.stamp(stamps.db_now(cur, state.dialect) + timedelta(seconds=ttl))
         for key in entity_keys:
             cur.execute(
                 "UPDATE leases SET expires_at = ? WHERE tenant_id = ? AND entity_key = ? AND holder = ?",
@@ -75,7 +76,7 @@ def holder_of(state: state_module.StateStore, tenant_id: str, entity_key: str) -
     with state.backend.transaction(write=False) as cur:
         cur.execute(
             "SELECT holder FROM leases WHERE tenant_id = ? AND entity_key = ? AND expires_at > ?",
-            (tenant_id, entity_key, stamps.stamp(datetime.now(UTC))),
+            (tenant_id, entity_key, stamps.stamp(stamps.db_now(cur, state.dialect))),
         )
         row = cur.fetchone()
     return None if row is None else str(row[0])

@@ -131,10 +131,12 @@ def approve(state: state_module.StateStore, tenant_id: str, plan_id: str, *, app
     durable commits (an intent, the execution's end), which sync it too.
     """
     with state.backend.transaction(write=True, durable=False) as cur:
+        # The database's clock: recovery on any replica judges an approval's age by it.
+        approved_at = stamps.db_now(cur, state.dialect)
         cur.execute(
             "UPDATE plans SET status = 'approved', approver = ?, approved_at = ?"
             " WHERE tenant_id = ? AND id = ? AND status = 'proposed'",
-            (approver, stamps.stamp(datetime.now(UTC)), tenant_id, plan_id),
+            (approver, stamps.stamp(approved_at), tenant_id, plan_id),
         )
         changed = cur.rowcount == 1
         plan = _read(cur, tenant_id, plan_id)

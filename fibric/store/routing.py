@@ -97,6 +97,7 @@ def pending_keys(
     another's runs to the back of the line.
     """
     with state.backend.transaction(write=False) as cur:
+        moment = now or stamps.db_now(cur, state.dialect)
         cur.execute(
             "SELECT tenant_id, operator_id, entity_key FROM ("
             " SELECT tenant_id, operator_id, entity_key, first,"
@@ -107,7 +108,7 @@ def pending_keys(
             "   AND l.entity_key = q.entity_key AND l.expires_at > ?)"
             "  GROUP BY q.tenant_id, q.operator_id, q.entity_key) keyed) ranked"
             " ORDER BY turn, first LIMIT ?",
-            (stamps.stamp(now or datetime.now(UTC)), limit),
+            (stamps.stamp(moment), limit),
         )
         return [PendingKey(r[0], r[1], r[2]) for r in cur.fetchall()]
 

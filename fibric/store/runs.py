@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fibric import errors, ids, timefmt
@@ -98,9 +98,10 @@ def start(
     run_id = ids.new_id("run")
     lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
     with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
-        # Read the clock inside the transaction: a start that waited for the write lock must not
-        # be stamped before the finish of the run it waited for.
-        moment = now or datetime.now(UTC)
+        # The database's clock, read inside the transaction: leases are compared across replicas,
+        # and a start that waited for the write lock must not be stamped before the finish of the
+        # run it waited for.
+        moment = now or stamps.db_now(cur, state.dialect)
         key = (tenant_id, operator_id, entity_key)
         cur.execute(
             "SELECT run_id, expires_at FROM run_leases WHERE tenant_id = ? AND operator_id = ?"
@@ -153,7 +154,7 @@ def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: d
     if outcome.status not in ("succeeded", "failed"):
         raise errors.PermanentError(f"a finished run succeeded or failed, not {outcome.status!r}")
     with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
-        moment = now or datetime.now(UTC)  # inside: see start()
+        moment = now or stamps.db_now(cur, state.dialect)  # inside: see start()
         cur.execute(
             "UPDATE runs SET status = ?, sensed = ?, proposed = ?, plan_id = ?, proposal_digest = ?,"
             " proposed_by = ?, error = ?, finished_at = ?"
@@ -174,7 +175,7 @@ def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: d
 def release(state: state_module.StateStore, run: Run, reason: str = INTERRUPTED) -> None:
     """Give up a run unfinished (shutdown): failed with `reason`, its events back in the queue. Blocking."""
     with state.backend.transaction(write=True) as cur:
-        _interrupt(cur, run.tenant_id, run.id, datetime.now(UTC), reason)
+        _interrupt(cur, run.tenant_id, run.id, stamps.db_now(cur, state.dialect), reason)
         cur.execute(
             "DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ? AND entity_key = ?"
             " AND run_id = ?",
@@ -184,8 +185,8 @@ def release(state: state_module.StateStore, run: Run, reason: str = INTERRUPTED)
 
 def reap(state: state_module.StateStore, *, now: datetime | None = None) -> list[str]:
     """Fail the runs whose lease expired (their process died) and requeue their events; their ids."""
-    moment = now or datetime.now(UTC)
     with state.backend.transaction(write=True) as cur:
+        moment = now or stamps.db_now(cur, state.dialect)
         cur.execute("SELECT tenant_id, run_id FROM run_leases WHERE expires_at <= ?", (stamps.stamp(moment),))
         expired = cur.fetchall()
         for tenant_id, run_id in expired:

@@ -7,6 +7,7 @@ compare them the same way (ISO strings in UTC sort as time does).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 
 def stamp(value: datetime) -> str:
@@ -16,3 +17,17 @@ def stamp(value: datetime) -> str:
 
 def parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def db_now(cur: Any, dialect: str) -> datetime:
+    """The database's clock, which every process's lease, claim and expiry decisions share.
+
+    Replicas' host clocks drift apart; one that ran 45 s fast would see a live
+    holder's lease as expired and take it over. PostgreSQL's `now()` is the
+    transaction's start on the database host, one instant for the whole claim.
+    A SQLite store lives on this host, so its clock is this host's.
+    """
+    if dialect == "postgresql":
+        cur.execute("SELECT now()")
+        return cur.fetchone()[0].astimezone(UTC)
+    return datetime.now(UTC)

@@ -98,6 +98,17 @@ def test_a_dispatcher_racing_another_takes_the_next_deliveries_not_none(
     assert len(taken) == 4 and not {d.id for d in taken} & set(held)
 
 
+def test_a_fast_replica_does_not_take_over_a_delivery_claimed_a_moment_ago(
+    state: store.StateStore, tenant: store.Tenant, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    create_webhook(state, tenant, receiver.url)
+    propose(state, tenant, 1)
+    deliveries.fan_out(state, now=timefmt.now() - timedelta(seconds=1), limit=100)
+    assert len(deliveries.claim_due(state, lease_seconds=30, limit=10)) == 1  # on the database's clock
+    monkeypatch.setattr(timefmt, "offset", timedelta(minutes=10))  # this replica's clock runs ahead
+    assert deliveries.claim_due(state, lease_seconds=30, limit=10) == []  # the claim is live: no 2nd attempt
+
+
 async def test_a_tenant_whose_receiver_hangs_does_not_delay_another_tenants_delivery(
     state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant, receiver: Receiver,
     silent_receiver: str, clock: Clock,

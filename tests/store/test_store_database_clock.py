@@ -1,0 +1,84 @@
+"""A replica whose clock runs ahead takes over nothing that is still live: claims read the database's clock.
+
+The replica's skew is the test-only clock offset (`timefmt.offset`,
+FIBRIC_TEST_CLOCK_OFFSET_SECONDS), ten minutes ahead: past every lease and
+claim below. On PostgreSQL the database's clock is `now()` on its host; a
+SQLite store shares this host's clock, which no offset changes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from fibric import store, timefmt
+from fibric.store import idempotency, intents, leases, plans, runs
+
+SKEW = timedelta(minutes=10)
+TTL = 30.0
+
+
+def test_a_live_entity_lease_is_not_taken_over_by_a_fast_replica(
+    state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert leases.acquire(state, tenant.id, "order:1", "exe_a", TTL)
+    monkeypatch.setattr(timefmt, "offset", SKEW)
+    assert not leases.acquire(state, tenant.id, "order:1", "exe_fast", TTL)
+    assert leases.holder_of(state, tenant.id, "order:1") == "exe_a"
+    assert leases.renew(state, tenant.id, ["order:1"], "exe_a", TTL) == []
+
+
+def test_a_live_execution_is_not_claimed_by_a_fast_replicas_recovery(
+    state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plans.approve(state, tenant.id, plan.id, approver="ops")
+    intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=TTL)
+    monkeypatch.setattr(timefmt, "offset", SKEW)
+    assert intents.stale_executions(state) == []
+    assert intents.claim_execution(state, tenant.id, plan.id, "exe_fast", TTL) is None
+    assert intents.renew_execution(state, tenant.id, plan.id, "exe_a", TTL)
+
+
+def test_a_fresh_approval_is_not_taken_for_an_abandoned_one(
+    state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plans.approve(state, tenant.id, plan.id, approver="ops")  # its executor is about to begin
+    monkeypatch.setattr(timefmt, "offset", SKEW)
+    assert intents.unstarted_approvals(state, older_than=TTL) == []
+
+
+def test_a_running_operator_run_is_not_reaped_or_doubled_by_a_fast_replica(
+    state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def start() -> runs.Run | None:
+        return runs.start(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id="op_1",
+                          operator="ship-risk", entity_key="order:1", trigger="schedule", lease_seconds=TTL)
+
+    first = start()
+    assert first is not None
+    monkeypatch.setattr(timefmt, "offset", SKEW)
+    assert start() is None  # single-flight holds
+    assert runs.reap(state) == []
+    assert runs.get(state, tenant.id, first.id).status == "running"
+
+
+def test_an_idempotent_request_in_flight_is_not_run_again_by_a_fast_replica(
+    state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(idempotency.begin(state, tenant.id, "key-1", "f1"), idempotency.Started)
+    monkeypatch.setattr(timefmt, "offset", SKEW)
+    assert isinstance(idempotency.begin(state, tenant.id, "key-1", "f1"), idempotency.InFlight)
+
+
+def test_the_offset_setting_skews_only_this_processs_own_clock() -> None:
+    code = "from fibric import timefmt; print(round((timefmt.now() - timefmt.datetime.now(timefmt.UTC))" \
+           ".total_seconds()))"
+    env = {**os.environ, timefmt.CLOCK_OFFSET_ENV: "45"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "45"
