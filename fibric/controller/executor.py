@@ -162,7 +162,8 @@ class Executor:
                         f"plan {plan.id} lost its execution claim or leases while running; the actions "
                         "not yet disposed are left to recovery", delay=self.lease_seconds)
                 prior = known.get(action["idempotency_key"])
-                results.append(await self._dispose(plan, operator, action, prior, recovering=recovering))
+                results.append(await self._dispose(plan, operator, action, prior, holder,
+                                                   recovering=recovering))
             await self._stop_heartbeat(stop, beat)
             final = await self.pool.run(self._conclude, plan, results, entities, holder)
             concluded = True
@@ -256,7 +257,7 @@ class Executor:
 
     async def _dispose(
         self, plan: plans.Plan, operator: str, action: dict[str, Any], intent: intents.Intent | None,
-        *, recovering: bool,
+        holder: str, *, recovering: bool,
     ) -> dict[str, Any]:
         key = action["idempotency_key"]
         # Only a resumed execution can find its own receipts already written.
@@ -271,7 +272,8 @@ class Executor:
         if intent is not None:  # resumed between intent and receipt
             return await self._recover(plan, intent)
         binding, unresolved = self._resolve(plan.tenant_id, action)
-        step = await self.pool.run(self._prepare, plan, operator, action, binding, unresolved, recovering)
+        step = await self.pool.run(self._prepare, plan, operator, action, binding, unresolved, holder,
+                                   recovering)
         if isinstance(step, intents.Intent):
             self.crash.hit("after_intent", action["capability"])
             return await self._call(step, recovering=False)
@@ -280,7 +282,7 @@ class Executor:
 
     def _prepare(
         self, plan: plans.Plan, operator: str, action: dict[str, Any], binding: tools.Binding | None,
-        unresolved: str, recovering: bool,
+        unresolved: str, holder: str, recovering: bool,
     ) -> intents.Intent | receipts.Receipt:
         """DEDUP, the policy's verdict, then the intent of the call (blocking: one hop for all).
 
@@ -311,7 +313,9 @@ class Executor:
         try:
             return intents.record(self.state, reseller_id=plan.reseller_id, tenant_id=plan.tenant_id,
                                   plan_id=plan.id, idempotency_key=key, calls_tool=True, receipt=base,
-                                  tool=tool)
+                                  tool=tool, holder=holder)
+        except intents.ClaimLost:  # fenced: the holder that took the execution over disposes of it
+            raise
         except Exception as e:  # any failure to write it (disk full, a driver error): no intent, no call
             log.error("plan %s action %s: intent not written, tool not called: %s", plan.id, key, e)
             why = {"error": f"intent not written, tool not called: {e}"}

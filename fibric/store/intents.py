@@ -201,8 +201,15 @@ def record(
     calls_tool: bool,
     receipt: Mapping[str, Any],
     tool: Mapping[str, Any],
+    holder: str | None = None,
 ) -> Intent:
-    """Write a pending intent durably; raises (TemporaryError, Conflict) rather than returning unwritten."""
+    """Write a pending intent durably; raises (TemporaryError, Conflict) rather than returning unwritten.
+
+    With `holder`, the intent is written only while that holder's claim on the
+    plan's execution is live (on the database's clock): a holder that lost its
+    claim to another replica's recovery gets ClaimLost, and so never calls the
+    tool the new holder will dispose of.
+    """
     intent_id = "int_" + secrets.token_hex(8)
     try:
         receipt_json = json.dumps(dict(receipt), separators=(",", ":"), allow_nan=False)
@@ -210,6 +217,8 @@ def record(
     except (TypeError, ValueError) as e:
         raise errors.PermanentError(f"intent is not JSON: {e}") from e
     with state.backend.transaction(write=True) as cur:
+        if holder is not None:
+            _check_claim(cur, state.dialect, tenant_id, plan_id, holder)
         cur.execute(
             "INSERT INTO intents (id, reseller_id, tenant_id, plan_id, idempotency_key, calls_tool, receipt,"
             " tool, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
@@ -220,6 +229,26 @@ def record(
         if cur.fetchone() is None:
             raise errors.Conflict(f"action {idempotency_key} of plan {plan_id} already has an intent")
         return _read_intent(cur, intent_id)
+
+
+class ClaimLost(errors.TemporaryError):
+    """The execution's claim is no longer this holder's: another one finishes the plan."""
+
+
+def _check_claim(cur: Any, dialect: str, tenant_id: str, plan_id: str, holder: str) -> None:
+    """ClaimLost unless `holder` holds the plan's unfinished execution, unexpired; the row stays locked
+    (PostgreSQL) until the caller commits, so a takeover waits for what this transaction writes."""
+    lock = " FOR UPDATE" if dialect == "postgresql" else ""
+    now = stamps.db_now(cur, dialect)
+    cur.execute(
+        "SELECT holder, expires_at FROM executions WHERE tenant_id = ? AND plan_id = ?"
+        f" AND finished_at IS NULL{lock}",
+        (tenant_id, plan_id),
+    )
+    row = cur.fetchone()
+    if row is None or row[0] != holder or row[1] <= stamps.stamp(now):
+        raise ClaimLost(f"plan {plan_id}: holder {holder} no longer holds its execution; the actions not "
+                        "yet disposed are left to whoever does")
 
 
 def complete(state: state_module.StateStore, intent: Intent, receipt_id: str, *, events: Events) -> bool:

@@ -82,3 +82,24 @@ def test_the_offset_setting_skews_only_this_processs_own_clock() -> None:
     env = {**os.environ, timefmt.CLOCK_OFFSET_ENV: "45"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "45"
+
+
+def test_a_holder_that_lost_its_execution_cannot_record_an_intent_so_never_calls_the_tool(
+    state: store.StateStore, tenant: store.Tenant
+) -> None:
+    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plans.approve(state, tenant.id, plan.id, approver="ops")
+    intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=TTL)
+
+    def record(holder: str) -> intents.Intent:
+        return intents.record(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, plan_id=plan.id,
+                              idempotency_key=f"k-{holder}", calls_tool=True, receipt={}, tool={},
+                              holder=holder)
+
+    assert record("exe_a").state == "pending"  # its own, live claim
+    with state.backend.transaction(write=True) as cur:  # what another replica's takeover leaves
+        cur.execute("UPDATE executions SET holder = 'exe_b' WHERE plan_id = ?", (plan.id,))
+    with pytest.raises(intents.ClaimLost):
+        record("exe_a")
+    assert [i.idempotency_key for i in intents.for_plan(state, tenant.id, plan.id).values()] == ["k-exe_a"]
+    assert record("exe_b").state == "pending"
