@@ -23,6 +23,13 @@ class StoreSettings:
 
     data_dir: Path = Path(".fibric")
     url: str | None = None  # postgresql://... ; None means SQLite in data_dir
+    # The auditors' sealed ledger (docs/receipts.md#replicas). Default: a DuckLake in data_dir, for one
+    # process. Replicas share one: FIBRIC_LEDGER_CATALOG, DuckLake's catalog ("postgres:dbname=fibric
+    # host=db"), FIBRIC_LEDGER_DATA_PATH, the folder its Parquet files go to (every replica's mount), and
+    # FIBRIC_LEDGER_SCHEMA, the PostgreSQL schema holding the catalog's tables.
+    ledger_catalog: str | None = None
+    ledger_data_path: str | None = None
+    ledger_schema: str | None = None
 
     @property
     def location(self) -> str:
@@ -334,6 +341,9 @@ class Settings:
         store = StoreSettings(
             data_dir=Path(str(data_dir)) if data_dir else StoreSettings.data_dir,
             url=str(store_url) if store_url else None,
+            ledger_catalog=env.get("FIBRIC_LEDGER_CATALOG") or None,
+            ledger_data_path=env.get("FIBRIC_LEDGER_DATA_PATH") or None,
+            ledger_schema=env.get("FIBRIC_LEDGER_SCHEMA") or None,
         )
         server = ServerSettings(
             host=str(host) if host else ServerSettings.host,

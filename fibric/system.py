@@ -26,6 +26,7 @@ from fibric.controller import (
     decide,
     dispatch,
     executor,
+    leadership,
     loop,
     reconcile,
     recovery,
@@ -101,7 +102,7 @@ def build(
         legacy.import_if_present(state, config.store.data_dir)  # a DuckDB ledger of an earlier release
         ledger = receipts.StoreLedger(state)  # the receipts of record
         if lake is None:
-            lake = sealed.SealedLedger(config.store.data_dir)
+            lake = sealed.open_for(config.store)
             closing.callback(lake.close)
         pools = threads.Pools(limits.pool_sizes)
         closing.callback(pools.close, wait=False)
@@ -124,7 +125,9 @@ def build(
         router = routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
                                 tenant_runs=limits.tenant_runs)
         # Receipts of record sealed into the auditors' ledger, continuously (docs/receipts.md#sealing).
-        the_sealer = sealer.Sealer(ledger, lake)
+        the_sealer = sealer.Sealer(ledger, lake, leader=leadership.Leadership(
+            lake.catalog.removeprefix("postgres:"), f"fibric-sealer:{lake.catalog}:{lake.schema}")
+            if lake.shared else None)
         # The executor behind approve, and its recovery of what a crash left open (docs/executor.md).
         the_executor = executor.Executor(
             state, ledger, runtime, decider, lease_seconds=config.executor.lease_seconds,

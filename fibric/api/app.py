@@ -60,7 +60,7 @@ def create_app(
     by default it is read from `settings.trust` (the catalog file, the egress allowlist).
     """
     record = receipts or receipts_module.StoreLedger(state)
-    lake = sealed or sealed_module.SealedLedger(settings.store.data_dir)
+    lake = sealed or sealed_module.open_for(settings.store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

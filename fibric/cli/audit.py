@@ -222,9 +222,8 @@ def _scope(data_dir: str | None, store_url: str | None, tenant_name: str | None,
 
 def _files(ctx: click.Context, data_dir: str | None, tenant_id: str | None) -> list[str]:
     """The sealed ledger's current Parquet files (one tenant's, or all): from its catalog, or the server."""
-    folder = settings.Settings.from_env(data_dir=data_dir).store.data_dir
-    lake = sealed.SealedLedger(folder, read_only=True)
-    if not Path(lake.catalog).exists():
+    lake = sealed.open_for(settings.Settings.from_env(data_dir=data_dir).store, read_only=True)
+    if not lake.shared and not Path(lake.catalog).exists():
         return []  # nothing was ever sealed here
     try:
         return lake.files(tenant_id)

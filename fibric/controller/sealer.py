@@ -13,9 +13,10 @@ DuckLake commit rather than a commit per receipt, which would spend on
 commits the CPU the approvals need. It keeps the lag of what it sealed (the
 time from a receipt's commit to its seal) for docs/receipts.md#sealing and
 the benchmarks. Every `maintain_every` it merges the small files sealing
-leaves behind. All of its DuckDB work runs on one thread of its own: a DuckDB
-connection belongs to one thread at a time, and the hot path never waits
-for it.
+leaves behind. When replicas share the lake, only the one holding its
+leadership lock seals (leadership.py); the others' passes do nothing. All
+of its DuckDB work runs on one thread of its own: a DuckDB connection
+belongs to one thread at a time, and the hot path never waits for it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 
 from fibric import threads
+from fibric.controller import leadership
 from fibric.store import receipts, sealed
 
 log = logging.getLogger(__name__)
@@ -48,9 +50,12 @@ class Sealer:
         interval: float = 1.0,
         min_gap: float = 0.5,
         maintain_every: float = 300.0,
+        leader: leadership.Leadership | None = None,
     ) -> None:
+        """`leader` elects the one replica that seals a lake replicas share (None: this process alone)."""
         self.record = record
         self.lake = lake
+        self.leader = leader
         self.interval = interval
         self.min_gap = min(min_gap, interval)
         self.maintain_every = maintain_every
@@ -91,6 +96,9 @@ class Sealer:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if self.leader is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.run(self.leader.close)  # another replica takes over at once
         self.pool.close(wait=False)
 
     async def seal_once(self) -> int:
@@ -98,6 +106,12 @@ class Sealer:
         return await self.pool.run(self._pass)
 
     def _pass(self) -> int:
+        if self.leader is not None:
+            owner, gained = self.leader.hold()
+            if not owner:
+                return 0  # another replica seals
+            if gained:  # the marks this process knew may be behind what the last owner sealed
+                self.lake.forget_marks()
         batch = sealed.seal_pending(self.record, self.lake, batch=BATCH)
         if not batch:
             self._maybe_maintain()

@@ -32,7 +32,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
-from fibric import errors
+from fibric import errors, settings
 from fibric.store import filemodes, ledger_access
 from fibric.store import receipts as record
 
@@ -75,11 +75,13 @@ class SealedLedger:
     """One DuckLake lake of receipts; seal from one writer, read from any thread."""
 
     def __init__(self, data_dir: Path, *, catalog: str | None = None, data_path: str | None = None,
-                 read_only: bool = False) -> None:
-        """`catalog` is DuckLake's ("postgres:dbname=..." for replicas); default: a file in `data_dir`."""
+                 schema: str | None = None, read_only: bool = False) -> None:
+        """`catalog` is DuckLake's ("postgres:dbname=..." for replicas, its tables in `schema`);
+        default: a file in `data_dir`. `data_path` is where its Parquet files go."""
         self.data_dir = Path(data_dir)
         self.catalog = catalog or str(self.data_dir / CATALOG_FILE)
         self.data_path = data_path or str(self.data_dir / DATA_DIR)
+        self.schema = schema
         self.read_only = read_only
         self._lock = threading.Lock()  # one writer: marks and seals
         self._opening = threading.Lock()
@@ -89,6 +91,16 @@ class SealedLedger:
         self.token: str | None = None  # the local admin's, while this process holds the catalog
 
     # --- writing (the sealer) -------------------------------------------------------------
+
+    @property
+    def shared(self) -> bool:
+        """Whether replicas share this lake (its catalog in PostgreSQL): one of them seals it."""
+        return self.catalog.startswith("postgres:")
+
+    def forget_marks(self) -> None:
+        """Read the marks from the lake again at the next pass (another replica may have sealed)."""
+        with self._lock:
+            self._marks = None
 
     def marks(self) -> dict[str, int]:
         """Each tenant's largest sealed tenant_seq: its chain is sealed up to there, and no further."""
@@ -193,7 +205,7 @@ class SealedLedger:
     def _open(self) -> Any:
         import duckdb
 
-        local = not self.catalog.startswith("postgres:")
+        local = not self.shared
         if local:
             filemodes.make_private_dir(self.data_dir)
             filemodes.make_private_dir(Path(self.data_path))
@@ -203,6 +215,8 @@ class SealedLedger:
             if not local:
                 conn.execute(f"LOAD '{extension('postgres_scanner')}'")
             options = [f"DATA_PATH {_literal(self.data_path + os.sep)}", "DATA_INLINING_ROW_LIMIT 0"]
+            if self.schema:
+                options.append(f"METADATA_SCHEMA {_literal(self.schema)}")
             if self.read_only:
                 options.append("READ_ONLY")
             conn.execute(f"ATTACH {_literal('ducklake:' + self.catalog)} AS lake ({', '.join(options)})")
@@ -222,6 +236,17 @@ class SealedLedger:
                     f"{self.catalog} is held by another process (is `fibric serve` running?)") from e
             raise errors.TemporaryError(f"sealed receipt ledger unavailable: {e}") from e
         return conn
+
+
+def open_for(config: settings.StoreSettings, *, read_only: bool = False) -> SealedLedger:
+    """The sealed ledger `config` names: a DuckLake of this data dir, or the one replicas share."""
+    shared = (config.ledger_catalog or "").startswith("postgres:")
+    if shared and not config.ledger_data_path:
+        raise errors.PermanentError(
+            "FIBRIC_LEDGER_CATALOG names a shared (PostgreSQL) catalog, so FIBRIC_LEDGER_DATA_PATH must name "
+            "the folder its Parquet files go to, the same one for every replica (docs/receipts.md#replicas)")
+    return SealedLedger(config.data_dir, catalog=config.ledger_catalog, data_path=config.ledger_data_path,
+                        schema=config.ledger_schema, read_only=read_only)
 
 
 def seal_pending(ledger: record.StoreLedger, lake: SealedLedger, *,
