@@ -8,12 +8,15 @@ server over streamable HTTP in a subprocess.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fibric import trust
@@ -40,6 +43,19 @@ def orders_catalog(orders_db: Path, scripts: Mapping[str, Path] | None = None) -
         command, args = json.dumps(sys.executable), json.dumps(str(script))
         text += f"  {name}:\n    stdio: {{command: {command}, args: [{args}]}}\n"
     return text
+
+
+def seed_orders(db: Path, ids: Sequence[str]) -> None:
+    """The example order system's database with these open, unscanned orders (and its own seed)."""
+    spec = importlib.util.spec_from_file_location("seeded_orders_server", ORDERS_SERVER)
+    assert spec is not None and spec.loader is not None
+    server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(server)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.executescript(server.SCHEMA)
+        conn.executemany("INSERT INTO orders VALUES (?, 'open', 'Acme Bikes', 'ops@acme.example',"
+                         " '2026-06-15', 0, NULL, '2026-06-14T08:58:00Z')", [(i,) for i in ids])
+        conn.commit()
 
 
 def write_orders_catalog(path: Path, orders_db: Path) -> Path:

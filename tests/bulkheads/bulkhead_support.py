@@ -33,7 +33,6 @@ approves them with several clients; `TenantB` measures and checks that work.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import shutil
 import sqlite3
@@ -65,19 +64,6 @@ WAIT = 120.0  # the longest any one step of B's may take before a test fails
 B_APPROVER = "approver@tenant-b.example"
 
 
-
-
-def seed_orders(db: Path, ids: Sequence[str]) -> None:
-    """The example order system's database with these open, unscanned orders (and its own seed)."""
-    spec = importlib.util.spec_from_file_location("bulkhead_orders_server", orders_system.ORDERS_SERVER)
-    assert spec is not None and spec.loader is not None
-    server = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(server)
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.executescript(server.SCHEMA)
-        conn.executemany("INSERT INTO orders VALUES (?, 'open', 'Tenant B', 'ops@tenant-b.example',"
-                         " '2026-06-15', 0, NULL, '2026-06-14T08:58:00Z')", [(i,) for i in ids])
-        conn.commit()
 
 
 def effect_keys(db: Path) -> list[str]:
@@ -144,7 +130,7 @@ def installation(
         closers.append(receiver.close)
 
         orders_b, orders_a = tmp / "orders-b.db", tmp / "orders-a.db"
-        seed_orders(orders_b, orders)
+        orders_system.seed_orders(orders_b, orders)
         catalog = orders_system.orders_catalog(orders_b) + (
             "  orders-a:\n    stdio:\n"
             f"      command: {json.dumps(sys.executable)}\n"
