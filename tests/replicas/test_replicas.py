@@ -30,8 +30,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "executor"))
+sys.path.insert(0, str(ROOT / "tests" / "bulkheads"))
 
 import orders_system  # noqa: E402
+from bulkhead_servers import Receiver  # noqa: E402
 from executor_support import effect_keys, example_actions, write_specs  # noqa: E402
 from served_process import RUNNING, Served  # noqa: E402
 
@@ -44,6 +46,7 @@ pytestmark = pytest.mark.skipif(not (POSTGRES_URL and REDIS_URL),
                                 reason="replicas need FIBRIC_TEST_POSTGRES_URL and FIBRIC_TEST_REDIS_URL")
 KEY = re.compile(r"FIBRIC_KEY=(sk_live_[0-9a-f]+)")
 LEASE = {"FIBRIC_EXECUTOR_LEASE_SECONDS": "2", "FIBRIC_EXECUTOR_RECOVERY_SECONDS": "0.2"}
+CAPPED = 200  # the order the cap test notifies about: the example policy allows 3 notifications an hour
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Cluster:
     orders_db: Path
     replicas: list[tuple[Served, str]] = field(default_factory=list)
     key: str = ""
+    closers: list[Any] = field(default_factory=list)
 
     def start(self, name: str, *, specs: bool = False, **env: str) -> str:
         """Start one replica (its own data dir); its URL."""
@@ -97,14 +101,16 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
         conn.execute(f"CREATE SCHEMA {lake_schema}")
-    orders_system.seed_orders(tmp_path / "orders.db", [f"SO-{n}" for n in (*range(20), *range(100, 105))])
+    orders_system.seed_orders(tmp_path / "orders.db",
+                              [f"SO-{n}" for n in (*range(20), *range(100, 105), CAPPED)])
     orders = orders_system.HttpOrders(tmp_path / "orders.db")
     orders.start()
     (tmp_path / "catalog.yaml").write_text(f"connectors:\n  orders:\n    http: {{url: \"{orders.url}\"}}\n",
                                            encoding="utf-8")
     write_specs(tmp_path / "repo")
     sep = "&" if "?" in POSTGRES_URL else "?"
-    env = {**LEASE, "FIBRIC_SECRET_KEY": secretbox.new_key(), "FIBRIC_REDIS_URL": REDIS_URL,
+    env = {**LEASE, "FIBRIC_EGRESS_ALLOW": "127.0.0.1",  # the tenant's webhook receiver is on loopback
+           "FIBRIC_SECRET_KEY": secretbox.new_key(), "FIBRIC_REDIS_URL": REDIS_URL,
            "FIBRIC_LEDGER_CATALOG": "postgres:" + POSTGRES_URL, "FIBRIC_LEDGER_SCHEMA": lake_schema,
            "FIBRIC_LEDGER_DATA_PATH": str(tmp_path / "lake"),
            # the test approves faster than the reference's default budget a minute allows
@@ -115,6 +121,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     finally:
         for served, _ in setup.replicas:
             served.kill()
+        for close in setup.closers:
+            close()
         orders.stop()
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -147,6 +155,27 @@ def all_receipts(c: httpx.Client) -> list[dict[str, Any]]:
 def test_three_replicas_one_effect_and_one_receipt_per_key_one_chain(cluster: Cluster) -> None:
     urls = [cluster.start("r1", specs=True), cluster.start("r2"),
             cluster.start("r3", FIBRIC_TEST_CLOCK_OFFSET_SECONDS="45")]
+    receiver = Receiver()
+    cluster.closers.append(receiver.close)
+    with cluster.client(urls[0]) as c:
+        answer = c.post("/v1/apply", json={"documents": [{
+            "apiVersion": "fibric.io/v1", "kind": "Webhook", "metadata": {"name": "audit-feed"},
+            "spec": {"url": receiver.url, "events": ["receipt.created"]}}]})
+        assert answer.status_code == 200, answer.text
+        [change] = answer.json()["changes"]
+        receiver.secret = change["signing_secret"]
+    def send(url: str, n: int) -> int:
+        with cluster.client(url) as c:
+            return c.post("/v1/events", json={
+                "type": "order.updated", "entity_key": f"order:SO-{n}", "idempotency_key": f"evt-{n}",
+                "data": {"status": "shipped", "ship_by": "2026-06-15", "carrier_scanned": True}}).status_code
+
+    with ThreadPoolExecutor(12) as pool:  # each event sent to all three replicas at once
+        assert set(pool.map(send, urls * 20, [n for n in range(20) for _ in urls])) <= {200, 201, 202}
+    with cluster.client(urls[2]) as c:
+        stored = c.get("/v1/events", params={"limit": 100}).json()["data"]
+    assert sorted(e["idempotency_key"] for e in stored) == sorted(f"evt-{n}" for n in range(20))  # once each
+
     unique = cluster.propose([entity_actions(n) for n in range(20)])
     again = cluster.propose([entity_actions(100 + n, key_of=n) for n in range(5)])  # keys already used
 
@@ -164,16 +193,25 @@ def test_three_replicas_one_effect_and_one_receipt_per_key_one_chain(cluster: Cl
         outcomes = [r["outcome"] for r in disposed["results"]]
         assert outcomes == ["deduplicated", "deduplicated"], disposed["results"]
 
+    capped = cluster.propose([[{"capability": "orders.notify", "entity_key": f"order:SO-{CAPPED}",
+                                "idempotency_key": f"cap-{n}", "args": {"to": "owner"}, "decision": "ALERT"}]
+                              for n in range(5)])
+    for n, plan_id in enumerate(capped):  # one after another (one entity), each on the next replica
+        with cluster.client(urls[n % 3]) as c:
+            disposed = c.post(f"/v1/plans/{plan_id}/approve", json={"approver": "ops@acme.com"}).json()
+        expected = "applied" if n < 3 else "refused"  # the cap counts every replica's receipts
+        assert [r["outcome"] for r in disposed["results"]] == [expected], (n, disposed["results"])
+
     effects = Counter(effect_keys(cluster.orders_db))
     listed = []
     for url in urls:
         with cluster.client(url) as c:
             listed.append(sorted(r["id"] for r in all_receipts(c)))
-    assert listed[0] == listed[1] == listed[2] and len(listed[0]) == 50  # one trail, read from any replica
+    assert listed[0] == listed[1] == listed[2] and len(listed[0]) == 55  # one trail, read from any replica
     with cluster.client(urls[1]) as c:
         full = [c.get(f"/v1/receipts/{rid}").json() for rid in listed[0]]
     applied = Counter(r["idempotency_key"] for r in full if r["outcome"] == "applied")
-    assert set(applied.values()) == {1} and len(applied) == 40
+    assert set(applied.values()) == {1} and len(applied) == 43
     assert effects == applied  # every effect has its applied receipt, and no key acted twice
 
     time.sleep(3)  # the elected replica seals within its lag (p99 under 2 s)
@@ -182,8 +220,15 @@ def test_three_replicas_one_effect_and_one_receipt_per_key_one_chain(cluster: Cl
         env={**{k: v for k, v in os.environ.items() if not k.startswith("FIBRIC_")}, **cluster.env},
         cwd=cluster.tmp, capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr  # one chain, sealed byte for byte
-    assert "50 receipts" in verified.stdout, verified.stdout
-    assert "50 sealed, each as recorded" in verified.stdout, verified.stdout
+    assert "55 receipts" in verified.stdout, verified.stdout
+    assert "55 sealed, each as recorded" in verified.stdout, verified.stdout
+
+    deadline = time.monotonic() + 60  # three dispatchers: every receipt.created delivered, once
+    while set(receiver.receipts()) != set(listed[0]):
+        assert time.monotonic() < deadline, (len(receiver.receipts()), receiver.rejected)
+        time.sleep(0.2)
+    assert not receiver.rejected
+    assert Counter(d.webhook_id for d in receiver.deliveries).most_common(1)[0][1] == 1  # none twice
 
 
 def test_the_replica_holding_an_execution_is_killed_and_another_finishes_it_once(cluster: Cluster) -> None:
