@@ -1,19 +1,15 @@
 """Three `fibric serve` replicas on one PostgreSQL store and Redis: nothing lost, doubled or forked.
 
-Real processes, each with its own data dir, sharing what replicas share
-(docs/receipts.md#replicas): the PostgreSQL store, FIBRIC_SECRET_KEY, Redis
-for rate limits, the sealed ledger's catalog (in PostgreSQL) and data path.
-The tools are the example order system's, over streamable HTTP, one server
-for all three, so its own table of effects is the ground truth. One replica's
-clock runs 45 s fast (the test-only FIBRIC_TEST_CLOCK_OFFSET_SECONDS).
+Real processes (replica_support.py says what they share); the tools are the
+example order system's, over streamable HTTP, one server for all three, so
+its own table of effects is the ground truth. One replica's clock runs 45 s
+fast (the test-only FIBRIC_TEST_CLOCK_OFFSET_SECONDS).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,135 +17,26 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from replica_support import POSTGRES_URL, REDIS_URL, ROOT, Cluster, all_receipts, cluster_in, entity_actions
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "executor"))
 sys.path.insert(0, str(ROOT / "tests" / "bulkheads"))
 
-import orders_system  # noqa: E402
-from bulkhead_servers import Receiver  # noqa: E402
-from executor_support import effect_keys, example_actions, write_specs  # noqa: E402
-from served_process import RUNNING, Served  # noqa: E402
+from bulkhead_servers import Receiver
+from executor_support import effect_keys
 
-from fibric import store  # noqa: E402
-from fibric.store import plans, secretbox  # noqa: E402
-
-POSTGRES_URL = os.environ.get("FIBRIC_TEST_POSTGRES_URL")
-REDIS_URL = os.environ.get("FIBRIC_TEST_REDIS_URL")
 pytestmark = pytest.mark.skipif(not (POSTGRES_URL and REDIS_URL),
                                 reason="replicas need FIBRIC_TEST_POSTGRES_URL and FIBRIC_TEST_REDIS_URL")
-KEY = re.compile(r"FIBRIC_KEY=(sk_live_[0-9a-f]+)")
-LEASE = {"FIBRIC_EXECUTOR_LEASE_SECONDS": "2", "FIBRIC_EXECUTOR_RECOVERY_SECONDS": "0.2"}
 CAPPED = 200  # the order the cap test notifies about: the example policy allows 3 notifications an hour
-
-
-@dataclass
-class Cluster:
-    tmp: Path
-    store_url: str
-    env: dict[str, str]
-    orders_db: Path
-    replicas: list[tuple[Served, str]] = field(default_factory=list)
-    key: str = ""
-    closers: list[Any] = field(default_factory=list)
-
-    def start(self, name: str, *, specs: bool = False, **env: str) -> str:
-        """Start one replica (its own data dir); its URL."""
-        args = ["--data-dir", str(self.tmp / name), "--store", self.store_url,
-                "--connector-catalog", str(self.tmp / "catalog.yaml")]
-        if specs:
-            args += ["--specs", str(self.tmp / "repo" / "specs")]
-        served = Served(args, cwd=self.tmp, env={**self.env, **env})
-        running = served.wait_for(RUNNING)
-        assert running is not None, served.text
-        self.replicas.append((served, running.group(1)))
-        if specs:
-            bootstrap = served.wait_for(KEY)
-            assert bootstrap is not None, served.text
-            self.key = bootstrap.group(1)
-        with self.client(running.group(1)) as c:
-            wait_connected(c)
-        return running.group(1)
-
-    def client(self, url: str) -> httpx.Client:
-        return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60)
-
-    def propose(self, plan_actions: list[list[dict[str, Any]]]) -> list[str]:
-        """Plans of the example operator, stored as its runs store them; their ids."""
-        state = store.open_store(self.store_url)
-        try:
-            tenant = state.get_tenant("default")
-            operator = state.get_object(tenant.id, "Operator", "ship-risk")
-            return [plans.propose(state, tenant.id, operator_id=operator.id, actions=actions, policy_id=None,
-                                  proposed_by="rules").id for actions in plan_actions]
-        finally:
-            state.close()
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    import psycopg
-
-    assert POSTGRES_URL is not None and REDIS_URL is not None
-    schema, lake_schema = "fibric_test_" + secrets.token_hex(6), "fibric_lake_" + secrets.token_hex(6)
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-        conn.execute(f"CREATE SCHEMA {lake_schema}")
-    orders_system.seed_orders(tmp_path / "orders.db",
-                              [f"SO-{n}" for n in (*range(20), *range(100, 105), CAPPED)])
-    orders = orders_system.HttpOrders(tmp_path / "orders.db")
-    orders.start()
-    (tmp_path / "catalog.yaml").write_text(f"connectors:\n  orders:\n    http: {{url: \"{orders.url}\"}}\n",
-                                           encoding="utf-8")
-    write_specs(tmp_path / "repo")
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    env = {**LEASE, "FIBRIC_EGRESS_ALLOW": "127.0.0.1",  # the tenant's webhook receiver is on loopback
-           "FIBRIC_SECRET_KEY": secretbox.new_key(), "FIBRIC_REDIS_URL": REDIS_URL,
-           "FIBRIC_LEDGER_CATALOG": "postgres:" + POSTGRES_URL, "FIBRIC_LEDGER_SCHEMA": lake_schema,
-           "FIBRIC_LEDGER_DATA_PATH": str(tmp_path / "lake"),
-           # the test approves faster than the reference's default budget a minute allows
-           "FIBRIC_RATE_LIMIT_WRITES": "100000", "FIBRIC_RATE_LIMIT_READS": "100000"}
-    setup = Cluster(tmp_path, f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}", env, orders.db)
-    try:
+    with cluster_in(tmp_path, [f"SO-{n}" for n in (*range(20), *range(100, 105), CAPPED)]) as setup:
         yield setup
-    finally:
-        for served, _ in setup.replicas:
-            served.kill()
-        for close in setup.closers:
-            close()
-        orders.stop()
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-            conn.execute(f"DROP SCHEMA {lake_schema} CASCADE")
-
-
-def wait_connected(c: httpx.Client) -> None:
-    deadline = time.monotonic() + 60
-    while c.get("/v1/connectors/cn_magento").json().get("status") != "connected":
-        assert time.monotonic() < deadline, "the order system never connected"
-        time.sleep(0.05)
-
-
-def entity_actions(n: int, key_of: int | None = None) -> list[dict[str, Any]]:
-    """The example operator's two actions on order SO-n (idempotency keys of SO-`key_of`, if given)."""
-    k = n if key_of is None else key_of
-    return example_actions(entity=f"order:SO-{n}", prefix=f"ship-risk:SO-{k}")
-
-
-def all_receipts(c: httpx.Client) -> list[dict[str, Any]]:
-    found, cursor = [], None
-    while True:
-        page = c.get("/v1/receipts", params={"limit": 100, **({"cursor": cursor} if cursor else {})}).json()
-        found += page["data"]
-        cursor = page.get("next_cursor")
-        if not page.get("has_more") or not cursor:
-            return found
 
 
 def test_three_replicas_one_effect_and_one_receipt_per_key_one_chain(cluster: Cluster) -> None:
