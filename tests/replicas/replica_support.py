@@ -94,6 +94,7 @@ def cluster_in(tmp_path: Path, orders: Sequence[str], **env: str) -> Iterator[Cl
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
         conn.execute(f"CREATE SCHEMA {lake_schema}")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     orders_system.seed_orders(tmp_path / "orders.db", orders)
     server = orders_system.HttpOrders(tmp_path / "orders.db")
     server.start()
