@@ -229,13 +229,13 @@ class Dispatcher:
         if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now
             await self.pool.run(deliveries.prune, self.state, before=now - RETENTION)
-        fanned = await self.pool.run(deliveries.fan_out, self.state, now=self.clock(), limit=BATCH)
+        fanned = await self.pool.run(deliveries.fan_out, self.state, now=self._queue_time(), limit=BATCH)
         free = max(1, self.config.concurrency) - len(self._in_flight)
         if free <= 0:
             return fanned, []
         busy = collections.Counter(self._in_flight.values())
         due = await self.pool.run(
-            deliveries.claim_due, self.state, now=self.clock() if self._driven else None,
+            deliveries.claim_due, self.state, now=self._queue_time(),
             lease_seconds=self.sender.attempt_budget_seconds + CLAIM_MARGIN_SECONDS, limit=free,
             per_tenant=self.tenant_deliveries, busy=busy,
         )
@@ -268,12 +268,18 @@ class Dispatcher:
             started = self.clock()
             answer = await self._attempt(item, endpoint, started)
             result = outcome(item, answer, started, self.rng)
-            disabled = await self.pool.run(deliveries.record, self.state, item, endpoint, result)
+            disabled = await self.pool.run(deliveries.record, self.state, item, endpoint, result,
+                                           on_database_clock=not self._driven)
             if disabled:
                 gone[endpoint.id] = disabled
                 log.warning("webhook %s of tenant %s disabled: %s", endpoint.id, endpoint.tenant_id, disabled)
         except Exception:  # the claim's lease returns the delivery to the queue
             log.exception("delivery %s failed unexpectedly; it will be retried", item.id)
+
+    def _queue_time(self) -> datetime | None:
+        """The moment the delivery queue is read and written at: a test's clock, else None, which
+        is the database's (the same for every replica)."""
+        return self.clock() if self._driven else None
 
     def _endpoints(self, due: list[deliveries.Delivery]) -> dict[str, webhooks.Endpoint]:
         """The endpoints of these deliveries as they are now (deleted ones absent), one read per tenant."""

@@ -87,9 +87,13 @@ def new_id() -> str:
     return ids.new_id("delivery")
 
 
-def fan_out(state: state_module.StateStore, *, now: datetime, limit: int = 100) -> int:
-    """Turn up to `limit` outbox events into deliveries; returns how many events were fanned out."""
+def fan_out(state: state_module.StateStore, *, now: datetime | None = None, limit: int = 100) -> int:
+    """Turn up to `limit` outbox events into deliveries, due at once; how many events were fanned out.
+
+    Due on the database's clock, which claims read, unless `now` is given (a test driving time).
+    """
     with state.backend.transaction(write=True) as cur:
+        now = now or stamps.db_now(cur, state.dialect)
         events = outbox.claim(cur, state.dialect, limit=limit)
         endpoints: dict[str, list[webhooks.Endpoint]] = {}
         for event in events:
@@ -190,19 +194,25 @@ def _within_allowance(
 
 
 def record(
-    state: state_module.StateStore, delivery: Delivery, endpoint: webhooks.Endpoint, outcome: Outcome
+    state: state_module.StateStore, delivery: Delivery, endpoint: webhooks.Endpoint, outcome: Outcome,
+    *, on_database_clock: bool = False,
 ) -> str | None:
     """Write the attempt and the delivery's next state; returns a reason if the endpoint got disabled.
 
     Nothing is written when the claim was lost (the lease ran out and another
     dispatcher took the delivery over): that dispatcher records its own attempt.
+    `on_database_clock` counts the retry's backoff from the database's clock,
+    which the claims that will take it read, rather than the dispatcher's.
     """
     attempt = outcome.attempt
     with state.backend.transaction(write=True) as cur:
+        retry_at = outcome.next_attempt_at
+        if on_database_clock and retry_at is not None:
+            retry_at = stamps.db_now(cur, state.dialect) + (retry_at - attempt.started_at)
         cur.execute(
             "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
             " claim = NULL, last_status_code = ?, last_error = ?, updated_at = ? WHERE id = ? AND claim = ?",
-            (outcome.status, stamps.stamp(outcome.next_attempt_at) if outcome.next_attempt_at else None,
+            (outcome.status, stamps.stamp(retry_at) if retry_at else None,
              attempt.status_code, attempt.error, stamps.stamp(attempt.started_at), delivery.id,
              delivery.claim),
         )

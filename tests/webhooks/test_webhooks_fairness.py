@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from webhook_support import Clock, Receiver, create_webhook, dispatcher
+from webhook_support import Clock, Receiver, box, create_webhook, dev_settings, dispatcher
 
 from fibric import store, timefmt
+from fibric.controller import dispatch
 from fibric.store import deliveries, plans
 
 pytestmark = pytest.mark.anyio
@@ -107,6 +109,25 @@ def test_a_fast_replica_does_not_take_over_a_delivery_claimed_a_moment_ago(
     assert len(deliveries.claim_due(state, lease_seconds=30, limit=10)) == 1  # on the database's clock
     monkeypatch.setattr(timefmt, "offset", timedelta(minutes=10))  # this replica's clock runs ahead
     assert deliveries.claim_due(state, lease_seconds=30, limit=10) == []  # the claim is live: no 2nd attempt
+
+
+async def test_a_fast_replicas_retry_is_scheduled_on_the_database_clock(
+    state: store.StateStore, tenant: store.Tenant, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    create_webhook(state, tenant, receiver.url)
+    receiver.answer(500)
+    propose(state, tenant, 1)
+    monkeypatch.setattr(timefmt, "offset", timedelta(minutes=10))  # this replica's clock runs ahead
+    service = dispatch.Dispatcher(state, dev_settings(), box(), rng=random.Random(7), environ={})
+    try:
+        await service.run_once()  # fans out (stamped by its own clock), claims, attempts: a 500
+    finally:
+        await service.aclose()
+    [item] = deliveries.list_deliveries(state, tenant.id, state.get_object(tenant.id, "Webhook",
+                                                                          "ops-channel").id)
+    assert item.status == "pending" and item.next_attempt_at is not None
+    wait = (item.next_attempt_at - datetime.now(UTC)).total_seconds()
+    assert 0 < wait <= dispatch.RETRY_BASE_SECONDS * (1 + dispatch.JITTER)  # not ten minutes late
 
 
 async def test_a_tenant_whose_receiver_hangs_does_not_delay_another_tenants_delivery(
