@@ -98,10 +98,6 @@ def start(
     run_id = ids.new_id("run")
     lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
     with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
-        # The database's clock, read inside the transaction: leases are compared across replicas,
-        # and a start that waited for the write lock must not be stamped before the finish of the
-        # run it waited for.
-        moment = now or stamps.db_now(cur, state.dialect)
         key = (tenant_id, operator_id, entity_key)
         cur.execute(
             "SELECT run_id, expires_at FROM run_leases WHERE tenant_id = ? AND operator_id = ?"
@@ -109,6 +105,10 @@ def start(
             key,
         )
         held = cur.fetchone()
+        # The database's clock (leases are compared across replicas), read once the lease row is
+        # ours to judge: a start that waited for the write lock (SQLite) or the row lock
+        # (PostgreSQL) must not be stamped before the finish of the run it waited for.
+        moment = now or stamps.db_now(cur, state.dialect)
         if held is not None:
             if held[1] > stamps.stamp(moment):
                 return None

@@ -23,11 +23,13 @@ def db_now(cur: Any, dialect: str) -> datetime:
     """The database's clock, which every process's lease, claim and expiry decisions share.
 
     Replicas' host clocks drift apart; one that ran 45 s fast would see a live
-    holder's lease as expired and take it over. PostgreSQL's `now()` is the
-    transaction's start on the database host, one instant for the whole claim.
-    A SQLite store lives on this host, so its clock is this host's.
+    holder's lease as expired and take it over. On PostgreSQL it is the
+    database host's clock at the moment of the call (`clock_timestamp()`,
+    not `now()`, which is when the transaction began: a claim that waited
+    for another's row lock must be stamped after that one committed). A
+    SQLite store lives on this host, so its clock is this host's.
     """
     if dialect == "postgresql":
-        cur.execute("SELECT now()")
+        cur.execute("SELECT clock_timestamp()")
         return cur.fetchone()[0].astimezone(UTC)
     return datetime.now(UTC)
