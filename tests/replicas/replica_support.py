@@ -102,13 +102,15 @@ def cluster_in(tmp_path: Path, orders: Sequence[str], **env: str) -> Iterator[Cl
                                            encoding="utf-8")
     write_specs(tmp_path / "repo")
     sep = "&" if "?" in POSTGRES_URL else "?"
-    shared = {**LEASE, "FIBRIC_EGRESS_ALLOW": "127.0.0.1",  # the tenant's webhook receiver is on loopback
-           "FIBRIC_SECRET_KEY": secretbox.new_key(), "FIBRIC_REDIS_URL": REDIS_URL,
-           "FIBRIC_LEDGER_CATALOG": "postgres:" + POSTGRES_URL, "FIBRIC_LEDGER_SCHEMA": lake_schema,
-           "FIBRIC_LEDGER_DATA_PATH": str(tmp_path / "lake"),
-           # the test approves faster than the reference's default budget a minute allows
-           "FIBRIC_RATE_LIMIT_WRITES": "100000", "FIBRIC_RATE_LIMIT_READS": "100000",
-           "FIBRIC_RATE_LIMIT_EVENTS": "100000", **env}
+    shared = {
+        **LEASE, "FIBRIC_EGRESS_ALLOW": "127.0.0.1",  # the tenant's webhook receiver is on loopback
+        "FIBRIC_SECRET_KEY": secretbox.new_key(), "FIBRIC_REDIS_URL": REDIS_URL,
+        "FIBRIC_LEDGER_CATALOG": "postgres:" + POSTGRES_URL, "FIBRIC_LEDGER_SCHEMA": lake_schema,
+        "FIBRIC_LEDGER_DATA_PATH": str(tmp_path / "lake"),
+        # the tests and benchmarks send faster than the reference's default budgets a minute allow
+        "FIBRIC_RATE_LIMIT_WRITES": "100000", "FIBRIC_RATE_LIMIT_READS": "100000",
+        "FIBRIC_RATE_LIMIT_EVENTS": "100000", **env,
+    }
     setup = Cluster(tmp_path, f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}", shared, server.db)
     try:
         yield setup
