@@ -124,14 +124,16 @@ def test_a_policy_that_keeps_timing_out_stops_being_evaluated(runaway: policies.
 def test_one_tenants_runaway_policy_does_not_hold_up_another_tenant(
     runaway: policies.CompiledPolicy, ship_risk: policies.CompiledPolicy
 ) -> None:
-    engine = policies.EmbeddedEngine(timeout=3.0, workers=2)  # tenant cap: 2 - 1 = 1
+    # The budget is far below what the runaway needs on any machine (seconds), and t_a's calls
+    # that find its one slot taken give up well before the runaway's deadline.
+    engine = policies.EmbeddedEngine(timeout=0.6, workers=2, queue_timeout=0.3)  # tenant cap: 2 - 1 = 1
     assert engine.tenants.cap == 1
     try:
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             hogs = [pool.submit(policies.evaluate, engine, runaway, with_tenant("t_a", SLOW))
                     for _ in range(3)]
             assert eventually(lambda: engine.tenants.in_flight("t_a") == 1, 2.0)
-            time.sleep(0.2)  # t_a's runaway is now evaluating on a worker, its other calls wait
+            time.sleep(0.1)  # t_a's runaway is now evaluating on a worker, its other calls wait
 
             started = time.perf_counter()
             decision = policies.evaluate(engine, ship_risk, with_tenant("t_b", action_input("orders.hold")))
