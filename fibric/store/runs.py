@@ -122,6 +122,11 @@ def start(
         )
         if cur.rowcount != 1:
             return None  # another claimant inserted it first
+        if held is None and now is None:
+            # No row to lock meant nothing held us back between the read of the clock and the
+            # insert: a whole run of another replica may have started and finished in that gap
+            # (a descheduled process). The run starts now, after whatever the insert waited for.
+            moment = stamps.db_now(cur, state.dialect)
         event_ids: list[str] = []
         if trigger == "event":
             cur.execute(

@@ -24,13 +24,19 @@ import pytest
 from replica_support import POSTGRES_URL, REDIS_URL, ROOT, Cluster, all_receipts, cluster_in, entity_actions
 
 sys.path.insert(0, str(ROOT / "tests" / "bulkheads"))
+sys.path.insert(0, str(ROOT / "tests" / "runs"))
 
 from bulkhead_servers import Receiver
 from executor_support import effect_keys
+from runs_support import AT_RISK, all_runs, assert_single_flight, settle
+
+from fibric import store
+from fibric.store import events, plans
 
 pytestmark = pytest.mark.skipif(not (POSTGRES_URL and REDIS_URL),
                                 reason="replicas need FIBRIC_TEST_POSTGRES_URL and FIBRIC_TEST_REDIS_URL")
 CAPPED = 200  # the order the cap test notifies about: the example policy allows 3 notifications an hour
+FLOOD = 657  # events about one order, as tests/runs/test_runs_flood.py sends one replica
 
 
 @pytest.fixture
@@ -140,3 +146,35 @@ def test_the_replica_holding_an_execution_is_killed_and_another_finishes_it_once
     assert set(effects) == set(by_key)
     with contextlib.suppress(Exception):
         served.kill()
+
+
+def test_a_flood_for_one_order_sent_to_three_replicas_runs_one_at_a_time_and_makes_one_plan(
+    cluster: Cluster,
+) -> None:
+    urls = [cluster.start("r1", specs=True), cluster.start("r2"),
+            cluster.start("r3", FIBRIC_TEST_CLOCK_OFFSET_SECONDS="45")]
+
+    def send(client: int) -> list[int]:
+        with contextlib.ExitStack() as stack:
+            opened = [stack.enter_context(cluster.client(url)) for url in urls]
+            return [opened[n % 3].post("/v1/events", json={
+                "type": "order.updated", "entity_key": "order:SO-10884", "idempotency_key": f"flood-{n}",
+                "data": AT_RISK}).status_code for n in range(client, FLOOD, 8)]
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [code for part in pool.map(send, range(8)) for code in part]
+    assert statuses == [202] * FLOOD
+    state = store.open_store(cluster.store_url)
+    try:
+        settle(state)
+        tenant = state.get_tenant("default")
+        done = all_runs(state, tenant.id)
+        consumed = [e for run in done for e in run.event_ids]
+        stored = {e.id for e in events.list_events(state, tenant.id, limit=FLOOD + 1)}
+        assert len(stored) == FLOOD and sorted(consumed) == sorted(stored)  # each event in exactly one run
+        assert all(run.status == "succeeded" for run in done)
+        assert_single_flight(done)  # across replicas, on the database's clock (one replica runs 45 s fast)
+        [plan] = plans.list_plans(state, tenant.id)
+        assert {run.plan_id for run in done if run.proposed} == {plan.id}
+    finally:
+        state.close()
