@@ -25,7 +25,7 @@ from datetime import datetime
 
 from croniter import croniter
 
-from fibric import store, timefmt
+from fibric import store
 from fibric.controller import runs
 from fibric.store import schedules
 
@@ -41,9 +41,10 @@ class Scheduler:
         runner: runs.Runner,
         *,
         poll_seconds: float = 5.0,
-        clock: Callable[[], datetime] = timefmt.now,
+        clock: Callable[[], datetime] | None = None,
         stop_timeout: float = 10.0,
     ) -> None:
+        """`clock` None reads the database's (every replica's scheduler judges ticks by the same one)."""
         if poll_seconds <= 0:
             raise ValueError("the scheduler needs a positive poll interval")
         self.state = state
@@ -72,7 +73,7 @@ class Scheduler:
 
     async def tick(self) -> list[asyncio.Task[object]]:
         """Fire every due schedule now; the runs it started, as tasks (await them to see them finish)."""
-        now = self.clock()
+        now = self.clock() if self.clock else await self.runner.pool.run(schedules.database_now, self.state)
         operators = await self.runner.pool.run(self._scheduled)
         fired = await self.runner.pool.run(schedules.last_fired, self.state)
         started: list[asyncio.Task[object]] = []

@@ -4,7 +4,9 @@ The scheduler computes an operator's next firing from its cron expression
 and this time. Firing is a compare-and-set on the stored time, so of several
 replicas (or a replica and its restarted self) exactly one fires a given
 tick, and after downtime the stored time jumps straight to now: a missed
-schedule runs once, not once per missed tick.
+schedule runs once, not once per missed tick. Ticks are judged on the
+database's clock (`database_now`), so a replica whose clock runs fast does
+not fire early, nor push the stored time ahead of the others'.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from datetime import datetime
 
 from fibric.store import stamps
 from fibric.store import state as state_module
+
+
+def database_now(state: state_module.StateStore) -> datetime:
+    """The store's clock, which every replica's scheduler reads (stamps.db_now)."""
+    with state.backend.transaction(write=False) as cur:
+        return stamps.db_now(cur, state.dialect)
 
 
 def last_fired(state: state_module.StateStore) -> dict[tuple[str, str], datetime]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from runs_support import ROOT, all_runs, apply_yaml, example_specs
 
-from fibric import connectors, policies, specs, store
+from fibric import connectors, policies, specs, store, timefmt
 from fibric.controller import apply, decide, reconcile, runs, scheduler
 from fibric.store import pins, plans, schedules
 
@@ -134,6 +134,21 @@ async def test_two_schedulers_fire_a_due_tick_once(
     clock.now = START + timedelta(minutes=30)
     fired = await tick(first) + await tick(second)
     assert len(fired) == 1
+
+
+async def test_a_replica_whose_clock_runs_fast_fires_nothing_early(
+    state: store.StateStore, tenant: store.Tenant, engine: policies.Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    operator = setup(state, tenant)
+    runner = runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()))
+    sched = scheduler.Scheduler(state, runner)  # as `fibric serve` builds it: the database's clock
+    assert await tick(sched) == []  # first sight starts the operator's clock
+    started = schedules.last_fired(state)[(tenant.id, operator.id)]
+    monkeypatch.setattr(timefmt, "offset", timedelta(minutes=20))  # past the next */15 tick, on its own
+
+    assert await tick(sched) == []
+    assert schedules.last_fired(state)[(tenant.id, operator.id)] == started  # nor pushed ahead
+    assert all_runs(state, tenant.id) == []
 
 
 async def test_a_sense_capability_with_side_effects_fails_the_run_without_calling_it(
