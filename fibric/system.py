@@ -35,7 +35,7 @@ from fibric.controller import (
     scheduler,
     sealer,
 )
-from fibric.store import legacy, pins, receipts, sealed, secretbox, vault
+from fibric.store import backends, legacy, pins, receipts, sealed, secretbox, vault
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,9 @@ def build(
         router = routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
                                 tenant_runs=limits.tenant_runs)
         # Receipts of record sealed into the auditors' ledger, continuously (docs/receipts.md#sealing).
+        # (The lock's name holds no URL: it is logged, and a URL may carry a password.)
         the_sealer = sealer.Sealer(ledger, lake, leader=leadership.Leadership(
-            lake.catalog.removeprefix("postgres:"), f"fibric-sealer:{lake.catalog}:{lake.schema}")
+            lake.catalog.removeprefix("postgres:"), f"fibric-sealer:{lake.schema}")
             if lake.shared else None)
         # The executor behind approve, and its recovery of what a crash left open (docs/executor.md).
         the_executor = executor.Executor(
@@ -145,12 +146,23 @@ def build(
         ]
         controller = loop.Controller(state, config.controller, connectors=runtime,
                                      reconcilers=reconcile.reconcilers(policy_engine, cache),
-                                     services=services, boundary=fence, pool=pools.controller)
+                                     services=services, boundary=fence, pool=pools.controller,
+                                     leader=status_leader(state))
         app = api_app.create_app(config, state, controller, receipts=ledger, sealed=lake,
                                  executor=the_executor, boundary=fence)
         app.state.event_router = router if tune.route_events else None  # POST /v1/events wakes it
         yield System(config, state, ledger, lake, the_sealer, policy_engine, fence, pools, box, runtime,
                      controller, the_executor, router, app)
+
+
+def status_leader(state: store.StateStore) -> leadership.Leadership | None:
+    """Replicas on one PostgreSQL store elect the one that records status (loop.py); alone, no election."""
+    if not isinstance(state.backend, backends.PostgresBackend):
+        return None
+    with state.backend.transaction(write=False) as cur:  # advisory locks are per database: name the schema
+        cur.execute("SELECT current_schema()")
+        schema = cur.fetchone()[0]
+    return leadership.Leadership(state.backend.url, f"fibric-status:{schema}")
 
 
 def open_engine(config: settings.PolicySettings, environ: Mapping[str, str]) -> policies.Engine:

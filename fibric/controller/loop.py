@@ -14,6 +14,14 @@ event loop (`ensure`, or `remove` once deleted), then hands the observed
 state to the threaded reconcile, which writes it as the object's status.
 The runtime's own changes come back through `notify`.
 
+Replicas sharing a PostgreSQL store all run a controller (each loads the
+policies into its engine and runs its own connectors' MCP sessions), but
+one of them records status: the replica that holds the `fibric-status`
+leadership (leadership.py, given as `leader=`). The others reconcile and
+observe without writing, so a status does not flap between replicas'
+views; when the leader dies another takes over within `LEAD_SECONDS` and
+makes a full pass (docs/deploy.md).
+
 This module owns every retry decision (controller-runtime's rule): a
 reconcile that raises is logged, its object is marked `Ready` False with
 reason ReconcileError, and the key is retried with capped exponential
@@ -31,11 +39,11 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from fibric import connectors as mcp
 from fibric import errors, policies, settings, specs, store, threads, timefmt, trust
-from fibric.controller import conditions, reconcile
+from fibric.controller import conditions, leadership, reconcile
 from fibric.store import vault
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,7 @@ ALL = "*"  # a key's name meaning "every object of this kind in the tenant" (nev
 # Operators' conditions depend on these kinds, so a change to one re-reconciles the tenant's operators.
 OPERATOR_INPUTS = frozenset({"Policy", "Connector"})
 BASE_BACKOFF_SECONDS = 0.5
+LEAD_SECONDS = 2.0  # how often a replica checks, or tries to take, the status leadership
 MAX_MESSAGE = 1000
 
 
@@ -79,11 +88,13 @@ class Controller:
         services: Sequence[Service] = (),
         boundary: trust.Boundary | None = None,
         pool: threads.Pool | None = None,
+        leader: leadership.Leadership | None = None,
     ) -> None:
         """`connectors`: the MCP connector runtime to own; build it with
         `on_change=lambda t, n: controller.notify(t, "Connector", n)`.
         `boundary`: what each stored connector may run, by who wrote it (docs/security.md).
         `pool`: the threads reconciles run on (the system's controller pool).
+        `leader`: elects the one replica that records status (None: this process alone).
         `services`: long-running parts (operator runs, scheduler, executor
         recovery, webhook dispatcher), started in order after the connectors
         and the reconcile workers, stopped in reverse order before them."""
@@ -100,6 +111,8 @@ class Controller:
         self.boundary = boundary or trust.Boundary()
         self.pool = pool or threads.standalone("controller")
         self.services = list(services)
+        self.leader = leader
+        self._recording = leader is None  # whether this replica's reconciles write status
         self._started_services: list[Service] = []
         # notify() runs on arbitrary threads; these three fields are shared with it.
         self._lock = threading.Lock()
@@ -149,6 +162,8 @@ class Controller:
         self._tasks = [asyncio.create_task(self._work(), name=f"fibric-reconcile-{n}")
                        for n in range(self.workers)]
         self._tasks.append(asyncio.create_task(self._resync(), name="fibric-resync"))
+        if self.leader is not None:
+            self._tasks.append(asyncio.create_task(self._lead(self.leader), name="fibric-status-leader"))
         with self._lock:
             self._loop = asyncio.get_running_loop()
             buffered, self._buffer = self._buffer, []
@@ -184,6 +199,8 @@ class Controller:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.leader is not None:
+            await self.pool.run(self.leader.close)
         await self._exit_connectors()
 
     def acknowledge_tools(self, tenant_id: str, name: str, timeout: float = 30.0) -> bool:
@@ -268,6 +285,19 @@ class Controller:
                 for tenant_id, name in self._connectors_running - present:
                     self._add((tenant_id, "Connector", name))
             await asyncio.sleep(self.settings.resync_seconds)
+
+    async def _lead(self, leader: leadership.Leadership) -> None:
+        """Keep (or try to take) the status leadership; a replica that gains it makes a full pass."""
+        while not self._closing:
+            try:
+                self._recording, gained = await self.pool.run(leader.hold)
+            except Exception:
+                log.exception("could not check the status leadership; not recording status meanwhile")
+                self._recording, gained = False, False
+            if gained:
+                for obj in await self.pool.run(self.state.all_objects):
+                    self._add((obj.tenant_id, obj.kind, obj.name))
+            await asyncio.sleep(LEAD_SECONDS)
 
     # --- one key ------------------------------------------------------------------
 
@@ -392,10 +422,11 @@ class Controller:
             obj = self.state.get_object(tenant_id, kind, name)
         except errors.NotFound:
             return reconcile.Result()  # deleted: nothing left to observe
+        state = self.state if self._recording else cast(store.StateStore, _Observing(self.state))
         try:
             if observed is not None and kind == "Connector":
-                return reconcile.reconcile_connector(self.state, obj, now, observed=observed)
-            return reconciler(self.state, obj, now)
+                return reconcile.reconcile_connector(state, obj, now, observed=observed)
+            return reconciler(state, obj, now)
         except Exception as e:
             # Recorded while this key is still held, so it cannot overwrite a newer success.
             self._mark_failed(key, (str(e) or type(e).__name__)[:MAX_MESSAGE], now)
@@ -422,6 +453,8 @@ class Controller:
             self._add_later(key, delay)
 
     def _mark_failed(self, key: Key, message: str, now: datetime, reason: str = "ReconcileError") -> None:
+        if not self._recording:
+            return  # the leader records it (its own reconcile fails the same way)
         try:
             obj = self.state.get_object(*key)
             conds = conditions.set_condition(
@@ -451,3 +484,20 @@ class Controller:
             entry.users -= 1
             if entry.users == 0:
                 del self._key_locks[key]
+
+
+class _Observing:
+    """The store as a replica that does not lead sees it in a reconcile: everything but status writes.
+
+    Its reconciles still do their per-replica work (loading a policy into
+    this replica's engine, checking references); the leader records status.
+    """
+
+    def __init__(self, state: store.StateStore) -> None:
+        self._state = state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._state, name)
+
+    def set_status(self, obj: store.StoredObject, status: dict[str, Any]) -> bool:
+        return True

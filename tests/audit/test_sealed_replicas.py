@@ -47,7 +47,7 @@ def replica(shared: settings.StoreSettings, record: receipts.StoreLedger, data_d
     """One replica's sealer, as fibric.system builds it."""
     lake = sealed.open_for(dataclasses.replace(shared, data_dir=data_dir))
     return sealer.Sealer(record, lake, leader=leadership.Leadership(
-        lake.catalog.removeprefix("postgres:"), f"fibric-sealer:{lake.catalog}:{lake.schema}"))
+        lake.catalog.removeprefix("postgres:"), f"fibric-sealer:{lake.schema}"))
 
 
 def sealed_seqs(lake: sealed.SealedLedger) -> list[int]:
