@@ -85,28 +85,29 @@ class Executor:
         holder = new_holder()
         selected = select(plan, only_actions)
         entities = entities_of(selected)
-        known, operator = await self.pool.run(self._begin, plan, selected, entities, only_actions, holder)
+        claim, known, operator = await self.pool.run(self._begin, plan, selected, entities, only_actions,
+                                                     holder)
         self.crash.hit("after_lease")
-        return await self.run(plan, selected, entities, holder, known, operator)
+        return await self.run(plan, selected, entities, claim, known, operator)
 
     def _begin(
         self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str],
         only_actions: Sequence[str] | None, holder: str,
-    ) -> tuple[dict[str, intents.Intent], str]:
+    ) -> tuple[intents.Execution, dict[str, intents.Intent], str]:
         """Claim the execution, lease its entities, check nothing is in doubt (blocking: one hop).
 
         On a Conflict, the claim and the leases taken are given back. Returns what
-        `run` needs: the plan's intents and its operator's name.
+        `run` needs: the claimed execution, the plan's intents and its operator's name.
         """
-        intents.begin_execution(self.state, plan.tenant_id, plan.id, only_actions=only_actions,
-                                holder=holder, ttl=self.lease_seconds)
+        claim = intents.begin_execution(self.state, plan.tenant_id, plan.id, only_actions=only_actions,
+                                        holder=holder, ttl=self.lease_seconds)
         try:
             self._take_leases(plan, entities, holder)
             self._check_nothing_in_doubt(plan, selected, entities, holder)
         except errors.Conflict:
             intents.abandon_execution(self.state, plan.tenant_id, plan.id, holder)
             raise
-        return self._intents_and_operator(plan)
+        return (claim, *self._intents_and_operator(plan))
 
     async def resume(self, execution: intents.Execution) -> plans.Plan | None:
         """Finish an execution whose holder died (recovery has claimed it for `execution.holder`).
@@ -126,7 +127,7 @@ class Executor:
             log.info("recovery of plan %s waits: %s", plan.id, e)
             return None
         known, operator = await self.pool.run(self._intents_and_operator, plan)
-        return await self.run(plan, selected, entities, execution.holder, known, operator, recovering=True)
+        return await self.run(plan, selected, entities, execution, known, operator, recovering=True)
 
     # --- the plan -------------------------------------------------------------------
 
@@ -143,13 +144,17 @@ class Executor:
             taken.append(entity)
 
     async def run(
-        self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str], holder: str,
-        known: dict[str, intents.Intent], operator: str, *, recovering: bool = False,
+        self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str],
+        claim: intents.Execution, known: dict[str, intents.Intent], operator: str, *,
+        recovering: bool = False,
     ) -> plans.Plan:
         """Dispose of each selected action in order, holding the leases; record the plan's results.
 
-        `known` are the intents the plan already has (a resumed execution's), by idempotency key.
+        `claim` is this holder's claim on the plan's execution: every intent is written under its
+        fencing token. `known` are the intents the plan already has (a resumed execution's), by
+        idempotency key.
         """
+        holder = claim.holder
         stop, lost = asyncio.Event(), asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop, lost),
                                    name=f"lease-{plan.id}")
@@ -162,7 +167,7 @@ class Executor:
                         f"plan {plan.id} lost its execution claim or leases while running; the actions "
                         "not yet disposed are left to recovery", delay=self.lease_seconds)
                 prior = known.get(action["idempotency_key"])
-                results.append(await self._dispose(plan, operator, action, prior, holder,
+                results.append(await self._dispose(plan, operator, action, prior, claim.token,
                                                    recovering=recovering))
             await self._stop_heartbeat(stop, beat)
             final = await self.pool.run(self._conclude, plan, results, entities, holder)
@@ -257,7 +262,7 @@ class Executor:
 
     async def _dispose(
         self, plan: plans.Plan, operator: str, action: dict[str, Any], intent: intents.Intent | None,
-        holder: str, *, recovering: bool,
+        token: int, *, recovering: bool,
     ) -> dict[str, Any]:
         key = action["idempotency_key"]
         # Only a resumed execution can find its own receipts already written.
@@ -272,7 +277,7 @@ class Executor:
         if intent is not None:  # resumed between intent and receipt
             return await self._recover(plan, intent)
         binding, unresolved = self._resolve(plan.tenant_id, action)
-        step = await self.pool.run(self._prepare, plan, operator, action, binding, unresolved, holder,
+        step = await self.pool.run(self._prepare, plan, operator, action, binding, unresolved, token,
                                    recovering)
         if isinstance(step, intents.Intent):
             self.crash.hit("after_intent", action["capability"])
@@ -282,7 +287,7 @@ class Executor:
 
     def _prepare(
         self, plan: plans.Plan, operator: str, action: dict[str, Any], binding: tools.Binding | None,
-        unresolved: str, holder: str, recovering: bool,
+        unresolved: str, token: int, recovering: bool,
     ) -> intents.Intent | receipts.Receipt:
         """DEDUP, the policy's verdict, then the intent of the call (blocking: one hop for all).
 
@@ -313,7 +318,7 @@ class Executor:
         try:
             return intents.record(self.state, reseller_id=plan.reseller_id, tenant_id=plan.tenant_id,
                                   plan_id=plan.id, idempotency_key=key, calls_tool=True, receipt=base,
-                                  tool=tool, holder=holder)
+                                  tool=tool, fence=token)
         except intents.ClaimLost:  # fenced: the holder that took the execution over disposes of it
             raise
         except Exception as e:  # any failure to write it (disk full, a driver error): no intent, no call

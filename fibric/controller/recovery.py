@@ -65,14 +65,14 @@ async def recover_once(executor: executor_module.Executor) -> int:
     for tenant_id, plan_id in await run(intents.unstarted_approvals, state, older_than=ttl):
         holder = executor_module.new_holder()
         try:
-            await run(intents.begin_execution, state, tenant_id, plan_id, only_actions=[], holder=holder,
-                      ttl=ttl)
+            claim = await run(intents.begin_execution, state, tenant_id, plan_id, only_actions=[],
+                              holder=holder, ttl=ttl)
         except errors.Conflict:
             continue  # its executor recorded it after all
         log.warning("plan %s was approved but its execution never started; recording it with no results",
                     plan_id)
         plan = await run(plans.get, state, tenant_id, plan_id)
-        await executor.run(plan, [], [], holder, known={}, operator="")  # no actions to dispose of
+        await executor.run(plan, [], [], claim, known={}, operator="")  # no actions to dispose of
         finished += 1
     for stale in await run(intents.stale_executions, state):
         holder = executor_module.new_holder()

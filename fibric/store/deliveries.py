@@ -23,14 +23,13 @@ payload and the same `webhook-id`.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from fibric import errors, ids, timefmt
-from fibric.store import outbox, pages, stamps, webhooks
+from fibric.store import claims, outbox, pages, stamps, webhooks
 from fibric.store import state as state_module
 
 STATUSES = ("pending", "delivered", "failed")
@@ -169,7 +168,7 @@ def claim_due(
                 (*chosen, stamps.stamp(now)),
             )
             for row in cur.fetchall():
-                token = secrets.token_hex(8)
+                token = str(claims.next_token(cur, state.dialect))  # fences its record (claims.py)
                 cur.execute("UPDATE webhook_deliveries SET claim = ?, next_attempt_at = ? WHERE id = ?",
                             (token, until, row[1]))
                 claimed.append(_delivery((*row[:11], token, *row[12:])))

@@ -9,19 +9,20 @@ first, is refused. Keys are per tenant and kept `RETENTION` (24 h).
 
 A claim is a row inserted under the table's primary key, so two requests
 racing with one key cannot both run, on SQLite or PostgreSQL, in one process
-or many. A claim whose process died is taken over after `LEASE`.
+or many. A claim whose process died is taken over after `LEASE`, with a
+new fencing token from the store's one counter (claims.py): the request that
+lost the key can neither store its answer nor give the key back.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from fibric.store import stamps
+from fibric.store import claims, stamps
 from fibric.store import state as state_module
 
 RETENTION = timedelta(hours=24)
@@ -61,10 +62,10 @@ Outcome = Started | Replay | InFlight | Mismatch
 
 def begin(state: state_module.StateStore, tenant_id: str, key: str, fingerprint: str) -> Outcome:
     """Claim `key` for a request whose parameters hash to `fingerprint`, or say why not."""
-    attempt = secrets.token_hex(8)
     for _ in range(3):  # a record released between our insert and our read: claim again
         with state.backend.transaction(write=True) as cur:
             now = stamps.db_now(cur, state.dialect)  # the lock is judged by every replica alike
+            attempt = str(claims.next_token(cur, state.dialect))  # fences finish and release (claims.py)
             if random.random() < _PURGE_CHANCE:
                 cur.execute("DELETE FROM idempotency_keys WHERE expires_at < ?", (stamps.stamp(now),))
             cur.execute(

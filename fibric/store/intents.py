@@ -3,9 +3,11 @@
 Two records, both in the state store:
 
 - an **execution** per approved plan being disposed of: which actions were
-  approved (`only_actions`), who works on it (`holder`) and until when
-  (`expires_at`, renewed while the holder lives). Recovery takes over an
-  execution whose holder stopped renewing and finishes the plan.
+  approved (`only_actions`), and the claim on it (claims.py, kind
+  EXECUTION): who works on it (`holder`), under which fencing `token`, and
+  until when (`expires_at`, renewed while the holder lives). Recovery takes
+  over an execution whose holder stopped renewing, with a new token, and
+  finishes the plan; an intent is written only under the live token.
 - an **intent** per action, written after the policy decided and before the
   tool is called (or the refusal / dedup receipt written). It carries
   everything the receipt needs. `complete` marks it done with its receipt id
@@ -28,14 +30,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors
-from fibric.store import outbox, plans, receipts, stamps
+from fibric.store import claims, outbox, plans, receipts, stamps
 from fibric.store import state as state_module
 
 _INTENT_COLUMNS = (
     "id, reseller_id, tenant_id, plan_id, idempotency_key, calls_tool, receipt, tool, state, receipt_id,"
     " created_at, completed_at"
 )
-_EXECUTION_COLUMNS = "tenant_id, plan_id, only_actions, holder, started_at, expires_at, finished_at"
+_EXECUTION_COLUMNS = "tenant_id, plan_id, only_actions, holder, started_at, expires_at, finished_at, token"
 
 Events = Sequence[tuple[str, Mapping[str, Any]]]  # (webhook event type, payload)
 
@@ -65,6 +67,7 @@ class Execution:
     started_at: datetime
     expires_at: datetime
     finished_at: datetime | None
+    token: int  # the claim's fencing token (claims.py): what the holder's writes present
 
 
 # --- executions ----------------------------------------------------------------------
@@ -77,13 +80,11 @@ def begin_execution(
     """Record that `holder` disposes of the (just approved) plan; Conflict if an execution exists."""
     with state.backend.transaction(write=True, durable=False) as cur:  # the first intent's commit syncs it
         now = stamps.db_now(cur, state.dialect)
-        cur.execute(
-            "INSERT INTO executions (tenant_id, plan_id, only_actions, holder, started_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, plan_id) DO NOTHING RETURNING plan_id",
-            (tenant_id, plan_id, None if only_actions is None else json.dumps(list(only_actions)),
-             holder, stamps.stamp(now), stamps.stamp(now + timedelta(seconds=ttl))),
-        )
-        if cur.fetchone() is None:
+        taken = claims.take(
+            cur, state.dialect, claims.EXECUTION, (tenant_id, plan_id), holder, ttl, now=now, takeover=False,
+            values={"only_actions": None if only_actions is None else json.dumps(list(only_actions)),
+                    "started_at": stamps.stamp(now)})
+        if taken is None:
             raise errors.Conflict(f"Plan {plan_id} is already being executed.")
         return _read_execution(cur, tenant_id, plan_id)
 
@@ -93,27 +94,18 @@ def renew_execution(
 ) -> bool:
     """Extend `holder`'s claim on an unfinished execution; False if it lost it."""
     with state.backend.transaction(write=True, durable=False) as cur:  # a lost renewal only expires sooner
-        expires = stamps.db_now(cur, state.dialect) + timedelta(seconds=ttl)
-        cur.execute(
-            "UPDATE executions SET expires_at = ? WHERE tenant_id = ? AND plan_id = ? AND holder = ?"
-            " AND finished_at IS NULL",
-            (stamps.stamp(expires), tenant_id, plan_id, holder),
-        )
-        return bool(cur.rowcount == 1)
+        return claims.renew(cur, state.dialect, claims.EXECUTION, (tenant_id, plan_id), holder, ttl)
 
 
 def claim_execution(
     state: state_module.StateStore, tenant_id: str, plan_id: str, holder: str, ttl: float,
 ) -> Execution | None:
-    """Take over an unfinished execution whose holder stopped renewing; None if it is live or done."""
+    """Take over an unfinished execution whose holder stopped renewing; None if it is live or done.
+
+    The takeover carries a new, larger fencing token: the old holder's writes are refused from now.
+    """
     with state.backend.transaction(write=True) as cur:
-        now = stamps.db_now(cur, state.dialect)
-        cur.execute(
-            "UPDATE executions SET holder = ?, expires_at = ? WHERE tenant_id = ? AND plan_id = ?"
-            " AND finished_at IS NULL AND expires_at <= ?",
-            (holder, stamps.stamp(now + timedelta(seconds=ttl)), tenant_id, plan_id, stamps.stamp(now)),
-        )
-        if cur.rowcount != 1:
+        if claims.take_over(cur, state.dialect, claims.EXECUTION, (tenant_id, plan_id), holder, ttl) is None:
             return None
         return _read_execution(cur, tenant_id, plan_id)
 
@@ -153,14 +145,10 @@ def abandon_execution(state: state_module.StateStore, tenant_id: str, plan_id: s
 
 
 def stale_executions(state: state_module.StateStore, *, limit: int = 100) -> list[Execution]:
-    """Unfinished executions of every tenant whose holder stopped renewing, oldest first."""
+    """Unfinished executions of every tenant whose holder stopped renewing, oldest expiry first."""
     with state.backend.transaction(write=False) as cur:
-        cur.execute(
-            f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE finished_at IS NULL AND expires_at <= ?"
-            " ORDER BY started_at LIMIT ?",
-            (stamps.stamp(stamps.db_now(cur, state.dialect)), limit),
-        )
-        return [_execution(r) for r in cur.fetchall()]
+        return [_read_execution(cur, tenant_id, plan_id)
+                for tenant_id, plan_id in claims.expired(cur, state.dialect, claims.EXECUTION, limit=limit)]
 
 
 def unstarted_approvals(
@@ -201,14 +189,14 @@ def record(
     calls_tool: bool,
     receipt: Mapping[str, Any],
     tool: Mapping[str, Any],
-    holder: str | None = None,
+    fence: int | None = None,
 ) -> Intent:
     """Write a pending intent durably; raises (TemporaryError, Conflict) rather than returning unwritten.
 
-    With `holder`, the intent is written only while that holder's claim on the
-    plan's execution is live (on the database's clock): a holder that lost its
-    claim to another replica's recovery gets ClaimLost, and so never calls the
-    tool the new holder will dispose of.
+    With `fence` (the execution's fencing token), the intent is written only
+    while that claim on the plan's execution is live (on the database's
+    clock): a holder that lost its claim to another replica's recovery gets
+    ClaimLost, and so never calls the tool the new holder will dispose of.
     """
     intent_id = "int_" + secrets.token_hex(8)
     try:
@@ -217,8 +205,10 @@ def record(
     except (TypeError, ValueError) as e:
         raise errors.PermanentError(f"intent is not JSON: {e}") from e
     with state.backend.transaction(write=True) as cur:
-        if holder is not None:
-            _check_claim(cur, state.dialect, tenant_id, plan_id, holder)
+        if fence is not None and not claims.fence(cur, state.dialect, claims.EXECUTION, (tenant_id, plan_id),
+                                                  fence):
+            raise ClaimLost(f"plan {plan_id}: claim {fence} no longer holds its execution; the actions not "
+                            "yet disposed are left to whoever does")
         cur.execute(
             "INSERT INTO intents (id, reseller_id, tenant_id, plan_id, idempotency_key, calls_tool, receipt,"
             " tool, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
@@ -233,22 +223,6 @@ def record(
 
 class ClaimLost(errors.TemporaryError):
     """The execution's claim is no longer this holder's: another one finishes the plan."""
-
-
-def _check_claim(cur: Any, dialect: str, tenant_id: str, plan_id: str, holder: str) -> None:
-    """ClaimLost unless `holder` holds the plan's unfinished execution, unexpired; the row stays locked
-    (PostgreSQL) until the caller commits, so a takeover waits for what this transaction writes."""
-    lock = " FOR UPDATE" if dialect == "postgresql" else ""
-    now = stamps.db_now(cur, dialect)
-    cur.execute(
-        "SELECT holder, expires_at FROM executions WHERE tenant_id = ? AND plan_id = ?"
-        f" AND finished_at IS NULL{lock}",
-        (tenant_id, plan_id),
-    )
-    row = cur.fetchone()
-    if row is None or row[0] != holder or row[1] <= stamps.stamp(now):
-        raise ClaimLost(f"plan {plan_id}: holder {holder} no longer holds its execution; the actions not "
-                        "yet disposed are left to whoever does")
 
 
 def complete(state: state_module.StateStore, intent: Intent, receipt_id: str, *, events: Events) -> bool:
@@ -363,5 +337,5 @@ def _execution(row: Any) -> Execution:
     return Execution(
         tenant_id=row[0], plan_id=row[1], only_actions=json.loads(row[2]) if row[2] is not None else None,
         holder=row[3], started_at=datetime.fromisoformat(row[4]), expires_at=datetime.fromisoformat(row[5]),
-        finished_at=stamps.parse(row[6]),
+        finished_at=stamps.parse(row[6]), token=int(row[7]),
     )

@@ -1,8 +1,9 @@
 """Single-flight leases: at most one executor works on a (tenant, entity_key) at a time.
 
-A lease is a row keyed by (tenant_id, entity_key) naming its holder and when
-it expires. Taking one is a single upsert that only overwrites an expired
-row (`INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= now`), so two
+A lease is a claim (claims.py, kind ENTITY): a row keyed by (tenant_id,
+entity_key) naming its holder, its fencing token and when it expires. Taking
+one is a single upsert that only overwrites an expired row (`INSERT ... ON
+CONFLICT DO UPDATE ... WHERE expires_at <= now`), so two
 executors racing for one entity, in one process or in many replicas sharing
 PostgreSQL, cannot both win: the database's unique key decides, and the
 database's clock says what has expired (stamps.db_now), not a replica's. A holder
@@ -14,61 +15,40 @@ approvals in one process collide exactly like two in different ones.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from fibric.store import stamps
+from fibric.store import claims, stamps
 from fibric.store import state as state_module
 
 
 def acquire(
     state: state_module.StateStore, tenant_id: str, entity_key: str, holder: str, ttl: float,
     *, now: datetime | None = None,
-) -> bool:
-    """Take the lease on (tenant, entity) for `holder` for `ttl` seconds; False if someone live holds it.
+) -> claims.Claim | None:
+    """Take the lease on (tenant, entity) for `holder` for `ttl` seconds; None if someone live holds it.
 
-    Re-acquiring one's own lease renews it.
+    Re-acquiring one's own lease renews it (and keeps its token).
     """
     with state.backend.transaction(write=True, durable=False) as cur:  # the next durable commit syncs it
         moment = now or stamps.db_now(cur, state.dialect)
-        cur.execute(
-            "INSERT INTO leases (tenant_id, entity_key, holder, acquired_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (tenant_id, entity_key) DO UPDATE SET holder = excluded.holder,"
-            " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
-            " WHERE leases.expires_at <= ? OR leases.holder = excluded.holder"
-            " RETURNING holder",
-            (tenant_id, entity_key, holder, stamps.stamp(moment),
-             stamps.stamp(moment + timedelta(seconds=ttl)), stamps.stamp(moment)),
-        )
-        row = cur.fetchone()
-    return row is not None and row[0] == holder
+        return claims.take(cur, state.dialect, claims.ENTITY, (tenant_id, entity_key), holder, ttl,
+                           now=moment, reentrant=True, values={"acquired_at": stamps.stamp(moment)})
 
 
 def renew(
     state: state_module.StateStore, tenant_id: str, entity_keys: Iterable[str], holder: str, ttl: float,
 ) -> list[str]:
     """Push the expiry of `holder`'s leases on these entities forward; returns the keys it no longer holds."""
-    lost = []
     with state.backend.transaction(write=True, durable=False) as cur:  # a lost renewal only expires sooner
-        expires = stamps.stamp(stamps.db_now(cur, state.dialect) + timedelta(seconds=ttl))
-        for key in entity_keys:
-            cur.execute(
-                "UPDATE leases SET expires_at = ? WHERE tenant_id = ? AND entity_key = ? AND holder = ?",
-                (expires, tenant_id, key, holder),
-            )
-            if cur.rowcount != 1:
-                lost.append(key)
-    return lost
+        return [key for key in entity_keys
+                if not claims.renew(cur, state.dialect, claims.ENTITY, (tenant_id, key), holder, ttl)]
 
 
 def release(state: state_module.StateStore, tenant_id: str, entity_keys: Iterable[str], holder: str) -> None:
     """Give back `holder`'s leases on these entities (a lease taken over by someone else stays theirs)."""
     with state.backend.transaction(write=True, durable=False) as cur:  # lost: it only expires
         for key in entity_keys:
-            cur.execute(
-                "DELETE FROM leases WHERE tenant_id = ? AND entity_key = ? AND holder = ?",
-                (tenant_id, key, holder),
-            )
+            claims.release(cur, claims.ENTITY, (tenant_id, key), holder)
 
 
 def holder_of(state: state_module.StateStore, tenant_id: str, entity_key: str) -> str | None:

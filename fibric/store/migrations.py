@@ -402,6 +402,20 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
             {"postgresql": "REVOKE UPDATE, DELETE, TRUNCATE ON receipts FROM PUBLIC"},
         ],
     ),
+    (
+        10,
+        "fencing tokens on every claim (fibric/store/claims.py)",
+        [
+            "ALTER TABLE leases ADD COLUMN token BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE run_leases ADD COLUMN token BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE executions ADD COLUMN token BIGINT NOT NULL DEFAULT 0",
+            # One counter for every kind of claim, so a later claim always has a larger token.
+            {"postgresql": "CREATE SEQUENCE fibric_claim_token"},
+            {"sqlite": "CREATE TABLE claim_tokens (id INTEGER PRIMARY KEY CHECK (id = 1),"
+                       " last BIGINT NOT NULL)"},
+            {"sqlite": "INSERT INTO claim_tokens (id, last) VALUES (1, 0)"},
+        ],
+    ),
 ]
 
 SERIAL = {

@@ -1,7 +1,7 @@
 """Operator runs: one row per run, and the single-flight lease that keeps one run per entity at a time.
 
-A run starts by taking the lease on (tenant, operator, entity_key) in
-`run_leases` (an insert that only one claimant can make), then, in the same
+A run starts by taking the lease on (tenant, operator, entity_key), a claim
+(claims.py, kind RUN: an insert that only one claimant can make), then, in the same
 transaction, binds every queued event of that key (fibric/store/routing.py)
 to itself and writes its `running` row. Events that arrive while it runs
 stay unbound and are all taken by the next run: a flood makes one run at a
@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fibric import errors, ids, timefmt
-from fibric.store import pages, stamps
+from fibric.store import claims, pages, stamps
 from fibric.store import state as state_module
 
 STATUSES = ("running", "succeeded", "failed")
@@ -96,36 +96,23 @@ def start(
     if trigger not in TRIGGERS:
         raise errors.PermanentError(f"a run's trigger is one of {TRIGGERS}, not {trigger!r}")
     run_id = ids.new_id("run")
-    lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
     with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
         key = (tenant_id, operator_id, entity_key)
-        cur.execute(
-            "SELECT run_id, expires_at FROM run_leases WHERE tenant_id = ? AND operator_id = ?"
-            f" AND entity_key = ?{lock}",
-            key,
-        )
-        held = cur.fetchone()
+        held = claims.current(cur, state.dialect, claims.RUN, key, lock=True)
         # The database's clock (leases are compared across replicas), read once the lease row is
         # ours to judge: a start that waited for the write lock (SQLite) or the row lock
         # (PostgreSQL) must not be stamped before the finish of the run it waited for.
         moment = now or stamps.db_now(cur, state.dialect)
         if held is not None:
-            if held[1] > stamps.stamp(moment):
+            if held.expires_at > moment:
                 return None
-            _interrupt(cur, tenant_id, held[0], moment)
-            cur.execute("DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ? AND entity_key = ?"
-                        " AND run_id = ?", (*key, held[0]))
-        cur.execute(
-            "INSERT INTO run_leases (tenant_id, operator_id, entity_key, run_id, expires_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, operator_id, entity_key) DO NOTHING",
-            (*key, run_id, stamps.stamp(moment + timedelta(seconds=lease_seconds))),
-        )
-        if cur.rowcount != 1:
-            return None  # another claimant inserted it first
+            _interrupt(cur, tenant_id, held.holder, moment)
+        if claims.take(cur, state.dialect, claims.RUN, key, run_id, lease_seconds, now=moment) is None:
+            return None  # another claimant took it first
         if held is None and now is None:
             # No row to lock meant nothing held us back between the read of the clock and the
-            # insert: a whole run of another replica may have started and finished in that gap
-            # (a descheduled process). The run starts now, after whatever the insert waited for.
+            # take: a whole run of another replica may have started and finished in that gap
+            # (a descheduled process). The run starts now, after whatever the take waited for.
             moment = stamps.db_now(cur, state.dialect)
         event_ids: list[str] = []
         if trigger == "event":
@@ -138,8 +125,7 @@ def start(
             cur.execute("SELECT event_id FROM run_queue WHERE run_id = ? ORDER BY seq", (run_id,))
             event_ids = [r[0] for r in cur.fetchall()]
             if not event_ids:
-                cur.execute("DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ?"
-                            " AND entity_key = ? AND run_id = ?", (*key, run_id))
+                claims.release(cur, claims.RUN, key, run_id)
                 return None
         cur.execute(
             "INSERT INTO runs (id, reseller_id, tenant_id, operator_id, operator, entity_key, trigger,"
@@ -169,11 +155,7 @@ def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: d
         )
         if cur.rowcount == 1:
             cur.execute("DELETE FROM run_queue WHERE run_id = ?", (run.id,))
-            cur.execute(
-                "DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ? AND entity_key = ?"
-                " AND run_id = ?",
-                (run.tenant_id, run.operator_id, run.entity_key, run.id),
-            )
+            claims.release(cur, claims.RUN, (run.tenant_id, run.operator_id, run.entity_key), run.id)
         return _read(cur, run.tenant_id, run.id)
 
 
@@ -181,24 +163,21 @@ def release(state: state_module.StateStore, run: Run, reason: str = INTERRUPTED)
     """Give up a run unfinished (shutdown): failed with `reason`, its events back in the queue. Blocking."""
     with state.backend.transaction(write=True) as cur:
         _interrupt(cur, run.tenant_id, run.id, stamps.db_now(cur, state.dialect), reason)
-        cur.execute(
-            "DELETE FROM run_leases WHERE tenant_id = ? AND operator_id = ? AND entity_key = ?"
-            " AND run_id = ?",
-            (run.tenant_id, run.operator_id, run.entity_key, run.id),
-        )
+        claims.release(cur, claims.RUN, (run.tenant_id, run.operator_id, run.entity_key), run.id)
 
 
 def reap(state: state_module.StateStore, *, now: datetime | None = None) -> list[str]:
     """Fail the runs whose lease expired (their process died) and requeue their events; their ids."""
+    reaped = []
     with state.backend.transaction(write=True) as cur:
         moment = now or stamps.db_now(cur, state.dialect)
-        cur.execute("SELECT tenant_id, run_id FROM run_leases WHERE expires_at <= ?", (stamps.stamp(moment),))
-        expired = cur.fetchall()
-        for tenant_id, run_id in expired:
+        cur.execute("SELECT tenant_id, operator_id, entity_key, run_id FROM run_leases WHERE expires_at <= ?",
+                    (stamps.stamp(moment),))
+        for tenant_id, operator_id, entity_key, run_id in cur.fetchall():
             _interrupt(cur, tenant_id, run_id, moment)
-            cur.execute("DELETE FROM run_leases WHERE run_id = ? AND expires_at <= ?",
-                        (run_id, stamps.stamp(moment)))
-    return [r[1] for r in expired]
+            claims.release(cur, claims.RUN, (tenant_id, operator_id, entity_key), run_id)
+            reaped.append(run_id)
+    return reaped
 
 
 def events_of(state: state_module.StateStore, run: Run) -> list[dict[str, Any]]:

@@ -70,7 +70,8 @@ def test_two_replicas_on_postgresql_get_one_lease(store_location: str) -> None:
 
         def race(name: str, replica: store.StateStore) -> None:
             barrier.wait()
-            results[name] = leases.acquire(replica, tenant.id, "order:SO-1", f"exe_{name}", ttl=30)
+            taken = leases.acquire(replica, tenant.id, "order:SO-1", f"exe_{name}", ttl=30)
+            results[name] = taken is not None
 
         threads = [threading.Thread(target=race, args=(n, s)) for n, s in (("a", first), ("b", second))]
         for t in threads:

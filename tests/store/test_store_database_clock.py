@@ -89,17 +89,22 @@ def test_a_holder_that_lost_its_execution_cannot_record_an_intent_so_never_calls
 ) -> None:
     plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
     plans.approve(state, tenant.id, plan.id, approver="ops")
-    intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=TTL)
+    first = intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=TTL)
 
-    def record(holder: str) -> intents.Intent:
+    def record(claim: intents.Execution) -> intents.Intent:
         return intents.record(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, plan_id=plan.id,
-                              idempotency_key=f"k-{holder}", calls_tool=True, receipt={}, tool={},
-                              holder=holder)
+                              idempotency_key=f"k-{claim.holder}", calls_tool=True, receipt={}, tool={},
+                              fence=claim.token)
 
-    assert record("exe_a").state == "pending"  # its own, live claim
-    with state.backend.transaction(write=True) as cur:  # what another replica's takeover leaves
-        cur.execute("UPDATE executions SET holder = 'exe_b' WHERE plan_id = ?", (plan.id,))
+    assert record(first).state == "pending"  # its own, live claim
+    with state.backend.transaction(write=True) as cur:  # exe_a stalls past its lease (a GC pause)
+        cur.execute("UPDATE executions SET expires_at = '2000-01-01T00:00:00.000000+00:00' WHERE plan_id = ?",
+                    (plan.id,))
+    second = intents.claim_execution(state, tenant.id, plan.id, "exe_b", TTL)
+    assert second is not None and second.token > first.token  # a takeover always fences with a larger token
+
     with pytest.raises(intents.ClaimLost):
-        record("exe_a")
+        record(first)  # exe_a wakes up and would call the tool: refused before it can
+    assert not intents.renew_execution(state, tenant.id, plan.id, "exe_a", TTL)
     assert [i.idempotency_key for i in intents.for_plan(state, tenant.id, plan.id).values()] == ["k-exe_a"]
-    assert record("exe_b").state == "pending"
+    assert record(second).state == "pending"
