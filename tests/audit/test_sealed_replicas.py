@@ -76,7 +76,8 @@ async def test_one_replica_seals_and_another_takes_over_when_its_session_ends(
 
         assert a.leader is not None and a.leader._conn is not None
         with psycopg.connect(POSTGRES_URL or "", autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (a.leader._conn.info.backend_pid,))
+            # With a timeout it returns once the backend is gone (and its lock with it), not at the signal.
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (a.leader._conn.info.backend_pid,))
         assert await b.seal_once() == 10  # b takes over from the lake's marks
         assert await a.seal_once() == 0  # a finds it lost, and does not seal beside b
 

@@ -43,7 +43,9 @@ def disposed(f: Fibric, plan: plans.Plan, timeout: float = 30.0) -> plans.Plan:
     deadline = time.monotonic() + timeout
     while True:
         current = plans.get(f.state, f.tenant.id, plan.id)
-        if current.status in ("executed", "blocked"):
+        execution = intents.get_execution(f.state, f.tenant.id, plan.id)
+        # The results are recorded first, then the execution ends (enqueuing plan.executed).
+        if current.status in ("executed", "blocked") and execution and execution.finished_at is not None:
             return current
         assert time.monotonic() < deadline, f"recovery never finished plan {plan.id}"
         time.sleep(0.05)
