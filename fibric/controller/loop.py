@@ -18,7 +18,8 @@ Replicas sharing a PostgreSQL store all run a controller (each loads the
 policies into its engine and runs its own connectors' MCP sessions), but
 one of them records status: the replica that holds the `fibric-status`
 leadership (leadership.py, given as `leader=`). The others reconcile and
-observe without writing, so a status does not flap between replicas'
+record only the first observation of a new generation (so an apply through
+any replica shows at once), so a status does not flap between replicas'
 views; when the leader dies another takes over within `LEAD_SECONDS` and
 makes a full pass (docs/deploy.md).
 
@@ -487,10 +488,13 @@ class Controller:
 
 
 class _Observing:
-    """The store as a replica that does not lead sees it in a reconcile: everything but status writes.
+    """The store as a replica that does not lead sees it in a reconcile: it records only what is new.
 
     Its reconciles still do their per-replica work (loading a policy into
-    this replica's engine, checking references); the leader records status.
+    this replica's engine, checking references). A status that observes a
+    generation the stored one has not (a spec just applied through this
+    replica) is recorded at once, so a change shows without waiting for the
+    leader's resync; every other status change is the leader's to record.
     """
 
     def __init__(self, state: store.StateStore) -> None:
@@ -500,4 +504,6 @@ class _Observing:
         return getattr(self._state, name)
 
     def set_status(self, obj: store.StoredObject, status: dict[str, Any]) -> bool:
-        return True
+        if status.get("observed_generation") == obj.observed_generation:
+            return True
+        return self._state.set_status(obj, status)

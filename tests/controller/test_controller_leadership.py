@@ -26,8 +26,9 @@ def signing(name: str, seen: list[str]) -> Mapping[str, reconcile.Reconciler]:
 
     def reconcile_policy(state: store.StateStore, obj: store.StoredObject, now: datetime) -> reconcile.Result:
         seen.append(obj.name)
-        if obj.status.get("by") != name:
-            state.set_status(obj, {**obj.status, "by": name})
+        status = {**obj.status, "by": name, "observed_generation": obj.generation}
+        if status != obj.status:
+            state.set_status(obj, status)
         return reconcile.Result()
 
     return {"Policy": reconcile_policy}
@@ -57,6 +58,13 @@ async def test_one_replica_records_status_and_another_takes_over_when_it_stops(
         a.notify(tenant.id, "Policy", "pol")
         await eventually(lambda: seen_a.count("pol") >= 2, what="a's second reconcile")
         assert written_by(state, tenant) == "a"  # ...but only the leader records what it saw
+
+        apply_yaml(state, tenant.id, policy("pol").replace("BLOCK", "ALERT"))  # a new generation, via b
+        b.notify(tenant.id, "Policy", "pol")
+        assert await eventually(lambda: written_by(state, tenant) == "b", what="b's first observation")
+        assert state.get_object(tenant.id, "Policy", "pol").observed_generation == 2  # shown at once
+        a.notify(tenant.id, "Policy", "pol")
+        assert await eventually(lambda: written_by(state, tenant) == "a", what="the leader's view")
 
         await a.stop()  # a rolling restart: its session, and the leadership, end
         await eventually(lambda: written_by(state, tenant) == "b", timeout=loop.LEAD_SECONDS + 5,
