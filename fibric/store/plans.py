@@ -80,7 +80,10 @@ def propose(
     """Store a newly proposed plan of the tenant (status `proposed`) and its `plan.proposed` webhook event.
 
     Both are written in one transaction (fibric/store/outbox.py): the event
-    exists exactly when the plan does.
+    exists exactly when the plan does. A plan of a run is written only while
+    that run is still running: one whose lease was taken over was failed as
+    interrupted, its events went to the next run, and its proposal is
+    refused (Conflict) rather than stored beside the next run's.
     """
     plan_id = ids.new_id("plan")
     with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
@@ -88,6 +91,13 @@ def propose(
         row = cur.fetchone()
         if row is None:
             raise errors.NotFound(f"no tenant '{tenant_id}'")
+        if run_id is not None:
+            lock = " FOR UPDATE" if state.dialect == "postgresql" else ""  # a takeover waits for this write
+            cur.execute(f"SELECT status FROM runs WHERE tenant_id = ? AND id = ?{lock}", (tenant_id, run_id))
+            running = cur.fetchone()
+            if running is not None and running[0] != "running":
+                raise errors.Conflict(f"run {run_id} is {running[0]} (its lease was taken over): its "
+                                      "proposal is not stored; the next run proposes from its events")
         cur.execute(
             "INSERT INTO plans (id, reseller_id, tenant_id, operator_id, run_id, event_id, proposed_by,"
             " status, actions, policy_id, proposed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'proposed', ?, ?, ?)",

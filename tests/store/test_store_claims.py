@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fibric import store
+from fibric import errors, store
 from fibric.store import claims, intents, leases, plans, runs
 
 PAST = "2000-01-01T00:00:00.000000+00:00"
@@ -111,6 +111,23 @@ def test_a_run_whose_process_died_is_interrupted_by_the_next_start_with_a_larger
         after = claims.current(cur, state.dialect, claims.RUN, (tenant.id, "op_1", "order:1"))
     assert before is not None and after is not None and after.token > before.token
     assert runs.get(state, tenant.id, first.id).status == "failed"
+
+
+def test_a_run_whose_lease_was_taken_over_cannot_store_its_plan(
+    state: store.StateStore, tenant: store.Tenant
+) -> None:
+    def start() -> runs.Run | None:
+        return runs.start(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id="op_1",
+                          operator="op", entity_key="order:1", trigger="schedule")
+
+    stalled = start()
+    assert stalled is not None
+    expire(state, "run_leases")
+    assert start() is not None  # the next run takes the lease over; the stalled one is interrupted
+
+    with pytest.raises(errors.Conflict, match="taken over"):
+        plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None, run_id=stalled.id)
+    assert plans.list_plans(state, tenant.id) == []
 
 
 def test_a_takeover_waits_for_the_write_a_live_holder_fenced(
