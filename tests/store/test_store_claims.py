@@ -26,6 +26,12 @@ def expire(state: store.StateStore, table: str) -> None:
         cur.execute(f"UPDATE {table} SET expires_at = ?", (PAST,))
 
 
+def start_run(state: store.StateStore, tenant: store.Tenant) -> runs.Run | None:
+    """A scheduled run of op_1 on order:1: it takes the RUN claim, or None while another holds it."""
+    return runs.start(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id="op_1",
+                      operator="op", entity_key="order:1", trigger="schedule")
+
+
 def test_tokens_increase_across_every_kind_and_every_takeover(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
@@ -96,16 +102,12 @@ def test_a_finished_execution_is_not_claimable_and_its_expired_claim_is_not_stal
 def test_a_run_whose_process_died_is_interrupted_by_the_next_start_with_a_larger_token(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    def start() -> runs.Run | None:
-        return runs.start(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id="op_1",
-                          operator="op", entity_key="order:1", trigger="schedule")
-
-    first = start()
-    assert first is not None and start() is None  # single-flight
+    first = start_run(state, tenant)
+    assert first is not None and start_run(state, tenant) is None  # single-flight
     with state.backend.transaction(write=False) as cur:
         before = claims.current(cur, state.dialect, claims.RUN, (tenant.id, "op_1", "order:1"))
     expire(state, "run_leases")
-    second = start()
+    second = start_run(state, tenant)
     assert second is not None
     with state.backend.transaction(write=False) as cur:
         after = claims.current(cur, state.dialect, claims.RUN, (tenant.id, "op_1", "order:1"))
@@ -116,14 +118,10 @@ def test_a_run_whose_process_died_is_interrupted_by_the_next_start_with_a_larger
 def test_a_run_whose_lease_was_taken_over_cannot_store_its_plan(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    def start() -> runs.Run | None:
-        return runs.start(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id="op_1",
-                          operator="op", entity_key="order:1", trigger="schedule")
-
-    stalled = start()
+    stalled = start_run(state, tenant)
     assert stalled is not None
     expire(state, "run_leases")
-    assert start() is not None  # the next run takes the lease over; the stalled one is interrupted
+    assert start_run(state, tenant) is not None  # the next run takes over; the stalled one is interrupted
 
     with pytest.raises(errors.Conflict, match="taken over"):
         plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None, run_id=stalled.id)
