@@ -36,15 +36,21 @@ class Decider:
         self, tenant_id: str, operator: store.StoredObject, input_doc: Mapping[str, Any]
     ) -> policies.Decision:
         """The policy's decision on `input_doc` (policies.build_input); never raises. Blocking."""
+        return self.decide_bound(tenant_id, operator, input_doc)[0]
+
+    def decide_bound(
+        self, tenant_id: str, operator: store.StoredObject, input_doc: Mapping[str, Any]
+    ) -> tuple[policies.Decision, str | None]:
+        """`decide`, with the id of the policy the operator is bound to (None when it cannot be had)."""
         try:
             policy = self.policy_for(tenant_id, operator)
         except errors.NotFound:
             return policies.unavailable(
                 self.engine, "policy-missing",
                 f"operator {operator.name} is bound to policy '{operator.spec.get('policy')}', "
-                "which does not exist")
+                "which does not exist"), None
         except errors.SpecInvalid as e:
             return policies.unavailable(
                 self.engine, "policy-invalid",
-                f"policy '{operator.spec.get('policy')}' does not compile: {e}")
-        return policies.evaluate(self.engine, policy, input_doc)
+                f"policy '{operator.spec.get('policy')}' does not compile: {e}"), None
+        return policies.evaluate(self.engine, policy, input_doc), policy.policy_id

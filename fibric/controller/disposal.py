@@ -11,7 +11,6 @@ goes wrong while gathering the input is a BLOCK with the cause as its rule.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,10 +69,8 @@ def decide_action(
     except (ValueError, errors.FibricError) as e:
         return Verdict(policies.unavailable(decider.engine, "input-invalid", str(e)), operator.name,
                        plan.policy_id)
-    policy_id = None
-    with contextlib.suppress(errors.FibricError):  # decide() below answers BLOCK with the reason
-        policy_id = decider.policy_for(plan.tenant_id, operator).policy_id
-    return Verdict(decider.decide(plan.tenant_id, operator, doc), operator.name, policy_id or plan.policy_id)
+    decision, policy_id = decider.decide_bound(plan.tenant_id, operator, doc)
+    return Verdict(decision, operator.name, policy_id or plan.policy_id)
 
 
 def _input(

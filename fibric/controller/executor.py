@@ -41,7 +41,6 @@ from fibric.connectors import runtime as runtime_module
 from fibric.connectors import tools
 from fibric.controller import crashpoints, decide, disposal
 from fibric.store import intents, leases, plans, receipts, views
-from fibric.store import runs as run_store
 
 log = logging.getLogger(__name__)
 
@@ -192,23 +191,9 @@ class Executor:
         self, plan: plans.Plan, results: list[dict[str, Any]], entities: Sequence[str], holder: str
     ) -> plans.Plan:
         """Record the plan's results, count what ran on its run, end the execution, release the
-        leases (blocking: one hop).
-
-        The execution's end is the durable commit the approval is answered after.
-        """
-        refused = all(r["outcome"] == "refused" for r in results)
-        try:
-            final = plans.record_results(self.state, plan.tenant_id, plan.id,
-                                         status="blocked" if refused else "executed", results=results)
-        except errors.Conflict:  # another holder (recovery) finished it first
-            final = plans.get(self.state, plan.tenant_id, plan.id)
-        else:
-            applied = sum(r["outcome"] == "applied" for r in results)
-            if plan.run_id is not None and applied:  # the operator's last_run counts what ran
-                run_store.add_applied(self.state, plan.tenant_id, plan.run_id, applied)
-        self._end_execution(final)
-        leases.release(self.state, plan.tenant_id, entities, holder)
-        return final
+        leases: one durable commit, the one the approval is answered after (blocking: one hop)."""
+        return intents.conclude(self.state, plan, results=results, entities=entities, holder=holder,
+                                events_of=lambda final: [("plan.executed", views.plan(final))])
 
     async def _finish_execution(self, plan: plans.Plan) -> None:
         await self.pool.run(self._end_execution, plan)

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors
-from fibric.store import claims, outbox, plans, receipts, stamps
+from fibric.store import claims, leases, outbox, plans, receipts, runs, stamps
 from fibric.store import state as state_module
 
 _INTENT_COLUMNS = (
@@ -118,16 +118,47 @@ def finish_execution(
     False (and no events) when it was already finished: finishing twice announces nothing twice.
     """
     with state.backend.transaction(write=True) as cur:
-        cur.execute(
-            "UPDATE executions SET finished_at = ? WHERE tenant_id = ? AND plan_id = ?"
-            " AND finished_at IS NULL",
-            (stamps.stamp(datetime.now(UTC)), tenant_id, plan_id),
-        )
-        if cur.rowcount != 1:
-            return False
-        for type_, payload in events:
-            outbox.enqueue(cur, reseller_id=reseller_id, tenant_id=tenant_id, type=type_, payload=payload)
-        return True
+        return _finish(cur, tenant_id, plan_id, reseller_id=reseller_id, events=events)
+
+
+def conclude(
+    state: state_module.StateStore,
+    plan: plans.Plan,
+    *,
+    results: Sequence[Mapping[str, Any]],
+    entities: Iterable[str],
+    holder: str,
+    events_of: Callable[[plans.Plan], Events],
+) -> plans.Plan:
+    """The end of an execution, in one durable transaction: the plan's results (`blocked` when every
+    action was refused, else `executed`), the applied actions counted on its run, the execution
+    finished with `events_of(plan)` enqueued, and `holder`'s leases on `entities` released.
+
+    When another holder (recovery) recorded the results first, they are kept and nothing is counted
+    twice; the plan as it is now is returned either way.
+    """
+    status = "blocked" if all(r["outcome"] == "refused" for r in results) else "executed"
+    with state.backend.transaction(write=True) as cur:
+        final, recorded = plans.record_results_in(cur, plan.tenant_id, plan.id, status=status,
+                                                  results=results)
+        applied = sum(r["outcome"] == "applied" for r in results)
+        if recorded and plan.run_id is not None and applied:  # the operator's last_run counts what ran
+            runs.add_applied_in(cur, plan.tenant_id, plan.run_id, applied)
+        _finish(cur, plan.tenant_id, plan.id, reseller_id=plan.reseller_id, events=events_of(final))
+        leases.release_in(cur, plan.tenant_id, entities, holder)
+    return final
+
+
+def _finish(cur: Any, tenant_id: str, plan_id: str, *, reseller_id: str, events: Events) -> bool:
+    cur.execute(
+        "UPDATE executions SET finished_at = ? WHERE tenant_id = ? AND plan_id = ? AND finished_at IS NULL",
+        (stamps.stamp(datetime.now(UTC)), tenant_id, plan_id),
+    )
+    if cur.rowcount != 1:
+        return False
+    for type_, payload in events:
+        outbox.enqueue(cur, reseller_id=reseller_id, tenant_id=tenant_id, type=type_, payload=payload)
+    return True
 
 
 def abandon_execution(state: state_module.StateStore, tenant_id: str, plan_id: str, holder: str) -> bool:
@@ -261,6 +292,7 @@ def settle(
     AlreadyApplied when an `applied` receipt for the key exists already.
     """
     lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
+    prepared = receipts.prepare(new)  # before the write lock is taken
     with state.backend.transaction(write=True, durable=False) as cur:  # synced by the next durable commit
         if intent is not None:
             cur.execute(f"SELECT state, receipt_id FROM intents WHERE id = ?{lock}", (intent.id,))
@@ -270,7 +302,7 @@ def settle(
                 written = cur.fetchone()
                 if written is not None:
                     return receipts.from_row(written)
-        receipt = receipts.append(cur, state.dialect, new)
+        receipt = receipts.append(cur, state.dialect, prepared)
         if intent is not None:
             cur.execute(
                 "UPDATE intents SET state = 'completed', receipt_id = ?, completed_at = ?"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from fibric.store import claims, stamps
 from fibric.store import state as state_module
@@ -47,8 +48,13 @@ def renew(
 def release(state: state_module.StateStore, tenant_id: str, entity_keys: Iterable[str], holder: str) -> None:
     """Give back `holder`'s leases on these entities (a lease taken over by someone else stays theirs)."""
     with state.backend.transaction(write=True, durable=False) as cur:  # lost: it only expires
-        for key in entity_keys:
-            claims.release(cur, claims.ENTITY, (tenant_id, key), holder)
+        release_in(cur, tenant_id, entity_keys, holder)
+
+
+def release_in(cur: Any, tenant_id: str, entity_keys: Iterable[str], holder: str) -> None:
+    """`release` in the caller's write transaction."""
+    for key in entity_keys:
+        claims.release(cur, claims.ENTITY, (tenant_id, key), holder)
 
 
 def holder_of(state: state_module.StateStore, tenant_id: str, entity_key: str) -> str | None:

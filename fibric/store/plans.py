@@ -175,20 +175,28 @@ def record_results(
     results: Sequence[Mapping[str, Any]],
 ) -> Plan:
     """The executor's outcome of an approved plan: `executed` or `blocked`, with one result per action."""
-    if status not in ("executed", "blocked"):
-        raise errors.PermanentError(f"a disposed plan is executed or blocked, not {status!r}")
     # Synced by the execution's end (intents.finish_execution), committed next and durably.
     with state.backend.transaction(write=True, durable=False) as cur:
-        cur.execute(
-            "UPDATE plans SET status = ?, results = ?, executed_at = ?"
-            " WHERE tenant_id = ? AND id = ? AND status = 'approved'",
-            (status, _dumps([dict(r) for r in results]), stamps.stamp(datetime.now(UTC)), tenant_id, plan_id),
-        )
-        changed = cur.rowcount == 1
-        plan = _read(cur, tenant_id, plan_id)
+        plan, changed = record_results_in(cur, tenant_id, plan_id, status=status, results=results)
     if not changed:
         raise errors.Conflict(f"Plan {plan_id} is {plan.status}, not approved; its results are not recorded.")
     return plan
+
+
+def record_results_in(
+    cur: Any, tenant_id: str, plan_id: str, *, status: str, results: Sequence[Mapping[str, Any]],
+) -> tuple[Plan, bool]:
+    """`record_results` in the caller's write transaction: the plan as it is now, and whether this
+    call recorded them (False when the plan was no longer `approved`)."""
+    if status not in ("executed", "blocked"):
+        raise errors.PermanentError(f"a disposed plan is executed or blocked, not {status!r}")
+    cur.execute(
+        "UPDATE plans SET status = ?, results = ?, executed_at = ?"
+        " WHERE tenant_id = ? AND id = ? AND status = 'approved'",
+        (status, _dumps([dict(r) for r in results]), stamps.stamp(datetime.now(UTC)), tenant_id, plan_id),
+    )
+    changed = cur.rowcount == 1
+    return _read(cur, tenant_id, plan_id), changed
 
 
 def not_approvable(plan: Plan) -> NotApprovable:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -235,7 +235,31 @@ class StoreLedger:
         return from_row(row) if row is not None else None
 
 
-def append(cur: Any, dialect: str, new: NewReceipt, *, at: datetime | None = None) -> Receipt:
+@dataclass(frozen=True)
+class Prepared:
+    """A new receipt checked and rendered as it will read back: all but its place in the chain.
+
+    Made before the write transaction (`prepare`), so the JSON work is not
+    done while every other writer waits for the lock.
+    """
+
+    values: Mapping[str, Any]
+
+    @property
+    def tenant_id(self) -> str:
+        return str(self.values["tenant_id"])
+
+    @property
+    def idempotency_key(self) -> str:
+        return str(self.values["idempotency_key"])
+
+
+def prepare(new: NewReceipt, *, at: datetime | None = None) -> Prepared:
+    """Check a new receipt and render its JSON columns; PermanentError when it cannot be a receipt."""
+    return Prepared(_prepare(new, at))
+
+
+def append(cur: Any, dialect: str, new: NewReceipt | Prepared, *, at: datetime | None = None) -> Receipt:
     """Insert one receipt at the end of its tenant's chain, in the caller's write transaction.
 
     The tenant's head row is locked first (FOR UPDATE on PostgreSQL; SQLite's
@@ -243,7 +267,7 @@ def append(cur: Any, dialect: str, new: NewReceipt, *, at: datetime | None = Non
     one tenant, from any process, queue here and chain one after another.
     AlreadyApplied when the key was applied already (the unique index).
     """
-    values = _prepare(new, at)
+    values = dict((new if isinstance(new, Prepared) else prepare(new, at=at)).values)
     head = _lock_head(cur, dialect, new.tenant_id)
     tenant_seq, prev_hash = int(head[0]), str(head[1])
     values.update(seq=_next_seq(cur, dialect), tenant_seq=tenant_seq + 1, id=ids.new_id("receipt"),
@@ -324,7 +348,7 @@ def _prepare(new: NewReceipt, at: datetime | None) -> dict[str, Any]:
         raise errors.PermanentError(f"receipt decision must be one of {DECISIONS}, not {new.decision!r}")
     if new.outcome not in OUTCOMES:
         raise errors.PermanentError(f"receipt outcome must be one of {OUTCOMES}, not {new.outcome!r}")
-    values = asdict(new)
+    values = {f.name: getattr(new, f.name) for f in fields(new)}  # shallow: the JSON columns are redone below
     policy = dict(new.policy) if new.policy is not None else {"decision": new.decision, "rule": new.rule}
     # Hash what a reader will get back: the JSON columns as they round-trip.
     for name, value in (("args", dict(new.args)), ("policy", policy), ("detail", new.detail)):

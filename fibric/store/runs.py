@@ -207,12 +207,17 @@ def events_of(state: state_module.StateStore, run: Run) -> list[dict[str, Any]]:
 
 def add_applied(state: state_module.StateStore, tenant_id: str, run_id: str, n: int) -> bool:
     """Count `n` more actions of the run's plan as applied (the executor calls this); False if no such run."""
+    with state.backend.transaction(write=True) as cur:
+        return add_applied_in(cur, tenant_id, run_id, n)
+
+
+def add_applied_in(cur: Any, tenant_id: str, run_id: str, n: int) -> bool:
+    """`add_applied` in the caller's write transaction."""
     if n < 0:
         raise errors.PermanentError("applied actions are counted up, never down")
-    with state.backend.transaction(write=True) as cur:
-        cur.execute("UPDATE runs SET applied = applied + ? WHERE tenant_id = ? AND id = ?",
-                    (n, tenant_id, run_id))
-        return bool(cur.rowcount == 1)
+    cur.execute("UPDATE runs SET applied = applied + ? WHERE tenant_id = ? AND id = ?",
+                (n, tenant_id, run_id))
+    return bool(cur.rowcount == 1)
 
 
 def open_plan(state: state_module.StateStore, tenant_id: str, operator_id: str, digest: str) -> str | None:

@@ -55,9 +55,9 @@ def test_an_intent_is_durable_before_its_call_and_the_answer_after_everything_it
     names = [name for name, _ in commits]
     intents = [n for n, (name, _) in enumerate(commits) if name == "record"]
     assert len(intents) == 2 and all(commits[n][1] for n in intents)  # FULL before each call
-    end = names.index("finish_execution")
+    end = names.index("conclude")  # the results, the run's count, the execution's end: one commit
     assert commits[end][1]  # the execution's end is durable ...
-    for name in ("approve", "begin_execution", "settle", "record_results"):
+    for name in ("approve", "begin_execution", "settle"):
         assert name in names[:end]  # ... and syncs every write the answer reports, made before it
     before = [durable for name, durable in commits[:intents[0]]
               if name in ("approve", "begin_execution", "acquire")]

@@ -158,3 +158,40 @@ def test_an_approval_that_never_started_is_found(state: store.StateStore, tenant
     assert intents.unstarted_approvals(state, older_than=0) == [(tenant.id, plan.id)]
     intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
     assert intents.unstarted_approvals(state, older_than=0) == []
+
+
+def test_an_execution_ends_in_one_commit_and_a_racing_holder_ends_it_once(
+    state: store.StateStore, tenant: store.Tenant
+) -> None:
+    plan = plans.approve(state, tenant.id, _plan(state, tenant).id, approver="alice")
+    intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
+    assert leases.acquire(state, tenant.id, "order:SO-1", "exe_a", ttl=30)
+    before = len(outbox.pending(state))
+    results = [{"idempotency_key": "k1", "outcome": "applied"}]
+
+    def announce(final: plans.Plan) -> list[tuple[str, dict[str, object]]]:
+        return [("plan.executed", {"id": final.id, "status": final.status})]
+
+    final = intents.conclude(state, plan, results=results, entities=["order:SO-1"], holder="exe_a",
+                             events_of=announce)
+    assert final.status == "executed" and final.results == results
+    assert leases.holder_of(state, tenant.id, "order:SO-1") is None
+    assert intents.stale_executions(state) == [] and not intents.renew_execution(
+        state, tenant.id, plan.id, "exe_a", ttl=30)  # finished: nothing left to renew
+
+    # Recovery finishing the same plan a moment later keeps the first results and announces nothing.
+    again = intents.conclude(state, plan, results=[{"idempotency_key": "k1", "outcome": "in_doubt"}],
+                             entities=["order:SO-1"], holder="exe_b", events_of=announce)
+    assert again.results == results
+    assert [(e.type, e.payload) for e in outbox.pending(state)[before:]] == [
+        ("plan.executed", {"id": plan.id, "status": "executed"})]
+
+
+def test_an_execution_whose_every_action_was_refused_ends_blocked(
+    state: store.StateStore, tenant: store.Tenant
+) -> None:
+    plan = plans.approve(state, tenant.id, _plan(state, tenant).id, approver="alice")
+    intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
+    final = intents.conclude(state, plan, results=[{"idempotency_key": "k1", "outcome": "refused"}],
+                             entities=[], holder="exe_a", events_of=lambda _: [])
+    assert final.status == "blocked"
