@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -21,7 +22,9 @@ import httpx
 import jsonschema
 
 from fibric import timefmt
-from fibric.proposers import base, keys, prompt, routes
+from fibric.proposers import base, keys, prompt, routes, strict
+
+log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_SECONDS = 60.0
 MAX_RESPONSE_BYTES = 4 * 1_048_576
@@ -50,6 +53,10 @@ class LlmProposer:
     def request(self, situation: base.Situation) -> dict[str, Any]:
         """The chat-completions body for this situation (public so its shape is testable and documented)."""
         route = self._route
+        answer = prompt.answer_schema(situation)
+        if route.strict and not answer.strict:
+            log.warning("operator %s: %s sends its answer schema with strict: false, since %s",
+                        situation.operator_name, self.name, "; ".join(answer.why_not_strict))
         body: dict[str, Any] = {
             "model": route.model,
             "messages": prompt.messages(situation, self._clock()),
@@ -57,8 +64,8 @@ class LlmProposer:
                 "type": "json_schema",
                 "json_schema": {
                     "name": "execution_plan",
-                    "strict": route.strict,
-                    "schema": prompt.plan_schema(list(situation.spec.capabilities)),
+                    "strict": route.strict and answer.strict,
+                    "schema": answer.schema,
                 },
             },
         }
@@ -128,6 +135,8 @@ class LlmProposer:
                     f"{self.name}: actions[{n}] proposes '{capability}', which operator "
                     f"'{situation.operator_name}' does not have (capabilities: "
                     f"{', '.join(situation.spec.capabilities)})")
+            if tool.input_schema:  # the nulls strict mode made the model send for optional args go
+                item["args"] = strict.restore(item["args"], tool.input_schema)
             _check_args(item["args"], tool, f"{self.name}: actions[{n}].args")
             key = item["idempotency_key"] or keys.derive_idempotency_key(
                 situation.operator_id, item["entity_key"], capability, item["args"])

@@ -11,11 +11,12 @@ answer; per-tool args are checked separately against each tool's input schema.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fibric import timefmt
-from fibric.proposers import base
+from fibric.proposers import base, strict
 
 MAX_ACTIONS = 100
 
@@ -67,6 +68,48 @@ def plan_schema(capabilities: list[str] | None = None, *, for_validation: bool =
         "required": ["actions"],
         "properties": {"actions": actions},
     }
+
+
+@dataclass(frozen=True)
+class AnswerSchema:
+    """The `response_format` schema for one operator, and whether a provider can take it strictly."""
+
+    schema: dict[str, Any]
+    strict: bool
+    why_not_strict: tuple[str, ...] = ()
+
+
+def answer_schema(situation: base.Situation) -> AnswerSchema:
+    """One branch per capability, `args` its tool's input schema in strict form (fibric/proposers/strict.py).
+
+    When a capability's schema has no strict form, the operator's schema is the
+    loose ExecutionPlan (`args` any object) and `strict` is False, with the
+    reasons: the provider then guides the answer without refusing the schema,
+    and the answer is validated against the tool's own schema all the same.
+    """
+    branches, problems = [], []
+    for capability, tool in tools_of(situation).items():
+        try:
+            args = strict.normalize(tool.input_schema or {"type": "object", "properties": {}})
+        except strict.NotStrict as e:
+            problems.append(f"{capability}: {e}")
+            continue
+        branches.append({
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["capability", "entity_key", "idempotency_key", "args"],
+            "properties": {
+                "capability": {"type": "string", "enum": [capability]},
+                "entity_key": {"type": "string"},
+                "idempotency_key": {"type": ["string", "null"]},
+                "args": args,
+            },
+        })
+    if problems or not branches:
+        return AnswerSchema(plan_schema(list(situation.spec.capabilities)), False, tuple(problems))
+    items = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    return AnswerSchema({"type": "object", "additionalProperties": False, "required": ["actions"],
+                         "properties": {"actions": {"type": "array", "items": items}}}, True)
 
 
 def messages(situation: base.Situation, now: datetime) -> list[dict[str, str]]:

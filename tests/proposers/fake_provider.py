@@ -1,9 +1,11 @@
 """An OpenAI-compatible chat-completions server on loopback that replays scripted answers.
 
 It speaks real HTTP (http.server in a thread), records every request it gets,
-and answers each from a script: a status, headers, a JSON body, optionally
-after a delay. The delay waits on an event the fixture sets at teardown, so a
-"slow" answer never outlives the test.
+refuses a strict `response_format` whose schema OpenAI would refuse (with
+OpenAI's 400 body; tests/proposers/strict_rules.py), and answers each from a
+script: a status, headers, a JSON body, optionally after a delay. The delay
+waits on an event the fixture sets at teardown, so a "slow" answer never
+outlives the test.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import strict_rules
 
 
 @dataclass
@@ -52,6 +56,17 @@ def plan_reply(actions: list[dict[str, Any]]) -> Reply:
     return Reply(body=completion(json.dumps({"actions": actions})))
 
 
+def _refused_schema(body: Any) -> Reply | None:
+    """OpenAI's 400 for a strict response_format whose schema it does not accept; None when it does."""
+    schema_format = (body.get("response_format") or {}) if isinstance(body, dict) else {}
+    wrapped = schema_format.get("json_schema") or {}
+    if schema_format.get("type") != "json_schema" or wrapped.get("strict") is not True:
+        return None
+    if not strict_rules.problems(wrapped.get("schema")):
+        return None
+    return Reply(400, strict_rules.refusal(wrapped.get("schema")))
+
+
 class Provider:
     def __init__(self) -> None:
         self.script: list[Reply] = []
@@ -72,6 +87,10 @@ class Provider:
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw)))
                     reply = provider.script.pop(0) if provider.script else Reply(
                         500, {"error": {"message": "script exhausted"}})
+                    refused = _refused_schema(provider.received[-1].body)
+                    if refused is not None:  # as a strict provider does, before any answer
+                        provider.script.insert(0, reply)
+                        reply = refused
                 if reply.delay:
                     provider.released.wait(reply.delay)
                 data = json.dumps(reply.body).encode() if not isinstance(reply.body, bytes) else reply.body

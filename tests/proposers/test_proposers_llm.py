@@ -88,9 +88,14 @@ def test_the_request_carries_purpose_events_sensed_and_tool_schemas(provider: Pr
     assert response_format["json_schema"]["strict"] is True
     schema = response_format["json_schema"]["schema"]
     assert schema["required"] == ["actions"] and schema["additionalProperties"] is False
-    action = schema["properties"]["actions"]["items"]
-    assert action["properties"]["capability"]["enum"] == ["orders.hold", "orders.notify"]
-    assert action["required"] == ["capability", "entity_key", "idempotency_key", "args"]
+    hold, notify = schema["properties"]["actions"]["items"]["anyOf"]  # one branch per capability
+    assert hold["properties"]["capability"]["enum"] == ["orders.hold"]
+    assert notify["properties"]["capability"]["enum"] == ["orders.notify"]
+    assert hold["required"] == ["capability", "entity_key", "idempotency_key", "args"]
+    assert hold["properties"]["args"] == {  # the tool's schema, in strict form
+        "type": "object", "additionalProperties": False, "required": ["order_id", "reason"],
+        "properties": {"order_id": {"type": "string"},
+                       "reason": {"type": "string", "description": "(minLength: 1)"}}}
 
 
 def test_a_keyless_route_sends_no_authorization(provider: Provider) -> None:
