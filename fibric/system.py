@@ -145,7 +145,8 @@ def build(
             the_sealer,
         ]
         controller = loop.Controller(state, config.controller, connectors=runtime,
-                                     reconcilers=reconcile.reconcilers(policy_engine, cache),
+                                     reconcilers=reconcile.reconcilers(policy_engine, cache,
+                                                                  answer_check=runner.answer_check),
                                      services=services, boundary=fence, pool=pools.controller,
                                      leader=status_leader(state))
         app = api_app.create_app(config, state, controller, receipts=ledger, sealed=lake,

@@ -16,6 +16,7 @@ statuses.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -60,8 +61,14 @@ def reconcile(state: store.StateStore, obj: store.StoredObject, now: datetime) -
     return reconciler(state, obj, now)
 
 
-def reconcile_operator(state: store.StateStore, obj: store.StoredObject, now: datetime) -> Result:
-    """An operator is ready when its policy exists; unmapped capabilities are only a warning."""
+# Whether an operator's LLM route asks for its answer strictly, and why (runs.Runner.answer_check).
+AnswerCheck = Callable[[store.StoredObject], "tuple[bool, str] | None"]
+
+
+def reconcile_operator(state: store.StateStore, obj: store.StoredObject, now: datetime, *,
+                       answer_check: AnswerCheck | None = None) -> Result:
+    """An operator is ready when its policy exists; unmapped capabilities and an answer schema a
+    provider cannot take strictly are only warnings."""
     policy = obj.spec.get("policy", "")
     conds = conditions.of(obj.status)
     if _exists(state, obj.tenant_id, "Policy", policy):
@@ -99,6 +106,12 @@ def reconcile_operator(state: store.StateStore, obj: store.StoredObject, now: da
             conds, conditions.CAPABILITIES_FULFILLED, conditions.TRUE, "Fulfilled",
             "every capability is mapped by a connector", now,
         )
+    checked = answer_check(obj) if answer_check is not None else None
+    if checked is not None:
+        strict, message = checked
+        conds = conditions.set_condition(
+            conds, conditions.STRUCTURED_OUTPUT, conditions.TRUE if strict else conditions.FALSE,
+            "Strict" if strict else "NotStrict", message[:MAX_MESSAGE], now)
     return _record(state, obj, conds)
 
 
@@ -154,10 +167,13 @@ def policy_reconciler(
 
 
 def reconcilers(
-    engine: policies.Engine | None = None, cache: CompileCache | None = None
+    engine: policies.Engine | None = None, cache: CompileCache | None = None, *,
+    answer_check: AnswerCheck | None = None,
 ) -> Mapping[str, Reconciler]:
-    """The reconcilers a controller runs: RECONCILERS, with policies compiled once and sent to `engine`."""
-    return MappingProxyType({**RECONCILERS, "Policy": policy_reconciler(engine, cache)})
+    """The reconcilers a controller runs: RECONCILERS, with policies compiled once and sent to `engine`,
+    and operators' answer schemas checked by `answer_check` (runs.Runner.answer_check)."""
+    return MappingProxyType({**RECONCILERS, "Policy": policy_reconciler(engine, cache),
+                             "Operator": functools.partial(reconcile_operator, answer_check=answer_check)})
 
 
 class CompileCache:

@@ -226,6 +226,17 @@ class Runner:
             items += _items(value)
         return sensed, items
 
+    def answer_check(self, operator: store.StoredObject) -> tuple[bool, str] | None:
+        """Whether the operator's LLM route asks for its answer strictly, with the tools its
+        connectors offer now (the StructuredOutput condition; proposers.answer_strictness). Blocking."""
+        try:
+            spec = specs.models.OperatorSpec.model_validate(operator.spec)
+        except pydantic.ValidationError:
+            return None
+        return proposers.answer_strictness(proposers.Situation(
+            tenant_id=operator.tenant_id, operator_id=operator.id, operator_name=operator.name, spec=spec,
+            events=[], sensed={}, tools=self._tools(operator.tenant_id, spec)), self.llm)
+
     def _tools(self, tenant_id: str, spec: specs.models.OperatorSpec) -> list[proposers.Tool]:
         """The operator's capabilities as its connectors describe them (unknown ones: empty schema)."""
         tools = []

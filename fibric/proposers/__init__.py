@@ -5,7 +5,7 @@ proposer (CEL) or an OpenAI-compatible LLM route. See docs/operators.md.
 """
 
 from fibric.proposers.base import ProposalError, ProposedAction, Proposer, Situation, Tool
-from fibric.proposers.factory import RULES, for_model
+from fibric.proposers.factory import RULES, answer_strictness, for_model
 from fibric.proposers.keys import dedup, derive_idempotency_key
 from fibric.proposers.llm import LlmProposer
 from fibric.proposers.routes import Route
@@ -23,6 +23,7 @@ __all__ = [
     "RulesProposer",
     "Situation",
     "Tool",
+    "answer_strictness",
     "check_routes",
     "check_rules",
     "dedup",

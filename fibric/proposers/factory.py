@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import httpx
 
 from fibric import settings as settings_module
-from fibric.proposers import base, llm, routes, rules
+from fibric.proposers import base, llm, prompt, routes, rules
 
 RULES = "rules"
 
@@ -36,3 +36,25 @@ def for_model(
             raise base.ProposalError(
                 f"LLM route '{model}': environment variable {route.api_key_env} is not set")
     return llm.LlmProposer(model, route, api_key=api_key, http=http)
+
+
+def answer_strictness(
+    situation: base.Situation, settings: settings_module.LlmSettings
+) -> tuple[bool, str] | None:
+    """Whether the operator's LLM route asks for its answer schema strictly, and if not why.
+
+    None when that does not apply: the rules model, a route that does not ask
+    strictly (`strict: false` or JSON mode), or a route a run fails on anyway
+    with its own error.
+    """
+    model = situation.spec.model
+    try:
+        route = routes.resolve(model, situation.tenant_id, settings) if model != RULES else None
+    except base.ProposalError:
+        return None
+    if route is None or not route.strict or route.mode == "json_object":
+        return None
+    answer = prompt.answer_schema(situation)
+    if answer.strict:
+        return True, f"route '{model}' asks for the answer schema strictly"
+    return False, f"route '{model}' asks with strict: false, since " + "; ".join(answer.why_not_strict)

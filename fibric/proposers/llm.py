@@ -51,24 +51,36 @@ class LlmProposer:
         self._clock = clock
 
     def request(self, situation: base.Situation) -> dict[str, Any]:
-        """The chat-completions body for this situation (public so its shape is testable and documented)."""
+        """The chat-completions body for this situation (public so its shape is testable and documented).
+
+        The route's `mode` says how the answer's shape is asked for: `json_schema`
+        (response_format, what OpenAI and Azure OpenAI do best), `json_object` (JSON
+        mode, the schema in the system message: servers without schema support) or
+        `tools` (one forced call of the `propose_plan` function: servers whose
+        structured output is function calling).
+        """
         route = self._route
         answer = prompt.answer_schema(situation)
-        if route.strict and not answer.strict:
-            log.warning("operator %s: %s sends its answer schema with strict: false, since %s",
+        strict_ok = route.strict and answer.strict
+        if route.strict and not answer.strict and route.mode != "json_object":
+            log.warning("operator %s: %s asks for its answer schema with strict: false, since %s",
                         situation.operator_name, self.name, "; ".join(answer.why_not_strict))
-        body: dict[str, Any] = {
-            "model": route.model,
-            "messages": prompt.messages(situation, self._clock()),
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "execution_plan",
-                    "strict": route.strict and answer.strict,
-                    "schema": answer.schema,
-                },
-            },
-        }
+        messages = prompt.messages(situation, self._clock())
+        body: dict[str, Any] = {"model": route.model, "messages": messages}
+        if route.mode == "json_schema":
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "execution_plan", "strict": strict_ok, "schema": answer.schema}}
+        elif route.mode == "json_object":
+            messages[0]["content"] += prompt.SCHEMA_IN_PROMPT.format(
+                schema=json.dumps(answer.schema, separators=(",", ":")))
+            body["response_format"] = {"type": "json_object"}
+        else:
+            function: dict[str, Any] = {"name": prompt.PLAN_FUNCTION, "description": prompt.PLAN_FUNCTION_DOC,
+                                        "parameters": answer.schema}
+            if strict_ok:
+                function["strict"] = True
+            body["tools"] = [{"type": "function", "function": function}]
+            body["tool_choice"] = {"type": "function", "function": {"name": prompt.PLAN_FUNCTION}}
         if route.temperature is not None:
             body["temperature"] = route.temperature
         if route.max_tokens is not None:
@@ -77,7 +89,7 @@ class LlmProposer:
 
     async def propose(self, situation: base.Situation) -> list[base.ProposedAction]:
         answer = await self._complete(self.request(situation))
-        return self._actions(situation, _content(answer, self.name))
+        return self._actions(situation, _answer_text(answer, self.name, self._route.mode))
 
     async def _complete(self, body: dict[str, Any]) -> Any:
         if self._http is not None:
@@ -89,14 +101,16 @@ class LlmProposer:
         route = self._route
         url = route.base_url.rstrip("/") + "/chat/completions"
         headers = {"Accept": "application/json"}
-        if self._api_key:
+        if self._api_key and route.api_key_header == "api-key":
+            headers["api-key"] = self._api_key
+        elif self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         attempts = route.max_retries + 1
         for attempt in range(1, attempts + 1):
             delay = route.retry_backoff_seconds * 2 ** (attempt - 1)
             try:
                 async with asyncio.timeout(route.timeout_seconds):
-                    response = await client.post(url, json=body, headers=headers,
+                    response = await client.post(url, json=body, headers=headers, params=route.query,
                                                   timeout=route.timeout_seconds)
             except (TimeoutError, httpx.TimeoutException):
                 reason = f"no answer within {route.timeout_seconds:g}s"
@@ -162,20 +176,41 @@ def _check_args(args: dict[str, Any], tool: base.Tool, where: str) -> None:
             f"{where}: not valid for the input schema of '{tool.capability}': {_where(error)}{error.message}")
 
 
-def _content(answer: Any, name: str) -> str:
-    """choices[0].message.content, or a ProposalError saying what the provider sent instead."""
+def _answer_text(answer: Any, name: str, mode: str) -> str:
+    """The plan's JSON text: choices[0].message.content, or in `tools` mode the arguments of its
+    propose_plan call; a ProposalError saying what the provider sent instead."""
     try:
-        message = answer["choices"][0]["message"]
+        choice = answer["choices"][0]
+        message = choice["message"]
     except (KeyError, IndexError, TypeError):
         raise base.ProposalError(f"{name}: the provider's answer has no choices[0].message") from None
     if not isinstance(message, dict):
         raise base.ProposalError(f"{name}: the provider's answer has no choices[0].message")
     if message.get("refusal"):
         raise base.ProposalError(f"{name}: the model refused: {str(message['refusal'])[:300]}")
+    if isinstance(choice, dict) and choice.get("finish_reason") == "length":
+        raise base.ProposalError(f"{name}: the answer was cut off at the token limit (finish_reason length)")
+    if mode == "tools":
+        return _plan_call_arguments(message, name)
     content = message.get("content")
     if not isinstance(content, str) or not content.strip():
         raise base.ProposalError(f"{name}: the model's message has no content")
     return content
+
+
+def _plan_call_arguments(message: dict[str, Any], name: str) -> str:
+    calls = message.get("tool_calls")
+    calls = calls if isinstance(calls, list) else []
+    call = next((c for c in calls if isinstance(c, dict) and isinstance(c.get("function"), dict)
+                 and c["function"].get("name") == prompt.PLAN_FUNCTION), None)
+    if call is None:
+        raise base.ProposalError(f"{name}: the model did not call {prompt.PLAN_FUNCTION}")
+    arguments = call["function"].get("arguments")
+    if isinstance(arguments, dict):  # some servers send the arguments as an object, not a JSON string
+        return json.dumps(arguments)
+    if not isinstance(arguments, str) or not arguments.strip():
+        raise base.ProposalError(f"{name}: the model's {prompt.PLAN_FUNCTION} call has no arguments")
+    return arguments
 
 
 def _json_body(response: httpx.Response, name: str) -> Any:

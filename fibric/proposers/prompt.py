@@ -70,6 +70,13 @@ def plan_schema(capabilities: list[str] | None = None, *, for_validation: bool =
     }
 
 
+# JSON mode (a route's `mode: json_object`) does not carry a schema: the system message does.
+SCHEMA_IN_PROMPT = "\n\nThe execution_plan JSON Schema your answer must match:\n{schema}"
+# Function calling (`mode: tools`): the plan is the arguments of one forced call of this function.
+PLAN_FUNCTION = "propose_plan"
+PLAN_FUNCTION_DOC = "Propose the execution plan: the actions to take, or none."
+
+
 @dataclass(frozen=True)
 class AnswerSchema:
     """The `response_format` schema for one operator, and whether a provider can take it strictly."""

@@ -37,7 +37,18 @@ class Route(BaseModel):
         default=1.0, ge=0, le=60, description="First retry's delay; doubles each retry.")
     temperature: float | None = Field(default=0.0, ge=0, le=2)
     max_tokens: int | None = Field(default=None, gt=0)
-    strict: bool = Field(default=True, description="Send response_format json_schema with strict: true.")
+    strict: bool = Field(default=True,
+                         description="Ask for the answer schema strictly (json_schema and tools modes).")
+    mode: Literal["json_schema", "json_object", "tools"] = Field(
+        default="json_schema",
+        description="How the answer's shape is asked for: response_format json_schema, response_format "
+                    "json_object (the schema in the prompt), or one forced function call (tools).")
+    api_key_header: Literal["authorization", "api-key"] = Field(
+        default="authorization",
+        description="Send the key as 'Authorization: Bearer <key>' or as 'api-key: <key>' (Azure OpenAI).")
+    query: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
+                Annotated[str, StringConstraints(max_length=200)]] = Field(
+        default_factory=dict, description="Query parameters on every request, e.g. {api-version: ...}.")
 
     def allows(self, tenant_id: str) -> bool:
         return self.tenants == "*" or tenant_id in self.tenants

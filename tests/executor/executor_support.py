@@ -120,6 +120,7 @@ def running(
     state: store.StateStore, tenant: store.Tenant, tmp_path: Path, *, lease_seconds: float = 30.0,
     routing: bool = False, catalog: Mapping[str, Path] | None = None,
     boundary: trust.Boundary | None = None, services: Sequence[Any] = (),
+    llm: settings.LlmSettings | None = None,
 ) -> Iterator[Fibric]:
     """The whole product on loopback, connected to the example order system; stops everything after.
 
@@ -127,7 +128,7 @@ def running(
     the operators subscribed to them, whose runs propose plans; else tests propose plans directly.
     `catalog` adds MCP server scripts to the installation's connector catalog, beside `orders`;
     `boundary` replaces the installation's boundary (its catalog must offer `orders`); `services`
-    start before the system's own.
+    start before the system's own; `llm` are the installation's LLM routes.
     """
     orders_db = tmp_path / "orders.db"
     folder = write_specs(tmp_path / "repo")
@@ -138,7 +139,8 @@ def running(
         store=settings.StoreSettings(data_dir=tmp_path / "data"),
         rate_limits=settings.RateLimitSettings(reads_per_minute=100_000, writes_per_minute=100_000,
                                                events_per_minute=100_000),
-        executor=settings.ExecutorSettings(lease_seconds=lease_seconds, recovery_interval_seconds=0.2))
+        executor=settings.ExecutorSettings(lease_seconds=lease_seconds, recovery_interval_seconds=0.2),
+        llm=llm or settings.LlmSettings())
     tuning = system.Tuning(connectors=FAST, router_poll_seconds=0.2, route_events=routing, services=services)
     built = system.build(config, boundary=boundary, engine=engine, state=state, tuning=tuning)
     _, key = state.create_api_key(tenant.id, frozenset(store.SCOPES))

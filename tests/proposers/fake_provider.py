@@ -52,19 +52,35 @@ def completion(content: str | None, refusal: str | None = None, model: str = "gp
     }
 
 
+def plan_call(arguments: Any, finish_reason: str = "tool_calls", call_id: str = "call_Qm3x"
+              ) -> dict[str, Any]:
+    """A chat.completion whose message calls propose_plan (the `tools` mode's answer)."""
+    answer = completion(None)
+    answer["choices"][0]["message"]["tool_calls"] = [{
+        "id": call_id, "type": "function", "function": {"name": "propose_plan", "arguments": arguments}}]
+    answer["choices"][0]["finish_reason"] = finish_reason
+    return answer
+
+
 def plan_reply(actions: list[dict[str, Any]]) -> Reply:
     return Reply(body=completion(json.dumps({"actions": actions})))
 
 
 def _refused_schema(body: Any) -> Reply | None:
-    """OpenAI's 400 for a strict response_format whose schema it does not accept; None when it does."""
-    schema_format = (body.get("response_format") or {}) if isinstance(body, dict) else {}
+    """OpenAI's 400 for a strict schema it does not accept (a response_format's or a strict
+    function's parameters); None when it accepts the request."""
+    if not isinstance(body, dict):
+        return None
+    schema_format = body.get("response_format") or {}
     wrapped = schema_format.get("json_schema") or {}
-    if schema_format.get("type") != "json_schema" or wrapped.get("strict") is not True:
-        return None
-    if not strict_rules.problems(wrapped.get("schema")):
-        return None
-    return Reply(400, strict_rules.refusal(wrapped.get("schema")))
+    in_format = schema_format.get("type") == "json_schema" and wrapped.get("strict") is True
+    strict = [wrapped.get("schema")] if in_format else []
+    strict += [tool["function"].get("parameters") for tool in body.get("tools") or []
+               if tool.get("function", {}).get("strict") is True]
+    for schema in strict:
+        if strict_rules.problems(schema):
+            return Reply(400, strict_rules.refusal(schema))
+    return None
 
 
 class Provider:
