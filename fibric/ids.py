@@ -18,6 +18,7 @@ PREFIXES = {
     "tenant": "t",
     "key": "key",
     "request": "req",
+    "model_call": "mc",
 }
 
 

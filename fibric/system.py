@@ -145,10 +145,9 @@ def build(
             the_sealer,
         ]
         controller = loop.Controller(state, config.controller, connectors=runtime,
-                                     reconcilers=reconcile.reconcilers(policy_engine, cache,
-                                                                  answer_check=runner.answer_check),
+                                     reconcilers=reconcile.reconcilers(policy_engine, cache),
                                      services=services, boundary=fence, pool=pools.controller,
-                                     leader=status_leader(state))
+                                     leader=status_leader(state), answer_check=runner.answer_check)
         app = api_app.create_app(config, state, controller, receipts=ledger, sealed=lake,
                                  executor=the_executor, boundary=fence)
         app.state.event_router = router if tune.route_events else None  # POST /v1/events wakes it

@@ -63,6 +63,16 @@ class Operator(Observed):
     schedule: str | None
     subscribes: list[str]
     last_run: LastRun | None = Field(description="null until the operator has run.")
+    model_usage: ModelUsageCount | None = Field(
+        default=None, description="Additive: requests its runs made to LLM routes, counted for cost.")
+
+
+class ModelUsageCount(BaseModel):
+    calls: int = Field(description="Every request, retries included.")
+    failures: int = Field(description="Requests that did not end in a valid plan.")
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
 
 
 class Tool(BaseModel):
@@ -326,6 +336,36 @@ class Run(BaseModel):
     error: str | None = Field(description="Why the run failed; null otherwise.")
     started_at: Timestamp
     finished_at: Timestamp | None
+    model_calls: list[ModelCall] | None = Field(
+        default=None, description="GET /v1/runs/{id} only: every request the run made to its LLM route.")
+
+
+class ModelCall(BaseModel):
+    """One request to an LLM route (docs/operators.md#model-call-records)."""
+
+    id: str = Field(description="mc_...")
+    object: Literal["model_call"]
+    route: str
+    model: str
+    mode: Literal["json_schema", "json_object", "tools"]
+    attempt: int = Field(description="1 for the first request, then one more per retry.")
+    plan_id: str | None = Field(description="The plan the run stored, if any.")
+    request: dict[str, Any] = Field(
+        description="The body sent; the operator's sensitive event fields masked.")
+    answer: Any = Field(description="The provider's JSON body; null when none came.")
+    http_status: int | None
+    finish_reason: str | None
+    usage: ModelUsage = Field(description="Token counts the provider reported (null when it did not).")
+    latency_ms: float
+    outcome: Literal["ok", "malformed", "refused", "http_error", "timeout", "connection_error"]
+    error: str | None
+    started_at: Timestamp
+
+
+class ModelUsage(BaseModel):
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
 
 
 class RunList(ListEnvelope):

@@ -72,6 +72,13 @@ class _KeyLock:
         self.users = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class _AnswerChecked:
+    """An operator's answer check, taken on the loop for its reconcile (None: not an LLM route's)."""
+
+    answer: tuple[bool, str] | None
+
+
 class Controller:
     """Runs reconciles on the controller pool, started and stopped by the app's lifespan."""
 
@@ -90,12 +97,15 @@ class Controller:
         boundary: trust.Boundary | None = None,
         pool: threads.Pool | None = None,
         leader: leadership.Leadership | None = None,
+        answer_check: reconcile.AnswerCheck | None = None,
     ) -> None:
         """`connectors`: the MCP connector runtime to own; build it with
         `on_change=lambda t, n: controller.notify(t, "Connector", n)`.
         `boundary`: what each stored connector may run, by who wrote it (docs/security.md).
         `pool`: the threads reconciles run on (the system's controller pool).
         `leader`: elects the one replica that records status (None: this process alone).
+        `answer_check`: whether an operator's LLM route asks for its answer strictly (runs.Runner);
+        it reads the connectors' tools, so it runs on the event loop, before the reconcile.
         `services`: long-running parts (operator runs, scheduler, executor
         recovery, webhook dispatcher), started in order after the connectors
         and the reconcile workers, stopped in reverse order before them."""
@@ -113,6 +123,7 @@ class Controller:
         self.pool = pool or threads.standalone("controller")
         self.services = list(services)
         self.leader = leader
+        self.answer_check = answer_check
         self._recording = leader is None  # whether this replica's reconciles write status
         self._started_services: list[Service] = []
         # notify() runs on arbitrary threads; these three fields are shared with it.
@@ -311,9 +322,11 @@ class Controller:
                     result = reconcile.Result()
                 else:
                     now = timefmt.now()
-                    observed = None
+                    observed: Any = None
                     if key[1] == "Connector" and self.connectors is not None:
                         observed = await self._sync_connector(self.connectors, key, now)
+                    elif key[1] == "Operator" and self.answer_check is not None:
+                        observed = await self._check_answer(self.answer_check, key)
                     result = await self.pool.run(self._reconcile, key, now, observed)
             except Exception as e:
                 self._failed(key, e)
@@ -407,12 +420,21 @@ class Controller:
                 log.error("connector runtime failed while stopping: %s", outcome, exc_info=outcome)
         self._connectors_running.clear()
 
+    async def _check_answer(self, check: reconcile.AnswerCheck, key: Key) -> _AnswerChecked | None:
+        """The operator's answer check, on the loop (it reads the connector runtime); None if it is gone."""
+        try:
+            operator = await self.pool.run(self.state.get_object, *key)
+        except errors.NotFound:
+            return None
+        return _AnswerChecked(check(operator))
+
     def _reconcile(
-        self, key: Key, now: datetime, observed: mcp.ConnectorState | None = None
+        self, key: Key, now: datetime, observed: mcp.ConnectorState | _AnswerChecked | None = None
     ) -> reconcile.Result:
         """Runs in a worker thread: read the object fresh and reconcile it; record a failure on it.
 
-        `observed` is the connector runtime's state for a Connector key, when a runtime runs.
+        `observed` is the connector runtime's state for a Connector key, when a runtime runs, or
+        the answer check of an Operator key.
         """
         tenant_id, kind, name = key
         reconciler = self.reconcilers.get(kind)
@@ -425,8 +447,10 @@ class Controller:
             return reconcile.Result()  # deleted: nothing left to observe
         state = self.state if self._recording else cast(store.StateStore, _Observing(self.state))
         try:
-            if observed is not None and kind == "Connector":
+            if isinstance(observed, mcp.ConnectorState):
                 return reconcile.reconcile_connector(state, obj, now, observed=observed)
+            if isinstance(observed, _AnswerChecked):
+                return reconcile.reconcile_operator(state, obj, now, answer=observed.answer)
             return reconciler(state, obj, now)
         except Exception as e:
             # Recorded while this key is still held, so it cannot overwrite a newer success.

@@ -16,7 +16,6 @@ statuses.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -66,9 +65,9 @@ AnswerCheck = Callable[[store.StoredObject], "tuple[bool, str] | None"]
 
 
 def reconcile_operator(state: store.StateStore, obj: store.StoredObject, now: datetime, *,
-                       answer_check: AnswerCheck | None = None) -> Result:
+                       answer: tuple[bool, str] | None = None) -> Result:
     """An operator is ready when its policy exists; unmapped capabilities and an answer schema a
-    provider cannot take strictly are only warnings."""
+    provider cannot take strictly (`answer`, the controller's AnswerCheck) are only warnings."""
     policy = obj.spec.get("policy", "")
     conds = conditions.of(obj.status)
     if _exists(state, obj.tenant_id, "Policy", policy):
@@ -106,9 +105,10 @@ def reconcile_operator(state: store.StateStore, obj: store.StoredObject, now: da
             conds, conditions.CAPABILITIES_FULFILLED, conditions.TRUE, "Fulfilled",
             "every capability is mapped by a connector", now,
         )
-    checked = answer_check(obj) if answer_check is not None else None
-    if checked is not None:
-        strict, message = checked
+    if answer is None:  # not (or no longer) an LLM route that asks strictly: nothing to say
+        conds = [c for c in conds if c["type"] != conditions.STRUCTURED_OUTPUT]
+    else:
+        strict, message = answer
         conds = conditions.set_condition(
             conds, conditions.STRUCTURED_OUTPUT, conditions.TRUE if strict else conditions.FALSE,
             "Strict" if strict else "NotStrict", message[:MAX_MESSAGE], now)
@@ -167,13 +167,10 @@ def policy_reconciler(
 
 
 def reconcilers(
-    engine: policies.Engine | None = None, cache: CompileCache | None = None, *,
-    answer_check: AnswerCheck | None = None,
+    engine: policies.Engine | None = None, cache: CompileCache | None = None
 ) -> Mapping[str, Reconciler]:
-    """The reconcilers a controller runs: RECONCILERS, with policies compiled once and sent to `engine`,
-    and operators' answer schemas checked by `answer_check` (runs.Runner.answer_check)."""
-    return MappingProxyType({**RECONCILERS, "Policy": policy_reconciler(engine, cache),
-                             "Operator": functools.partial(reconcile_operator, answer_check=answer_check)})
+    """The reconcilers a controller runs: RECONCILERS, with policies compiled once and sent to `engine`."""
+    return MappingProxyType({**RECONCILERS, "Policy": policy_reconciler(engine, cache)})
 
 
 class CompileCache:

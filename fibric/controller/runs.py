@@ -35,7 +35,7 @@ import pydantic
 from fibric import connectors, errors, policies, proposers, specs, store, threads, timefmt
 from fibric import settings as settings_module
 from fibric.controller import decide, disposal
-from fibric.store import plans, receipts, routing
+from fibric.store import model_calls, plans, receipts, routing
 from fibric.store import runs as run_store
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,9 @@ class Runner:
 
     async def _complete(self, run: run_store.Run, operator: store.StoredObject) -> run_store.Run:
         """Carry the started run to its end; whatever happens, finish it (or hand its events back)."""
+        calls: list[proposers.ModelCall] = []  # every request to an LLM route, kept with the run
         try:
-            outcome = await self._execute(run, operator)
+            outcome = await self._execute(run, operator, calls.append)
         except asyncio.CancelledError:  # shutdown: the events go back to the queue for the next start
             await self.pool.run(run_store.release, self.state, run,
                                     "interrupted: the server shut down before the run finished")
@@ -119,12 +120,25 @@ class Runner:
             if not isinstance(e, errors.FibricError):
                 log.exception("run %s of operator %s failed unexpectedly", run.id, operator.name)
             outcome = run_store.Outcome("failed", sensed=run.sensed, error=_message(e))
-        finished = await self.pool.run(run_store.finish, self.state, run, outcome)
+        finished = await self.pool.run(self._finish, run, outcome, calls)
         if finished.status == "failed":
             log.warning("run %s of operator %s failed: %s", run.id, operator.name, finished.error)
         return finished
 
-    async def _execute(self, run: run_store.Run, operator: store.StoredObject) -> run_store.Outcome:
+    def _finish(self, run: run_store.Run, outcome: run_store.Outcome,
+                calls: list[proposers.ModelCall]) -> run_store.Run:
+        """The run's outcome, then its model calls, linked to the plan it stored (blocking)."""
+        finished = run_store.finish(self.state, run, outcome)
+        try:
+            model_calls.record(self.state, reseller_id=run.reseller_id, tenant_id=run.tenant_id,
+                               run_id=run.id, operator_id=run.operator_id, plan_id=finished.plan_id,
+                               calls=[vars(call) for call in calls])
+        except errors.FibricError as e:  # the run is over either way; what it cost is only not on record
+            log.error("run %s: its %d model call records were not written: %s", run.id, len(calls), e)
+        return finished
+
+    async def _execute(self, run: run_store.Run, operator: store.StoredObject,
+                       on_call: Callable[[proposers.ModelCall], None]) -> run_store.Outcome:
         try:
             spec = specs.models.OperatorSpec.model_validate(operator.spec)
         except pydantic.ValidationError as e:
@@ -133,7 +147,7 @@ class Runner:
         sensed, items = await self._sense(run.tenant_id, spec) if run.trigger == "schedule" else ({}, 0)
         count = len(events) + items
         proposer = proposers.for_model(spec.model, run.tenant_id, self.llm, environ=self.environ,
-                                       http=self.http)
+                                       http=self.http, on_call=on_call)
         situation = proposers.Situation(
             tenant_id=run.tenant_id, operator_id=operator.id, operator_name=operator.name, spec=spec,
             events=[{k: e[k] for k in SITUATION_EVENT} for e in events], sensed=sensed,
@@ -228,7 +242,10 @@ class Runner:
 
     def answer_check(self, operator: store.StoredObject) -> tuple[bool, str] | None:
         """Whether the operator's LLM route asks for its answer strictly, with the tools its
-        connectors offer now (the StructuredOutput condition; proposers.answer_strictness). Blocking."""
+        connectors offer now (the StructuredOutput condition; proposers.answer_strictness).
+        On the event loop: it reads the connector runtime."""
+        if operator.spec.get("model", proposers.RULES) == proposers.RULES:
+            return None
         try:
             spec = specs.models.OperatorSpec.model_validate(operator.spec)
         except pydantic.ValidationError:

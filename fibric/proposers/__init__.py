@@ -4,7 +4,7 @@
 proposer (CEL) or an OpenAI-compatible LLM route. See docs/operators.md.
 """
 
-from fibric.proposers.base import ProposalError, ProposedAction, Proposer, Situation, Tool
+from fibric.proposers.base import ModelCall, ProposalError, ProposedAction, Proposer, Situation, Tool
 from fibric.proposers.factory import RULES, answer_strictness, for_model
 from fibric.proposers.keys import dedup, derive_idempotency_key
 from fibric.proposers.llm import LlmProposer
@@ -16,6 +16,7 @@ from fibric.proposers.validation import check_rules
 __all__ = [
     "RULES",
     "LlmProposer",
+    "ModelCall",
     "ProposalError",
     "ProposedAction",
     "Proposer",

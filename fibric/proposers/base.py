@@ -9,6 +9,7 @@ run records as its error; a proposer never returns a partial or guessed plan.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from fibric import errors
@@ -46,6 +47,33 @@ class ProposedAction:
     entity_key: str
     args: dict[str, Any]
     idempotency_key: str  # always set: derived when the proposer gives none
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One request to an LLM route, as the run's records keep it (docs/operators.md#model-call-records).
+
+    `request` is the body sent, with the operator's `sensitive` event fields
+    masked; `answer` the provider's JSON body, if any. `outcome` is `ok` (a
+    valid plan), `malformed` (an answer that is not one), `refused` (the model
+    refused), `http_error`, `timeout` or `connection_error`.
+    """
+
+    route: str
+    model: str
+    mode: str
+    attempt: int
+    request: dict[str, Any]
+    answer: Any
+    http_status: int | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    latency_ms: float
+    outcome: str
+    error: str | None
+    started_at: datetime
 
 
 class ProposalError(errors.FibricError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -20,11 +20,13 @@ def for_model(
     *,
     environ: Mapping[str, str] | None = None,
     http: httpx.AsyncClient | None = None,
+    on_call: Callable[[base.ModelCall], None] | None = None,
 ) -> base.Proposer:
     """The proposer for `model`; ProposalError when the route is unknown, not the tenant's, or keyless.
 
     `environ` is where a route's `api_key_env` is looked up (default: the process
-    environment); `http` lets a caller share one connection pool across runs.
+    environment); `http` lets a caller share one connection pool across runs; `on_call` gets the
+    record of every request an LLM route makes (base.ModelCall).
     """
     if model == RULES:
         return rules.RulesProposer()
@@ -35,7 +37,7 @@ def for_model(
         if not api_key:
             raise base.ProposalError(
                 f"LLM route '{model}': environment variable {route.api_key_env} is not set")
-    return llm.LlmProposer(model, route, api_key=api_key, http=http)
+    return llm.LlmProposer(model, route, api_key=api_key, http=http, on_call=on_call)
 
 
 def answer_strictness(

@@ -11,9 +11,12 @@ retried a bounded number of times with backoff (429 honours Retry-After); other
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_SECONDS = 60.0
 MAX_RESPONSE_BYTES = 4 * 1_048_576
+MASK = "***masked***"  # what records keep of a sensitive event field
 _PLAN = jsonschema.Draft202012Validator(prompt.plan_schema(for_validation=True))
 
 
@@ -42,8 +46,11 @@ class LlmProposer:
         api_key: str | None = None,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], datetime] = timefmt.now,
+        on_call: Callable[[base.ModelCall], None] | None = None,
     ) -> None:
+        """`on_call` gets the record of every request made (each attempt), after `propose` ends."""
         self.name = f"llm:{route_name}"
+        self._on_call = on_call or (lambda call: None)
         self._route_name = route_name
         self._route = route
         self._api_key = api_key
@@ -88,16 +95,26 @@ class LlmProposer:
         return body
 
     async def propose(self, situation: base.Situation) -> list[base.ProposedAction]:
-        answer = await self._complete(self.request(situation))
-        return self._actions(situation, _answer_text(answer, self.name, self._route.mode))
+        body = self.request(situation)
+        calls = _Calls(self, masked(body, situation.spec.sensitive))
+        try:
+            answer = await self._complete(body, calls)
+            try:
+                return self._actions(situation, _answer_text(answer, self.name, self._route.mode))
+            except base.ProposalError as e:
+                calls.judge("refused" if isinstance(e, Refused) else "malformed", str(e))
+                raise
+        finally:
+            for call in calls.made:
+                self._on_call(call)
 
-    async def _complete(self, body: dict[str, Any]) -> Any:
+    async def _complete(self, body: dict[str, Any], calls: _Calls) -> Any:
         if self._http is not None:
-            return await self._post_with_retries(self._http, body)
+            return await self._post_with_retries(self._http, body, calls)
         async with httpx.AsyncClient() as client:
-            return await self._post_with_retries(client, body)
+            return await self._post_with_retries(client, body, calls)
 
-    async def _post_with_retries(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Any:
+    async def _post_with_retries(self, client: httpx.AsyncClient, body: dict[str, Any], calls: _Calls) -> Any:
         route = self._route
         url = route.base_url.rstrip("/") + "/chat/completions"
         headers = {"Accept": "application/json"}
@@ -108,19 +125,29 @@ class LlmProposer:
         attempts = route.max_retries + 1
         for attempt in range(1, attempts + 1):
             delay = route.retry_backoff_seconds * 2 ** (attempt - 1)
+            calls.start(attempt)
             try:
                 async with asyncio.timeout(route.timeout_seconds):
                     response = await client.post(url, json=body, headers=headers, params=route.query,
                                                   timeout=route.timeout_seconds)
             except (TimeoutError, httpx.TimeoutException):
                 reason = f"no answer within {route.timeout_seconds:g}s"
+                calls.end("timeout", reason)
             except httpx.TransportError as e:
                 reason = f"connection failed ({type(e).__name__})"
+                calls.end("connection_error", reason)
             else:
                 status = response.status_code
                 if 200 <= status < 300:
-                    return _json_body(response, self.name)
+                    try:
+                        answer = _json_body(response, self.name)
+                    except base.ProposalError as e:
+                        calls.end("malformed", str(e), status=status)
+                        raise
+                    calls.end("ok", None, status=status, answer=answer)
+                    return answer
                 reason = f"HTTP {status}: {_provider_message(response)}"
+                calls.end("http_error", reason, status=status, answer=_json_or_none(response))
                 if status == 429:
                     delay = _retry_after(response, delay)
                 elif status < 500:
@@ -176,6 +203,78 @@ def _check_args(args: dict[str, Any], tool: base.Tool, where: str) -> None:
             f"{where}: not valid for the input schema of '{tool.capability}': {_where(error)}{error.message}")
 
 
+class Refused(base.ProposalError):
+    """The model refused to answer (its message's `refusal`)."""
+
+
+class _Calls:
+    """The records of one `propose`: one per attempt, timed, judged once the answer is read."""
+
+    def __init__(self, proposer: LlmProposer, request: dict[str, Any]) -> None:
+        self.route = proposer._route
+        self.route_name = proposer._route_name
+        self.request = request
+        self.clock = proposer._clock
+        self.made: list[base.ModelCall] = []
+        self._attempt, self._started, self._at = 0, 0.0, proposer._clock()
+
+    def start(self, attempt: int) -> None:
+        self._attempt, self._started, self._at = attempt, time.perf_counter(), self.clock()
+
+    def end(self, outcome: str, error: str | None, *, status: int | None = None, answer: Any = None) -> None:
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        self.made.append(base.ModelCall(
+            route=self.route_name, model=self.route.model, mode=self.route.mode, attempt=self._attempt,
+            request=self.request, answer=answer, http_status=status,
+            finish_reason=_text_or_none(first.get("finish_reason")),
+            prompt_tokens=_count(usage, "prompt_tokens"),
+            completion_tokens=_count(usage, "completion_tokens"), total_tokens=_count(usage, "total_tokens"),
+            latency_ms=round((time.perf_counter() - self._started) * 1000, 3), outcome=outcome, error=error,
+            started_at=self._at))
+
+    def judge(self, outcome: str, error: str) -> None:
+        """The last call answered, but not with a plan: say why on its record."""
+        if self.made:
+            self.made[-1] = dataclasses.replace(self.made[-1], outcome=outcome, error=error)
+
+
+def masked(body: dict[str, Any], sensitive: Sequence[str]) -> dict[str, Any]:
+    """The request as records keep it: the operator's `sensitive` paths under each event's data masked."""
+    if not sensitive:
+        return body
+    recorded = copy.deepcopy(body)
+    user = recorded["messages"][1]
+    document = json.loads(user["content"])
+    for event in document.get("events") or []:
+        for path in sensitive:
+            node = event.get("data")
+            *parents, last = path.split(".")
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and last in node:
+                node[last] = MASK
+    user["content"] = json.dumps(document, ensure_ascii=False, default=str)
+    return recorded
+
+
+def _count(usage: Any, name: str) -> int | None:
+    value = usage.get(name) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value[:100] if isinstance(value, str) else None
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json() if len(response.content) <= MAX_RESPONSE_BYTES else None
+    except ValueError:
+        return None
+
+
 def _answer_text(answer: Any, name: str, mode: str) -> str:
     """The plan's JSON text: choices[0].message.content, or in `tools` mode the arguments of its
     propose_plan call; a ProposalError saying what the provider sent instead."""
@@ -187,7 +286,7 @@ def _answer_text(answer: Any, name: str, mode: str) -> str:
     if not isinstance(message, dict):
         raise base.ProposalError(f"{name}: the provider's answer has no choices[0].message")
     if message.get("refusal"):
-        raise base.ProposalError(f"{name}: the model refused: {str(message['refusal'])[:300]}")
+        raise Refused(f"{name}: the model refused: {str(message['refusal'])[:300]}")
     if isinstance(choice, dict) and choice.get("finish_reason") == "length":
         raise base.ProposalError(f"{name}: the answer was cut off at the token limit (finish_reason length)")
     if mode == "tools":

@@ -96,8 +96,11 @@ def answer_schema(situation: base.Situation) -> AnswerSchema:
     """
     branches, problems = [], []
     for capability, tool in tools_of(situation).items():
+        if not tool.input_schema:
+            problems.append(f"{capability}: its input schema is not known (no connector offers it now)")
+            continue
         try:
-            args = strict.normalize(tool.input_schema or {"type": "object", "properties": {}})
+            args = strict.normalize(tool.input_schema)
         except strict.NotStrict as e:
             problems.append(f"{capability}: {e}")
             continue

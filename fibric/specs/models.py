@@ -169,6 +169,12 @@ class OperatorSpec(Strict):
     lifecycle: Literal["active", "paused", "draft"] = Field(
         default="active", description="The API's `status`: only active operators run."
     )
+    sensitive: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+                                                     max_length=200)]] = Field(
+        default_factory=list, max_length=100,
+        description="Paths under each event's `data` (dot-separated, e.g. customer.email) that model "
+                    "call records keep masked; the model itself still sees them.",
+    )
 
     @field_validator("capabilities", "sense")
     @classmethod

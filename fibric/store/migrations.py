@@ -416,6 +416,38 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
             {"sqlite": "INSERT INTO claim_tokens (id, last) VALUES (1, 0)"},
         ],
     ),
+    (
+        11,
+        "model call records: every request to an LLM route, linked to its run and plan",
+        [
+            # One row per HTTP attempt (fibric/store/model_calls.py, docs/operators.md#model-call-records).
+            """CREATE TABLE model_calls (
+                id TEXT PRIMARY KEY,
+                reseller_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                operator_id TEXT NOT NULL,
+                plan_id TEXT,
+                route TEXT NOT NULL,
+                model TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                request TEXT NOT NULL,
+                answer TEXT,
+                http_status INTEGER,
+                finish_reason TEXT,
+                prompt_tokens BIGINT,
+                completion_tokens BIGINT,
+                total_tokens BIGINT,
+                latency_ms DOUBLE PRECISION NOT NULL,
+                outcome TEXT NOT NULL,
+                error TEXT,
+                started_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX model_calls_run ON model_calls (tenant_id, run_id, attempt)",
+            "CREATE INDEX model_calls_operator ON model_calls (tenant_id, operator_id, started_at)",
+        ],
+    ),
 ]
 
 SERIAL = {

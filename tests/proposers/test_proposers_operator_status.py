@@ -73,3 +73,11 @@ def test_an_operator_says_whether_its_route_can_ask_strictly(
                                      "object with free-form keys has no strict form")
         ready = {c["type"]: c["status"] for c in c.get("/v1/operators/tagger").json()["conditions"]}["Ready"]
         assert ready == "True"  # a warning: the operator still runs
+
+        # Back on the rules model, there is no route to ask: the condition goes.
+        rules = doc("Operator", "tagger", {"capabilities": ["orders.hold", "labels.set"], "policy": POLICY})
+        assert c.post("/v1/apply", json={"documents": [rules]}).status_code == 200
+        deadline = time.monotonic() + 60
+        while "StructuredOutput" in {x["type"] for x in c.get("/v1/operators/tagger").json()["conditions"]}:
+            assert time.monotonic() < deadline, "StructuredOutput stayed on a rules operator"
+            time.sleep(0.05)

@@ -111,9 +111,11 @@ class Live:
         return TestClient(self.app, headers={"Authorization": f"Bearer {secret}"})
 
 
-def live(state: store.StateStore, ledger: receipts.Ledger, engine: policies.Engine, **router: Any) -> Live:
+def live(state: store.StateStore, ledger: receipts.Ledger, engine: policies.Engine, *,
+         llm: settings.LlmSettings | None = None, **router: Any) -> Live:
+    """`llm` are the installation's LLM routes (keys in no variable: keyless routes only)."""
     decider = decide.Decider(state, engine, reconcile.CompileCache())
-    runner = runs.Runner(state, decider, ledger=ledger)
+    runner = runs.Runner(state, decider, ledger=ledger, llm=llm or settings.LlmSettings(), environ={})
     event_router = routing.Router(state, runner, poll_seconds=router.pop("poll_seconds", 0.2), **router)
     controller = loop.Controller(state, settings.ControllerSettings(resync_seconds=3600),
                                  policy_engine=engine, services=[event_router])

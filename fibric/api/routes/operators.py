@@ -6,11 +6,13 @@ and stores that policy's name, so specs in Git and the API agree.
 
 `last_run` is the operator's most recent run (fibric/store/runs.py) in the
 reference's shape (run_id, sensed, proposed, applied, at), plus, additively,
-its `status` and `error`, so a failed run is visible on the operator.
+its `status` and `error`, so a failed run is visible on the operator. `model_usage`
+(additive) counts the requests its runs made to LLM routes, for cost.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fibric import errors, specs, store, timefmt
 from fibric.api import auth, context, objects, pagination, routing, schemas, writes
 from fibric.api import errors as api_errors
-from fibric.store import runs
+from fibric.store import model_calls, runs
 
 router = APIRouter(prefix="/v1/operators", tags=["operators"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -56,8 +58,10 @@ class OperatorCreate(BaseModel):
     labels: dict[str, str] | None = None
 
 
-def represent(obj: store.StoredObject, policy_id: str | None, last: runs.Run | None = None) -> dict[str, Any]:
+def represent(obj: store.StoredObject, policy_id: str | None, last: runs.Run | None = None,
+              usage: model_calls.Usage | None = None) -> dict[str, Any]:
     spec = obj.spec
+    counted = usage or model_calls.Usage()
     return {
         "id": obj.id,
         "object": "operator",
@@ -69,6 +73,7 @@ def represent(obj: store.StoredObject, policy_id: str | None, last: runs.Run | N
         "schedule": spec.get("schedule"),
         "subscribes": list(spec.get("subscribes", [])),
         "last_run": last_run(last),
+        "model_usage": dataclasses.asdict(counted),
         **objects.common(obj),
     }
 
@@ -96,7 +101,8 @@ def policy_ids(
 
 def _one(ctx: context.Context, principal: store.Principal, obj: store.StoredObject) -> dict[str, Any]:
     last = runs.latest(ctx.state, principal.tenant_id, [obj.id]).get(obj.id)
-    return represent(obj, policy_ids(ctx, principal, [obj])[str(obj.spec.get("policy", ""))], last)
+    usage = model_calls.usage(ctx.state, principal.tenant_id, [obj.id]).get(obj.id)
+    return represent(obj, policy_ids(ctx, principal, [obj])[str(obj.spec.get("policy", ""))], last, usage)
 
 
 @router.get("", summary="List operators", **schemas.returns(schemas.OperatorList))
@@ -113,9 +119,10 @@ def list_operators(
     )
     ids = policy_ids(ctx, principal, page.items)
     latest = runs.latest(ctx.state, principal.tenant_id, [o.id for o in page.items])
-    return JSONResponse(pagination.envelope(
-        page, [represent(o, ids[str(o.spec.get("policy", ""))], latest.get(o.id)) for o in page.items]
-    ))
+    usage = model_calls.usage(ctx.state, principal.tenant_id, [o.id for o in page.items])
+    return JSONResponse(pagination.envelope(page, [
+        represent(o, ids[str(o.spec.get("policy", ""))], latest.get(o.id), usage.get(o.id))
+        for o in page.items]))
 
 
 @router.post("", summary="Create an operator", **schemas.returns(schemas.Operator, 201, 409, 413))

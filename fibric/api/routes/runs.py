@@ -1,7 +1,8 @@
 """/v1/runs: read operator runs (additive, scope operators:read).
 
 A run is what an operator did with what it sensed: the events it consumed,
-its counts, the plan it proposed, or the error it failed with. Runs are
+its counts, the plan it proposed, or the error it failed with; one run, read
+by id, also shows every request it made to an LLM route (`model_calls`). Runs are
 written by the controller (fibric/controller/runs.py), never by the API.
 Another tenant's run reads as 404, like one that never existed.
 """
@@ -17,7 +18,7 @@ from pydantic import StringConstraints
 from fibric import store, timefmt
 from fibric.api import auth, context, objects, pagination, routing, schemas
 from fibric.api import errors as api_errors
-from fibric.store import runs
+from fibric.store import model_calls, runs
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -67,4 +68,18 @@ def list_runs(
 @router.get("/{run_id}", summary="Retrieve a run (additive)", **schemas.returns(schemas.Run, 200, 404))
 def retrieve_run(ctx: context.Ctx, principal: Reader, run_id: str) -> JSONResponse:
     objects.check_ref("run", run_id)
-    return JSONResponse(represent(runs.get(ctx.state, principal.tenant_id, run_id)))
+    run = runs.get(ctx.state, principal.tenant_id, run_id)
+    calls = model_calls.for_run(ctx.state, principal.tenant_id, run.id)
+    return JSONResponse({**represent(run), "model_calls": [model_call(c) for c in calls]})
+
+
+def model_call(call: model_calls.StoredCall) -> dict[str, Any]:
+    return {
+        "id": call.id, "object": "model_call", "route": call.route, "model": call.model, "mode": call.mode,
+        "attempt": call.attempt, "plan_id": call.plan_id, "request": call.request, "answer": call.answer,
+        "http_status": call.http_status, "finish_reason": call.finish_reason,
+        "usage": {"prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
+                  "total_tokens": call.total_tokens},
+        "latency_ms": call.latency_ms, "outcome": call.outcome, "error": call.error,
+        "started_at": timefmt.rfc3339(call.started_at),
+    }
