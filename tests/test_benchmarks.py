@@ -25,6 +25,7 @@ SMALL: dict[str, list[str]] = {
     "bench_connectors.py": ["--calls", "20", "--repeat", "1"],
     "bench_executor.py": ["--plans", "4", "--sizes", "0,200"],
     "bench_ledger.py": ["--appends", "50", "--seal", "200", "--rows", "2000"],
+    "bench_model_calls.py": ["--runs", "5", "--repeat", "1"],
     "bench_policies.py": ["--decisions", "50", "--opa-decisions", "20"],
     "bench_proposers.py": ["--events", "200", "--repeat", "1"],
     "bench_replicas.py": ["--events", "4", "--kills", "1", "--lease", "2", "--replicas", "1,2"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -190,17 +191,31 @@ def _check_args(args: dict[str, Any], tool: base.Tool, where: str) -> None:
     """Args against the tool's MCP input schema; a schema that is itself broken fails closed."""
     if not tool.input_schema:
         return
-    validator_class = jsonschema.validators.validator_for(tool.input_schema, jsonschema.Draft202012Validator)
-    try:
-        validator_class.check_schema(tool.input_schema)
-    except jsonschema.exceptions.SchemaError as e:
+    validator = _validator(json.dumps(tool.input_schema, sort_keys=True))
+    if isinstance(validator, str):
         raise base.ProposalError(
             f"{where}: the input schema of '{tool.capability}' is invalid, so its args cannot be checked "
-            f"({e.message})") from None
-    error = jsonschema.exceptions.best_match(validator_class(tool.input_schema).iter_errors(args))
+            f"({validator})")
+    error = jsonschema.exceptions.best_match(validator.iter_errors(args))
     if error is not None:
         raise base.ProposalError(
             f"{where}: not valid for the input schema of '{tool.capability}': {_where(error)}{error.message}")
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    """A checked validator for a tool's input schema (its JSON text), or why the schema is invalid.
+
+    Checking a schema against its meta-schema costs milliseconds; a tool's schema
+    changes rarely, so each is checked once, not on every answer.
+    """
+    schema = json.loads(schema_json)
+    validator_class = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
+    try:
+        validator_class.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as e:
+        return str(e.message)
+    return validator_class(schema)
 
 
 class Refused(base.ProposalError):

@@ -163,3 +163,17 @@ def propose(provider: Provider, tools: list[proposers.Tool]) -> list[Any]:
     route = {"base_url": provider.base_url, "model": "gpt-test", "tenants": "*", "max_retries": 0}
     proposer = proposers.for_model("openai", "t_acme", LlmSettings(routes={"openai": route}), environ={})
     return asyncio.run(proposer.propose(tools_situation(tools)))
+
+
+def test_a_tool_whose_schema_is_itself_invalid_fails_closed_every_time() -> None:
+    broken = {"type": "object", "properties": {"id": {"type": "objekt"}}}
+    tools = [proposers.Tool("orders.act", None, broken, side_effect=True)]
+    assert sent_schema(tools)["strict"] is False
+    answer = ('{"actions": [{"capability": "orders.act", "entity_key": "order:SO-1", "idempotency_key": null,'
+              ' "args": {"id": "SO-1"}}]}')
+    with Provider() as provider:
+        provider.script = [Reply(body=completion(answer)), Reply(body=completion(answer))]
+        for _ in range(2):  # the schema's check is kept, and so is its verdict
+            with pytest.raises(proposers.ProposalError,
+                               match=r"the input schema of 'orders\.act' is invalid, so its args cannot be"):
+                propose(provider, tools)
