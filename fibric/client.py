@@ -364,9 +364,12 @@ def audit_snapshot(
     return _local_admin(url, "/v1/audit/snapshot", token, tenant_id, timeout)
 
 
-def audit_files(url: str, token: str, tenant_id: str | None = None, *, timeout: float = 60.0) -> list[str]:
-    """POST /v1/audit/files: the sealed ledger's Parquet files now, for the local admin to read."""
-    files = _local_admin(url, "/v1/audit/files", token, tenant_id, timeout)["files"]
+def audit_files(url: str, token: str, tenant_id: str | None = None, *, table: str = "receipts",
+                timeout: float = 60.0) -> list[str]:
+    """POST /v1/audit/files: the sealed ledger's Parquet files now, for the local admin to read:
+    the receipts' (`files`) or the model call records' (`model_call_files`)."""
+    answer = _local_admin(url, "/v1/audit/files", token, tenant_id, timeout)
+    files = answer["files"] if table == "receipts" else answer.get("model_call_files", [])
     return [str(f) for f in files]
 
 

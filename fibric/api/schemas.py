@@ -405,7 +405,8 @@ class AuditFiles(BaseModel):
     """The sealed ledger's current Parquet files (for the local admin's CLI)."""
 
     object: Literal["audit_files"]
-    files: list[str]
+    files: list[str] = Field(description="The receipts' files.")
+    model_call_files: list[str] = Field(default_factory=list, description="The model call records' files.")
     tenant_id: str | None
 
 

@@ -160,7 +160,7 @@ def checkpoint_command(ctx: click.Context, data_dir: str | None, store_url: str 
 @click.pass_context
 def sql(ctx: click.Context, sql: str, data_dir: str | None, store_url: str | None, tenant_name: str | None,
         all_tenants: bool, fmt: str, max_rows: int) -> None:
-    """Run one read-only SELECT over the table `receipts` (docs/receipts.md).
+    """Run one read-only SELECT over the tables `receipts` and `model_calls` (docs/receipts.md).
 
     With --tenant or --all it reads the local data dir; with neither it runs
     through the API with FIBRIC_KEY, over the key's tenant's receipts.
@@ -171,7 +171,9 @@ def sql(ctx: click.Context, sql: str, data_dir: str | None, store_url: str | Non
     else:
         audit_sql.check_select(sql)
         tenant_id = _scope(data_dir, store_url, tenant_name, all_tenants, default_all=False)
-        conn = audit_sql.over_files(_files(ctx, data_dir, tenant_id), threads=os.cpu_count() or 1)
+        conn = audit_sql.over_files(_files(ctx, data_dir, tenant_id),
+                                    calls=_files(ctx, data_dir, tenant_id, table="model_calls"),
+                                    threads=os.cpu_count() or 1)
         try:
             result = audit_sql.query(conn, sql, max_rows=max_rows, max_bytes=None)
         finally:
@@ -220,26 +222,28 @@ def _scope(data_dir: str | None, store_url: str | None, tenant_name: str | None,
             raise
 
 
-def _files(ctx: click.Context, data_dir: str | None, tenant_id: str | None) -> list[str]:
-    """The sealed ledger's current Parquet files (one tenant's, or all): from its catalog, or the server."""
+def _files(ctx: click.Context, data_dir: str | None, tenant_id: str | None, *, table: str = "receipts"
+           ) -> list[str]:
+    """The sealed ledger's current Parquet files of `table` (receipts or model_calls; one tenant's,
+    or all): from its catalog, or the server."""
     lake = sealed.open_for(settings.Settings.from_env(data_dir=data_dir).store, read_only=True)
     if not lake.shared and not Path(lake.catalog).exists():
         return []  # nothing was ever sealed here
     try:
-        return lake.files(tenant_id)
+        return lake.files(tenant_id, table=table)
     except sealed.LedgerHeld as held:
-        return _from_server(options.session(ctx).url, Path(lake.catalog), tenant_id, held)
+        return _from_server(options.session(ctx).url, Path(lake.catalog), tenant_id, held, table)
     finally:
         lake.close()
 
 
-def _from_server(url: str, catalog: Path, tenant_id: str | None, held: Exception) -> list[str]:
+def _from_server(url: str, catalog: Path, tenant_id: str | None, held: Exception, table: str) -> list[str]:
     token = ledger_access.read(catalog)
     if token is None:
         raise errors.TemporaryError(f"{held}; it published no audit token, so it is not a Fibric server "
                                     f"this user can ask") from held
     try:
-        files = client.audit_files(url, token, tenant_id)
+        files = client.audit_files(url, token, tenant_id, table=table)
     except (client.ApiError, client.Unreachable) as e:
         raise errors.TemporaryError(f"{held}; asking the server at {url} for the ledger's files failed: "
                                     f"{e} (point --url / FIBRIC_URL at that server)") from e

@@ -1,4 +1,5 @@
-"""The sealer: a controller service that copies receipts of record into the auditors' ledger, continuously.
+"""The sealer: a controller service that copies receipts of record (and model call records) into the
+auditors' ledger, continuously.
 
 Each pass compares every tenant's chain head in the state store with what
 the lake holds (its high-water mark), reads each tenant's next receipts in
@@ -113,12 +114,13 @@ class Sealer:
             if gained:  # the marks this process knew may be behind what the last owner sealed
                 self.lake.forget_marks()
         batch = sealed.seal_pending(self.record, self.lake, batch=BATCH)
+        if batch:
+            now = datetime.now(UTC)
+            self.lags.extend((now - r.at).total_seconds() for r in batch)
+            self.sealed += len(batch)
+        sealed.seal_pending_calls(self.record.state, self.lake)  # model call records, beside receipts
         if not batch:
             self._maybe_maintain()
-            return 0
-        now = datetime.now(UTC)
-        self.lags.extend((now - r.at).total_seconds() for r in batch)
-        self.sealed += len(batch)
         return len(batch)
 
     def _maybe_maintain(self) -> None:

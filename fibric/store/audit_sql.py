@@ -3,7 +3,9 @@
 An auditor's SQL runs in a private in-memory DuckDB whose `receipts` is a
 view over the Parquet files of the sealed ledger that hold the rows the
 caller may see (one tenant's partition, or every tenant's for the local
-admin; fibric/store/sealed.py lists them from the lake's catalog). Nothing
+admin; fibric/store/sealed.py lists them from the lake's catalog), and
+`model_calls` one over the sealed model call records alike, so a receipt's
+run joins to what its model was asked. Nothing
 is copied per query: the files are read where they lie, and DuckDB reads
 only the columns and row groups a query needs.
 
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fibric import errors
-from fibric.store import receipts, sealed
+from fibric.store import model_calls, receipts, sealed
 
 MAX_ROWS = 10_000
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a result's whole JSON document: columns, rows and counts
@@ -140,21 +142,25 @@ def _new_database() -> Any:
 _spares = _Spares()
 
 
-def over_files(files: Sequence[str], *, threads: int = 1) -> Any:
-    """A private in-memory DuckDB whose `receipts` is a view over these Parquet files, locked down.
+def over_files(files: Sequence[str], *, calls: Sequence[str] = (), threads: int = 1) -> Any:
+    """A private in-memory DuckDB whose `receipts` is a view over these Parquet files, and
+    `model_calls` one over the `calls` files of the model call records, locked down.
 
     A tenant's query (the API) runs on one thread, so one tenant's scan never takes
     every core; the local admin's (`fibric audit sql`) may pass the machine's.
     """
     conn = _spares.take()
     try:
-        if files:
-            listed = ", ".join(_literal(f) for f in files)
-            conn.execute(f"SET allowed_paths = [{listed}]")
-            conn.execute(f"CREATE VIEW receipts AS SELECT {receipts.COLUMNS} FROM read_parquet([{listed}],"
-                         " hive_partitioning = false)")
-        else:  # nothing sealed yet: the same columns, no rows
-            conn.execute(sealed.SCHEMA.replace("lake.receipts", "receipts"))
+        if files or calls:
+            conn.execute(f"SET allowed_paths = [{', '.join(_literal(f) for f in [*files, *calls])}]")
+        for name, listed, columns, schema in (
+                ("receipts", files, receipts.COLUMNS, sealed.SCHEMA),
+                ("model_calls", calls, ", ".join(model_calls.FIELDS), sealed.CALLS_SCHEMA)):
+            if listed:
+                conn.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet("
+                             f"[{', '.join(_literal(f) for f in listed)}], hive_partitioning = false)")
+            else:  # nothing sealed yet: the same columns, no rows
+                conn.execute(schema.replace(f"lake.{name}", name))
         lock_down(conn, threads=threads)
     except BaseException:
         conn.close()
@@ -166,7 +172,7 @@ def query_ledger(lake: sealed.SealedLedger, tenant_id: str, sql: str, *, max_row
                  max_bytes: int | None = MAX_RESPONSE_BYTES) -> Result:
     """Run an auditor's SELECT over one tenant's sealed receipts."""
     check_select(sql)  # before opening anything
-    conn = over_files(lake.files(tenant_id))
+    conn = over_files(lake.files(tenant_id), calls=lake.files(tenant_id, table="model_calls"))
     try:
         return query(conn, sql, max_rows=max_rows, max_bytes=max_bytes)
     finally:

@@ -448,6 +448,14 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
             "CREATE INDEX model_calls_operator ON model_calls (tenant_id, operator_id, started_at)",
         ],
     ),
+    (
+        12,
+        "model call records sealed into the auditors' ledger beside receipts",
+        [
+            "ALTER TABLE model_calls ADD COLUMN sealed_at TEXT",
+            "CREATE INDEX model_calls_unsealed ON model_calls (started_at) WHERE sealed_at IS NULL",
+        ],
+    ),
 ]
 
 SERIAL = {

@@ -4,7 +4,9 @@ Why a model proposed what it did, and what it cost, must be answerable after
 the fact: each attempt's request (the operator's `sensitive` event fields
 masked), the provider's answer, finish reason, token usage, latency and error
 are stored when the run finishes (fibric/controller/runs.py). GET /v1/runs/{id}
-shows a run's calls; an operator's `model_usage` counts them.
+shows a run's calls; an operator's `model_usage` counts them; the sealer copies
+them into the auditors' ledger, where SQL reads them as `model_calls` beside
+`receipts` (fibric/store/sealed.py).
 docs/operators.md#model-call-records documents every column.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fibric import ids
@@ -110,6 +112,24 @@ def usage(state: state_module.StateStore, tenant_id: str, operator_ids: Sequence
             f" FROM model_calls WHERE tenant_id = ? AND operator_id IN ({marks}) GROUP BY operator_id",
             (tenant_id, *operator_ids))
         return {row[0]: Usage(*(int(v) for v in row[1:])) for row in cur.fetchall()}
+
+
+def unsealed(state: state_module.StateStore, limit: int) -> list[StoredCall]:
+    """Records not yet sealed into the auditors' ledger (fibric/store/sealed.py), oldest first."""
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM model_calls WHERE sealed_at IS NULL ORDER BY started_at, id"
+                    " LIMIT ?", (limit,))
+        return [_call(row) for row in cur.fetchall()]
+
+
+def mark_sealed(state: state_module.StateStore, call_ids: Sequence[str]) -> None:
+    """Note that these records are in the auditors' ledger (the sealer, after its lake commit)."""
+    if not call_ids:
+        return
+    marks = ", ".join("?" for _ in call_ids)
+    with state.backend.transaction(write=True, durable=False) as cur:  # lost: sealed again, skipped there
+        cur.execute(f"UPDATE model_calls SET sealed_at = ? WHERE id IN ({marks})",
+                    (stamps.stamp(datetime.now(UTC)), *call_ids))
 
 
 def _call(row: Any) -> StoredCall:

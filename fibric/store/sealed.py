@@ -34,6 +34,7 @@ from typing import Any
 
 from fibric import errors, settings
 from fibric.store import filemodes, ledger_access
+from fibric.store import model_calls as calls_record
 from fibric.store import receipts as record
 
 CATALOG_FILE = "ledger.ducklake"  # beside state.db
@@ -50,6 +51,22 @@ CREATE TABLE lake.receipts (
     outcome VARCHAR, approver VARCHAR, detail JSON, disposed_at TIMESTAMP, prev_hash VARCHAR,
     hash VARCHAR
 )"""
+CALLS_TABLE = "lake.model_calls"  # model call records (fibric/store/model_calls.py), sealed beside receipts
+CALLS_SCHEMA = """
+CREATE TABLE lake.model_calls (
+    id VARCHAR, reseller_id VARCHAR, tenant_id VARCHAR, run_id VARCHAR, operator_id VARCHAR,
+    plan_id VARCHAR, route VARCHAR, model VARCHAR, mode VARCHAR, attempt INTEGER, request JSON,
+    answer JSON, http_status INTEGER, finish_reason VARCHAR, prompt_tokens BIGINT,
+    completion_tokens BIGINT, total_tokens BIGINT, latency_ms DOUBLE, outcome VARCHAR, error VARCHAR,
+    started_at TIMESTAMP
+)"""
+_CALL_TYPES = {"attempt": "INTEGER", "http_status": "INTEGER", "prompt_tokens": "BIGINT",
+               "completion_tokens": "BIGINT", "total_tokens": "BIGINT", "latency_ms": "DOUBLE",
+               "started_at": "TIMESTAMP"}
+_CALL_ROW = json.dumps({f: _CALL_TYPES.get(f, "VARCHAR") for f in calls_record.FIELDS})
+_CALL_COLUMNS = ", ".join(calls_record.FIELDS)
+_INSERT_CALLS = (f"INSERT INTO {CALLS_TABLE} ({_CALL_COLUMNS}) SELECT {_CALL_COLUMNS} FROM "
+                 f"(SELECT unnest(from_json(?::JSON, '[{_CALL_ROW}]'), recursive := true))")
 _TYPES = {"seq": "BIGINT", "tenant_seq": "BIGINT", "at": "TIMESTAMP"}  # the rest arrive as text
 _ROW = json.dumps({("disposed_at" if f == "at" else f): _TYPES.get(f, "VARCHAR") for f in record.FIELDS})
 # A batch is one JSON parameter, unnested into rows in SQL: binding thousands of rows one
@@ -146,6 +163,29 @@ class SealedLedger:
             self._marks = marks
             return len(rows)
 
+    def seal_calls(self, batch: Sequence[calls_record.StoredCall]) -> int:
+        """Append model call records in one commit, skipping any the lake has already (a pass that
+        crashed after its commit, before the store noted it); how many were added."""
+        if not batch:
+            return 0
+        with self._lock:
+            cur = self._cursor()
+            oldest = min(c.started_at for c in batch).astimezone(UTC).replace(tzinfo=None)
+            present = {str(r[0]) for r in cur.execute(
+                f"SELECT id FROM {CALLS_TABLE} WHERE started_at >= ? AND list_contains(?, id)",
+                [oldest, [c.id for c in batch]]).fetchall()}
+            rows = [_call_row(c) for c in batch if c.id not in present]
+            if not rows:
+                return 0
+            cur.execute("BEGIN")
+            try:
+                cur.execute(_INSERT_CALLS, [json.dumps(rows, separators=(",", ":"))])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            return len(rows)
+
     def maintain(self, *, keep: timedelta = timedelta(minutes=10)) -> None:
         """Merge small files; remove files no snapshot younger than `keep` reads (a query may still)."""
         seconds = int(keep.total_seconds())
@@ -158,10 +198,11 @@ class SealedLedger:
 
     # --- reading ------------------------------------------------------------------------
 
-    def files(self, tenant_id: str | None = None) -> list[str]:
-        """The Parquet files of the current snapshot: one tenant's, or every tenant's."""
+    def files(self, tenant_id: str | None = None, *, table: str = "receipts") -> list[str]:
+        """The Parquet files of the current snapshot of `table` (receipts or model_calls): one
+        tenant's, or every tenant's."""
         rows = self._cursor().execute(
-            "SELECT data_file FROM ducklake_list_files('lake', 'receipts')").fetchall()
+            "SELECT data_file FROM ducklake_list_files('lake', ?)", [table]).fetchall()
         found = [str(r[0]) for r in rows]
         if tenant_id is None:
             return found
@@ -220,11 +261,13 @@ class SealedLedger:
             if self.read_only:
                 options.append("READ_ONLY")
             conn.execute(f"ATTACH {_literal('ducklake:' + self.catalog)} AS lake ({', '.join(options)})")
-            exists = conn.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake'"
-                                  " AND table_name = 'receipts'").fetchall()[0][0]
-            if not exists and not self.read_only:
-                conn.execute(SCHEMA)
-                conn.execute(f"ALTER TABLE {TABLE} SET PARTITIONED BY (tenant_id)")
+            tables = {str(r[0]) for r in conn.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
+            for name, schema, table in (("receipts", SCHEMA, TABLE),
+                                        ("model_calls", CALLS_SCHEMA, CALLS_TABLE)):
+                if name not in tables and not self.read_only:  # a lake of an earlier release gains its table
+                    conn.execute(schema)
+                    conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (tenant_id)")
             if local and Path(self.catalog).exists():
                 filemodes.restrict(Path(self.catalog))
             if local and not self.read_only:
@@ -265,6 +308,15 @@ def seal_pending(ledger: record.StoreLedger, lake: SealedLedger, *,
     return pending
 
 
+def seal_pending_calls(state: Any, lake: SealedLedger, *, batch: int = 1_000) -> int:
+    """One sealing pass of model call records: up to `batch` unsealed ones into the lake, then noted
+    as sealed in the store; how many. Blocking."""
+    pending = calls_record.unsealed(state, batch)
+    lake.seal_calls(pending)
+    calls_record.mark_sealed(state, [c.id for c in pending])
+    return len(pending)
+
+
 def rows_in(files: Sequence[str], tenant_id: str, batch: int = 10_000) -> Iterator[tuple[Any, ...]]:
     """A tenant's sealed rows in tenant_seq order, read from the lake's files (the local admin's view)."""
     import duckdb
@@ -296,6 +348,19 @@ def _row(item: record.Receipt) -> dict[str, Any]:
         elif name == "at":
             value = value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
         values["disposed_at" if name == "at" else name] = value
+    return values
+
+
+def _call_row(call: calls_record.StoredCall) -> dict[str, Any]:
+    """One model call record as an object of _CALL_ROW: JSON as its text, the time as naive UTC text."""
+    values: dict[str, Any] = {}
+    for name in calls_record.FIELDS:
+        value = getattr(call, name)
+        if name in ("request", "answer"):
+            value = None if value is None else json.dumps(value, separators=(",", ":"))
+        elif name == "started_at":
+            value = value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+        values[name] = value
     return values
 
 

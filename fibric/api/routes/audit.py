@@ -57,6 +57,7 @@ def files(ctx: context.Ctx, token: Token = None, body: Annotated[SnapshotRequest
     _local_admin(ctx, token)
     tenant_id = body.tenant_id if body is not None else None
     return JSONResponse({"object": "audit_files", "files": ctx.sealed.files(tenant_id),
+                         "model_call_files": ctx.sealed.files(tenant_id, table="model_calls"),
                          "tenant_id": tenant_id})
 
 
