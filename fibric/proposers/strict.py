@@ -216,11 +216,13 @@ def _allows_null(schema: Any, root: Mapping[str, Any]) -> bool:
             schema = _resolve(root, schema["$ref"], "")
         except NotStrict:
             return True
+    if "const" in schema:
+        return schema["const"] is None
     kind = schema.get("type")
     if kind is None and "enum" not in schema and "anyOf" not in schema and "oneOf" not in schema:
-        return "properties" not in schema and "items" not in schema
+        return "properties" not in schema and "items" not in schema  # {}: any value, null too
     if kind == "null" or (isinstance(kind, list) and "null" in kind):
         return True
-    if None in (schema.get("enum") or ()) or schema.get("const", 0) is None:
+    if None in (schema.get("enum") or ()):
         return True
     return any(_allows_null(b, root) for b in schema.get("anyOf", schema.get("oneOf")) or ())

@@ -19,6 +19,8 @@ import jsonschema
 import pytest
 import strict_rules
 from fake_provider import Provider, Reply, completion
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from proposer_support import situation, spec
@@ -177,3 +179,45 @@ def test_a_tool_whose_schema_is_itself_invalid_fails_closed_every_time() -> None
             with pytest.raises(proposers.ProposalError,
                                match=r"the input schema of 'orders\.act' is invalid, so its args cannot be"):
                 propose(provider, tools)
+
+
+def _leaf() -> st.SearchStrategy[dict[str, Any]]:
+    return st.one_of(
+        st.builds(lambda t: {"type": t}, st.sampled_from(["string", "integer", "number", "boolean"])),
+        st.just({"type": "string", "format": "date-time"}),
+        st.just({"type": "integer", "minimum": 0, "maximum": 9}),
+        st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True).map(
+            lambda values: {"enum": values}),
+        st.just({"const": "fixed"}),
+    )
+
+
+def _schemas() -> st.SearchStrategy[dict[str, Any]]:
+    """Tool input schemas of the family MCP servers publish: nested objects with optional fields,
+    arrays of objects, enums, unions."""
+    names = st.sampled_from(["id", "note", "when", "qty", "tags", "to", "meta"])
+
+    def extend(inner: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+        objects = st.dictionaries(names, inner, min_size=1, max_size=4).flatmap(
+            lambda props: st.lists(st.sampled_from(sorted(props)), unique=True).map(
+                lambda required: {"type": "object", "properties": props, "required": required}))
+        return st.one_of(objects, inner.map(lambda item: {"type": "array", "items": item}),
+                         st.lists(inner, min_size=2, max_size=3).map(lambda options: {"anyOf": options}))
+
+    tree = st.recursive(_leaf(), extend, max_leaves=8)
+    return st.dictionaries(names, tree, min_size=1, max_size=4).flatmap(
+        lambda props: st.lists(st.sampled_from(sorted(props)), unique=True).map(
+            lambda required: {"type": "object", "properties": props, "required": required}))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_schemas())
+def test_generated_tool_schemas_normalize_to_what_strict_providers_accept(schema: dict[str, Any]) -> None:
+    strict_args = strict.normalize(schema)
+    wrapped = {"type": "object", "additionalProperties": False, "required": ["args"],
+               "properties": {"args": strict_args}}
+    assert strict_rules.problems(wrapped) == []
+    # An answer of the strict form with every optional field null reads back as the tool's own shape.
+    answer = {name: None for name in strict_args["properties"]
+              if name not in (schema.get("required") or [])}
+    assert set(strict.restore(answer, schema)) == set()
