@@ -201,8 +201,11 @@ class SealedLedger:
     def files(self, tenant_id: str | None = None, *, table: str = "receipts") -> list[str]:
         """The Parquet files of the current snapshot of `table` (receipts or model_calls): one
         tenant's, or every tenant's."""
-        rows = self._cursor().execute(
-            "SELECT data_file FROM ducklake_list_files('lake', ?)", [table]).fetchall()
+        cur = self._cursor()
+        if not cur.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake'"
+                           " AND table_name = ?", [table]).fetchone()[0]:
+            return []  # a lake of an earlier release, opened read-only: nothing of that table yet
+        rows = cur.execute("SELECT data_file FROM ducklake_list_files('lake', ?)", [table]).fetchall()
         found = [str(r[0]) for r in rows]
         if tenant_id is None:
             return found

@@ -104,3 +104,25 @@ def test_the_documented_model_call_queries_run(
     assert len(queries) == 2
     for query in queries:
         assert audit_sql.query_ledger(data_lake, acme.id, query).rows  # each finds the row
+
+
+def test_a_lake_of_an_earlier_release_reads_as_no_model_calls_until_the_server_adds_the_table(
+    data_dir: Path, acme: store.Tenant
+) -> None:
+    lake = sealed.SealedLedger(data_dir)
+    try:
+        lake._cursor().execute(f"DROP TABLE {sealed.CALLS_TABLE}")  # as a lake of an earlier release is
+    finally:
+        lake.close()
+    old = sealed.SealedLedger(data_dir, read_only=True)
+    try:
+        assert old.files(acme.id, table="model_calls") == []
+        assert audit_sql.query_ledger(old, acme.id, "SELECT count(*) FROM model_calls").rows == [[0]]
+    finally:
+        old.close()
+    served = sealed.SealedLedger(data_dir)  # the server opens it writable: the table is added
+    try:
+        assert served.seal_calls([]) == 0 and served.files(table="model_calls") == []
+        assert served._cursor().execute(f"SELECT count(*) FROM {sealed.CALLS_TABLE}").fetchone()[0] == 0
+    finally:
+        served.close()
