@@ -77,8 +77,7 @@ def record(
         made.append(call_id)
         rows.append((call_id, reseller_id, tenant_id, run_id, operator_id, plan_id, call["route"],
                      call["model"], call["mode"], int(call["attempt"]),
-                     json.dumps(call["request"], separators=(",", ":"), default=str),
-                     None if call["answer"] is None else json.dumps(call["answer"], separators=(",", ":")),
+                     _json(call["request"]), None if call["answer"] is None else _json(call["answer"]),
                      call["http_status"], call["finish_reason"], call["prompt_tokens"],
                      call["completion_tokens"], call["total_tokens"], float(call["latency_ms"]),
                      call["outcome"], None if call["error"] is None else str(call["error"])[:MAX_ERROR],
@@ -130,6 +129,15 @@ def mark_sealed(state: state_module.StateStore, call_ids: Sequence[str]) -> None
     with state.backend.transaction(write=True, durable=False) as cur:  # lost: sealed again, skipped there
         cur.execute(f"UPDATE model_calls SET sealed_at = ? WHERE id IN ({marks})",
                     (stamps.stamp(datetime.now(UTC)), *call_ids))
+
+
+def _json(value: Any) -> str:
+    """Strict JSON text of a request or an answer; a provider's NaN or Infinity, which JSON has no
+    words for (and the API and the lake would refuse), is kept as the text of what came."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        return json.dumps({"not_json": json.dumps(value, default=str)[:MAX_ERROR * 50]})
 
 
 def _call(row: Any) -> StoredCall:

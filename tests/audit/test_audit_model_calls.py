@@ -126,3 +126,14 @@ def test_a_lake_of_an_earlier_release_reads_as_no_model_calls_until_the_server_a
         assert served._cursor().execute(f"SELECT count(*) FROM {sealed.CALLS_TABLE}").fetchone()[0] == 0
     finally:
         served.close()
+
+
+def test_an_answer_json_has_no_words_for_is_kept_as_text_and_still_sealed(
+    local_state: store.StateStore, data_lake: sealed.SealedLedger, acme: store.Tenant
+) -> None:
+    odd = {**call(1), "answer": {"choices": [], "usage": {"cost": float("nan")}}}
+    [call_id] = record_calls(local_state, acme, "run_a1", [odd])
+    [stored] = model_calls.for_run(local_state, acme.id, "run_a1")
+    assert stored.id == call_id and stored.answer == {"not_json": '{"choices": [], "usage": {"cost": NaN}}'}
+    assert sealed.seal_pending_calls(local_state, data_lake) == 1
+    assert audit_sql.query_ledger(data_lake, acme.id, "SELECT count(*) FROM model_calls").rows == [[1]]
