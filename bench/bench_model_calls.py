@@ -124,9 +124,8 @@ async def main_async(runs: int, repeat: int) -> None:
             raw_ms = await per_run_ms(raw, runs, repeat)
             proposer_ms = await per_run_ms(propose, runs, repeat)
             answer = json.dumps({"actions": PLAN})
-            llm = proposer  # an LlmProposer: its validation step alone
             schema_us = per_call_us(lambda: prompt.answer_schema(situ), runs, repeat)
-            validate_us = per_call_us(lambda: llm._actions(situ, answer), runs, repeat)  # type: ignore[attr-defined]
+            validate_us = per_call_us(lambda: proposer._actions(situ, answer), runs, repeat)  # type: ignore[attr-defined]
             record = [vars(calls[-1])]
             record_us = per_call_us(lambda: model_calls.record(
                 state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, run_id="run_b",

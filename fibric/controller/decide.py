@@ -27,11 +27,6 @@ class Decider:
         self.engine = engine
         self.cache = cache or reconcile.CompileCache()
 
-    def policy_for(self, tenant_id: str, operator: store.StoredObject) -> policies.CompiledPolicy:
-        """The operator's bound policy, compiled; NotFound or SpecInvalid when it cannot be had."""
-        obj = self.state.get_object(tenant_id, "Policy", str(operator.spec.get("policy")))
-        return self.cache.compile(obj)
-
     def decide(
         self, tenant_id: str, operator: store.StoredObject, input_doc: Mapping[str, Any]
     ) -> policies.Decision:
@@ -41,16 +36,18 @@ class Decider:
     def decide_bound(
         self, tenant_id: str, operator: store.StoredObject, input_doc: Mapping[str, Any]
     ) -> tuple[policies.Decision, str | None]:
-        """`decide`, with the id of the policy the operator is bound to (None when it cannot be had)."""
+        """`decide`, with the id of the Policy the operator is bound to (None when there is none),
+        so callers that record it read the policy once."""
+        name = str(operator.spec.get("policy"))
         try:
-            policy = self.policy_for(tenant_id, operator)
+            obj = self.state.get_object(tenant_id, "Policy", name)
         except errors.NotFound:
             return policies.unavailable(
                 self.engine, "policy-missing",
-                f"operator {operator.name} is bound to policy '{operator.spec.get('policy')}', "
-                "which does not exist"), None
+                f"operator {operator.name} is bound to policy '{name}', which does not exist"), None
+        try:
+            policy = self.cache.compile(obj)
         except errors.SpecInvalid as e:
-            return policies.unavailable(
-                self.engine, "policy-invalid",
-                f"policy '{operator.spec.get('policy')}' does not compile: {e}"), None
-        return policies.evaluate(self.engine, policy, input_doc), policy.policy_id
+            return policies.unavailable(self.engine, "policy-invalid",
+                                        f"policy '{name}' does not compile: {e}"), obj.id
+        return policies.evaluate(self.engine, policy, input_doc), obj.id

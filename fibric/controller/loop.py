@@ -74,8 +74,10 @@ class _KeyLock:
 
 @dataclasses.dataclass(frozen=True)
 class _AnswerChecked:
-    """An operator's answer check, taken on the loop for its reconcile (None: not an LLM route's)."""
+    """An operator, read for its reconcile, and its answer check taken on the loop (None: not an LLM
+    route's)."""
 
+    operator: store.StoredObject
     answer: tuple[bool, str] | None
 
 
@@ -426,7 +428,7 @@ class Controller:
             operator = await self.pool.run(self.state.get_object, *key)
         except errors.NotFound:
             return None
-        return _AnswerChecked(check(operator))
+        return _AnswerChecked(operator, check(operator))
 
     def _reconcile(
         self, key: Key, now: datetime, observed: mcp.ConnectorState | _AnswerChecked | None = None
@@ -434,15 +436,16 @@ class Controller:
         """Runs in a worker thread: read the object fresh and reconcile it; record a failure on it.
 
         `observed` is the connector runtime's state for a Connector key, when a runtime runs, or
-        the answer check of an Operator key.
+        an Operator key's answer check, with the operator it read.
         """
         tenant_id, kind, name = key
         reconciler = self.reconcilers.get(kind)
         if reconciler is None:
             log.warning("no reconciler for kind %s; skipping '%s'", kind, name)
             return reconcile.Result()
-        try:
-            obj = self.state.get_object(tenant_id, kind, name)
+        try:  # an Operator was read on the loop for its answer check, under this key's lock
+            obj = observed.operator if isinstance(observed, _AnswerChecked) else self.state.get_object(
+                tenant_id, kind, name)
         except errors.NotFound:
             return reconcile.Result()  # deleted: nothing left to observe
         state = self.state if self._recording else cast(store.StateStore, _Observing(self.state))

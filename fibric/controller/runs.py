@@ -191,6 +191,7 @@ class Runner:
         who = {"id": operator.id, "name": operator.name, "labels": operator.labels}
         now = self.clock()
         actions = []
+        policy_id: str | None = None  # the bound policy's, as each decision reads it
         for action in bare:
             binding = bindings.get(action["capability"])
             counts = None
@@ -207,9 +208,8 @@ class Runner:
                     tool_changed=binding.tool_changed if binding is not None else None)
             except ValueError as e:
                 raise proposers.ProposalError(f"action {action['capability']} cannot be decided: {e}") from e
-            decision = self.decider.decide(run.tenant_id, operator, doc)
+            decision, policy_id = self.decider.decide_bound(run.tenant_id, operator, doc)
             actions.append({**action, "decision": decision.decision.value, "rule": decision.rule})
-        policy_id = self._policy_id(run.tenant_id, spec.policy)
         plan = plans.propose(self.state, run.tenant_id, operator_id=operator.id, actions=actions,
                              policy_id=policy_id, proposed_by=proposed_by, run_id=run.id,
                              event_id=events[-1]["id"] if events else None)
@@ -282,12 +282,6 @@ class Runner:
         except errors.NotFound:
             return None
         return operator if operator.spec.get("lifecycle", "active") == "active" else None
-
-    def _policy_id(self, tenant_id: str, name: str) -> str | None:
-        try:
-            return self.state.get_object(tenant_id, "Policy", name).id
-        except errors.NotFound:
-            return None
 
 
 def _trigger(events: list[dict[str, Any]], entity_key: str) -> dict[str, Any] | None:

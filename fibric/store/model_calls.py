@@ -26,7 +26,6 @@ FIELDS = ("id", "reseller_id", "tenant_id", "run_id", "operator_id", "plan_id", 
           "attempt", "request", "answer", "http_status", "finish_reason", "prompt_tokens",
           "completion_tokens", "total_tokens", "latency_ms", "outcome", "error", "started_at")
 _COLUMNS = ", ".join(FIELDS)
-OUTCOMES = ("ok", "malformed", "refused", "http_error", "timeout", "connection_error")
 MAX_ERROR = 2000
 
 

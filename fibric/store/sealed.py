@@ -28,7 +28,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -152,14 +152,7 @@ class SealedLedger:
                 rows.append(_row(item))
             if not rows:
                 return 0
-            cur = self._cursor()
-            cur.execute("BEGIN")
-            try:
-                cur.execute(_INSERT, [json.dumps(rows, separators=(",", ":"))])
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+            _insert(self._cursor(), _INSERT, rows)
             self._marks = marks
             return len(rows)
 
@@ -170,20 +163,13 @@ class SealedLedger:
             return 0
         with self._lock:
             cur = self._cursor()
-            oldest = min(c.started_at for c in batch).astimezone(UTC).replace(tzinfo=None)
+            oldest = _lake_time(min(c.started_at for c in batch))
             present = {str(r[0]) for r in cur.execute(
                 f"SELECT id FROM {CALLS_TABLE} WHERE started_at >= ? AND list_contains(?, id)",
                 [oldest, [c.id for c in batch]]).fetchall()}
             rows = [_call_row(c) for c in batch if c.id not in present]
-            if not rows:
-                return 0
-            cur.execute("BEGIN")
-            try:
-                cur.execute(_INSERT_CALLS, [json.dumps(rows, separators=(",", ":"))])
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+            if rows:
+                _insert(cur, _INSERT_CALLS, rows)
             return len(rows)
 
     def maintain(self, *, keep: timedelta = timedelta(minutes=10)) -> None:
@@ -341,6 +327,22 @@ class LedgerHeld(errors.TemporaryError):
     """Another process (the server) holds the ledger's catalog; ask it for the files instead."""
 
 
+def _insert(cur: Any, statement: str, rows: list[dict[str, Any]]) -> None:
+    """One batch of rows (one JSON parameter, unnested by `statement`) in one lake commit."""
+    cur.execute("BEGIN")
+    try:
+        cur.execute(statement, [json.dumps(rows, separators=(",", ":"))])
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+
+
+def _lake_time(moment: datetime) -> datetime:
+    """The lake's TIMESTAMP columns hold naive UTC."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
 def _row(item: record.Receipt) -> dict[str, Any]:
     """One receipt as an object of _ROW: JSON fields as their text, the time as naive UTC ISO text."""
     values: dict[str, Any] = {}
@@ -349,7 +351,7 @@ def _row(item: record.Receipt) -> dict[str, Any]:
         if name in record.JSON_FIELDS:
             value = record.stored(name, value)
         elif name == "at":
-            value = value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+            value = _lake_time(value).isoformat(timespec="microseconds")
         values["disposed_at" if name == "at" else name] = value
     return values
 
@@ -362,7 +364,7 @@ def _call_row(call: calls_record.StoredCall) -> dict[str, Any]:
         if name in ("request", "answer"):
             value = None if value is None else json.dumps(value, separators=(",", ":"))
         elif name == "started_at":
-            value = value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+            value = _lake_time(value).isoformat(timespec="microseconds")
         values[name] = value
     return values
 

@@ -62,9 +62,7 @@ def test_a_live_claim_is_nobody_elses_and_its_holder_renews_it_keeping_its_token
 def test_a_holder_that_lost_its_claim_cannot_renew_release_or_write_under_it(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    old = leases.acquire(state, tenant.id, "order:1", "exe_a", 30)
-    assert old is not None
-    expire(state, "leases")
+    old = expired_lease(state, tenant)
     new = leases.acquire(state, tenant.id, "order:1", "exe_b", 30)
     assert new is not None and new.token > old.token
 
@@ -80,11 +78,17 @@ def test_a_holder_that_lost_its_claim_cannot_renew_release_or_write_under_it(
 def test_an_expired_claim_fences_nothing_even_before_anyone_takes_it_over(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    mine = leases.acquire(state, tenant.id, "order:1", "exe_a", 30)
-    assert mine is not None
-    expire(state, "leases")
+    mine = expired_lease(state, tenant)
     with state.backend.transaction(write=False) as cur:
         assert not claims.fence(cur, state.dialect, claims.ENTITY, (tenant.id, "order:1"), mine.token)
+
+
+def expired_lease(state: store.StateStore, tenant: store.Tenant) -> claims.Claim:
+    """exe_a's lease on order:1, taken and then let lapse (its holder stopped renewing)."""
+    taken = leases.acquire(state, tenant.id, "order:1", "exe_a", 30)
+    assert taken is not None
+    expire(state, "leases")
+    return taken
 
 
 def test_a_finished_execution_is_not_claimable_and_its_expired_claim_is_not_stale(
