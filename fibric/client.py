@@ -13,6 +13,9 @@ else; it never imports the server. Three behaviours a caller relies on:
   stays the same across its retries, so a retried create is replayed, not
   repeated.
 - The API key is sent and never shown: not in `repr`, not in any error.
+
+Most methods return the JSON as sent; `Client.plans` returns plans as frozen
+types (fibric/plantypes.py) and approves a plan bound to the digest it read.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 
-from fibric import errors
+from fibric import errors, plantypes
 
 # Path segment of each kind: "Policy" -> /v1/policies. Aliases are accepted too.
 RESOURCES = {"Operator": "operators", "Connector": "connectors", "Policy": "policies",
@@ -37,6 +40,7 @@ _ALIASES = {alias: kind for kind, resource in RESOURCES.items()
 PAGE_SIZE = 100
 MAX_RETRY_AFTER = 60.0  # a longer Retry-After fails now rather than hanging a CLI for minutes
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+T = TypeVar("T")
 
 
 class ApiError(errors.FibricError):
@@ -97,6 +101,7 @@ class Client:
             timeout=timeout,
             transport=transport,
         )
+        self.plans = PlanCalls(self)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"  # never the key
@@ -222,15 +227,24 @@ class Client:
         approver: str | None = None,
         only_actions: list[str] | None = None,
         idempotency_key: str | None = None,
+        *,
+        digest: str | None = None,
     ) -> dict[str, Any]:
-        """POST /v1/plans/{id}/approve: the disposed plan with one result per action."""
-        body: dict[str, Any] = {}
-        if approver is not None:
-            body["approver"] = approver
-        if only_actions is not None:
-            body["only_actions"] = only_actions
+        """POST /v1/plans/{id}/approve: the disposed plan with one result per action.
+
+        `approver` is a free-text note; `digest` (the plan's, as you reviewed it)
+        makes the server refuse with 409 if the plan is not the one you saw.
+        """
+        body = _present(approver=approver, only_actions=only_actions, digest=digest)
         return self.request("POST", f"/v1/plans/{_segment(plan_id)}/approve", json=body,
                             idempotency_key=idempotency_key)
+
+    def reject_plan(
+        self, plan_id: str, reason: str, digest: str | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """POST /v1/plans/{id}/reject: the plan, rejected, with a `declined` result per action."""
+        return self.request("POST", f"/v1/plans/{_segment(plan_id)}/reject",
+                            json=_present(reason=reason, digest=digest), idempotency_key=idempotency_key)
 
     def list_receipts(
         self,
@@ -353,6 +367,54 @@ class Client:
         return random.uniform(0, self._backoff * 2**attempt)
 
 
+class PlanCalls:
+    """The plan routes with typed answers (fibric.plantypes), as `Client.plans`.
+
+    `api.plans.get(id)` reads a plan; `api.plans.approve(plan)` approves it as
+    read, bound to its digest. The dict methods (`list_plans`, `get_plan`,
+    `approve_plan`, `reject_plan`) stay for callers that want the JSON as sent.
+    """
+
+    def __init__(self, api: Client) -> None:
+        self._api = api
+
+    def summaries(
+        self, status: str | None = None, operator_id: str | None = None
+    ) -> list[plantypes.PlanSummary]:
+        """GET /v1/plans (every page), newest first."""
+        return [_typed(plantypes.plan_summary, item) for item in self._api.list_plans(status, operator_id)]
+
+    def get(self, plan_id: str) -> plantypes.Plan:
+        return _typed(plantypes.plan, self._api.get_plan(plan_id))
+
+    def approve(
+        self,
+        plan: plantypes.Plan,
+        *,
+        only: Sequence[str] | None = None,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> plantypes.Plan:
+        """Approve `plan` as it was read: its digest is sent, so the server runs exactly that plan
+        or answers 409. `only` limits it to those actions' idempotency keys (the others are
+        declined); `note` is the free-text approver recorded on every receipt."""
+        body = self._api.approve_plan(plan.id, note, list(only) if only is not None else None,
+                                      idempotency_key, digest=plan.digest)
+        return _typed(plantypes.plan, body)
+
+    def reject(self, plan_id: str, reason: str, *, digest: str | None = None) -> plantypes.Plan:
+        """Reject the plan, saying why; nothing runs and every action is declined."""
+        return _typed(plantypes.plan, self._api.reject_plan(plan_id, reason, digest))
+
+
+def _typed(parse: Callable[[dict[str, Any]], T], body: dict[str, Any]) -> T:
+    """`parse(body)`, or ApiError `invalid_response` when the server sent something else."""
+    try:
+        return parse(body)
+    except plantypes.Malformed as e:
+        raise ApiError(200, "invalid_response", str(e)) from e
+
+
 def audit_snapshot(
     url: str, token: str, tenant_id: str | None = None, *, timeout: float = 60.0
 ) -> dict[str, Any]:
@@ -422,6 +484,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    """A request body of the fields given (None means: leave it out, let the server default it)."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _segment(ref: str) -> str:

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -213,15 +214,27 @@ class ExecutorSettings:
 
     lease_seconds: float = 30.0  # FIBRIC_EXECUTOR_LEASE_SECONDS: a dead holder's leases expire after this
     recovery_interval_seconds: float = 5.0  # FIBRIC_EXECUTOR_RECOVERY_SECONDS: scan for abandoned work
+    # FIBRIC_PLAN_TTL_SECONDS: a proposed plan nobody decides on expires after this (0: never);
+    # an Operator's spec.plan_ttl_seconds overrides it.
+    plan_ttl_seconds: float = 7 * 24 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ExecutorSettings:
         lease = float(env.get("FIBRIC_EXECUTOR_LEASE_SECONDS") or cls.lease_seconds)
         interval = float(env.get("FIBRIC_EXECUTOR_RECOVERY_SECONDS") or cls.recovery_interval_seconds)
+        ttl_text = env.get("FIBRIC_PLAN_TTL_SECONDS")
+        ttl = float(ttl_text) if ttl_text not in (None, "") else cls.plan_ttl_seconds
         if lease <= 0 or interval <= 0:
             raise ValueError(
                 "FIBRIC_EXECUTOR_LEASE_SECONDS and FIBRIC_EXECUTOR_RECOVERY_SECONDS must be positive")
-        return cls(lease_seconds=lease, recovery_interval_seconds=interval)
+        if ttl < 0:
+            raise ValueError("FIBRIC_PLAN_TTL_SECONDS must be 0 (plans never expire) or positive")
+        return cls(lease_seconds=lease, recovery_interval_seconds=interval, plan_ttl_seconds=ttl)
+
+    def plan_ttl(self, operator_seconds: int | None) -> timedelta | None:
+        """How long a plan waits for a decision: the operator's own TTL, else this one (None: forever)."""
+        seconds = operator_seconds if operator_seconds is not None else self.plan_ttl_seconds
+        return timedelta(seconds=seconds) if seconds else None
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def build(
         decider = decide.Decider(state, policy_engine, cache)
         # Operator runs: events routed to runs, and cron schedules (docs/operators.md).
         runner = runs.Runner(state, decider, runtime=runtime, ledger=ledger, llm=config.llm,
-                             environ=environ, pool=pools.executor)
+                             environ=environ, pool=pools.executor, plans_expire=config.executor)
         router = routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
                                 tenant_runs=limits.tenant_runs)
         # Receipts of record sealed into the auditors' ledger, continuously (docs/receipts.md#sealing).

@@ -21,6 +21,7 @@ NEEDS_SERVICES = {"bench_replicas.py"}  # PostgreSQL and Redis
 SMALL: dict[str, list[str]] = {
     "bench_api.py": ["--requests", "60", "--repeat", "1"],
     "bench_apply.py": ["--count", "20", "--repeat", "1"],
+    "bench_approver_page.py": ["--plans", "30", "--requests", "20", "--warmup", "2"],
     "bench_bulkheads.py": ["--plans", "4", "--events", "10", "--cases", "quiet,a"],
     "bench_connectors.py": ["--calls", "20", "--repeat", "1"],
     "bench_executor.py": ["--plans", "4", "--sizes", "0,200"],

@@ -138,12 +138,20 @@ class PlanAction(BaseModel):
     idempotency_key: str
     args: dict[str, Any]
     decision: Decision | None = Field(description="The trust decision the executor would apply.")
+    rule: str | None = Field(default=None, description="The policy rule behind that decision.")
+    rationale: str | None = Field(default=None, description="Why the model proposed it: the rule that "
+                                  "matched (rules model) or the model's own words (at most 1000 chars).")
+
+
+class KeyIdentity(BaseModel):
+    key_id: str = Field(description="key_...: the API key that decided.")
+    key_name: str | None = Field(description="Its name, if it was given one.")
 
 
 class PlanResult(BaseModel):
     idempotency_key: str
     decision: Decision
-    outcome: str = Field(description="applied, failed, refused, deduplicated or in_doubt.")
+    outcome: str = Field(description="applied, failed, refused, deduplicated, in_doubt or declined.")
     receipt_id: str | None
     rule: str | None = Field(default=None, description="The policy rule, when refused.")
 
@@ -152,19 +160,27 @@ class ExecutionPlanSummary(BaseModel):
     id: str = Field(description="pl_...")
     object: Literal["execution_plan"]
     operator_id: str
-    status: Literal["proposed", "approved", "executed", "blocked"]
+    operator: str | None = Field(description="The operator's name when it proposed the plan.")
+    status: Literal["proposed", "approved", "executed", "blocked", "rejected", "expired"]
     action_count: int
     proposed_at: Timestamp
+    expires_at: Timestamp | None = Field(description="After this, the plan can no longer be approved.")
 
 
 class ExecutionPlan(ExecutionPlanSummary):
+    run_id: str | None = Field(description="run_...: the run that proposed it.")
+    event_ids: list[str] = Field(description="The events that triggered that run.")
     proposed_by: str
     actions: list[PlanAction]
     policy_id: str | None
     digest: str = Field(description="sha256 over the actions as proposed; pass it to approve to bind "
                         "the approval to what was shown.")
-    approver: str | None
-    results: list[PlanResult] | None = Field(description="Once executed: one result per action run.")
+    approver: str | None = Field(description="The free-text note given on approval.")
+    decided_by: KeyIdentity | None = Field(description="The API key that approved or rejected it.")
+    decided_at: Timestamp | None
+    reason: str | None = Field(description="Why it was rejected, or that it expired.")
+    results: list[PlanResult] | None = Field(
+        description="Once disposed: one result per action; actions not approved are `declined`.")
     executed_at: Timestamp | None
 
 
@@ -197,7 +213,10 @@ class Receipt(ReceiptSummary):
     policy_id: str | None
     policy_sha256: str | None
     idempotency_key: str
-    approver: str | None
+    approver: str | None = Field(description="The free-text note given on approval.")
+    decided_by: KeyIdentity | None = Field(
+        default=None, description="The API key whose decision this carries out: it approved the plan, "
+        "or rejected it (a declined action); null for expiry and for receipts from before keys were kept.")
     detail: Any = None
     prev_hash: str = Field(description="hash of the tenant's previous receipt.")
     hash: str = Field(description="SHA-256 of this receipt's canonical JSON.")

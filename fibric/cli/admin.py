@@ -94,9 +94,12 @@ def key() -> None:
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.option("--scopes", required=True,
               help="Comma-separated scopes (e.g. operators:read,operators:write), or 'all'.")
+@click.option("--name", default=None,
+              help="Whose key it is (e.g. alice@example.com); approvals record it beside the key id.")
 @data_dir_option
 @store_option
-def key_create(tenant_name: str, scopes: str, data_dir: str | None, store_url: str | None) -> None:
+def key_create(tenant_name: str, scopes: str, name: str | None, data_dir: str | None,
+               store_url: str | None) -> None:
     """Create an API key; prints only the key on stdout, once.
 
     So `KEY=$(fibric admin key create --tenant acme --scopes all)` works.
@@ -106,10 +109,10 @@ def key_create(tenant_name: str, scopes: str, data_dir: str | None, store_url: s
               else frozenset(s.strip() for s in scopes.split(",") if s.strip()))
     with opened(data_dir, store_url) as state:
         found = state.get_tenant(tenant_name)
-        record, secret = state.create_api_key(found.id, wanted)
+        record, secret = state.create_api_key(found.id, wanted, name=name)
     click.echo(secret)
     click.echo(
-        f"created API key {record.id} for tenant {found.name} "
+        f"created API key {record.id}{f' ({record.name})' if record.name else ''} for tenant {found.name} "
         f"(scopes: {' '.join(sorted(record.scopes))}); it is shown only this once",
         err=True,
     )
@@ -129,7 +132,8 @@ def key_list(tenant_name: str | None, data_dir: str | None, store_url: str | Non
         click.echo("No API keys found.", err=True)
         return
     click.echo(tables.render([
-        {"ID": k.id, "TENANT": names.get(k.tenant_id, k.tenant_id), "HINT": k.hint + "...",
+        {"ID": k.id, "NAME": k.name or "", "TENANT": names.get(k.tenant_id, k.tenant_id),
+         "HINT": k.hint + "...",
          "SCOPES": ",".join(sorted(k.scopes)) if k.scopes != frozenset(store.SCOPES) else "all",
          "STATE": "revoked" if k.revoked_at else "active",
          "AGE": tables.age(timefmt.rfc3339(k.created_at))}

@@ -8,20 +8,31 @@ from typing import Any
 import click
 
 from fibric import client, errors
-from fibric.cli import livestate, options, tables
+from fibric.cli import edge, livestate, options, plans, tables
 
 PLURAL = {"Operator": "operators", "Connector": "connectors", "Policy": "policies", "Webhook": "webhooks"}
 
 
 @click.command("get")
-@click.argument("kind", type=options.KIND)
+@click.argument("kind", type=options.GET_KIND)
 @click.argument("name", required=False)
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table",
               show_default=True, help="table; yaml: spec documents; json: API objects.")
 @click.pass_context
 def get(ctx: click.Context, kind: str, name: str | None, output: str) -> None:
-    """List objects of KIND (operators, connectors, policies, webhooks), or show NAME."""
+    """List objects of KIND (operators, connectors, policies, webhooks, plans), or show NAME.
+
+    `get plans` is `fibric plans list` (`get plans PLAN_ID`: `fibric plans show`).
+    """
     api = options.session(ctx).client()
+    if kind == options.PLANS:
+        if output == "yaml":
+            raise edge.BadInput("plans are not spec documents: use -o table or -o json")
+        if name:
+            plans.echo_plan(api, name, output)
+        else:
+            plans.echo_list(api, output)
+        return
     if output == "json":
         data: Any = api.get_object(kind, name) if name else api.list_objects(kind)
         click.echo(json.dumps(data, indent=2))

@@ -67,6 +67,23 @@ class KindParam(click.ParamType):
 
 KIND = KindParam()
 
+PLANS = "plans"  # `get` also reads plans: not desired state (no spec), listed as `fibric plans list` does
+
+
+class GetKindParam(KindParam):
+    """A KIND for `get`: the four spec kinds, or plans."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if str(value).lower() in ("plan", "plans"):
+            return PLANS
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as e:
+            self.fail(f"{e.message}, plans", param, ctx)
+
+
+GET_KIND = GetKindParam()
+
 files_option = click.option(
     "-f", "--filename", "paths", multiple=True, required=True,
     type=click.Path(exists=False, dir_okay=True, file_okay=True),

@@ -58,8 +58,12 @@ def age(created_at: str | None, now: datetime | None = None) -> str:
     """'45s', '12m', '5h', '3d', as kubectl prints ages."""
     if not created_at:
         return "<unknown>"
-    seconds = int(((now or timefmt.now()) - timefmt.parse(created_at)).total_seconds())
-    seconds = max(0, seconds)
+    return duration(((now or timefmt.now()) - timefmt.parse(created_at)).total_seconds())
+
+
+def duration(seconds: float) -> str:
+    """A span of time as kubectl prints ages: '45s', '12m', '5h', '3d' (negative spans as 0s)."""
+    seconds = max(0, int(seconds))
     for unit, size, limit in (("s", 1, 120), ("m", 60, 120 * 60), ("h", 3600, 48 * 3600)):
         if seconds < limit:
             return f"{seconds // size}{unit}"

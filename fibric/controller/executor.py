@@ -31,7 +31,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 RECOVERY_PATIENCE = timedelta(minutes=10)
 REQUEST_SENT_YIELDS = 20  # loop turns that let a started call write its request before the crashpoint
 IN_DOUBT_RULE = "in-doubt"
+DECLINED_RULE = "declined"
 
 
 class Executor:
@@ -145,9 +146,13 @@ class Executor:
     async def run(
         self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str],
         claim: intents.Execution, known: dict[str, intents.Intent], operator: str, *,
-        recovering: bool = False,
+        recovering: bool = False, declining: bool = True,
     ) -> plans.Plan:
         """Dispose of each selected action in order, holding the leases; record the plan's results.
+
+        The plan's other actions (left out of `only_actions`) get `declined`
+        receipts in the same pass, so recovery finishes them like the rest
+        (unless not `declining`: recovery's record of an execution that never started).
 
         `claim` is this holder's claim on the plan's execution: every intent is written under its
         fencing token. `known` are the intents the plan already has (a resumed execution's), by
@@ -160,14 +165,16 @@ class Executor:
         concluded = False
         try:
             results = []
-            for action in selected:
+            chosen = {a["idempotency_key"] for a in selected}
+            for action in plan.actions if declining else selected:
                 if lost.is_set():  # fail closed: the claim may be another holder's now; it finishes the plan
                     raise errors.TemporaryError(
                         f"plan {plan.id} lost its execution claim or leases while running; the actions "
                         "not yet disposed are left to recovery", delay=self.lease_seconds)
                 prior = known.get(action["idempotency_key"])
+                declined = action["idempotency_key"] not in chosen
                 results.append(await self._dispose(plan, operator, action, prior, claim.token,
-                                                   recovering=recovering))
+                                                   recovering=recovering, declined=declined))
             await self._stop_heartbeat(stop, beat)
             final = await self.pool.run(self._conclude, plan, results, entities, holder)
             concluded = True
@@ -247,7 +254,7 @@ class Executor:
 
     async def _dispose(
         self, plan: plans.Plan, operator: str, action: dict[str, Any], intent: intents.Intent | None,
-        token: int, *, recovering: bool,
+        token: int, *, recovering: bool, declined: bool = False,
     ) -> dict[str, Any]:
         key = action["idempotency_key"]
         # Only a resumed execution can find its own receipts already written.
@@ -261,6 +268,11 @@ class Executor:
             return result_of(written)
         if intent is not None:  # resumed between intent and receipt
             return await self._recover(plan, intent)
+        if declined:
+            fields = declined_fields(plan, operator, action, "left out of the approval's only_actions",
+                                     plan.decided_by)
+            receipt = await self.pool.run(self._without_call, plan, fields, "declined", fields["detail"])
+            return result_of(receipt)
         binding, unresolved = self._resolve(plan.tenant_id, action)
         step = await self.pool.run(self._prepare, plan, operator, action, binding, unresolved, token,
                                    recovering)
@@ -442,8 +454,24 @@ def receipt_fields(
         "proposed_by": plan.proposed_by, "args": dict(action.get("args") or {}), "rule": policy["rule"],
         "policy": policy, "policy_id": policy_id, "policy_sha256": policy_sha256,
         "triggered_by_event": plan.event_id, "plan_id": plan.id, "run_id": plan.run_id,
-        "approver": plan.approver,
+        "approver": plan.approver, "decided_by": plan.decided_by,
     }
+
+
+def declined_fields(plan: plans.Plan, operator: str, action: Mapping[str, Any], why: str,
+                    by: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The NewReceipt fields of an action a person did not approve (fibric/controller/declines.py).
+
+    It carries the decision the plan showed (nothing is evaluated again:
+    nothing runs) and the rule `declined`.
+    """
+    shown = action.get("decision")
+    decision = shown if shown in receipts.DECISIONS else "BLOCK"  # none shown: it did not run either way
+    policy = {"decision": decision, "rule": DECLINED_RULE, "flagged": False, "reasons": [why]}
+    base = receipt_fields(plan, operator, dict(action), policy, policy_id=plan.policy_id,
+                          policy_sha256=None)
+    return {**base, "decided_by": dict(by) if by is not None else None, "outcome": "declined",
+            "detail": {"reason": why}}
 
 
 def in_doubt_fields(base: dict[str, Any], why: str) -> dict[str, Any]:
@@ -455,6 +483,9 @@ def in_doubt_fields(base: dict[str, Any], why: str) -> dict[str, Any]:
 
 
 def flagged(receipt: receipts.Receipt) -> bool:
+    """Whether a person should look: an ALERT (or in-doubt) action that ran; a declined one did not."""
+    if receipt.outcome == "declined":
+        return False
     return bool(receipt.policy.get("flagged")) or receipt.decision == "ALERT"
 
 

@@ -22,6 +22,7 @@ import contextlib
 import logging
 
 from fibric import errors
+from fibric.controller import declines
 from fibric.controller import executor as executor_module
 from fibric.store import intents, plans
 
@@ -50,6 +51,8 @@ class Recovery:
         while True:
             try:
                 await recover_once(self.executor)
+                # Plans nobody decided on in time: closed, their actions declined (declines.py).
+                await self.executor.pool.run(declines.expire_due, self.executor.state)
             except errors.FibricError as e:
                 log.warning("executor recovery pass failed, retrying in %.0fs: %s", self.interval, e)
             except Exception:  # a bug or an unwrapped driver error must not end recovery for good
@@ -72,7 +75,7 @@ async def recover_once(executor: executor_module.Executor) -> int:
         log.warning("plan %s was approved but its execution never started; recording it with no results",
                     plan_id)
         plan = await run(plans.get, state, tenant_id, plan_id)
-        await executor.run(plan, [], [], claim, known={}, operator="")  # no actions to dispose of
+        await executor.run(plan, [], [], claim, known={}, operator="", declining=False)  # none to dispose of
         finished += 1
     for stale in await run(intents.stale_executions, state):
         holder = executor_module.new_holder()

@@ -60,10 +60,13 @@ class Runner:
         sense_timeout: float | None = None,
         clock: Callable[[], datetime] = timefmt.now,
         pool: threads.Pool | None = None,
+        plans_expire: settings_module.ExecutorSettings | None = None,
     ) -> None:
-        """`pool` runs the blocking store and policy work (the system's executor pool)."""
+        """`pool` runs the blocking store and policy work (the system's executor pool);
+        `plans_expire` says how long a proposed plan waits for a decision."""
         self.state = state
         self.pool = pool or threads.standalone("executor")
+        self.plans_expire = plans_expire or settings_module.ExecutorSettings()
         self.decider = decider
         self.runtime = runtime
         self.ledger = ledger
@@ -184,7 +187,8 @@ class Runner:
              "args": p.args}
             for p in proposed
         ]
-        digest = plans.actions_digest(bare)
+        digest = plans.actions_digest(bare)  # the same effects proposed again, whatever the rationale
+        why = {p.idempotency_key: p.rationale for p in proposed}
         existing = run_store.open_plan(self.state, run.tenant_id, operator.id, digest)
         if existing is not None:
             return existing, digest
@@ -209,10 +213,13 @@ class Runner:
             except ValueError as e:
                 raise proposers.ProposalError(f"action {action['capability']} cannot be decided: {e}") from e
             decision, policy_id = self.decider.decide_bound(run.tenant_id, operator, doc)
-            actions.append({**action, "decision": decision.decision.value, "rule": decision.rule})
+            actions.append({**action, "decision": decision.decision.value, "rule": decision.rule,
+                            "rationale": why.get(action["idempotency_key"])})
         plan = plans.propose(self.state, run.tenant_id, operator_id=operator.id, actions=actions,
                              policy_id=policy_id, proposed_by=proposed_by, run_id=run.id,
-                             event_id=events[-1]["id"] if events else None)
+                             event_id=events[-1]["id"] if events else None,
+                             event_ids=[e["id"] for e in events], operator_name=operator.name,
+                             ttl=self.plans_expire.plan_ttl(spec.plan_ttl_seconds))
         return plan.id, digest
 
     # --- sensing and tools -------------------------------------------------------------

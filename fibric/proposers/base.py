@@ -41,12 +41,17 @@ class Situation:
     tools: list[Tool]  # the operator's spec.capabilities with their schemas
 
 
+RATIONALE_MAX = 1000  # characters of an action's rationale kept on the plan
+
+
 @dataclass(frozen=True)
 class ProposedAction:
     capability: str
     entity_key: str
     args: dict[str, Any]
     idempotency_key: str  # always set: derived when the proposer gives none
+    # Why the proposer wants it, for the approver: the rule that matched, or the model's words (bounded).
+    rationale: str | None = None
 
 
 @dataclass(frozen=True)

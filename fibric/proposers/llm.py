@@ -3,9 +3,11 @@
 The answer must parse as JSON, fit the ExecutionPlan schema, name only the
 operator's capabilities, and give each action args valid against its tool's
 MCP input schema. Any failure is a ProposalError and no action at all: a plan
-is all valid or it does not exist. Timeouts, connection errors, 429 and 5xx are
-retried a bounded number of times with backoff (429 honours Retry-After); other
-4xx are not retried, since sending the same request again will not help.
+is all valid or it does not exist. An action's rationale only informs the
+approver, so one too long is cut and one left out is None. Timeouts, connection
+errors, 429 and 5xx are retried a bounded number of times with backoff (429
+honours Retry-After); other 4xx are not retried, since sending the same request
+again will not help.
 """
 
 from __future__ import annotations
@@ -183,8 +185,16 @@ class LlmProposer:
             key = item["idempotency_key"] or keys.derive_idempotency_key(
                 situation.operator_id, item["entity_key"], capability, item["args"])
             actions.append(base.ProposedAction(
-                capability=capability, entity_key=item["entity_key"], args=item["args"], idempotency_key=key))
+                capability=capability, entity_key=item["entity_key"], args=item["args"], idempotency_key=key,
+                rationale=_rationale(item.get("rationale"))))
         return keys.dedup(actions)
+
+
+def _rationale(text: str | None) -> str | None:
+    """The model's rationale as a plan keeps it: at most RATIONALE_MAX characters (a longer one is cut,
+    since the plan is still useful), None when it gave none."""
+    kept = (text or "").strip()[:base.RATIONALE_MAX]
+    return kept or None
 
 
 def _check_args(args: dict[str, Any], tool: base.Tool, where: str) -> None:

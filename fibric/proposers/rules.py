@@ -79,7 +79,8 @@ class RulesProposer:
             for i, rule in enumerate(spec.rules):
                 if _condition(rule, i, context, event):
                     actions.extend(
-                        _action(action, (i, j), context, event, situation.operator_id)
+                        _action(action, (i, j), context, event, situation.operator_id,
+                                _why(i, rule.when, event))
                         for j, action in enumerate(rule.actions)
                     )
         return keys.dedup(actions)
@@ -117,7 +118,7 @@ def _condition(rule: models.Rule, i: int, context: cel.Context, event: Mapping[s
 
 def _action(
     action: models.RuleAction, at: tuple[int, int], context: cel.Context,
-    event: Mapping[str, Any] | None, operator_id: str,
+    event: Mapping[str, Any] | None, operator_id: str, why: str,
 ) -> base.ProposedAction:
     where = f"rules[{at[0]}].actions[{at[1]}]"
     args = _render(action.args, context, f"{where}.args", event)
@@ -136,8 +137,15 @@ def _action(
     else:
         idempotency_key = keys.derive_idempotency_key(operator_id, entity_key, action.capability, args)
     return base.ProposedAction(
-        capability=action.capability, entity_key=entity_key, args=args, idempotency_key=idempotency_key
+        capability=action.capability, entity_key=entity_key, args=args, idempotency_key=idempotency_key,
+        rationale=why,
     )
+
+
+def _why(i: int, when: str, event: Mapping[str, Any] | None) -> str:
+    """What an approver reads: which rule matched on which event, with its condition as written."""
+    on = "a scheduled run" if event is None else f"event {event.get('id', '?')} ({event.get('type', '?')})"
+    return f"rules[{i}] matched {on}: {when}"[:base.RATIONALE_MAX]
 
 
 def _render(value: Any, context: cel.Context, where: str, event: Mapping[str, Any] | None) -> Any:

@@ -53,8 +53,10 @@ def _unset(value: object) -> bool:
     """Fields added after release stay out of stored specs while unset, so they never look changed."""
     return value is None
 
-WEBHOOK_EVENTS = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created")
-WebhookEvent = Literal["plan.proposed", "plan.executed", "action.disposed", "receipt.created"]
+WEBHOOK_EVENTS = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created", "plan.rejected",
+                  "plan.expired", "run.failed")
+WebhookEvent = Literal["plan.proposed", "plan.executed", "action.disposed", "receipt.created",
+                       "plan.rejected", "plan.expired", "run.failed"]
 
 
 class FieldError(ValueError):
@@ -168,6 +170,11 @@ class OperatorSpec(Strict):
     rules: list[Rule] = Field(default_factory=list)
     lifecycle: Literal["active", "paused", "draft"] = Field(
         default="active", description="The API's `status`: only active operators run."
+    )
+    plan_ttl_seconds: int | None = Field(
+        default=None, ge=60, le=90 * 24 * 3600,
+        description="How long a plan it proposes waits for a decision before it expires (its actions "
+                    "declined); default: the installation's FIBRIC_PLAN_TTL_SECONDS.",
     )
     sensitive: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
                                                      max_length=200)]] = Field(

@@ -128,7 +128,7 @@ def verify_tenant(record: Record, tenant_id: str, head: checkpoint.Head | None =
             break
         prev = row
     head_seq = prev[1] if prev else 0
-    head_hash = str(prev[-1]) if prev else receipts.GENESIS
+    head_hash = str(prev[receipts.HASH]) if prev else receipts.GENESIS
     if broken is None and head is not None and head.tenant_seq > head_seq:
         broken = Break(tenant_id, None, None, head_seq + 1,
                        f"truncated: the chain ends at tenant_seq {head_seq}, but the checkpoint of "
@@ -148,7 +148,7 @@ def _check(
         return Break(tenant_id, str(rid), seq, tenant_seq, reason)
 
     expected_seq = prev[1] + 1 if prev else 1
-    expected_prev = str(prev[-1]) if prev else receipts.GENESIS
+    expected_prev = str(prev[receipts.HASH]) if prev else receipts.GENESIS
     if tenant_seq is None or seq is None:
         return broken("edited: its sequence number was removed")
     if prev is not None and tenant_seq == prev[1]:
@@ -161,7 +161,7 @@ def _check(
         if target is not None:
             return broken(f"reordered: it links to receipt {target}, not to the receipt before it "
                           f"({prev[2] if prev else 'the start of the chain'})")
-        if following is not None and following[-2] == expected_prev:
+        if following is not None and following[receipts.PREV_HASH] == expected_prev:
             return broken("inserted: the chain does not pass through it (the next receipt links to the "
                           "one before it)")
         return broken("broken link: its prev_hash is not the hash of the receipt before it")

@@ -157,8 +157,8 @@ def over_files(files: Sequence[str], *, calls: Sequence[str] = (), threads: int 
                 ("receipts", files, receipts.COLUMNS, sealed.SCHEMA),
                 ("model_calls", calls, ", ".join(model_calls.FIELDS), sealed.CALLS_SCHEMA)):
             if listed:
-                conn.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet("
-                             f"[{', '.join(_literal(f) for f in listed)}], hive_partitioning = false)")
+                conn.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM "
+                             f"{sealed.parquet(', '.join(_literal(f) for f in listed))}")
             else:  # nothing sealed yet: the same columns, no rows
                 conn.execute(schema.replace(f"lake.{name}", name))
         lock_down(conn, threads=threads)
@@ -205,7 +205,7 @@ def export(files: Sequence[str], out: Path) -> int:
     conn = duckdb.connect(":memory:", config=dict(sealed.CONFIG))
     try:
         if files:
-            source = f"read_parquet([{', '.join(_literal(f) for f in files)}], hive_partitioning = false)"
+            source = sealed.parquet(", ".join(_literal(f) for f in files))
         else:  # nothing sealed: an empty file with the columns
             conn.execute(sealed.SCHEMA.replace("lake.receipts", "receipts"))
             source = "receipts"

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from fibric import errors, timefmt
+from fibric.store import receipts
 
 FORMAT = "fibric-receipts-checkpoint/1"
 FINGERPRINT_BYTES = 8
@@ -85,7 +86,8 @@ def create(record: Any, key_path: Path, *, now: datetime | None = None) -> dict[
     taken = timefmt.rfc3339(now or datetime.now(UTC))
     tenants: list[dict[str, Any]] = []
     for tenant_id in record.tenants():
-        rows = [(row[1], row[2], row[-1]) for row in record.chain(tenant_id)]  # tenant_seq, id, hash
+        # tenant_seq, id, hash
+        rows = [(row[1], row[2], row[receipts.HASH]) for row in record.chain(tenant_id)]
         prints = b"".join(fingerprint(str(h)) for _, _, h in rows)
         tenant_seq, receipt_id, head_hash = rows[-1]
         tenants.append({"tenant_id": tenant_id, "tenant_seq": int(tenant_seq), "receipt_id": receipt_id,

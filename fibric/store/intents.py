@@ -131,13 +131,15 @@ def conclude(
     events_of: Callable[[plans.Plan], Events],
 ) -> plans.Plan:
     """The end of an execution, in one durable transaction: the plan's results (`blocked` when every
-    action was refused, else `executed`), the applied actions counted on its run, the execution
-    finished with `events_of(plan)` enqueued, and `holder`'s leases on `entities` released.
+    approved action was refused, else `executed`; declined ones do not count), the applied actions
+    counted on its run, the execution finished with `events_of(plan)` enqueued, and `holder`'s
+    leases on `entities` released.
 
     When another holder (recovery) recorded the results first, they are kept and nothing is counted
     twice; the plan as it is now is returned either way.
     """
-    status = "blocked" if all(r["outcome"] == "refused" for r in results) else "executed"
+    ran = [r for r in results if r["outcome"] != "declined"]
+    status = "blocked" if all(r["outcome"] == "refused" for r in ran) else "executed"
     with state.backend.transaction(write=True) as cur:
         final, recorded = plans.record_results_in(cur, plan.tenant_id, plan.id, status=status,
                                                   results=results)

@@ -25,6 +25,9 @@ from fibric.store import state as state_module
 
 log = logging.getLogger(__name__)
 LEDGER_FILE = "receipts.duckdb"
+# The file has the columns of its release: fields added since read as null.
+_LEGACY_COLUMNS = ", ".join("NULL" if f in receipts.LATER_FIELDS else c
+                            for f, c in zip(receipts.FIELDS, receipts.COLUMNS.split(", "), strict=True))
 IMPORTED_SUFFIX = ".imported"
 
 
@@ -60,7 +63,7 @@ def _read(path: Path) -> list[tuple[Any, ...]]:
                 f"{path} holds receipts of ledger schema 1, whose chains have no per-tenant sequence; "
                 "move the file aside (it stays readable with duckdb) and start again")
         return [tuple(r) for r in conn.execute(
-            f"SELECT {receipts.COLUMNS} FROM receipts ORDER BY tenant_id, tenant_seq, seq").fetchall()]
+            f"SELECT {_LEGACY_COLUMNS} FROM receipts ORDER BY tenant_id, tenant_seq, seq").fetchall()]
     finally:
         conn.close()
 
@@ -80,7 +83,8 @@ class _Rows:
         return iter(self._by_tenant.get(tenant_id, []))
 
     def with_hash(self, tenant_id: str, chain_hash: str) -> str | None:
-        return next((str(r[2]) for r in self._by_tenant.get(tenant_id, []) if r[-1] == chain_hash), None)
+        rows = self._by_tenant.get(tenant_id, [])
+        return next((str(r[2]) for r in rows if r[receipts.HASH] == chain_hash), None)
 
 
 def _check_chains(path: Path, rows: list[tuple[Any, ...]]) -> None:
@@ -107,7 +111,7 @@ def _insert(state: state_module.StateStore, path: Path, rows: list[tuple[Any, ..
     with state.backend.transaction(write=True) as cur:
         cur.execute("SELECT hash FROM receipts WHERE id = ?", (rows[0][2],))
         found = cur.fetchone()
-        if found is not None and found[0] == rows[0][-1]:  # imported before a crash kept the file's name
+        if found is not None and found[0] == rows[0][receipts.HASH]:  # imported; a crash kept the file's name
             return
         cur.execute("SELECT DISTINCT tenant_id FROM receipts")
         recorded = {str(r[0]) for r in cur.fetchall()}

@@ -456,6 +456,23 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
             "CREATE INDEX model_calls_unsealed ON model_calls (started_at) WHERE sealed_at IS NULL",
         ],
     ),
+    (
+        13,
+        "approvers: plan expiry, rejection and the deciding key; named keys; declined actions",
+        [
+            "ALTER TABLE plans ADD COLUMN operator_name TEXT",
+            "ALTER TABLE plans ADD COLUMN event_ids TEXT",  # JSON list: every event of the run
+            "ALTER TABLE plans ADD COLUMN expires_at TEXT",
+            "ALTER TABLE plans ADD COLUMN decided_by TEXT",  # JSON {key_id, key_name}: approved or rejected
+            "ALTER TABLE plans ADD COLUMN decided_at TEXT",
+            "ALTER TABLE plans ADD COLUMN reason TEXT",  # why rejected, or that it expired
+            "CREATE INDEX plans_expiring ON plans (expires_at) WHERE status = 'proposed'",
+            "ALTER TABLE api_keys ADD COLUMN name TEXT",
+            # The key whose decision a receipt carries out, apart from the free-text `approver` note.
+            # Receipts written before have none; their hash leaves an absent decided_by out.
+            "ALTER TABLE receipts ADD COLUMN decided_by TEXT",
+        ],
+    ),
 ]
 
 SERIAL = {

@@ -26,7 +26,8 @@ from fibric import errors, ids, timefmt
 from fibric.store import backends, stamps
 from fibric.store import state as state_module
 
-EVENT_TYPES = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created")
+EVENT_TYPES = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created", "plan.rejected",
+               "plan.expired", "run.failed")
 NOTIFY_CHANNEL = "fibric_outbox"  # PostgreSQL: notified on commit of a transaction that enqueued
 
 

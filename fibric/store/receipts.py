@@ -35,16 +35,20 @@ from fibric.store import state as state_module
 
 GENESIS = "0" * 64  # prev_hash of a tenant's first receipt
 DECISIONS = ("ALLOW", "ALERT", "BLOCK", "DEDUP")
-OUTCOMES = ("applied", "failed", "refused", "deduplicated", "in_doubt")
+# `declined`: a person did not approve the action (left out of only_actions, rejected, expired).
+OUTCOMES = ("applied", "failed", "refused", "deduplicated", "in_doubt", "declined")
 
 FIELDS = (
     "seq", "tenant_seq", "id", "reseller_id", "tenant_id", "operator_id", "operator", "capability",
     "entity_key", "args", "triggered_by_event", "plan_id", "run_id", "proposed_by", "decision", "rule",
     "policy", "policy_id", "policy_sha256", "idempotency_key", "outcome", "approver", "detail", "at",
-    "prev_hash", "hash",
+    "prev_hash", "hash", "decided_by",
 )
+PREV_HASH, HASH = FIELDS.index("prev_hash"), FIELDS.index("hash")  # positions in a row of COLUMNS
+# Fields added after the first release: hashed only when set, so earlier receipts keep their hashes.
+LATER_FIELDS = frozenset({"decided_by"})
 COLUMNS = ", ".join("disposed_at" if f == "at" else f for f in FIELDS)  # `at` is a keyword in SQL
-JSON_FIELDS = frozenset({"args", "policy", "detail"})
+JSON_FIELDS = frozenset({"args", "policy", "detail", "decided_by"})
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class NewReceipt:
     run_id: str | None = None
     approver: str | None = None
     detail: Any = None
+    decided_by: Mapping[str, Any] | None = None  # {key_id, key_name}: the key whose decision it carries out
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Receipt:
     at: datetime
     prev_hash: str
     hash: str
+    decided_by: dict[str, Any] | None = None
 
 
 class AlreadyApplied(errors.Conflict):
@@ -310,10 +316,14 @@ def _lock_head(cur: Any, dialect: str, tenant_id: str) -> tuple[Any, ...]:
 def chain_hash(values: Mapping[str, Any]) -> str:
     """SHA-256 of a receipt's canonical JSON: every field but `hash`, `at` as RFC 3339.
 
+    A field added in a later release (LATER_FIELDS) is left out while it is
+    null, so receipts written before it existed verify as they always did.
+
     Canonical JSON is Python's json.dumps with sorted keys, "," and ":" as
     separators and ASCII escapes; docs/receipts.md shows how to recompute it.
     """
-    canonical = {k: v for k, v in values.items() if k != "hash"}
+    canonical = {k: v for k, v in values.items()
+                 if k != "hash" and not (k in LATER_FIELDS and v is None)}
     canonical["at"] = timefmt.rfc3339(values["at"])
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -351,7 +361,9 @@ def _prepare(new: NewReceipt, at: datetime | None) -> dict[str, Any]:
     values = {f.name: getattr(new, f.name) for f in fields(new)}  # shallow: the JSON columns are redone below
     policy = dict(new.policy) if new.policy is not None else {"decision": new.decision, "rule": new.rule}
     # Hash what a reader will get back: the JSON columns as they round-trip.
-    for name, value in (("args", dict(new.args)), ("policy", policy), ("detail", new.detail)):
+    decided_by = dict(new.decided_by) if new.decided_by is not None else None
+    for name, value in (("args", dict(new.args)), ("policy", policy), ("detail", new.detail),
+                        ("decided_by", decided_by)):
         values[name] = _loads(_dumps(value))
     # Kept to the microsecond (the sealer's lag is measured from it); the hash reads it to the second.
     values["at"] = (at or datetime.now(UTC)).astimezone(UTC)

@@ -44,6 +44,7 @@ class ApiKey:
     hint: str  # the first characters of the secret, to tell keys apart in a list
     created_at: datetime
     revoked_at: datetime | None = None
+    name: str | None = None  # whose key it is, recorded on what it approves
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class Principal:
     tenant_id: str
     key_id: str
     scopes: frozenset[str]
+    key_name: str | None = None
+
+    @property
+    def identity(self) -> dict[str, str | None]:
+        """Who decided, as plans and receipts record it: the key, apart from any free-text note."""
+        return {"key_id": self.key_id, "key_name": self.key_name}
 
 
 @dataclass(frozen=True)

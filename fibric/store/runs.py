@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from fibric import errors, ids, timefmt
-from fibric.store import claims, pages, stamps
+from fibric.store import claims, outbox, pages, stamps, views
 from fibric.store import state as state_module
 
 STATUSES = ("running", "succeeded", "failed")
@@ -137,7 +137,8 @@ def start(
 
 
 def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: datetime | None = None) -> Run:
-    """Record the run's outcome, drop the events it consumed, release its lease. Blocking.
+    """Record the run's outcome, drop the events it consumed, release its lease, and announce a
+    failure (`run.failed`) in the same transaction. Blocking.
 
     A run that was meanwhile reaped as interrupted keeps that verdict (its
     events already went back to the queue); its lease is not touched.
@@ -153,10 +154,15 @@ def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: d
             (outcome.status, outcome.sensed, outcome.proposed, outcome.plan_id, outcome.proposal_digest,
              outcome.proposed_by, _clip(outcome.error), stamps.stamp(moment), run.tenant_id, run.id),
         )
-        if cur.rowcount == 1:
+        finished = cur.rowcount == 1
+        if finished:
             cur.execute("DELETE FROM run_queue WHERE run_id = ?", (run.id,))
             claims.release(cur, claims.RUN, (run.tenant_id, run.operator_id, run.entity_key), run.id)
-        return _read(cur, run.tenant_id, run.id)
+        done = _read(cur, run.tenant_id, run.id)
+        if finished and done.status == "failed":  # a person may need to look: the operator did not propose
+            outbox.enqueue(cur, reseller_id=run.reseller_id, tenant_id=run.tenant_id, type="run.failed",
+                           payload=views.run(done))
+        return done
 
 
 def release(state: state_module.StateStore, run: Run, reason: str = INTERRUPTED) -> None:

@@ -49,8 +49,10 @@ CREATE TABLE lake.receipts (
     triggered_by_event VARCHAR, plan_id VARCHAR, run_id VARCHAR, proposed_by VARCHAR, decision VARCHAR,
     rule VARCHAR, policy JSON, policy_id VARCHAR, policy_sha256 VARCHAR, idempotency_key VARCHAR,
     outcome VARCHAR, approver VARCHAR, detail JSON, disposed_at TIMESTAMP, prev_hash VARCHAR,
-    hash VARCHAR
+    hash VARCHAR, decided_by JSON
 )"""
+# Columns added to a table after the first release: (table, column, type), added to an older lake on open.
+ADDED_COLUMNS = (("receipts", "decided_by", "JSON"),)
 CALLS_TABLE = "lake.model_calls"  # model call records (fibric/store/model_calls.py), sealed beside receipts
 CALLS_SCHEMA = """
 CREATE TABLE lake.model_calls (
@@ -257,6 +259,9 @@ class SealedLedger:
                 if name not in tables and not self.read_only:  # a lake of an earlier release gains its table
                     conn.execute(schema)
                     conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (tenant_id)")
+            if not self.read_only:  # ... and the columns added since
+                for name, column, kind in ADDED_COLUMNS:
+                    conn.execute(f"ALTER TABLE lake.{name} ADD COLUMN IF NOT EXISTS {column} {kind}")
             if local and Path(self.catalog).exists():
                 filemodes.restrict(Path(self.catalog))
             if local and not self.read_only:
@@ -315,7 +320,7 @@ def rows_in(files: Sequence[str], tenant_id: str, batch: int = 10_000) -> Iterat
     conn = duckdb.connect(":memory:", config=dict(CONFIG))
     try:
         listed = ", ".join(_literal(f) for f in files)
-        cur = conn.execute(f"SELECT {record.COLUMNS} FROM read_parquet([{listed}], hive_partitioning = false)"
+        cur = conn.execute(f"SELECT {record.COLUMNS} FROM {parquet(listed)}"
                            " WHERE tenant_id = ? ORDER BY tenant_seq, seq", [tenant_id])
         while chunk := cur.fetchmany(batch):
             yield from chunk
@@ -367,6 +372,12 @@ def _call_row(call: calls_record.StoredCall) -> dict[str, Any]:
             value = _lake_time(value).isoformat(timespec="microseconds")
         values[name] = value
     return values
+
+
+def parquet(listed: str) -> str:
+    """A read of sealed Parquet files (`listed`: their quoted paths): files written before a column
+    was added (ADDED_COLUMNS) read it as null."""
+    return f"read_parquet([{listed}], hive_partitioning = false, union_by_name = true)"
 
 
 def _literal(text: str) -> str:

@@ -23,6 +23,7 @@ from fibric import errors, ids
 from fibric.store import backends, migrations, pages, records, stamps
 
 KEY_PREFIX = "sk_live_"
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,99}")
 TENANT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _OBJECT_COLUMNS = (
     "seq, id, reseller_id, tenant_id, kind, name, spec, labels, generation, status, "
@@ -139,8 +140,16 @@ class StateStore:
 
     # --- API keys -----------------------------------------------------------
 
-    def create_api_key(self, tenant_id: str, scopes: frozenset[str]) -> tuple[records.ApiKey, str]:
-        """A new key for the tenant; the secret is returned here once and stored only as a hash."""
+    def create_api_key(
+        self, tenant_id: str, scopes: frozenset[str], *, name: str | None = None
+    ) -> tuple[records.ApiKey, str]:
+        """A new key for the tenant; the secret is returned here once and stored only as a hash.
+
+        `name` says whose key it is (a person, a pipeline): approvals record it beside the key's id.
+        """
+        if name is not None and not KEY_NAME.fullmatch(name):
+            raise errors.SpecInvalid(errors.SpecProblem(
+                "a key name is 1-100 characters: letters, digits, spaces and . _ @ + -", path="name"))
         unknown = sorted(scopes - set(records.SCOPES))
         if unknown or not scopes:
             raise errors.SpecInvalid(
@@ -159,18 +168,19 @@ class StateStore:
             scopes=frozenset(scopes),
             hint=secret[: len(KEY_PREFIX) + 4],
             created_at=datetime.now(UTC),
+            name=name,
         )
         with self.backend.transaction(write=True) as cur:
             cur.execute(
-                "INSERT INTO api_keys (id, reseller_id, tenant_id, secret_hash, hint, scopes, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO api_keys (id, reseller_id, tenant_id, secret_hash, hint, scopes, created_at,"
+                " name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (key.id, key.reseller_id, key.tenant_id, hash_secret(secret), key.hint,
-                 " ".join(sorted(scopes)), key.created_at.isoformat()),
+                 " ".join(sorted(scopes)), key.created_at.isoformat(), name),
             )
         return key, secret
 
     def list_api_keys(self, tenant_id: str | None = None) -> list[records.ApiKey]:
-        sql = "SELECT id, reseller_id, tenant_id, scopes, hint, created_at, revoked_at FROM api_keys"
+        sql = "SELECT id, reseller_id, tenant_id, scopes, hint, created_at, revoked_at, name FROM api_keys"
         params: tuple[Any, ...] = ()
         if tenant_id is not None:
             sql, params = sql + " WHERE tenant_id = ?", (tenant_id,)
@@ -179,7 +189,7 @@ class StateStore:
             rows = cur.fetchall()
         return [
             records.ApiKey(r[0], r[1], r[2], frozenset(r[3].split()), r[4],
-                           datetime.fromisoformat(r[5]), stamps.parse(r[6]))
+                           datetime.fromisoformat(r[5]), stamps.parse(r[6]), r[7])
             for r in rows
         ]
 
@@ -202,7 +212,8 @@ class StateStore:
             raise errors.Unauthenticated("API key is malformed")
         with self.backend.transaction(write=False) as cur:
             cur.execute(
-                "SELECT id, reseller_id, tenant_id, scopes, revoked_at FROM api_keys WHERE secret_hash = ?",
+                "SELECT id, reseller_id, tenant_id, scopes, revoked_at, name FROM api_keys"
+                " WHERE secret_hash = ?",
                 (hash_secret(secret),),
             )
             row = cur.fetchone()
@@ -211,7 +222,8 @@ class StateStore:
         if row[4] is not None:
             raise errors.Unauthenticated("API key has been revoked")
         return records.Principal(
-            reseller_id=row[1], tenant_id=row[2], key_id=row[0], scopes=frozenset(row[3].split())
+            reseller_id=row[1], tenant_id=row[2], key_id=row[0], scopes=frozenset(row[3].split()),
+            key_name=row[5],
         )
 
     # --- objects ------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 The API's routes and the code that writes a webhook event in the same
 transaction as a change (fibric/store/outbox.py) call these, so a
-`plan.proposed` delivery carries exactly what GET /v1/plans/{id} shows.
+`plan.proposed` delivery carries exactly what GET /v1/plans/{id} shows, and a
+`run.failed` one what GET /v1/runs/{id} does.
 """
 
 from __future__ import annotations
@@ -12,9 +13,30 @@ from typing import TYPE_CHECKING, Any
 from fibric import timefmt
 
 if TYPE_CHECKING:
-    from fibric.store import plans, receipts
+    from fibric.store import plans, receipts, runs
 
 _ACTION_FIELDS = frozenset({"capability", "entity_key", "idempotency_key", "args", "decision"})
+
+
+def run(run: runs.Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "object": "run",
+        "operator_id": run.operator_id,
+        "operator": run.operator,
+        "trigger": run.trigger,
+        "status": run.status,
+        "entity_key": run.entity_key or None,
+        "event_ids": run.event_ids,
+        "sensed": run.sensed,
+        "proposed": run.proposed,
+        "applied": run.applied,
+        "plan_id": run.plan_id,
+        "proposed_by": run.proposed_by,
+        "error": run.error,
+        "started_at": timefmt.rfc3339(run.started_at),
+        "finished_at": timefmt.rfc3339(run.finished_at),
+    }
 
 
 def plan_summary(plan: plans.Plan) -> dict[str, Any]:
@@ -22,9 +44,11 @@ def plan_summary(plan: plans.Plan) -> dict[str, Any]:
         "id": plan.id,
         "object": "execution_plan",
         "operator_id": plan.operator_id,
+        "operator": plan.operator_name,
         "status": plan.status,
         "action_count": len(plan.actions),
         "proposed_at": timefmt.rfc3339(plan.proposed_at),
+        "expires_at": timefmt.rfc3339(plan.expires_at),
     }
 
 
@@ -33,6 +57,9 @@ def plan(plan: plans.Plan) -> dict[str, Any]:
         "id": plan.id,
         "object": "execution_plan",
         "operator_id": plan.operator_id,
+        "operator": plan.operator_name,
+        "run_id": plan.run_id,
+        "event_ids": plan.event_ids,
         "proposed_by": plan.proposed_by,
         "status": plan.status,
         "actions": [plan_action(a) for a in plan.actions],
@@ -40,7 +67,11 @@ def plan(plan: plans.Plan) -> dict[str, Any]:
         "policy_id": plan.policy_id,
         "digest": plan.digest,
         "proposed_at": timefmt.rfc3339(plan.proposed_at),
+        "expires_at": timefmt.rfc3339(plan.expires_at),
         "approver": plan.approver,
+        "decided_by": plan.decided_by,
+        "decided_at": timefmt.rfc3339(plan.decided_at),
+        "reason": plan.reason,
         "results": plan.results,
         "executed_at": timefmt.rfc3339(plan.executed_at),
     }
@@ -88,6 +119,7 @@ def receipt(receipt: receipts.Receipt) -> dict[str, Any]:
         "idempotency_key": receipt.idempotency_key,
         "outcome": receipt.outcome,
         "approver": receipt.approver,
+        "decided_by": receipt.decided_by,
         "detail": receipt.detail,
         "at": timefmt.rfc3339(receipt.at),
         "prev_hash": receipt.prev_hash,

@@ -58,9 +58,9 @@ def test_list_has_the_reference_shape(client: TestClient, plan: plans.Plan) -> N
     listed = client.get("/v1/plans", params={"status": "proposed"}).json()
     assert listed["object"] == "list" and listed["has_more"] is False and listed["next_cursor"] is None
     assert listed["data"] == [{
-        "id": plan.id, "object": "execution_plan", "operator_id": plan.operator_id,
+        "id": plan.id, "object": "execution_plan", "operator_id": plan.operator_id, "operator": None,
         "status": "proposed", "action_count": 2,
-        "proposed_at": plan.proposed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "proposed_at": plan.proposed_at.strftime("%Y-%m-%dT%H:%M:%SZ"), "expires_at": None,
     }]
 
 

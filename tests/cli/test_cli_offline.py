@@ -101,8 +101,9 @@ ALL_COMMANDS = _commands(cli.cli)
 
 def test_the_walk_finds_every_command() -> None:
     assert {c[0] for c in ALL_COMMANDS if c} == {
-        "admin", "apply", "audit", "connector", "delete", "demo", "diff", "export", "get", "policy", "schema",
-        "secret", "serve", "validate"}
+        "admin", "apply", "audit", "connector", "delete", "demo", "diff", "export", "get", "plans", "policy",
+        "schema", "secret", "serve", "validate"}
+    assert {("plans", c) for c in ("list", "show", "approve", "reject")} <= set(ALL_COMMANDS)
     assert {("secret", "set"), ("secret", "list"), ("secret", "delete")} <= set(ALL_COMMANDS)
     assert ("admin", "key", "create") in ALL_COMMANDS
     assert ("admin", "tenant", "list") in ALL_COMMANDS

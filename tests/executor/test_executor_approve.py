@@ -153,8 +153,12 @@ def test_approve_binds_to_the_digest_the_approver_saw(fibric: Fibric) -> None:
 def test_only_actions_runs_the_chosen_subset(fibric: Fibric) -> None:
     plan = fibric.propose()
     body = approve(fibric, plan.id, {"only_actions": [HOLD]}).json()
-    assert [r["idempotency_key"] for r in body["results"]] == [HOLD]
+    assert [(r["idempotency_key"], r["outcome"]) for r in body["results"]] == [
+        (HOLD, "applied"), (NOTIFY, "declined")]  # the action left out is on the record, not run
     assert effects(fibric.orders_db, HOLD) == 1 and effects(fibric.orders_db, NOTIFY) == 0
+    declined = fibric.ledger.get(fibric.tenant.id, body["results"][1]["receipt_id"])
+    assert declined.rule == "declined" and declined.decision == "ALERT"  # the decision the plan showed
+    assert "only_actions" in declined.policy["reasons"][0]
 
 
 def test_a_single_flight_collision_is_409_naming_the_entity(fibric: Fibric) -> None:

@@ -91,7 +91,7 @@ def test_the_request_carries_purpose_events_sensed_and_tool_schemas(provider: Pr
     hold, notify = schema["properties"]["actions"]["items"]["anyOf"]  # one branch per capability
     assert hold["properties"]["capability"]["enum"] == ["orders.hold"]
     assert notify["properties"]["capability"]["enum"] == ["orders.notify"]
-    assert hold["required"] == ["capability", "entity_key", "idempotency_key", "args"]
+    assert hold["required"] == ["capability", "entity_key", "idempotency_key", "args", "rationale"]
     assert hold["properties"]["args"] == {  # the tool's schema, in strict form
         "type": "object", "additionalProperties": False, "required": ["order_id", "reason"],
         "properties": {"order_id": {"type": "string"},

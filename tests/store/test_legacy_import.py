@@ -62,11 +62,11 @@ def write_old_ledger(data_dir: Path, rows: list[receipts.Receipt]) -> Path:
         conn.execute(SCHEMA_2)
         for r in rows:
             values = dataclasses.asdict(r)
-            row = [receipts._dumps(values[f]) if f in receipts.JSON_FIELDS else values[f]
-                   for f in receipts.FIELDS]
-            row[receipts.FIELDS.index("at")] = r.at.replace(tzinfo=None)
-            conn.execute(f"INSERT INTO receipts ({receipts.COLUMNS}) VALUES ({', '.join('?' * len(row))})",
-                         row)
+            old = [f for f in receipts.FIELDS if f not in receipts.LATER_FIELDS]  # that release's columns
+            row = [receipts._dumps(values[f]) if f in receipts.JSON_FIELDS else values[f] for f in old]
+            row[old.index("at")] = r.at.replace(tzinfo=None)
+            columns = ", ".join("disposed_at" if f == "at" else f for f in old)
+            conn.execute(f"INSERT INTO receipts ({columns}) VALUES ({', '.join('?' * len(row))})", row)
     finally:
         conn.close()
     return path

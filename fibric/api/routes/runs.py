@@ -18,7 +18,7 @@ from pydantic import StringConstraints
 from fibric import store, timefmt
 from fibric.api import auth, context, objects, pagination, routing, schemas
 from fibric.api import errors as api_errors
-from fibric.store import model_calls, runs
+from fibric.store import model_calls, runs, views
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -26,27 +26,6 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=api_errors.RESPON
 Reader = Annotated[store.Principal, Depends(auth.require("operators:read"))]
 Status = Literal["running", "succeeded", "failed"]
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-
-
-def represent(run: runs.Run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "object": "run",
-        "operator_id": run.operator_id,
-        "operator": run.operator,
-        "trigger": run.trigger,
-        "status": run.status,
-        "entity_key": run.entity_key or None,
-        "event_ids": run.event_ids,
-        "sensed": run.sensed,
-        "proposed": run.proposed,
-        "applied": run.applied,
-        "plan_id": run.plan_id,
-        "proposed_by": run.proposed_by,
-        "error": run.error,
-        "started_at": timefmt.rfc3339(run.started_at),
-        "finished_at": timefmt.rfc3339(run.finished_at),
-    }
 
 
 @router.get("", summary="List runs (additive)", **schemas.returns(schemas.RunList))
@@ -62,7 +41,7 @@ def list_runs(
                               limit=limit, before_seq=before_seq)
 
     page = pagination.paginate(fetch, page_params)
-    return JSONResponse(pagination.envelope(page, [represent(r) for r in page.items]))
+    return JSONResponse(pagination.envelope(page, [views.run(r) for r in page.items]))
 
 
 @router.get("/{run_id}", summary="Retrieve a run (additive)", **schemas.returns(schemas.Run, 200, 404))
@@ -70,7 +49,7 @@ def retrieve_run(ctx: context.Ctx, principal: Reader, run_id: str) -> JSONRespon
     objects.check_ref("run", run_id)
     run = runs.get(ctx.state, principal.tenant_id, run_id)
     calls = model_calls.for_run(ctx.state, principal.tenant_id, run.id)
-    return JSONResponse({**represent(run), "model_calls": [model_call(c) for c in calls]})
+    return JSONResponse({**views.run(run), "model_calls": [model_call(c) for c in calls]})
 
 
 def model_call(call: model_calls.StoredCall) -> dict[str, Any]:

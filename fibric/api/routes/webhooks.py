@@ -37,7 +37,8 @@ class WebhookCreate(BaseModel):
 
     url: str = Field(description="HTTPS endpoint that receives POST deliveries.")
     events: list[str] = Field(
-        description="plan.proposed, plan.executed, action.disposed, receipt.created."
+        description="plan.proposed, plan.executed, action.disposed, receipt.created, plan.rejected, "
+        "plan.expired, run.failed."
     )
     description: str | None = Field(default=None, description="Human-readable label.")
     name: str | None = Field(default=None, description="Slug; defaults to webhook-<hex>.")
