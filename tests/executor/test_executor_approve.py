@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from executor_support import Fibric, effects, example_actions, running
 
@@ -216,3 +217,19 @@ def test_the_tool_is_not_called_when_its_intent_cannot_be_written(fibric: Fibric
     receipt = fibric.ledger.get(fibric.tenant.id, body["results"][0]["receipt_id"])
     assert "intent not written, tool not called" in receipt.detail["error"]
     assert "disk full" in receipt.detail["error"]
+
+
+def test_receipts_name_the_key_that_approved_apart_from_the_note(fibric: Fibric) -> None:
+    key, secret = fibric.state.create_api_key(fibric.tenant.id, frozenset({"plans:approve"}),
+                                              name="alice@example.com")
+    plan = fibric.propose()
+
+    with httpx.Client(base_url=fibric.url, headers={"Authorization": f"Bearer {secret}"}) as alice:
+        body = alice.post(f"/v1/plans/{plan.id}/approve", json={"approver": "on behalf of bob"}).json()
+
+    who = {"key_id": key.id, "key_name": "alice@example.com"}
+    # The note is free text; who approved is the key.
+    assert (body["approver"], body["decided_by"]) == ("on behalf of bob", who)
+    for result in body["results"]:
+        receipt = fibric.ledger.get(fibric.tenant.id, result["receipt_id"])
+        assert (receipt.approver, receipt.decided_by) == ("on behalf of bob", who)

@@ -138,11 +138,20 @@ spec:
         settle(state)
         after = client.get(f"/v1/operators/{operator.id}").json()["last_run"]
         listed_failed = client.get("/v1/runs", params={"status": "failed"}).json()["data"]
+        [proposal] = client.get("/v1/plans").json()["data"]
     assert failed["status"] == "failed" and failed["error"] and failed["proposed"] == 0
     assert [r["id"] for r in listed_failed] == [failed["run_id"]]
     assert "rules[0].when" in listed_failed[0]["error"]
     assert (after["status"], after["proposed"], after["error"]) == ("succeeded", 1, None)
     assert after["run_id"] != failed["run_id"]
+    # A person learns of the failure without polling: run.failed carries the run as GET shows it.
+    announced = [e.payload for e in outbox.history(state) if e.type == "run.failed"]
+    assert announced == [listed_failed[0]]
+    # And the plan says why it proposes what it does: the rule that matched, on which event.
+    plan = plans.get(state, tenant.id, proposal["id"])
+    assert (plan.operator_name, plan.run_id) == ("scorer", after["run_id"])
+    [proposed] = plan.actions
+    assert proposed["rationale"].startswith(f"rules[0] matched event {plan.event_ids[0]} (order.scored)")
 
 
 def test_the_same_proposal_twice_makes_one_plan_until_that_plan_is_decided(
