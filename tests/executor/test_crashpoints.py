@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from fibric import settings
@@ -31,3 +33,12 @@ def test_executor_settings_come_from_the_environment() -> None:
     assert settings.Settings.from_env({}).executor == settings.ExecutorSettings(30.0, 5.0)
     with pytest.raises(ValueError, match="must be positive"):
         settings.Settings.from_env({"FIBRIC_EXECUTOR_LEASE_SECONDS": "0"})
+
+
+def test_plans_expire_after_the_installations_ttl_unless_the_operator_says_otherwise() -> None:
+    default = settings.Settings.from_env({}).executor
+    assert default.plan_ttl(None) == timedelta(days=7) and default.plan_ttl(3600) == timedelta(hours=1)
+    never = settings.Settings.from_env({"FIBRIC_PLAN_TTL_SECONDS": "0"}).executor
+    assert never.plan_ttl(None) is None and never.plan_ttl(600) == timedelta(minutes=10)
+    with pytest.raises(ValueError, match="FIBRIC_PLAN_TTL_SECONDS"):
+        settings.Settings.from_env({"FIBRIC_PLAN_TTL_SECONDS": "-1"})
