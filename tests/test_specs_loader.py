@@ -372,7 +372,7 @@ def test_unknown_webhook_event(tmp_path: Path) -> None:
     path, problem = only_problem(tmp_path, WEBHOOK.replace("[plan.proposed]", "[plan.proposed, x.y]"))
     assert problem == (
         f"{path}:6:27: spec.events[1]: Input should be 'plan.proposed', 'plan.executed', "
-        "'action.disposed' or 'receipt.created'"
+        "'action.disposed', 'receipt.created', 'plan.rejected', 'plan.expired' or 'run.failed'"
     )
 
 

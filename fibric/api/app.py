@@ -5,7 +5,8 @@ app keeps what it was given on `app.state` (see context.py), so tests build as
 many independent apps as they like. The controller runs inside the app's
 lifespan, on the same event loop as uvicorn (DESIGN.md, Runtime).
 
-Middleware, outermost first: RequestId (every response gets `Request-Id`),
+Middleware, outermost first: KeyCookie (under /ui only: the approver page's
+cookie is the request's bearer key, ui/keycookie.py), RequestId (every response gets `Request-Id`),
 Admission (the key is resolved once and the rate limit counted; every
 response gets the RateLimit headers, or the request ends in 429), BodyLimit
 (413 before a byte too many is read), Idempotency (the `Idempotency-Key`
@@ -32,6 +33,7 @@ from fibric.api import (
     openapi,
     ratelimit,
     routes,
+    ui,
     workers,
 )
 from fibric.store import receipts as receipts_module
@@ -103,6 +105,7 @@ def create_app(
     app.add_middleware(middleware.RequestId)
     for router in routes.ROUTERS:
         app.include_router(router)
+    ui.install(app)  # the approver page at /ui/; its cookie middleware goes outside all of the above
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     openapi.install(app)
     return app

@@ -44,6 +44,7 @@ def test_retrieve_has_the_whole_record(
         "triggered_by_event": "ev_3a91c7", "plan_id": "pl_7c1a", "proposed_by": "model",
         "policy": {"decision": "ALLOW", "rule": "orders.hold"},
         "idempotency_key": "ship-risk:SO-10884:hold", "outcome": "applied", "approver": "ops@acme.com",
+        "decided_by": None,
         "at": written.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         # additive
         "operator_id": "op_8f2a1c", "args": {"reason": "will miss ship-by date"}, "run_id": None,

@@ -216,3 +216,20 @@ def test_every_page_carries_the_security_headers(fibric: Fibric, session: httpx.
         else:
             assert answer.headers["cache-control"] == "no-store", path
             assert "<script" not in answer.text.lower(), path
+
+
+def test_a_decision_must_name_what_it_decides(fibric: Fibric, session: httpx.Client) -> None:
+    plan = propose(fibric)
+    proof = {"csrf_token": csrf.token(session.cookies["fibric_key"])}
+    keys = list(hold_and_notify(plan))
+    tries = [("approve", {"action": keys}, "digest: the plan&#39;s digest as shown is required"),
+             ("reject", {"reason": "no"}, "digest: the plan&#39;s digest as shown is required"),
+             ("approve", {"digest": plan.digest}, "Choose at least one action"),
+             ("reject", {"digest": plan.digest, "reason": "  "}, "reason: say why"),
+             ("approve", {"digest": plan.digest, "action": ["ship-risk:elsewhere"]},
+              "has no action with idempotency_key")]
+    for path, body, said in tries:
+        answer = session.post(f"/ui/plans/{plan.id}/{path}", data={**proof, **body},
+                              headers={"Origin": fibric.url})
+        assert answer.status_code == 400 and said in answer.text, (path, body, answer.text)
+    assert untouched(fibric, plan)
