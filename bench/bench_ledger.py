@@ -95,7 +95,7 @@ def bare_inserts(folder: Path, count: int) -> float:
                      new.operator, new.capability, new.entity_key, '{"reason":"late"}', None, None, None,
                      new.proposed_by, new.decision, new.rule, '{"decision":"ALLOW"}', new.policy_id,
                      new.policy_sha256, new.idempotency_key, new.outcome, None, '{"held":true}',
-                     "2026-06-14T09:02:11.000000+00:00", receipts.GENESIS, "cd" * 32])
+                     "2026-06-14T09:02:11.000000+00:00", receipts.GENESIS, "cd" * 32, None])
     started = time.perf_counter()
     for row in rows:
         conn.execute("BEGIN IMMEDIATE")
@@ -146,7 +146,8 @@ def generate(lake: sealed.SealedLedger, native: Path, rows: int) -> None:
                AS outcome, 'ops@acme.com' AS approver, NULL AS detail,
                TIMESTAMP '2026-03-01' + to_seconds((i * 7919) % (90 * 86400)) AS disposed_at,
                md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS prev_hash,
-               md5((i + 2)::VARCHAR) || md5((i + 3)::VARCHAR) AS hash
+               md5((i + 2)::VARCHAR) || md5((i + 3)::VARCHAR) AS hash,
+               '{{"key_id":"key_bench","key_name":"ops"}}' AS decided_by
         FROM range({rows}) t(i)"""
     conn = duckdb.connect(str(native), config=dict(sealed.CONFIG))
     conn.execute(f"CREATE TABLE receipts AS {select}")
