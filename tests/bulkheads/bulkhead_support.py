@@ -156,6 +156,10 @@ def installation(
             "FIBRIC_RATE_LIMIT_OVERRIDES": f"{b.id}:reads=100000,writes=100000,events=100000",
             # A's slow policy runs to its budget on every decision: no circuit breaker spares it.
             "FIBRIC_POLICY_BREAKER_TIMEOUTS": "0",
+            # B's decisions take a few ms of CPU, but on a 2-core machine beside A's policy burning a
+            # core to its budget, one can wait past 100 ms for the CPU: give each decision 500 ms,
+            # still far under A's (seconds of CPU per decision, so A's still always time out).
+            "FIBRIC_POLICY_TIMEOUT_MS": "500",
             **(env or {}),
         }
         served = Served(["--data-dir", str(data), "--connector-catalog", str(tmp / "catalog.yaml")],
