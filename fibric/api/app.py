@@ -17,7 +17,6 @@ are probes.py's.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -83,9 +82,8 @@ def create_app(
         threads = settings.server.worker_threads or workers.default_threads(state.backend.dialect)
         with workers.quick_threads(threads) as executor:
             app.state.quick_threads = executor  # routing.Route hands it to workers.run
-            if probe is not None:  # /readyz's policy, compiled before the first probe; a daemon thread,
-                # so a SIGTERM soon after start never waits for a compile (the quick threads are joined)
-                threading.Thread(target=probe.warm, name="fibric-readiness-warm", daemon=True).start()
+            if probe is not None:
+                executor.submit(probe.warm)  # /readyz's policy, compiled before the first probe
             if controller is not None:
                 await controller.start()
             try:
