@@ -41,6 +41,14 @@ T = TypeVar("T")
 KINDS = ("executor", "delivery", "connectors", "controller")
 
 
+class PoolClosed(RuntimeError):
+    """Work was handed to a pool that is closed: the system is shutting down.
+
+    A service loop that meets it ends quietly instead of retrying (and logging)
+    forever against a system that no longer runs.
+    """
+
+
 class Pool:
     """One named, bounded pool; threads start on first use and are named `fibric-<name>-N`."""
 
@@ -56,7 +64,12 @@ class Pool:
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn(*args, **kwargs)` in one of this pool's threads, with the caller's context."""
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        future = asyncio.get_running_loop().run_in_executor(self._threads(), call)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._threads(), call)
+        except RuntimeError as e:  # closed between _threads() and the submit
+            if self._closed:
+                raise PoolClosed(f"the {self.name} thread pool is closed") from e
+            raise
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -74,7 +87,7 @@ class Pool:
     def _threads(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._closed:
-                raise RuntimeError(f"the {self.name} thread pool is closed")
+                raise PoolClosed(f"the {self.name} thread pool is closed")
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=f"fibric-{self.name}")
             return self._executor

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from fibric import threads
+from fibric.controller import recovery
 
 REQUEST = contextvars.ContextVar("request", default="none")
 
@@ -74,9 +77,31 @@ def test_a_cancelled_caller_waits_for_its_thread() -> None:
 def test_a_closed_pool_refuses_work_and_bad_sizes_are_refused() -> None:
     pool = threads.Pool("controller", 1)
     pool.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(threads.PoolClosed, match="controller thread pool is closed"):
         asyncio.run(pool.run(lambda: None))
     with pytest.raises(ValueError, match="at least one"):
         threads.Pool("executor", 0)
     with pytest.raises(ValueError, match="unknown"):
         threads.Pools({"dns": 2})
+
+
+def test_a_service_whose_pool_closed_stops_instead_of_retrying_forever(caplog: pytest.LogCaptureFixture) -> None:
+    """Shutdown closes the pools; recovery (which retries a failed pass every interval) then ends, quietly.
+
+    Before, it logged a traceback every 0.2 s for as long as the process lived.
+    """
+    pool = threads.Pool("executor", 1)
+    pool.close()
+    service = recovery.Recovery(SimpleNamespace(pool=pool, state=None, lease_seconds=1.0),  # type: ignore[arg-type]
+                                interval=0.0)
+
+    async def main() -> None:
+        await service.start()
+        assert service._task is not None
+        await asyncio.wait_for(service._task, 5)
+
+    with caplog.at_level(logging.INFO, logger="fibric"):
+        asyncio.run(main())
+    said = [r for r in caplog.records if "recovery" in r.getMessage()]
+    assert [r.getMessage() for r in said] == ["executor recovery stops: the system is shutting down"]
+    assert not any(r.exc_info for r in said)

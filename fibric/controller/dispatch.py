@@ -187,6 +187,9 @@ class Dispatcher:
             self._wake.clear()  # before the pass: a wake-up during it means "look again"
             try:
                 fanned, started = await self._launch()
+            except threads.PoolClosed:
+                log.info("webhook dispatch stops: the system is shutting down")
+                return
             except Exception:  # a store outage must not kill the service; the next pass retries
                 log.exception("webhook dispatch pass failed")
                 fanned, started = 0, []

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 
-from fibric import errors
+from fibric import errors, threads
 from fibric.controller import declines
 from fibric.controller import executor as executor_module
 from fibric.store import intents, plans
@@ -53,6 +53,9 @@ class Recovery:
                 await recover_once(self.executor)
                 # Plans nobody decided on in time: closed, their actions declined (declines.py).
                 await self.executor.pool.run(declines.expire_due, self.executor.state)
+            except threads.PoolClosed:
+                log.info("executor recovery stops: the system is shutting down")
+                return
             except errors.FibricError as e:
                 log.warning("executor recovery pass failed, retrying in %.0fs: %s", self.interval, e)
             except Exception:  # a bug or an unwrapped driver error must not end recovery for good

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 
-from fibric import store
+from fibric import store, threads
 from fibric.controller import runs
 from fibric.store import routing
 from fibric.store import runs as run_store
@@ -120,6 +120,9 @@ class Router:
             self._woken.clear()
             try:
                 await self.pump()
+            except threads.PoolClosed:
+                log.info("event routing stops: the system is shutting down")
+                return
             except Exception:
                 log.exception("routing pass failed; retrying in %.1fs", self.poll_seconds)
 

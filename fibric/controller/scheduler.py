@@ -25,7 +25,7 @@ from datetime import datetime
 
 from croniter import croniter
 
-from fibric import store
+from fibric import store, threads
 from fibric.controller import runs
 from fibric.store import schedules
 
@@ -124,6 +124,9 @@ class Scheduler:
         while True:
             try:
                 await self.tick()
+            except threads.PoolClosed:
+                log.info("the scheduler stops: the system is shutting down")
+                return
             except Exception:
                 log.exception("scheduler tick failed; trying again in %.0fs", self.poll_seconds)
             await asyncio.sleep(self.poll_seconds)

@@ -1,9 +1,15 @@
-"""Fixtures of the browser tests: one running Fibric for the folder, one chromium, a fresh context per test.
+"""Fixtures of the browser tests: one running Fibric and one chromium per module, a fresh context per test.
 
-The whole system starts once (it connects the example order system over MCP,
-which takes seconds); each test proposes plans about orders of its own, so
-tests do not see each other's effects. Each test gets a new browser context:
-no cookie carries over.
+The system starts once a module (it connects the example order system over
+MCP, which takes seconds); each test proposes plans about orders of its own,
+so tests do not see each other's effects. Each test gets a new browser
+context: no cookie carries over.
+
+Module scope, not package scope: tests/ is no package, so a "package"
+fixture here would live to the end of the session, and Playwright's sync API
+keeps an event loop marked running on the main thread while it is open; every
+later test that starts a loop of its own (asyncio.run, anyio) would then fail
+with "Cannot run the event loop while another loop is running".
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from ui_support import CHROMIUM, Fibric, launch_options, running
 from fibric import store
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def fibric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fibric]:
     """The real system on loopback over a SQLite store, for every test of the folder."""
     folder = tmp_path_factory.mktemp("ui")
@@ -30,13 +36,13 @@ def fibric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fibric]:
         state.close()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: the browser tests drive Debian's chromium "
