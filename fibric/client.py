@@ -67,14 +67,19 @@ class Unreachable(errors.TemporaryError):
     """No answer from the server at all: not running, wrong URL, or the network."""
 
 
-def resource_of(kind: str) -> str:
-    """'Operator', 'operator' or 'operators' -> 'operators'."""
+def kind_of(alias: str) -> str:
+    """'Operator', 'operator' or 'operators' -> 'Operator'; ValueError names the choices."""
     try:
-        return RESOURCES[_ALIASES[kind]]
+        return _ALIASES[alias]
     except KeyError:
         raise ValueError(
-            f"unknown kind '{kind}'; expected one of: {', '.join(RESOURCES.values())}"
+            f"unknown kind '{alias}'; expected one of: {', '.join(RESOURCES.values())}"
         ) from None
+
+
+def resource_of(kind: str) -> str:
+    """'Operator', 'operator' or 'operators' -> 'operators'."""
+    return RESOURCES[kind_of(kind)]
 
 
 class Client:

@@ -2,12 +2,20 @@
 
 Nothing in Fibric reads the environment for configuration after start-up;
 components receive the part of `Settings` they need.
+
+Every setting describes itself in its field's metadata (`about(...)`: its
+variable, its `fibric serve` flag, what it means), and the few variables read
+elsewhere are in `ELSEWHERE`; the configuration reference, docs/configuration.md,
+is rendered from both (`python -m fibric.settings --markdown`), and a test
+fails when the committed page differs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,20 +25,62 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+ABOUT = "fibric.about"  # the metadata key of a setting's About
+SECTION = "fibric.section"  # the metadata key of a group's Section
+
+
+@dataclass(frozen=True)
+class About:
+    """What the configuration reference says of one setting."""
+
+    meaning: str
+    env: str | None = None  # its FIBRIC_* variable; None: a flag only, or fixed
+    flag: str | None = None  # its `fibric serve` flag
+    default: str | None = None  # what the default means, where its value alone does not say
+
+
+def about(meaning: str, *, env: str | None = None, flag: str | None = None,
+          default: str | None = None) -> dict[str, About]:
+    """A setting's field metadata: `field(default=..., metadata=about(...))`."""
+    return {ABOUT: About(meaning, env, flag, default)}
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading of the configuration reference: a group of settings, or variables read elsewhere."""
+
+    title: str
+    intro: str
+
+
+def section(title: str, intro: str) -> dict[str, Section]:
+    return {SECTION: Section(title, intro)}
+
 
 @dataclass(frozen=True)
 class StoreSettings:
     """Where desired state lives: a data dir (SQLite) or a PostgreSQL URL."""
 
-    data_dir: Path = Path(".fibric")
-    url: str | None = None  # postgresql://... ; None means SQLite in data_dir
+    data_dir: Path = field(default=Path(".fibric"), metadata=about(
+        "The data dir: the SQLite store (`state.db`), the local sealed ledger, `secret.key`, and "
+        "`secrets/`, where `serve --specs` writes new webhooks' signing secrets. Each replica has its own.",
+        env="FIBRIC_DATA_DIR", flag="--data-dir"))
+    url: str | None = field(default=None, metadata=about(
+        "PostgreSQL URL (`postgresql://...`) of the state store, which replicas share.",
+        env="FIBRIC_STORE", flag="--store", default="SQLite in the data dir"))
     # The auditors' sealed ledger (docs/receipts.md#replicas). Default: a DuckLake in data_dir, for one
-    # process. Replicas share one: FIBRIC_LEDGER_CATALOG, DuckLake's catalog ("postgres:dbname=fibric
-    # host=db"), FIBRIC_LEDGER_DATA_PATH, the folder its Parquet files go to (every replica's mount), and
-    # FIBRIC_LEDGER_SCHEMA, the PostgreSQL schema holding the catalog's tables.
-    ledger_catalog: str | None = None
-    ledger_data_path: str | None = None
-    ledger_schema: str | None = None
+    # process; replicas share one, in PostgreSQL.
+    ledger_catalog: str | None = field(default=None, metadata=about(
+        "DuckLake's catalog of the sealed ledger replicas share: `postgres:` and a libpq connection "
+        "string or URL (`postgres:dbname=fibric host=db user=fibric`).",
+        env="FIBRIC_LEDGER_CATALOG", default="a DuckLake file in the data dir"))
+    ledger_data_path: str | None = field(default=None, metadata=about(
+        "The folder the sealed ledger's Parquet files go to, the same for every replica (a shared "
+        "mount); required with a PostgreSQL catalog.",
+        env="FIBRIC_LEDGER_DATA_PATH", default="`ledger/` in the data dir"))
+    ledger_schema: str | None = field(default=None, metadata=about(
+        "The PostgreSQL schema holding the ledger catalog's tables.",
+        env="FIBRIC_LEDGER_SCHEMA", default="DuckLake's, `public`"))
 
     @property
     def location(self) -> str:
@@ -39,21 +89,36 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 8 * 1_048_576  # an apply of thousands of specs fits
-    # FIBRIC_WORKER_THREADS: threads for quick blocking work (store queries); None is one
-    # per CPU (at least 2) on SQLite, min(32, CPUs + 4) on PostgreSQL. See docs/api.md#performance.
-    worker_threads: int | None = None
+    """Where the API listens, and how much it takes at once."""
+
+    host: str = field(default="127.0.0.1", metadata=about(
+        "Address to listen on.", env="FIBRIC_HOST", flag="--host"))
+    port: int = field(default=8080, metadata=about(
+        "Port to listen on; 0 takes any free port.", env="FIBRIC_PORT", flag="--port"))
+    max_body_bytes: int = field(default=8 * 1_048_576, metadata=about(  # an apply of thousands of specs
+        "Largest request body; a larger one is refused with 413.", default="8 MiB"))
+    worker_threads: int | None = field(default=None, metadata=about(
+        "Threads for the API's quick blocking work (store queries); see [api.md](api.md#performance).",
+        env="FIBRIC_WORKER_THREADS",
+        default="one per CPU (at least 2) on SQLite, min(32, CPUs + 4) on PostgreSQL"))
 
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    resync_seconds: float = 30.0  # periodic full reconcile, for writes made by other processes
-    max_backoff_seconds: float = 300.0
-    specs_dir: Path | None = None
-    watch: bool = False
-    apply_set: str = "serve"  # the set `--specs` applies and prunes
+    """The reconcile loop, and the specs folder `serve` applies."""
+
+    resync_seconds: float = field(default=30.0, metadata=about(
+        "Seconds between full reconciles, which catch writes made by other processes.",
+        env="FIBRIC_RESYNC_SECONDS"))
+    max_backoff_seconds: float = field(default=300.0, metadata=about(
+        "Longest wait before retrying an object whose reconcile failed."))
+    specs_dir: Path | None = field(default=None, metadata=about(
+        "A specs folder to apply at start, as the `--tenant` tenant's, pruning what left it.",
+        env="FIBRIC_SPECS", flag="--specs"))
+    watch: bool = field(default=False, metadata=about(
+        "With a specs folder: apply it again whenever a file changes.", flag="--watch"))
+    apply_set: str = field(default="serve", metadata=about(
+        "The apply set of the specs folder: what it prunes."))
 
 
 @dataclass(frozen=True)
@@ -66,11 +131,18 @@ class RateLimitSettings:
     which replicas must share so a tenant's budget is one budget.
     """
 
-    reads_per_minute: int = 1000
-    writes_per_minute: int = 120
-    events_per_minute: int = 600
-    overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    redis_url: str | None = None
+    reads_per_minute: int = field(default=1000, metadata=about(
+        "Read requests per minute per tenant.", env="FIBRIC_RATE_LIMIT_READS"))
+    writes_per_minute: int = field(default=120, metadata=about(
+        "Write requests per minute per tenant.", env="FIBRIC_RATE_LIMIT_WRITES"))
+    events_per_minute: int = field(default=600, metadata=about(
+        "Events (`POST /v1/events`) per minute per tenant.", env="FIBRIC_RATE_LIMIT_EVENTS"))
+    overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict, metadata=about(
+        "Ceilings of particular tenants: `t_1:events=1200,reads=5000;t_2:writes=300`.",
+        env="FIBRIC_RATE_LIMIT_OVERRIDES"))
+    redis_url: str | None = field(default=None, metadata=about(
+        "Redis URL keeping the counters, so replicas share one budget per tenant.",
+        env="FIBRIC_REDIS_URL", default="counters in this process"))
 
     def per_minute(self, tenant_id: str | None, route_class: str) -> int:
         """The ceiling of one route class ("reads", "writes", "events") for a tenant."""
@@ -108,15 +180,29 @@ class PolicySettings:
     below, 0 means the documented default.
     """
 
-    engine: str = "embedded"  # FIBRIC_POLICY_ENGINE: "embedded" | "opa"
-    url: str | None = None  # FIBRIC_OPA_URL, http(s)://host:port; required for "opa"
-    timeout_ms: int = 100  # FIBRIC_POLICY_TIMEOUT_MS: one decision's budget; over it is BLOCK
-    workers: int = 0  # FIBRIC_POLICY_WORKERS: embedded worker processes; 0 = max(2, CPUs)
-    queue_timeout_ms: int = 0  # FIBRIC_POLICY_QUEUE_TIMEOUT_MS: longest wait for a worker; 0 = 1000 ms
-    tenant_max_in_flight: int = 0  # FIBRIC_POLICY_TENANT_MAX_IN_FLIGHT: per tenant; 0 = workers - 1 (min 1)
-    breaker_timeouts: int = 3  # FIBRIC_POLICY_BREAKER_TIMEOUTS: consecutive timeouts that open; 0 = never
-    breaker_cooldown_seconds: float = 30.0  # FIBRIC_POLICY_BREAKER_COOLDOWN_SECONDS: open before a probe
-    token_env: str | None = None  # FIBRIC_OPA_TOKEN_ENV: the variable holding OPA's bearer token
+    engine: str = field(default="embedded", metadata=about(
+        "`embedded` (rego-cpp in worker processes) or `opa` (an OPA server).", env="FIBRIC_POLICY_ENGINE"))
+    url: str | None = field(default=None, metadata=about(
+        "OPA's base URL, `http(s)://host:port`; required for `opa`.", env="FIBRIC_OPA_URL"))
+    timeout_ms: int = field(default=100, metadata=about(
+        "One decision's budget in milliseconds; over it is BLOCK.", env="FIBRIC_POLICY_TIMEOUT_MS"))
+    workers: int = field(default=0, metadata=about(
+        "Embedded only: worker processes evaluating Rego.", env="FIBRIC_POLICY_WORKERS",
+        default="max(2, CPUs)"))
+    queue_timeout_ms: int = field(default=0, metadata=about(
+        "Embedded only: longest wait in milliseconds for a tenant slot and a free worker.",
+        env="FIBRIC_POLICY_QUEUE_TIMEOUT_MS", default="1000 ms"))
+    tenant_max_in_flight: int = field(default=0, metadata=about(
+        "Embedded only: evaluations one tenant may have in flight, waiting ones included.",
+        env="FIBRIC_POLICY_TENANT_MAX_IN_FLIGHT", default="workers - 1, at least 1"))
+    breaker_timeouts: int = field(default=3, metadata=about(
+        "Embedded only: consecutive timeouts of one policy version that open its circuit; 0 never does.",
+        env="FIBRIC_POLICY_BREAKER_TIMEOUTS"))
+    breaker_cooldown_seconds: float = field(default=30.0, metadata=about(
+        "Embedded only: seconds an open circuit BLOCKs before one probe decision.",
+        env="FIBRIC_POLICY_BREAKER_COOLDOWN_SECONDS"))
+    token_env: str | None = field(default=None, metadata=about(
+        "Name of the variable holding OPA's bearer token, if OPA requires one.", env="FIBRIC_OPA_TOKEN_ENV"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PolicySettings:
@@ -153,14 +239,26 @@ class WebhookSettings:
     Replicas sharing a PostgreSQL store must share FIBRIC_SECRET_KEY.
     """
 
-    allow_http_and_private: bool = False
-    secret_key: str | None = field(default=None, repr=False)
-    connect_timeout_seconds: float = 5.0  # FIBRIC_WEBHOOKS_CONNECT_TIMEOUT
-    read_timeout_seconds: float = 10.0  # FIBRIC_WEBHOOKS_READ_TIMEOUT; also caps the whole attempt x2
-    max_response_bytes: int = 64 * 1024  # read at most this much of a receiver's answer
-    poll_seconds: float = 0.25  # FIBRIC_WEBHOOKS_POLL_SECONDS: how often the dispatcher looks for work
-    concurrency: int = 16  # deliveries in flight per process
-    rotation_grace_seconds: int = 24 * 3600  # the old secret keeps signing this long after a rotation
+    allow_http_and_private: bool = field(default=False, metadata=about(
+        "`1` allows `http://` webhook URLs and private or loopback addresses: development and tests "
+        "only, never production.", env="FIBRIC_WEBHOOKS_ALLOW_PRIVATE"))
+    secret_key: str | None = field(default=None, repr=False, metadata=about(
+        "Base64 of 32 bytes sealing webhook signing secrets and tenant secrets at rest; replicas sharing "
+        "a PostgreSQL store must share it.",
+        env="FIBRIC_SECRET_KEY", default="`secret.key` in the data dir, made on first use"))
+    connect_timeout_seconds: float = field(default=5.0, metadata=about(
+        "Seconds to connect to a receiver (and TLS).", env="FIBRIC_WEBHOOKS_CONNECT_TIMEOUT"))
+    read_timeout_seconds: float = field(default=10.0, metadata=about(
+        "Seconds to wait for a receiver's answer; twice it caps the whole attempt.",
+        env="FIBRIC_WEBHOOKS_READ_TIMEOUT"))
+    max_response_bytes: int = field(default=64 * 1024, metadata=about(
+        "At most this much of a receiver's answer is read.", default="64 KiB"))
+    poll_seconds: float = field(default=0.25, metadata=about(
+        "How often the dispatcher looks for new events and due retries.", env="FIBRIC_WEBHOOKS_POLL_SECONDS"))
+    concurrency: int = field(default=16, metadata=about("Webhook deliveries in flight per process."))
+    rotation_grace_seconds: int = field(default=24 * 3600, metadata=about(
+        "How long the old secret keeps signing after a rotation, unless the rotation says.",
+        default="24 hours"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebhookSettings:
@@ -187,8 +285,11 @@ class LlmSettings:
     only the name of the environment variable that holds each route's key.
     """
 
-    routes_file: Path | None = None
-    routes: Mapping[str, Any] = field(default_factory=dict)  # route name -> its raw config
+    routes_file: Path | None = field(default=None, metadata=about(
+        "A JSON or YAML file of named LLM routes operators may use "
+        "([operators.md](operators.md#llm-routes)).", env="FIBRIC_LLM_ROUTES_FILE"))
+    routes: Mapping[str, Any] = field(default_factory=dict, metadata=about(  # name -> its raw config
+        "The routes read from that file, by name."))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LlmSettings:
@@ -212,11 +313,15 @@ class LlmSettings:
 class ExecutorSettings:
     """Leases and crash recovery of the executor (docs/executor.md#configuration)."""
 
-    lease_seconds: float = 30.0  # FIBRIC_EXECUTOR_LEASE_SECONDS: a dead holder's leases expire after this
-    recovery_interval_seconds: float = 5.0  # FIBRIC_EXECUTOR_RECOVERY_SECONDS: scan for abandoned work
-    # FIBRIC_PLAN_TTL_SECONDS: a proposed plan nobody decides on expires after this (0: never);
-    # an Operator's spec.plan_ttl_seconds overrides it.
-    plan_ttl_seconds: float = 7 * 24 * 3600.0
+    lease_seconds: float = field(default=30.0, metadata=about(
+        "Lifetime of a lease and an execution claim, renewed every third of it: a dead holder's work "
+        "is recovered after this.", env="FIBRIC_EXECUTOR_LEASE_SECONDS"))
+    recovery_interval_seconds: float = field(default=5.0, metadata=about(
+        "How often recovery looks for abandoned work and closes expired plans.",
+        env="FIBRIC_EXECUTOR_RECOVERY_SECONDS"))
+    plan_ttl_seconds: float = field(default=7 * 24 * 3600.0, metadata=about(
+        "Seconds a proposed plan waits for a decision before it expires (0: never); an Operator's "
+        "`spec.plan_ttl_seconds` overrides it.", env="FIBRIC_PLAN_TTL_SECONDS", default="7 days"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ExecutorSettings:
@@ -249,8 +354,13 @@ class TrustSettings:
     HTTP connector or webhook of a tenant may reach, over http or https.
     """
 
-    connector_catalog: Path | None = None
-    egress_allow: tuple[str, ...] = ()
+    connector_catalog: Path | None = field(default=None, metadata=about(
+        "YAML file of the MCP servers tenants' connectors may name (`transport.catalog`).",
+        env="FIBRIC_CONNECTOR_CATALOG", flag="--connector-catalog"))
+    egress_allow: tuple[str, ...] = field(default=(), metadata=about(
+        "Hosts, `*.domain`s, IPs and CIDRs tenants' HTTP connectors and webhooks may reach although "
+        "private or loopback; comma-separated in the variable, the flag repeated.",
+        env="FIBRIC_EGRESS_ALLOW", flag="--egress-allow"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], catalog: object = None, egress: object = None) -> TrustSettings:
@@ -274,16 +384,30 @@ class BulkheadSettings:
     in flight (recovery finishes what was interrupted).
     """
 
-    executor_threads: int = 8  # FIBRIC_EXECUTOR_THREADS: the executor's and runs' store work and decisions
-    delivery_threads: int = 4  # FIBRIC_DELIVERY_THREADS: the webhook dispatcher's store work
-    connector_threads: int = 4  # FIBRIC_CONNECTOR_THREADS: connector pin and secret reads
-    controller_threads: int = 4  # FIBRIC_CONTROLLER_THREADS: reconciles, watch, scheduler, recovery
-    dns_timeout_ms: int = 2000  # FIBRIC_DNS_TIMEOUT_MS: one lookup's deadline
-    dns_nameservers: tuple[str, ...] = ()  # FIBRIC_DNS_NAMESERVERS: "ip[:port],..."; default resolv.conf's
-    tenant_deliveries: int = 4  # FIBRIC_TENANT_DELIVERIES: a tenant's webhook deliveries in flight
-    tenant_connector_calls: int = 16  # FIBRIC_TENANT_CONNECTOR_CALLS: a tenant's tool calls in flight
-    tenant_runs: int = 2  # FIBRIC_TENANT_RUNS: a tenant's operator runs at once
-    shutdown_seconds: float = 10.0  # FIBRIC_SHUTDOWN_SECONDS: SIGTERM to exit, at most
+    executor_threads: int = field(default=8, metadata=about(
+        "Threads for the executor's and operator runs' store work and decisions.",
+        env="FIBRIC_EXECUTOR_THREADS"))
+    delivery_threads: int = field(default=4, metadata=about(
+        "Threads for the webhook dispatcher's store work.", env="FIBRIC_DELIVERY_THREADS"))
+    connector_threads: int = field(default=4, metadata=about(
+        "Threads for the connector runtime's pin and secret reads.", env="FIBRIC_CONNECTOR_THREADS"))
+    controller_threads: int = field(default=4, metadata=about(
+        "Threads for reconciles, the folder watcher, the scheduler and recovery.",
+        env="FIBRIC_CONTROLLER_THREADS"))
+    dns_timeout_ms: int = field(default=2000, metadata=about(
+        "Deadline of one DNS lookup of a tenant's host, in milliseconds.", env="FIBRIC_DNS_TIMEOUT_MS"))
+    dns_nameservers: tuple[str, ...] = field(default=(), metadata=about(
+        "Name servers for tenants' hosts, `ip[:port],...`.", env="FIBRIC_DNS_NAMESERVERS",
+        default="those of `/etc/resolv.conf`"))
+    tenant_deliveries: int = field(default=4, metadata=about(
+        "Webhook deliveries one tenant may have in flight.", env="FIBRIC_TENANT_DELIVERIES"))
+    tenant_connector_calls: int = field(default=16, metadata=about(
+        "Tool calls one tenant may have in flight.", env="FIBRIC_TENANT_CONNECTOR_CALLS"))
+    tenant_runs: int = field(default=2, metadata=about(
+        "Operator runs one tenant may have at once.", env="FIBRIC_TENANT_RUNS"))
+    shutdown_seconds: float = field(default=10.0, metadata=about(
+        "Longest time from SIGTERM to exit, whatever is in flight (recovery finishes it).",
+        env="FIBRIC_SHUTDOWN_SECONDS"))
 
     @property
     def pool_sizes(self) -> dict[str, int]:
@@ -320,17 +444,34 @@ class BulkheadSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    store: StoreSettings = field(default_factory=StoreSettings)
-    server: ServerSettings = field(default_factory=ServerSettings)
-    controller: ControllerSettings = field(default_factory=ControllerSettings)
-    reseller_id: str = "rs_fibric"
-    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
-    policies: PolicySettings = field(default_factory=PolicySettings)
-    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
-    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
-    llm: LlmSettings = field(default_factory=LlmSettings)
-    trust: TrustSettings = field(default_factory=TrustSettings)
-    bulkheads: BulkheadSettings = field(default_factory=BulkheadSettings)
+    store: StoreSettings = field(default_factory=StoreSettings, metadata=section(
+        "Store and ledger", "Where desired state, receipts and the auditors' sealed ledger live "
+        "([receipts.md](receipts.md#replicas), [deploy.md](deploy.md))."))
+    server: ServerSettings = field(default_factory=ServerSettings, metadata=section(
+        "Server", "Where the API listens, and how much it takes at once ([api.md](api.md#performance))."))
+    controller: ControllerSettings = field(default_factory=ControllerSettings, metadata=section(
+        "Controller", "The reconcile loop, and the specs folder `fibric serve` applies."))
+    reseller_id: str = field(default="rs_fibric", metadata=about(
+        "Reseller of the tenants this installation creates (the first start's, `fibric admin tenant "
+        "create`'s)."))
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings, metadata=section(
+        "Rate limits", "Requests per minute per tenant and route class ([api.md](api.md))."))
+    policies: PolicySettings = field(default_factory=PolicySettings, metadata=section(
+        "Policies", "Which engine evaluates Rego, and how the embedded one is bounded "
+        "([policies.md](policies.md#configuration))."))
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings, metadata=section(
+        "Executor", "Leases, crash recovery and plan expiry ([executor.md](executor.md#configuration))."))
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings, metadata=section(
+        "Webhooks", "How deliveries are made, and the key sealing signing secrets "
+        "([webhooks.md](webhooks.md#configuration))."))
+    llm: LlmSettings = field(default_factory=LlmSettings, metadata=section(
+        "LLM routes", "The models operators may name ([operators.md](operators.md#llm-routes))."))
+    trust: TrustSettings = field(default_factory=TrustSettings, metadata=section(
+        "Trust boundary", "What the installation lets tenants reach; nothing a tenant declares widens "
+        "it ([security.md](security.md))."))
+    bulkheads: BulkheadSettings = field(default_factory=BulkheadSettings, metadata=section(
+        "Bulkheads", "Bounded pools and per-tenant caps, so one tenant's slow dependency cannot stall "
+        "another's ([operations.md](operations.md#bulkheads))."))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -384,3 +525,118 @@ def _worker_threads(value: str | None) -> int | None:
     if not value.strip().isdigit() or int(value) < 1:
         raise ValueError(f"FIBRIC_WORKER_THREADS must be a whole number, at least 1, not {value!r}")
     return int(value)
+
+
+# --- The configuration reference (docs/configuration.md) ----------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of the configuration reference."""
+
+    setting: str  # its path in Settings ("server.port"), or the file reading the variable
+    env: str | None
+    flag: str | None
+    default: str
+    meaning: str
+
+
+CLIENT = Section("Client commands", "Read by every command that talks to a server (`fibric apply`, `get`, "
+                 "`plans`, ...); the flags are `fibric`'s own, before the command.")
+SERVE = Section("fibric serve", "Flags of `fibric serve` that are not settings.")
+OBSERVABILITY = Section("Logs and metrics", "How `fibric serve` logs ([operations.md](operations.md#logs)) "
+                        "and counts ([operations.md](operations.md#metrics)).")
+TESTS = Section("Tests only", "Never set these in production.")
+GENERAL = Section("Installation", "Fixed for an installation.")
+
+# Variables read outside Settings, by the module named (each reads its own, once): so that the
+# reference lists every FIBRIC_* variable Fibric reads, and the test can hold it to that.
+ELSEWHERE: tuple[tuple[Section, Entry], ...] = (
+    (CLIENT, Entry("fibric/cli/root.py", "FIBRIC_URL", "--url", "`http://127.0.0.1:8080`",
+                   "Base URL of the Fibric API.")),
+    (CLIENT, Entry("fibric/cli/root.py", "FIBRIC_KEY", "--key", "unset",
+                   "API key, `sk_live_...`; prefer the variable: a flag shows in process lists.")),
+    (CLIENT, Entry("fibric/cli/root.py", "FIBRIC_TIMEOUT", "--timeout", "`30`",
+                   "Seconds to wait for each API response.")),
+    (SERVE, Entry("fibric/cli/serve.py", None, "--tenant", "`default`",
+                  "Tenant that owns the `--specs` folder.")),
+    (OBSERVABILITY, Entry("fibric/logs.py", "FIBRIC_LOG_FORMAT", None, "`text`",
+                          "`text` for people, or `json`: one object per line, with each record's fields.")),
+    (OBSERVABILITY, Entry("fibric/metrics.py", "FIBRIC_METRICS", None, "`on`",
+                          "`on` serves `/metrics`; `off` serves none and takes no per-request sample; "
+                          "`tenants` also labels the per-tenant metrics with the tenant id.")),
+    (TESTS, Entry("fibric/controller/crashpoints.py", "FIBRIC_CRASHPOINT", None, "unset",
+                  "`<point>[@<capability>]`: the process kills itself there "
+                  "([executor.md](executor.md#crash-safety)).")),
+    (TESTS, Entry("fibric/timefmt.py", "FIBRIC_TEST_CLOCK_OFFSET_SECONDS", None, "`0`",
+                  "This process's clock runs this many seconds off (leases and claims read the "
+                  "database's clock).")),
+)
+
+
+def reference() -> list[tuple[Section, list[Entry]]]:
+    """Every setting and variable, by section: Settings' groups in order, its own fields, then ELSEWHERE."""
+    groups = [g for g in dataclasses.fields(Settings) if SECTION in g.metadata]
+    sections = [(g.metadata[SECTION],
+                 [_entry(f"{g.name}.{f.name}", f) for f in dataclasses.fields(_default(g))]) for g in groups]
+    sections.append((GENERAL, [_entry(f.name, f) for f in dataclasses.fields(Settings) if f not in groups]))
+    for heading in dict.fromkeys(heading for heading, _ in ELSEWHERE):
+        sections.append((heading, [entry for h, entry in ELSEWHERE if h == heading]))
+    return sections
+
+
+def _entry(path: str, item: dataclasses.Field[Any]) -> Entry:
+    if ABOUT not in item.metadata:
+        raise TypeError(f"setting {path} has no about(...) in its metadata: say what it means")
+    told: About = item.metadata[ABOUT]
+    value = _default(item)
+    shown = "unset" if value is None else _literal(value)
+    if told.default:  # what the default means; an unset or empty one is only that
+        shown = f"{shown}: {told.default}" if value not in (None, (), {}) else told.default
+    return Entry(path, told.env, told.flag, shown, told.meaning)
+
+
+def _default(item: dataclasses.Field[Any]) -> Any:
+    if item.default_factory is not dataclasses.MISSING:
+        return item.default_factory()
+    return item.default
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "off" if not value else "on"
+    if value in ((), {}):
+        return "none"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+def markdown() -> str:
+    """docs/configuration.md: every setting with its variable, `serve` flag, default and meaning."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Rendered from fibric/settings.py: `python -m fibric.settings --markdown > "
+        "docs/configuration.md`.",
+        "     tests/cli/test_cli_config.py fails when the page differs: edit the settings, not the page. -->",
+        "",
+        "`fibric serve` reads its settings once, at start: a flag wins over its `FIBRIC_*` variable, which",
+        "wins over the default. A value that cannot be what it names stops `serve` with exit code 2,",
+        "naming the variable. At start `serve` logs one line with what it runs with (version, store,",
+        "ledger, policy engine, address and limits; never a password) ([operations.md](operations.md)).",
+    ]
+    for heading, entries in reference():
+        lines += ["", f"## {heading.title}", "", heading.intro, "",
+                  "| setting | variable | flag | default | meaning |", "|---|---|---|---|---|"]
+        for entry in entries:
+            cells = [f"read by {entry.setting}" if "/" in entry.setting else f"`{entry.setting}`",
+                     f"`{entry.env}`" if entry.env else "", f"`{entry.flag}`" if entry.flag else "",
+                     entry.default, entry.meaning]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m fibric.settings --markdown > docs/configuration.md")
+    sys.stdout.write(markdown())

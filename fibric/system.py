@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fibric import connectors, policies, settings, store, threads, trust
+from fibric import connectors, metrics, policies, settings, store, threads, trust
 from fibric.api import app as api_app
 from fibric.controller import (
     crashpoints,
@@ -48,6 +48,7 @@ class Tuning:
     crash: crashpoints.Crashpoints | None = None  # default: FIBRIC_CRASHPOINT (tests of crash safety)
     services: Sequence[loop.Service] = ()  # more services, started before the others (tests)
     environ: Mapping[str, str] | None = None  # the installation's environment (default: this process's)
+    metrics: metrics.Metrics | None = None  # default: a registry of its own, as FIBRIC_METRICS says
 
 
 @dataclass
@@ -67,6 +68,7 @@ class System:
     controller: loop.Controller
     executor: executor.Executor
     router: routing.Router
+    metrics: metrics.Metrics
     app: Any = field(repr=False)
 
 
@@ -91,6 +93,7 @@ def build(
     tune = tuning or Tuning()
     environ = dict(os.environ if tune.environ is None else tune.environ)
     limits = config.bulkheads
+    counts = tune.metrics or metrics.Metrics(metrics.Mode.from_env(environ))  # docs/operations.md#metrics
     with ExitStack() as closing:
         fence = boundary or trust.Boundary.of(config)
         policy_engine = engine or open_engine(config.policies, environ)
@@ -115,25 +118,26 @@ def build(
             environ=environ,
             secrets=lambda tenant_id, name: vault.reveal(state, box, tenant_id, name),
             on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name),
-            pool=pools.connectors, resolver=fence.resolver,
+            pool=pools.connectors, resolver=fence.resolver, metrics=counts,
         )
         cache = reconcile.CompileCache()  # one compile per policy version, for reconcile and decisions
         decider = decide.Decider(state, policy_engine, cache)
         # Operator runs: events routed to runs, and cron schedules (docs/operators.md).
         runner = runs.Runner(state, decider, runtime=runtime, ledger=ledger, llm=config.llm,
-                             environ=environ, pool=pools.executor, plans_expire=config.executor)
+                             environ=environ, pool=pools.executor, plans_expire=config.executor,
+                             metrics=counts)
         router = routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
                                 tenant_runs=limits.tenant_runs)
         # Receipts of record sealed into the auditors' ledger, continuously (docs/receipts.md#sealing).
         # (The lock's name holds no URL: it is logged, and a URL may carry a password.)
-        the_sealer = sealer.Sealer(ledger, lake, leader=leadership.Leadership(
+        the_sealer = sealer.Sealer(ledger, lake, metrics=counts, leader=leadership.Leadership(
             lake.catalog.removeprefix("postgres:"), f"fibric-sealer:{lake.schema}")
             if lake.shared else None)
         # The executor behind approve, and its recovery of what a crash left open (docs/executor.md).
         the_executor = executor.Executor(
             state, ledger, runtime, decider, lease_seconds=config.executor.lease_seconds,
             crash=tune.crash or crashpoints.Crashpoints(environ), pool=pools.executor,
-            on_receipt=the_sealer.wake)
+            on_receipt=the_sealer.wake, metrics=counts)
         services: list[loop.Service] = [
             *tune.services,
             *([router] if tune.route_events else []),
@@ -141,7 +145,8 @@ def build(
             recovery.Recovery(the_executor, interval=config.executor.recovery_interval_seconds),
             # Webhook deliveries from the outbox (docs/webhooks.md).
             dispatch.Dispatcher(state, config.webhooks, box, environ=environ, boundary=fence,
-                                pool=pools.delivery, tenant_deliveries=limits.tenant_deliveries),
+                                pool=pools.delivery, tenant_deliveries=limits.tenant_deliveries,
+                                metrics=counts),
             the_sealer,
         ]
         controller = loop.Controller(state, config.controller, connectors=runtime,
@@ -149,10 +154,11 @@ def build(
                                      services=services, boundary=fence, pool=pools.controller,
                                      leader=status_leader(state), answer_check=runner.answer_check)
         app = api_app.create_app(config, state, controller, receipts=ledger, sealed=lake,
-                                 executor=the_executor, boundary=fence)
+                                 executor=the_executor, boundary=fence, engine=policy_engine,
+                                 metrics=counts)
         app.state.event_router = router if tune.route_events else None  # POST /v1/events wakes it
         yield System(config, state, ledger, lake, the_sealer, policy_engine, fence, pools, box, runtime,
-                     controller, the_executor, router, app)
+                     controller, the_executor, router, counts, app)
 
 
 def status_leader(state: store.StateStore) -> leadership.Leadership | None:

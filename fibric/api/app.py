@@ -7,14 +7,17 @@ lifespan, on the same event loop as uvicorn (DESIGN.md, Runtime).
 
 Middleware, outermost first: KeyCookie (under /ui only: the approver page's
 cookie is the request's bearer key, ui/keycookie.py), RequestId (every response gets `Request-Id`),
-Admission (the key is resolved once and the rate limit counted; every
-response gets the RateLimit headers, or the request ends in 429), BodyLimit
-(413 before a byte too many is read), Idempotency (the `Idempotency-Key`
-header on POSTs). Each is a plain ASGI class, one concern per module.
+Access (the request's metrics sample and access log line), Admission (the key
+is resolved once and the rate limit counted; every response gets the
+RateLimit headers, or the request ends in 429), BodyLimit (413 before a byte
+too many is read), Idempotency (the `Idempotency-Key` header on POSTs). Each
+is a plain ASGI class, one concern per module. /healthz, /readyz and /metrics
+are probes.py's.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,23 +25,27 @@ from typing import Any
 from fastapi import FastAPI
 
 import fibric
+from fibric import metrics as metrics_module
+from fibric import policies, store, trust
 from fibric import settings as settings_module
-from fibric import store, trust
 from fibric.api import (
+    access,
     admission,
     context,
     errors,
     idempotency,
     middleware,
     openapi,
+    probes,
     ratelimit,
     routes,
     ui,
     workers,
 )
+from fibric.policies import readiness
 from fibric.store import receipts as receipts_module
 from fibric.store import sealed as sealed_module
-from fibric.store import secretbox
+from fibric.store import secretbox, tallies
 
 
 def create_app(
@@ -50,6 +57,8 @@ def create_app(
     sealed: sealed_module.SealedLedger | None = None,
     executor: Any | None = None,
     boundary: trust.Boundary | None = None,
+    engine: policies.Engine | None = None,
+    metrics: metrics_module.Metrics | None = None,
 ) -> FastAPI:
     """The v1 API over `state`.
 
@@ -60,15 +69,23 @@ def create_app(
     context.Executor) is the hook approve hands plans to; it can also be set
     later as `app.state.executor`. `boundary` is what tenants' specs may declare;
     by default it is read from `settings.trust` (the catalog file, the egress allowlist).
+    `engine` is the policy engine GET /readyz checks (none: not checked); `metrics` the
+    system's (fibric/metrics.py; default: the app's own), served at GET /metrics.
     """
     record = receipts or receipts_module.StoreLedger(state)
     lake = sealed or sealed_module.open_for(settings.store)
+    metrics = metrics or metrics_module.Metrics()
+    metrics.watch(lambda per_tenant: tallies.read(state, per_tenant))  # plans, webhook backlog
+    probe = readiness.Probe(engine) if engine is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threads = settings.server.worker_threads or workers.default_threads(state.backend.dialect)
         with workers.quick_threads(threads) as executor:
             app.state.quick_threads = executor  # routing.Route hands it to workers.run
+            if probe is not None:  # /readyz's policy, compiled before the first probe; a daemon thread,
+                # so a SIGTERM soon after start never waits for a compile (the quick threads are joined)
+                threading.Thread(target=probe.warm, name="fibric-readiness-warm", daemon=True).start()
             if controller is not None:
                 await controller.start()
             try:
@@ -94,7 +111,7 @@ def create_app(
     )
     app.state.fibric = context.Context(settings=settings, state=state, receipts=record, sealed=lake,
                                        controller=controller,
-                                       boundary=boundary or trust.Boundary.of(settings))
+                                       boundary=boundary or trust.Boundary.of(settings), metrics=metrics)
     app.state.executor = executor
     errors.install(app)
     # add_middleware wraps: the last added runs first.
@@ -102,15 +119,18 @@ def create_app(
     app.add_middleware(middleware.BodyLimit, max_body_bytes=settings.server.max_body_bytes)
     app.add_middleware(admission.Admission, state=state,
                        limiter=ratelimit.RateLimiter(settings.rate_limits))
+    app.add_middleware(access.Access, metrics=metrics if metrics.enabled else None)
     app.add_middleware(middleware.RequestId)
     for router in routes.ROUTERS:
         app.include_router(router)
     ui.install(app)  # the approver page at /ui/; its cookie middleware goes outside all of the above
-    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    checks: dict[str, probes.Check] = {"store": probes.store_answers(state), "ledger": lambda: _opens(lake)}
+    if probe is not None:
+        checks["policy"] = probe.check
+    probes.install(app, checks, metrics)  # /healthz, /readyz, /metrics
     openapi.install(app)
     return app
 
 
-async def healthz() -> dict[str, str]:
-    """Liveness for load balancers and scripts: the process answers."""
-    return {"status": "ok"}
+def _opens(lake: sealed_module.SealedLedger) -> None:
+    lake.ping()

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
+from fibric import metrics as metrics_module
 from fibric import settings as settings_module
 from fibric import store, trust
 from fibric.store import plans, receipts, sealed
@@ -61,6 +62,7 @@ class Context:
     sealed: sealed.SealedLedger  # the auditors' ledger that SQL queries read
     controller: Any | None  # a Controller; Any so duck-typed test doubles fit
     boundary: trust.Boundary  # what a tenant's specs may declare (docs/security.md)
+    metrics: metrics_module.Metrics  # the system's (fibric/metrics.py)
 
 
 async def get_context(request: Request) -> Context:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from fibric import client, errors, store
+from fibric import client, errors
+
+if TYPE_CHECKING:
+    from fibric import store
 
 BAD_INPUT = 2
 FAILED = 1
@@ -68,6 +71,8 @@ def warn(problems: Iterable[errors.SpecProblem]) -> None:
 
 def open_store(location: str) -> store.StateStore:
     """The state store at `location`; an unusable data dir is a message, not a traceback."""
+    from fibric import store  # the server's store: loaded by the commands that open it, not by all
+
     try:
         return store.open_store(location)
     except (OSError, sqlite3.Error) as e:

@@ -3,15 +3,17 @@
 The server adds ids, status and `fibric.io/` labels (the apply set); none of
 that is in Git, so `diff` ignores it and `export` leaves it out, and an
 exported file re-applies with no change.
+
+fibric.specs (pydantic models and the CEL runtime) is imported by the
+functions that print YAML, so `get` with a table or JSON does not load it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from fibric import specs
+if TYPE_CHECKING:
+    from fibric import specs
 
 RESERVED_PREFIX = "fibric.io/"
 APPLY_SET_LABEL = "fibric.io/apply-set"
@@ -45,6 +47,10 @@ def of_local(loaded: specs.Loaded) -> dict[str, Any]:
 
 def document(item: dict[str, Any]) -> dict[str, Any]:
     """A comparable as a spec document for YAML, defaults left out (as people write them)."""
+    from pydantic import ValidationError
+
+    from fibric import specs
+
     try:
         return specs.document_data(specs.build(item["kind"], item["name"], item["spec"], item["labels"]))
     except (ValidationError, KeyError, ValueError):
@@ -63,4 +69,6 @@ def ordered(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def to_yaml(items: list[dict[str, Any]]) -> str:
+    from fibric import specs
+
     return specs.to_yaml([document(i) for i in items])

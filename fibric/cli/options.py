@@ -2,18 +2,23 @@
 
 The client is built lazily, so offline commands (validate, schema, admin,
 serve) never need a key, and a missing key is reported only by a command
-that talks to the API.
+that talks to the API. Its module (and httpx) is imported on first use too:
+the root group imports this module, and `fibric --version` needs neither.
+Kinds are resolved by the client's table, not fibric.specs, which loads the
+spec models and the CEL runtime that `get` and `delete` never use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from fibric import client, specs
-from fibric.cli import edge
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+    from fibric import client
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -29,6 +34,9 @@ class Session:
 
     def client(self) -> client.Client:
         if self._client is None:
+            from fibric import client
+            from fibric.cli import edge
+
             if not self.key:
                 raise edge.BadInput("no API key: set FIBRIC_KEY (or pass --key)")
             self._client = client.Client(self.url, self.key, timeout=self.timeout)
@@ -54,15 +62,27 @@ class KindParam(click.ParamType):
     name = "kind"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if value in specs.KINDS:
-            return str(value)
+        from fibric import client
+
         try:
-            return specs.kind_from_alias(str(value))
+            return client.kind_of(str(value))
         except ValueError as e:
             self.fail(str(e), param, ctx)
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "KIND"
+
+    def words(self) -> list[str]:
+        """The kinds as completion offers them."""
+        from fibric import client
+
+        return list(client.RESOURCES.values())
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str
+                       ) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(word) for word in self.words() if word.startswith(incomplete)]
 
 
 KIND = KindParam()
@@ -80,6 +100,9 @@ class GetKindParam(KindParam):
             return super().convert(value, param, ctx)
         except click.BadParameter as e:
             self.fail(f"{e.message}, plans", param, ctx)
+
+    def words(self) -> list[str]:
+        return [*super().words(), PLANS]
 
 
 GET_KIND = GetKindParam()

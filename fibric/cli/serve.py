@@ -8,6 +8,11 @@ SIGTERM and SIGINT shut down gracefully: uvicorn stops taking requests and
 drains, the lifespan stops the controller (and every MCP server), the
 watcher stops, and the store is closed; the exit code is 0. Whatever is in
 flight, the process is gone within FIBRIC_SHUTDOWN_SECONDS (BoundedServer).
+
+At start it logs one line saying what it runs with (`banner`), so a log
+answers "which store, ledger and engine was this?"; no URL in it keeps its
+credentials. A webhook the specs folder creates gets a signing secret that
+is never logged: it goes to a 0600 file in the data dir, and the log says where.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import sqlite3
 import threading
@@ -23,17 +29,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import uvicorn
 
-from fibric import errors, proposers, settings, store, system, threads, trust
-from fibric.api import protocol
+import fibric
+from fibric import errors, logs, proposers, settings, store, system, threads, trust
+from fibric.api import protocol, workers
 from fibric.cli import edge
 from fibric.controller import apply, bootstrap, loop, watch
+from fibric.policies import embedded
+from fibric.store import filemodes, sealed
 
 log = logging.getLogger("fibric.serve")
 WATCH_STOP_TIMEOUT = 5.0
+SECRETS_DIR = "secrets"  # in the data dir: one 0600 file per webhook secret `--specs` created
 
 
 @click.command("serve")
@@ -61,7 +72,9 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
     """Run the API server and the controller.
 
     On the first start it creates the `default` tenant and prints its first
-    API key (all scopes) once, on stderr.
+    API key (all scopes) once, on stderr. A webhook the --specs folder creates
+    gets a signing secret, written to DATA_DIR/secrets/ (mode 0600), never to
+    the log. Every setting, with its FIBRIC_* variable: docs/configuration.md.
     """
     # Whatever this process or its libraries create later (DuckDB's WAL, SQLite journals) is the
     # owner's only; the store also sets its modes explicitly (fibric/store/filemodes.py).
@@ -106,20 +119,22 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
 def _serve(running: system.System, tenant_name: str) -> None:
     """Bootstrap, apply the spec folder, and serve until a signal; the system is closed by the caller."""
     config, state = running.settings, running.state
+    log.info("%s", banner(config))
     _bootstrap(state, config)
     options = apply.Options(running.boundary, running.box)
-    tenant_id = None
+    tenant = None
     if config.controller.specs_dir is not None:
-        tenant_id = state.get_tenant(tenant_name).id
-        _apply_at_start(state, running.controller, tenant_id, config, options)
+        tenant = state.get_tenant(tenant_name)
+        _apply_at_start(state, running.controller, tenant, config, options)
     bound = config.bulkheads.shutdown_seconds
     server = BoundedServer(uvicorn.Config(
         running.app, host=config.server.host, port=config.server.port, lifespan="on",
         timeout_graceful_shutdown=max(1, int(bound / 2)),  # requests in flight; then the lifespan
         http=protocol.FibricH11Protocol, h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
+        log_config=None, access_log=False,  # uvicorn logs through ours; fibric.access is the access log
     ), bound)
     _exit_gracefully_on_signals(server)
-    asyncio.run(_run(server, state, running.controller, tenant_id, config, options, running.pools))
+    asyncio.run(_run(server, state, running.controller, tenant, config, options, running.pools))
 
 
 def _bootstrap(state: store.StateStore, config: settings.Settings) -> None:
@@ -136,35 +151,118 @@ def _bootstrap(state: store.StateStore, config: settings.Settings) -> None:
 
 
 def _apply_at_start(
-    state: store.StateStore, controller: loop.Controller, tenant_id: str, config: settings.Settings,
+    state: store.StateStore, controller: loop.Controller, tenant: store.Tenant, config: settings.Settings,
     options: apply.Options,
 ) -> None:
     folder = config.controller.specs_dir
     try:
-        result = watch.apply_folder(state, tenant_id, str(folder), config.controller.apply_set,
+        result = watch.apply_folder(state, tenant.id, str(folder), config.controller.apply_set,
                                     options=options)
     except errors.SpecInvalid as e:
         raise edge.SpecFailure(e.problems, f"specs in {folder} are invalid; not serving") from e
     for change in result.changes:
         click.echo(f"{change.kind.lower()}/{change.name} {change.action}", err=True)
-        if change.signing_secret:
-            click.echo(f"webhook/{change.name} signing secret (shown once): {change.signing_secret}",
-                       err=True)
     edge.warn(result.warnings)
-    _notify(controller, tenant_id, result)
+    _applied(controller, tenant, config, result)
 
 
-def _notify(controller: loop.Controller, tenant_id: str, result: apply.ApplyResult) -> None:
+def _applied(controller: loop.Controller, tenant: store.Tenant, config: settings.Settings,
+             result: apply.ApplyResult) -> None:
+    """After the folder was applied: keep new webhooks' secrets, and wake the controller for what changed."""
     for change in result.changes:
+        if change.signing_secret:
+            _keep_secret(config, tenant, change)
         if change.action != "unchanged":
-            controller.notify(tenant_id, change.kind, change.name)
+            controller.notify(tenant.id, change.kind, change.name)
+
+
+def _keep_secret(config: settings.Settings, tenant: store.Tenant, change: apply.Change) -> None:
+    """Write a new webhook's signing secret to a 0600 file in the data dir; log where, never what."""
+    path = config.store.data_dir.absolute() / SECRETS_DIR / f"webhook-{tenant.name}-{change.name}.secret"
+    try:
+        filemodes.make_private_dir(path.parent)
+        filemodes.create_private_file(path)  # one already there (a webhook made again) keeps its mode
+        path.write_text(change.signing_secret or "", encoding="utf-8")
+    except OSError as e:
+        log.error("webhook/%s: a signing secret was created, but it cannot be written to %s (%s); rotate "
+                  "it to get one: POST /v1/webhooks/%s/rotate_secret", change.name, path, e.strerror or e,
+                  change.id)
+        return
+    log.info("webhook/%s: a signing secret was created and written to %s (mode 0600); it is not shown "
+             "anywhere else", change.name, path)
+
+
+def banner(config: settings.Settings) -> str:
+    """One line saying what this server runs with: version, store, ledger, policy engine, address, limits.
+
+    Every URL and connection string in it has lost its user, password and
+    query (which may carry a password too): it is logged.
+    """
+    stored, rules, limits, pools = config.store, config.policies, config.rate_limits, config.bulkheads
+    data_dir = stored.data_dir.absolute()
+    catalog = stored.ledger_catalog or str(data_dir / sealed.CATALOG_FILE)
+    shown: dict[str, object] = {
+        "store": _without_credentials(stored.url) if stored.url else f"sqlite:{data_dir / 'state.db'}",
+        "ledger": f"ducklake:{_without_credentials(catalog)}",
+        "ledger_data": _without_credentials(stored.ledger_data_path or str(data_dir / sealed.DATA_DIR)),
+    }
+    if stored.ledger_schema:
+        shown["ledger_schema"] = stored.ledger_schema
+    if rules.engine == "opa":
+        shown["policy_engine"] = f"opa:{_without_credentials(rules.url or '')}"
+    else:
+        shown["policy_engine"] = "embedded"
+        shown["policy_workers"] = rules.workers or embedded.default_workers()
+    shown |= {
+        "policy_timeout_ms": rules.timeout_ms,
+        "listen": f"{config.server.host}:{config.server.port}",
+        "max_body_bytes": config.server.max_body_bytes,
+        "rate_limits": f"reads:{limits.reads_per_minute},writes:{limits.writes_per_minute},"
+                       f"events:{limits.events_per_minute}/min",
+        "rate_counters": _without_credentials(limits.redis_url) if limits.redis_url else "process",
+        "api_threads": config.server.worker_threads or workers.default_threads(
+            "postgresql" if stored.url else "sqlite"),
+        "pools": ",".join(f"{name}:{size}" for name, size in pools.pool_sizes.items()),
+        "tenant_caps": f"deliveries:{pools.tenant_deliveries},connector_calls:{pools.tenant_connector_calls},"
+                       f"runs:{pools.tenant_runs}",
+    }
+    return f"fibric {fibric.__version__}: " + " ".join(f"{key}={shlex.quote(str(value))}"
+                                                        for key, value in shown.items())
+
+
+def _without_credentials(location: str) -> str:
+    """A URL or libpq connection string ("host=db dbname=x password=..."), without what may be secret.
+
+    A URL keeps its scheme, host, port and path; a connection string its
+    host, hostaddr, port and dbname. Anything else (a path) is left as it is.
+    """
+    prefix, _, rest = location.partition(":")
+    if prefix == "postgres" and not rest.startswith("//"):  # DuckLake's "postgres:<connection string>"
+        return f"postgres:{_without_credentials(rest)}"
+    if "://" in location:
+        parts = urlsplit(location)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:  # a port that is not a number: not shown
+            port = ""
+        return f"{parts.scheme}://{host}{port}{parts.path}"
+    if "=" in location:
+        try:
+            pairs = [word.partition("=") for word in shlex.split(location)]
+        except ValueError:  # unbalanced quotes: show nothing of it
+            return "(a connection string)"
+        return " ".join(f"{key}={value}" for key, _, value in pairs
+                        if key in ("host", "hostaddr", "port", "dbname"))
+    return location
 
 
 async def _run(
     server: uvicorn.Server,
     state: store.StateStore,
     controller: loop.Controller,
-    tenant_id: str | None,
+    tenant: store.Tenant | None,
     config: settings.Settings,
     options: apply.Options,
     pools: threads.Pools,
@@ -176,10 +274,10 @@ async def _run(
     stop = asyncio.Event()
     watcher: asyncio.Task[None] | None = None
     folder: Path | None = config.controller.specs_dir
-    if config.controller.watch and folder is not None and tenant_id is not None:
+    if config.controller.watch and folder is not None and tenant is not None:
         watcher = asyncio.create_task(watch.watch_folder(
-            state, tenant_id, folder, config.controller.apply_set,
-            lambda result: _notify(controller, tenant_id, result), stop,
+            state, tenant.id, folder, config.controller.apply_set,
+            lambda result: _applied(controller, tenant, config, result), stop,
             options=options, pool=pools.controller,
         ), name="fibric-watch")
     try:
@@ -244,4 +342,8 @@ def _exit_gracefully_on_signals(server: BoundedServer) -> None:
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    """Text or JSON lines on stderr (FIBRIC_LOG_FORMAT, fibric/logs.py), uvicorn's loggers included."""
+    try:
+        logs.configure(logs.LogSettings.from_env(os.environ))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e

@@ -23,6 +23,7 @@ import anyio
 import anyio.abc
 
 from fibric import errors, specs, threads, trust
+from fibric import metrics as metrics_module
 from fibric.connectors import connector as connectors
 from fibric.connectors import errors as cerrors
 from fibric.connectors import pins as pinning
@@ -44,6 +45,7 @@ class ConnectorRuntime:
         rng: random.Random | None = None,
         pool: threads.Pool | None = None,
         resolver: trust.Resolver | None = None,
+        metrics: metrics_module.Metrics | None = None,
     ) -> None:
         """`environ` is the installation's environment, read for a stdio PATH and `bearer_token_env`
         only where a connector's grant allows (default: this process's, copied now);
@@ -51,7 +53,9 @@ class ConnectorRuntime:
         `on_change(tenant_id, name)` is called on the event loop whenever a connector's
         observed state changes, so the controller can requeue it: keep it cheap.
         `pool` runs the blocking pin and secret reads (the system's connectors pool);
-        `resolver` resolves HTTP connectors' hosts (the installation's DNS settings)."""
+        `resolver` resolves HTTP connectors' hosts (the installation's DNS settings);
+        `metrics` times the tool calls."""
+        self._metrics = metrics or metrics_module.Metrics()
         self._pins = pins
         self._settings = settings or connectors.ConnectorSettings()
         self._environ = dict(os.environ if environ is None else environ)
@@ -203,11 +207,16 @@ class ConnectorRuntime:
             raise cerrors.TenantBusy(
                 f"tenant {tenant_id} had {self._settings.tenant_calls} tool calls in flight for {budget:g}s; "
                 "this one was not sent", delay=1.0)
+        sent = anyio.current_time()
+        result: tools.ToolResult | None = None
         try:
-            return await item.call(capability, arguments, idempotency_key, entity_key=entity_key,
-                                   timeout=budget, started=started)
+            result = await item.call(capability, arguments, idempotency_key, entity_key=entity_key,
+                                     timeout=budget, started=started)
+            return result
         finally:
             gate.release()
+            self._metrics.tool_called(tenant_id, item.name, _result_label(result),
+                                      anyio.current_time() - sent)
 
     # --- helpers ----------------------------------------------------------------
 
@@ -244,3 +253,10 @@ class ConnectorRuntime:
 
     def _lock(self, tenant_id: str, name: str) -> anyio.Lock:
         return self._locks.setdefault((tenant_id, name), anyio.Lock())
+
+
+def _result_label(result: tools.ToolResult | None) -> str:
+    """ok; tool_error: the tool answered with an error; error: no answer (raised, timed out, cancelled)."""
+    if result is None:
+        return "error"
+    return "tool_error" if result.is_error else "ok"

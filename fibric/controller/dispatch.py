@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fibric import errors, settings, store, threads, timefmt, trust
+from fibric import metrics as metrics_module
 from fibric.controller import delivery as delivery_module
 from fibric.store import backends, deliveries, outbox, secretbox, vault, webhooks
 
@@ -95,6 +96,7 @@ class Dispatcher:
         boundary: trust.Boundary | None = None,
         pool: threads.Pool | None = None,
         tenant_deliveries: int = 4,
+        metrics: metrics_module.Metrics | None = None,
     ) -> None:
         """`clock` is injectable so tests move time instead of waiting out a backoff
         (without one, which deliveries are due and whose claim lapsed is judged on the
@@ -103,7 +105,9 @@ class Dispatcher:
         `boundary` says where each webhook's deliveries may connect (default: the
         development setting of `config` for tenants, anywhere for the installation)
         and resolves their hosts; `pool` runs the store work (the system's delivery
-        pool); `tenant_deliveries` is one tenant's share of attempts in flight."""
+        pool); `tenant_deliveries` is one tenant's share of attempts in flight; `metrics`
+        counts the attempts."""
+        self.metrics = metrics or metrics_module.Metrics()
         self.state = state
         self.config = config
         self.box = box
@@ -271,6 +275,7 @@ class Dispatcher:
             started = self.clock()
             answer = await self._attempt(item, endpoint, started)
             result = outcome(item, answer, started, self.rng)
+            self.metrics.delivery_attempted(item.tenant_id, result.status)
             disabled = await self.pool.run(deliveries.record, self.state, item, endpoint, result,
                                            on_database_clock=not self._driven)
             if disabled:

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors, store, threads
+from fibric import metrics as metrics_module
 from fibric.connectors import errors as cerrors
 from fibric.connectors import runtime as runtime_module
 from fibric.connectors import tools
@@ -43,6 +44,7 @@ from fibric.controller import crashpoints, decide, disposal
 from fibric.store import intents, leases, plans, receipts, views
 
 log = logging.getLogger(__name__)
+disposals = logging.getLogger("fibric.disposal")  # one line per action disposed of (docs/operations.md#logs)
 
 # How long recovery waits for a connector to come back before failing closed on an action.
 RECOVERY_PATIENCE = timedelta(minutes=10)
@@ -65,10 +67,12 @@ class Executor:
         crash: crashpoints.Crashpoints | None = None,
         pool: threads.Pool | None = None,
         on_receipt: Callable[[], None] | None = None,
+        metrics: metrics_module.Metrics | None = None,
     ) -> None:
         """`ledger` reads the receipts of record (DEDUP, counts, a resumed plan's receipts); `pool`
         runs the blocking store and policy work (the system's executor pool); `on_receipt` is
-        called after receipts are committed (the sealer's wake)."""
+        called after receipts are committed (the sealer's wake); `metrics` counts decisions."""
+        self.metrics = metrics or metrics_module.Metrics()
         self.state = state
         self.ledger = ledger
         self.on_receipt = on_receipt or (lambda: None)
@@ -272,7 +276,7 @@ class Executor:
             fields = declined_fields(plan, operator, action, "left out of the approval's only_actions",
                                      plan.decided_by)
             receipt = await self.pool.run(self._without_call, plan, fields, "declined", fields["detail"])
-            return result_of(receipt)
+            return self._disposed(receipt)
         binding, unresolved = self._resolve(plan.tenant_id, action)
         step = await self.pool.run(self._prepare, plan, operator, action, binding, unresolved, token,
                                    recovering)
@@ -280,7 +284,7 @@ class Executor:
             self.crash.hit("after_intent", action["capability"])
             return await self._call(step, recovering=False)
         self.on_receipt()
-        return result_of(step)
+        return self._disposed(step)
 
     def _prepare(
         self, plan: plans.Plan, operator: str, action: dict[str, Any], binding: tools.Binding | None,
@@ -405,6 +409,18 @@ class Executor:
         receipt = await self.pool.run(intents.settle, self.state, intent, receipts.NewReceipt(**fields),
                                       receipt_events)
         self.on_receipt()
+        return self._disposed(receipt)
+
+    def _disposed(self, receipt: receipts.Receipt) -> dict[str, Any]:
+        """The result of a receipt just written, counted and logged (never its args: they are the
+        tenant's data)."""
+        self.metrics.disposed(receipt.tenant_id, receipt.decision, receipt.outcome)
+        disposals.info("plan %s action %s: %s %s, receipt %s", receipt.plan_id, receipt.idempotency_key,
+                       receipt.decision, receipt.outcome, receipt.id, extra={
+                           "tenant_id": receipt.tenant_id, "plan_id": receipt.plan_id,
+                           "idempotency_key": receipt.idempotency_key, "capability": receipt.capability,
+                           "decision": receipt.decision, "outcome": receipt.outcome,
+                           "receipt_id": receipt.id})
         return result_of(receipt)
 
     def _resolve(self, tenant_id: str, action: dict[str, Any]) -> tuple[tools.Binding | None, str]:

@@ -77,6 +77,7 @@ async def recover_once(executor: executor_module.Executor) -> int:
             continue  # its executor recorded it after all
         log.warning("plan %s was approved but its execution never started; recording it with no results",
                     plan_id)
+        executor.metrics.lease_taken_over("approval")
         plan = await run(plans.get, state, tenant_id, plan_id)
         await executor.run(plan, [], [], claim, known={}, operator="", declining=False)  # none to dispose of
         finished += 1
@@ -86,6 +87,7 @@ async def recover_once(executor: executor_module.Executor) -> int:
         if claimed is None:
             continue  # another replica claimed it first
         log.warning("resuming plan %s, whose executor stopped (holder %s)", stale.plan_id, stale.holder)
+        executor.metrics.lease_taken_over("execution")
         try:
             if await executor.resume(claimed) is not None:
                 finished += 1

@@ -33,6 +33,7 @@ import httpx
 import pydantic
 
 from fibric import connectors, errors, policies, proposers, specs, store, threads, timefmt
+from fibric import metrics as metrics_module
 from fibric import settings as settings_module
 from fibric.controller import decide, disposal
 from fibric.store import model_calls, plans, receipts, routing
@@ -61,10 +62,13 @@ class Runner:
         clock: Callable[[], datetime] = timefmt.now,
         pool: threads.Pool | None = None,
         plans_expire: settings_module.ExecutorSettings | None = None,
+        metrics: metrics_module.Metrics | None = None,
     ) -> None:
         """`pool` runs the blocking store and policy work (the system's executor pool);
-        `plans_expire` says how long a proposed plan waits for a decision."""
+        `plans_expire` says how long a proposed plan waits for a decision; `metrics` counts
+        finished runs."""
         self.state = state
+        self.metrics = metrics or metrics_module.Metrics()
         self.pool = pool or threads.standalone("executor")
         self.plans_expire = plans_expire or settings_module.ExecutorSettings()
         self.decider = decider
@@ -124,6 +128,7 @@ class Runner:
                 log.exception("run %s of operator %s failed unexpectedly", run.id, operator.name)
             outcome = run_store.Outcome("failed", sensed=run.sensed, error=_message(e))
         finished = await self.pool.run(self._finish, run, outcome, calls)
+        self.metrics.run_finished(run.tenant_id, run.trigger, finished.status)
         if finished.status == "failed":
             log.warning("run %s of operator %s failed: %s", run.id, operator.name, finished.error)
         return finished

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
+from fibric import metrics as metrics_module
 from fibric import threads
 from fibric.controller import leadership
 from fibric.store import receipts, sealed
@@ -52,8 +53,11 @@ class Sealer:
         min_gap: float = 0.5,
         maintain_every: float = 300.0,
         leader: leadership.Leadership | None = None,
+        metrics: metrics_module.Metrics | None = None,
     ) -> None:
-        """`leader` elects the one replica that seals a lake replicas share (None: this process alone)."""
+        """`leader` elects the one replica that seals a lake replicas share (None: this process alone);
+        `metrics` receives each pass's lags."""
+        self.metrics = metrics or metrics_module.Metrics()
         self.record = record
         self.lake = lake
         self.leader = leader
@@ -114,10 +118,11 @@ class Sealer:
             if gained:  # the marks this process knew may be behind what the last owner sealed
                 self.lake.forget_marks()
         batch = sealed.seal_pending(self.record, self.lake, batch=BATCH)
-        if batch:
-            now = datetime.now(UTC)
-            self.lags.extend((now - r.at).total_seconds() for r in batch)
-            self.sealed += len(batch)
+        now = datetime.now(UTC)
+        lags = [(now - r.at).total_seconds() for r in batch]
+        self.lags.extend(lags)
+        self.sealed += len(batch)
+        self.metrics.sealed(lags, caught_up=len(batch) < BATCH)
         sealed.seal_pending_calls(self.record.state, self.lake)  # model call records, beside receipts
         if not batch:
             self._maybe_maintain()

@@ -214,6 +214,10 @@ class SealedLedger:
     def count(self) -> int:
         return int(self._cursor().execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
 
+    def ping(self) -> int:
+        """The lake's current snapshot: it opens and its catalog answers (GET /readyz's check)."""
+        return int(self._cursor().execute("FROM lake.current_snapshot()").fetchone()[0])
+
     def close(self) -> None:
         with self._lock, self._opening:
             if self._conn is not None:

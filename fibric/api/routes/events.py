@@ -103,6 +103,7 @@ def ingest_event(request: Request, ctx: context.Ctx, principal: Writer, body: Ev
         occurred_at=body.occurred_at,
         data=body.data,
     )
+    ctx.metrics.event_ingested(principal.tenant_id, dedup=ingested.dedup)
     if not ingested.dedup:
         wake_router(request)
     return JSONResponse(represent(ingested.event, dedup=ingested.dedup),
