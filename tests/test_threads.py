@@ -85,7 +85,9 @@ def test_a_closed_pool_refuses_work_and_bad_sizes_are_refused() -> None:
         threads.Pools({"dns": 2})
 
 
-def test_a_service_whose_pool_closed_stops_instead_of_retrying_forever(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_service_whose_pool_closed_stops_instead_of_retrying_forever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Shutdown closes the pools; recovery (which retries a failed pass every interval) then ends, quietly.
 
     Before, it logged a traceback every 0.2 s for as long as the process lived.
