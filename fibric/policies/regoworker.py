@@ -10,10 +10,12 @@ because it is the cheapest codec in both directions for these small documents:
 
 - request: a 4-byte big-endian header length, the header
   `[policy_key, pruned_input]`, then the policy's bundle when the parent
-  believes this worker does not hold it yet (nothing otherwise);
-- reply: `{"value": v}`, `{"undefined": true}`, `{"missing": true}` (the
-  bundle was not sent and this worker does not hold it: send it again) or
-  `{"failure": cause, "detail": text}` with a failures.* cause.
+  believes this worker does not hold it yet (nothing otherwise); or, to load
+  a bundle without evaluating it, the header `[policy_key]` and the bundle;
+- reply: `{"value": v}`, `{"undefined": true}`, `{"loaded": true}`,
+  `{"missing": true}` (the bundle was not sent and this worker does not hold
+  it: send it again) or `{"failure": cause, "detail": text}` with a
+  failures.* cause.
 
 A worker exits when the parent closes its end, and dies with its parent
 (`PR_SET_PDEATHSIG` on Linux), so a runaway evaluation never outlives Fibric.
@@ -38,9 +40,9 @@ HEADER = struct.Struct("!I")
 _PR_SET_PDEATHSIG = 1
 
 
-def request(key: str, input_json: bytes, bundle: bytes | None) -> bytes:
-    """The request frame for `key` on an already JSON-encoded input."""
-    header = b"[" + json.dumps(key).encode() + b"," + input_json + b"]"
+def request(key: str, input_json: bytes | None, bundle: bytes | None) -> bytes:
+    """The request frame for `key` on an already JSON-encoded input (None: only load `bundle`)."""
+    header = b"[" + json.dumps(key).encode() + (b"," + input_json if input_json is not None else b"") + b"]"
     return HEADER.pack(len(header)) + header + (bundle or b"")
 
 
@@ -79,11 +81,14 @@ def answer(session: rego.Session, frame: bytes) -> bytes:
     """The reply to one request frame (never raises for a bad policy or input)."""
     try:
         (size,) = HEADER.unpack_from(frame)
-        key, document = json.loads(frame[HEADER.size:HEADER.size + size])
+        key, *document = json.loads(frame[HEADER.size:HEADER.size + size])
         bundle = frame[HEADER.size + size:]
         if not bundle and not session.holds(key):
             return b'{"missing":true}'
-        outcome = session.evaluate(key, bundle, document)
+        if not document:  # load only
+            session.prepare(key, bundle)
+            return b'{"loaded":true}'
+        outcome = session.evaluate(key, bundle, document[0])
     except failures.PolicyFailure as e:
         return json.dumps({"failure": e.cause, "detail": e.detail}).encode()
     except Exception as e:  # a bug or a rego-cpp surprise: still an answer, the parent BLOCKs

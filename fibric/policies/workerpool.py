@@ -12,7 +12,12 @@ keeps a runaway policy from taking the last live worker from other tenants.
 
 The parent mirrors each worker's bundle LRU, so a bundle crosses the pipe only
 the first time a worker evaluates that policy version (and again if the
-worker says it no longer holds it).
+worker says it no longer holds it). Loading a bundle is not evaluating it: it
+is sent on its own first, with its own bound (LOAD_SECONDS), and the
+decision's time budget starts once the worker holds it. So the first decision
+after a start, a new policy version or a replaced worker is not refused because
+the worker was still loading (on a busy 2-CPU machine that took more than the
+default 100 ms), and a runaway evaluation is still stopped at its deadline.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _SPAWN, _STOP = "spawn", "stop"
 REPLACEMENT_WAIT_SECONDS = 1.0  # the longest a caller that killed a worker waits for its replacement
+LOAD_SECONDS = 2.0  # the longest a worker may take to load a bundle it is sent (then it is killed)
 
 
 class WorkerLost(Exception):
@@ -69,18 +75,22 @@ class Worker:
             raise WorkerLost(f"policy worker {self.pid} exited while starting") from e
         raise WorkerLost(f"policy worker {self.pid} did not start within {timeout:.0f} s")
 
-    def exchange(self, key: str, bundle: bytes, input_json: bytes, deadline: float) -> dict[str, Any]:
-        """The worker's reply for one evaluation; failures.Timeout past `deadline` (then kill it)."""
-        send_bundle = key not in self._loaded
-        while True:
-            self._send(regoworker.request(key, input_json, bundle if send_bundle else None))
-            reply = self._receive(deadline)
+    def exchange(self, key: str, bundle: bytes, input_json: bytes, timeout: float) -> dict[str, Any]:
+        """The worker's reply for one evaluation; failures.Timeout `timeout` after the worker holds the
+        bundle (then kill it)."""
+        for _ in range(2):  # a second time when the worker had evicted the bundle after all
+            if key not in self._loaded:
+                self._send(regoworker.request(key, None, bundle))
+                loaded = self._receive(time.monotonic() + LOAD_SECONDS)
+                if not loaded.get("loaded"):  # it did not load (a corrupt or empty bundle): the answer
+                    return loaded
             self._remember(key)
+            self._send(regoworker.request(key, input_json, None))
+            reply = self._receive(time.monotonic() + timeout)
             if not reply.get("missing"):
                 return reply
-            if send_bundle:  # only an empty bundle can be missing after it was sent
-                return {"failure": failures.EngineError.cause, "detail": "the policy has no compiled bundle"}
-            send_bundle = True
+            self._loaded.pop(key, None)
+        return {"failure": failures.EngineError.cause, "detail": "the worker does not keep the bundle"}
 
     def idle_and_alive(self) -> bool:
         """False if the worker died while idle (an idle worker never has anything to read but EOF)."""
@@ -187,9 +197,8 @@ class WorkerPool:
         asked = time.monotonic()
         worker = self._acquire(wait_until)
         acquired = time.monotonic()
-        deadline = acquired + timeout
         try:
-            reply = worker.exchange(key, bundle, input_json, deadline)
+            reply = worker.exchange(key, bundle, input_json, timeout)
         except failures.Timeout:
             self._discard(worker, "killed")  # kills it first: its CPU stops at the deadline
             self._await_replacement()  # meanwhile the caller's tenant slot stays taken: see below
