@@ -219,12 +219,12 @@ def test_unknown_field_is_reported_at_the_unknown_key(tmp_path: Path) -> None:
     path, problem = only_problem(
         tmp_path, OPERATOR.replace("  subscribes:", "  subscribe_to: [x]\n  subscribes:")
     )
-    assert problem == f"{path}:9:3: spec.subscribe_to: unknown field"
+    assert problem == f"{path}:9:3: spec.subscribe_to: unknown field; did you mean 'subscribes'?"
 
 
 def test_unknown_field_nested_in_a_list(tmp_path: Path) -> None:
     path, problem = only_problem(tmp_path, OPERATOR.replace("          args:", "          arg:"))
-    assert problem == f"{path}:14:11: spec.rules[0].actions[0].arg: unknown field"
+    assert problem == f"{path}:14:11: spec.rules[0].actions[0].arg: unknown field; did you mean 'args'?"
 
 
 def test_unknown_top_level_field(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def check_module(source: str, package: str) -> list[Finding]:
     findings: list[Finding] = []
     defined = set(_DEFINED.findall(code))
     aliases = {"data", "input"}
-    for path, alias in _IMPORT.findall(code):
+    for path, alias in import_aliases(code):
         aliases.add(alias or path.rsplit(".", 1)[-1])
     unknown: dict[str, int] = {}
     for match in _CALL.finditer(code):
@@ -131,12 +131,22 @@ def input_paths(source: str) -> tuple[tuple[str, ...], ...] | None:
     `input` (passed to a function, iterated, replaced by `with`) reads it all.
     """
     paths: set[tuple[str, ...]] = set()
-    for match in _INPUT_REF.finditer(code_only(source)):
-        path = tuple(match.group(1).split(".")[1:])
+    for path, _ in input_refs(source):
         if not path:
             return None
         paths.add(path)
     return tuple(sorted(paths))
+
+
+def input_refs(source: str) -> list[tuple[tuple[str, ...], int]]:
+    """Each static `input.a.b` reference as (("a", "b"), offset); a bare `input` is ((), offset)."""
+    return [(tuple(match.group(1).split(".")[1:]), match.start())
+            for match in _INPUT_REF.finditer(code_only(source))]
+
+
+def import_aliases(code: str) -> list[tuple[str, str]]:
+    """(path, alias or "") of each import in `code_only` text."""
+    return _IMPORT.findall(code)
 
 
 def locate(sources: Mapping[str, str], message: str) -> tuple[str | None, int | None, int | None]:

@@ -1,6 +1,6 @@
 """Desired state as YAML: the four kinds, their loader and set-level checks."""
 
-from fibric.specs.checks import Report, check_set
+from fibric.specs.checks import Report, check_models, check_set
 from fibric.specs.dump import document_data, to_yaml
 from fibric.specs.files import resolve
 from fibric.specs.loader import Loaded, Source, format_path, load_paths, load_text, validate_data
@@ -31,6 +31,7 @@ __all__ = [
     "Source",
     "Webhook",
     "build",
+    "check_models",
     "check_set",
     "document_data",
     "format_path",

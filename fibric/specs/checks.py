@@ -6,11 +6,11 @@ operators with one name, or an operator bound to a policy that does not exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from fibric import errors
-from fibric.specs import models
+from fibric.specs import models, suggest
 from fibric.specs.loader import Loaded, Source
 
 
@@ -79,3 +79,15 @@ def check_set(
 
 def _where(source: Source) -> str:
     return f"{source.file}:{source.line}" if source.line is not None else source.file
+
+
+def check_models(loaded: Iterable[Loaded], models_known: Collection[str]) -> list[errors.SpecProblem]:
+    """Operators whose `model` is none of `models_known` ('rules' and the server's LLM route names)."""
+    problems = []
+    for item in loaded:
+        doc = item.document
+        if isinstance(doc, models.Operator) and doc.spec.model not in models_known:
+            problems.append(item.source.problem(
+                f"model '{doc.spec.model}' is neither 'rules' nor a route of the LLM routes file"
+                f"{suggest.closest(doc.spec.model, models_known)}", ("spec", "model")))
+    return problems

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from fibric import errors
-from fibric.specs import models
+from fibric.specs import models, suggest
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -137,7 +137,7 @@ def parse_document(raw: Any, filename: str) -> Loaded:
     try:
         document = models.KINDS[kind].model_validate(to_plain(raw))
     except ValidationError as e:
-        raise errors.SpecInvalid(problems_from_validation(e, source)) from e
+        raise errors.SpecInvalid(problems_from_validation(e, source, models.KINDS[kind])) from e
     return Loaded(document=document, source=source)
 
 
@@ -152,16 +152,19 @@ def validate_data(data: Any, source_name: str = "body") -> models.Document:
     try:
         return models.KINDS[kind].model_validate(data)
     except ValidationError as e:
-        raise errors.SpecInvalid(problems_from_validation(e, None)) from e
+        raise errors.SpecInvalid(problems_from_validation(e, None, models.KINDS[kind])) from e
 
 
 def problems_from_validation(
-    error: ValidationError, source: Source | None
+    error: ValidationError, source: Source | None, model: type[BaseModel] | None = None
 ) -> list[errors.SpecProblem]:
+    """Pydantic's errors located in `source`; an unknown field of `model` gets the closest known one."""
     problems = []
     for item in error.errors(include_url=False):
         path = [p for p in item["loc"] if not _is_union_tag(p)]
         message = _message(item)
+        if item["type"] == "extra_forbidden" and model is not None and path and isinstance(path[-1], str):
+            message += suggest.closest(path[-1], suggest.field_names(model, path[:-1]))
         cause = item.get("ctx", {}).get("error")
         if isinstance(cause, models.FieldError):  # a model-level check naming a nested field
             path.extend(cause.path)

@@ -107,12 +107,15 @@ class Boundary:
         loaded: Sequence[specs.Loaded],
         origin: Origin,
         live: Mapping[tuple[str, str], Mapping[str, Any]],
+        *,
+        offline: bool = False,
     ) -> list[errors.SpecProblem]:
         """What `origin` may not declare in these documents; unchanged specs are not checked again.
 
         `live` maps (kind, name) to the stored spec. Host names are resolved
         once each, concurrently and within a budget (every connection checks
-        again on the address it connects to).
+        again on the address it connects to). `offline` (`fibric validate`)
+        leaves out what needs the installation: its catalog's entries and DNS.
         """
         problems: list[errors.SpecProblem] = []
         urls: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]] = []
@@ -121,7 +124,7 @@ class Boundary:
             if live.get((doc.kind, doc.name)) == doc.spec_dict():  # type: ignore[attr-defined]
                 continue
             if isinstance(doc, specs.Connector):
-                problems += self._connector(item, doc.spec, origin, urls)
+                problems += self._connector(item, doc.spec, origin, urls, offline)
             elif isinstance(doc, specs.Webhook):
                 if origin is Origin.TENANT and doc.spec.secret_env is not None:
                     problems.append(item.source.problem(
@@ -129,7 +132,7 @@ class Boundary:
                         "store the signing secret as a tenant secret (`fibric secret set NAME`) and name it "
                         "in secret_ref", ("spec", "secret_env")))
                 urls.append((item, ("spec", "url"), doc.spec.url, self.egress_for(origin, "Webhook")))
-        problems += _refused_urls(urls, self.resolver)
+        problems += _refused_urls(urls, None if offline else self.resolver)
         return problems
 
     def _connector(
@@ -138,10 +141,11 @@ class Boundary:
         spec: models.ConnectorSpec,
         origin: Origin,
         urls: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]],
+        offline: bool,
     ) -> list[errors.SpecProblem]:
         transport = spec.transport
         if transport.catalog is not None:
-            if self.catalog.get(transport.catalog) is None:
+            if not offline and self.catalog.get(transport.catalog) is None:
                 return [item.source.problem(self.catalog.describe_missing(transport.catalog),
                                             ("spec", "transport", "catalog"))]
             return []
@@ -205,7 +209,8 @@ def secret_refs(kind: str, spec: Mapping[str, Any]) -> set[str]:
 
 
 def _refused_urls(
-    urls: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]], resolver: resolvers.Resolver,
+    urls: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]],
+    resolver: resolvers.Resolver | None,
 ) -> list[errors.SpecProblem]:
     problems: list[errors.SpecProblem] = []
     resolvable: list[tuple[specs.Loaded, tuple[str, ...], str, egresses.Egress]] = []
@@ -216,6 +221,8 @@ def _refused_urls(
             problems.append(item.source.problem(_refusal(str(e), egress), path))
             continue
         resolvable.append((item, path, host, egress))
+    if resolver is None:  # offline: the URLs as written only
+        return problems
     by_egress: dict[egresses.Egress, dict[str, str]] = {}
     for egress in {e for *_, e in resolvable}:
         by_egress[egress] = egress.refused_names((host for *_, host, e in resolvable if e == egress),
