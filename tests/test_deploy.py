@@ -1,4 +1,4 @@
-"""deploy/Dockerfile and docs/deploy.md say only what the server does (no Docker daemon here: linted).
+"""The Dockerfile and docs/deploy.md say only what the server does (no Docker daemon here: linted).
 
 The Dockerfile is read instruction by instruction: its base image's Python
 satisfies the package's, what it copies exists, it never runs as root, it
@@ -14,14 +14,14 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DOCKERFILE = ROOT / "Dockerfile"
 GUIDE = ROOT / "docs" / "deploy.md"
 VARIABLE = re.compile(r"\bFIBRIC_[A-Z0-9_]*[A-Z0-9]\b")
 
 
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments), continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    text = re.sub(r"\\\n(\s*#[^\n]*\n)*\s*", " ", DOCKERFILE.read_text(encoding="utf-8"))
     found = []
     for line in text.splitlines():
         line = line.strip()

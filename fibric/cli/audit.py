@@ -122,8 +122,19 @@ def verify(ctx: click.Context, data_dir: str | None, store_url: str | None, tena
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Private key file to create (mode 0600); the public key goes to OUT.pub.")
 def keygen(out: Path) -> None:
-    """Create the Ed25519 key pair that signs checkpoints; keep the private key off the server."""
-    public = checkpoint.generate_key(out)
+    """Create the Ed25519 key pair that signs checkpoints; keep the private key off the server.
+
+    OUT's folder must exist: as with ssh-keygen, a missing one is an error
+    rather than created, so a mistyped path never leaves a signing key in a
+    folder nobody chose the owner and mode of.
+    """
+    if not out.parent.is_dir():
+        raise edge.BadInput(f"cannot write the key to {out}: the folder {out.parent} does not exist "
+                            f"(create it first, e.g. `mkdir -m 700 {out.parent}`)")
+    try:
+        public = checkpoint.generate_key(out)
+    except OSError as e:
+        raise edge.BadInput(f"cannot write the key to {e.filename or out}: {e.strerror or e}") from e
     click.echo(f"private key: {out} (0600)\npublic key:  {public}")
 
 
@@ -140,7 +151,10 @@ def checkpoint_command(ctx: click.Context, data_dir: str | None, store_url: str 
     """Sign the head of every tenant's chain of record into a file outside the database."""
     with admin.opened(data_dir, store_url, existing=True) as state:
         document = checkpoint.create(receipts.StoreLedger(state), key_file)
-    checkpoint.write(document, out)
+    try:
+        checkpoint.write(document, out)
+    except OSError as e:
+        raise edge.BadInput(f"cannot write the checkpoint to {out}: {e.strerror or e}") from e
     for tenant in document["tenants"]:
         click.echo(f"tenant {tenant['tenant_id']}: tenant_seq {tenant['tenant_seq']} "
                    f"{tenant['receipt_id']} {tenant['hash'][:16]}")
