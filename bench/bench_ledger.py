@@ -95,7 +95,8 @@ def bare_inserts(folder: Path, count: int) -> float:
                      new.operator, new.capability, new.entity_key, '{"reason":"late"}', None, None, None,
                      new.proposed_by, new.decision, new.rule, '{"decision":"ALLOW"}', new.policy_id,
                      new.policy_sha256, new.idempotency_key, new.outcome, None, '{"held":true}',
-                     "2026-06-14T09:02:11.000000+00:00", receipts.GENESIS, "cd" * 32, None])
+                     "2026-06-14T09:02:11.000000+00:00", receipts.GENESIS, "cd" * 32]
+                    + [None] * len(receipts.LATER_FIELDS))  # the trailing, later columns
     started = time.perf_counter()
     for row in rows:
         conn.execute("BEGIN IMMEDIATE")
@@ -147,7 +148,8 @@ def generate(lake: sealed.SealedLedger, native: Path, rows: int) -> None:
                TIMESTAMP '2026-03-01' + to_seconds((i * 7919) % (90 * 86400)) AS disposed_at,
                md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS prev_hash,
                md5((i + 2)::VARCHAR) || md5((i + 3)::VARCHAR) AS hash,
-               '{{"key_id":"key_bench","key_name":"ops"}}' AS decided_by
+               '{{"key_id":"key_bench","key_name":"ops"}}' AS decided_by,
+               'req_' || md5(i::VARCHAR) AS request_id, NULL::VARCHAR AS trace_id
         FROM range({rows}) t(i)"""
     conn = duckdb.connect(str(native), config=dict(sealed.CONFIG))
     conn.execute(f"CREATE TABLE receipts AS {select}")

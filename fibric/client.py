@@ -318,6 +318,16 @@ class Client:
     def delete_secret(self, name: str) -> dict[str, Any]:
         return self.request("DELETE", f"/v1/secrets/{_segment(name)}")
 
+    # --- sync status (docs/sync.md) -------------------------------------------
+
+    def list_sync(self) -> list[dict[str, Any]]:
+        """GET /v1/sync: every apply set's sync status (revision, last attempt, error, drift)."""
+        return list(self.request("GET", "/v1/sync").get("data", []))
+
+    def get_sync(self, apply_set: str) -> dict[str, Any]:
+        """GET /v1/sync/{apply_set}; NotFound-like ApiError (404) for a set this tenant never applied."""
+        return self.request("GET", f"/v1/sync/{_segment(apply_set)}")
+
     # --- plumbing -----------------------------------------------------------
 
     def paginate(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:

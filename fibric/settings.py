@@ -119,6 +119,10 @@ class ControllerSettings:
         "With a specs folder: apply it again whenever a file changes.", flag="--watch"))
     apply_set: str = field(default="serve", metadata=about(
         "The apply set of the specs folder: what it prunes."))
+    sync_self_heal: bool = field(default=False, metadata=about(
+        "With `--watch`: `on` applies the folder again when objects of its apply set were changed or "
+        "deleted through the API; `off` reports that drift in `fibric status` ([sync.md](sync.md)).",
+        env="FIBRIC_SYNC_SELF_HEAL"))
 
 
 @dataclass(frozen=True)
@@ -508,6 +512,7 @@ class Settings:
             resync_seconds=float(str(resync)) if resync else ControllerSettings.resync_seconds,
             specs_dir=Path(str(specs_dir)) if specs_dir else None,
             watch=bool(watch),
+            sync_self_heal=_switch("FIBRIC_SYNC_SELF_HEAL", env.get("FIBRIC_SYNC_SELF_HEAL")),
         )
         return cls(store=store, server=server, controller=controller,
                    rate_limits=RateLimitSettings.from_env(env), policies=PolicySettings.from_env(env),
@@ -517,6 +522,16 @@ class Settings:
                    trust=TrustSettings.from_env(env, overrides.get("connector_catalog"),
                                                 overrides.get("egress_allow")),
                    bulkheads=BulkheadSettings.from_env(env))
+
+
+def _switch(name: str, value: str | None) -> bool:
+    """`on`/`off` (also true/false, 1/0, yes/no); unset is off."""
+    text = (value or "").strip().lower()
+    if text in ("", "off", "false", "0", "no"):
+        return False
+    if text in ("on", "true", "1", "yes"):
+        return True
+    raise ValueError(f"{name} must be on or off, not {value!r}")
 
 
 def _worker_threads(value: str | None) -> int | None:
@@ -564,6 +579,12 @@ ELSEWHERE: tuple[tuple[Section, Entry], ...] = (
     (OBSERVABILITY, Entry("fibric/metrics.py", "FIBRIC_METRICS", None, "`on`",
                           "`on` serves `/metrics`; `off` serves none and takes no per-request sample; "
                           "`tenants` also labels the per-tenant metrics with the tenant id.")),
+    (OBSERVABILITY, Entry("fibric/tracing.py", "OTEL_EXPORTER_OTLP_ENDPOINT", None, "unset",
+                          "A collector's base URL: spans are exported over OTLP/HTTP to `<it>/v1/traces` "
+                          "(`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the full URL); needs the `otel` extra "
+                          "([operations.md](operations.md#traces)).")),
+    (OBSERVABILITY, Entry("fibric/tracing.py", "OTEL_SERVICE_NAME", None, "`fibric`",
+                          "The service name on exported spans.")),
     (TESTS, Entry("fibric/controller/crashpoints.py", "FIBRIC_CRASHPOINT", None, "unset",
                   "`<point>[@<capability>]`: the process kills itself there "
                   "([executor.md](executor.md#crash-safety)).")),

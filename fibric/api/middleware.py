@@ -13,14 +13,17 @@ body is read up to the limit and then refused. Refusal is 413 with code
 
 from __future__ import annotations
 
+from opentelemetry import propagate, trace
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fibric import ids
-from fibric.api import errors
+from fibric import ids, tracing
+from fibric.api import auth, errors
 
 
 class RequestId:
+    """The request's id, and its span: a child of the caller's `traceparent`, when it sent one."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -30,15 +33,32 @@ class RequestId:
             return
         request_id = ids.new_id("request")
         scope.setdefault("state", {})["request_id"] = request_id
+        token = tracing.REQUEST_ID.set(request_id)
+        caller = propagate.extract(Headers(scope=scope))
+        method = scope.get("method", "GET")
+        with tracing.tracer.start_as_current_span(method, context=caller, kind=trace.SpanKind.SERVER) as span:
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("fibric.request_id", request_id)
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if errors.REQUEST_ID_HEADER not in headers:
-                    headers.append(errors.REQUEST_ID_HEADER, request_id)
-            await send(message)
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = MutableHeaders(scope=message)
+                    if errors.REQUEST_ID_HEADER not in headers:
+                        headers.append(errors.REQUEST_ID_HEADER, request_id)
+                    span.set_attribute("http.response.status_code", message["status"])
+                await send(message)
 
-        await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = getattr(scope.get("route"), "path", None)  # the template, e.g. /v1/plans/{plan_id}
+                if route:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                principal = scope["state"].get(auth.PRINCIPAL)
+                if principal is not None:
+                    span.set_attribute("fibric.tenant_id", principal.tenant_id)
+                tracing.REQUEST_ID.reset(token)
 
 
 class BodyLimit:

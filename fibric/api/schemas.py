@@ -217,6 +217,12 @@ class Receipt(ReceiptSummary):
     decided_by: KeyIdentity | None = Field(
         default=None, description="The API key whose decision this carries out: it approved the plan, "
         "or rejected it (a declined action); null for expiry and for receipts from before keys were kept.")
+    request_id: str | None = Field(
+        default=None, description="The API request (req_...) that disposed of it, as in the access log; "
+        "null when a background service did (crash recovery) or for receipts from before ids were kept.")
+    trace_id: str | None = Field(
+        default=None, description="The OpenTelemetry trace it was disposed of in (32 hex digits); "
+        "null when the server does not trace (docs/operations.md#traces).")
     detail: Any = None
     prev_hash: str = Field(description="hash of the tenant's previous receipt.")
     hash: str = Field(description="SHA-256 of this receipt's canonical JSON.")

@@ -51,6 +51,8 @@ COMMANDS: Mapping[str, Entry] = {
         "Delete the object NAME (or id) of KIND."),
     "demo": Entry("fibric.cli.demo", "demo",
         "Run the loop end to end: event -> proposed plan -> approval -> receipts -> verified chain."),
+    "describe": Entry("fibric.cli.status", "describe",
+        "Show one object: its spec, conditions, its apply set's last error, and an operator's recent runs."),
     "diff": Entry("fibric.cli.diff", "diff",
         "Show how the live state differs from the spec files."),
     "export": Entry("fibric.cli.live", "export",
@@ -67,6 +69,8 @@ COMMANDS: Mapping[str, Entry] = {
         "Set, list and delete the tenant's secrets (values are never shown)."),
     "serve": Entry("fibric.cli.serve", "serve",
         "Run the API server and the controller."),
+    "status": Entry("fibric.cli.status", "status",
+        "Show each apply set's sync status: revision, applied at, result, last error and drift."),
     "validate": Entry("fibric.cli.offline", "validate",
         "Check spec files offline: YAML, fields, duplicates, references, Rego and its unit tests."),
 }

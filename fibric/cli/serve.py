@@ -35,7 +35,7 @@ import click
 import uvicorn
 
 import fibric
-from fibric import errors, logs, proposers, settings, store, system, threads, trust
+from fibric import errors, logs, proposers, settings, store, system, threads, tracing, trust
 from fibric.api import protocol, workers
 from fibric.cli import edge
 from fibric.controller import apply, bootstrap, loop, watch
@@ -96,11 +96,17 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
         proposers.check_routes(config.llm)  # a typo in an LLM route fails here, not in the first run
     except errors.FibricError as e:
         raise click.UsageError(str(e)) from e
+    try:
+        traces = tracing.configure(os.environ)  # OTEL_EXPORTER_OTLP_ENDPOINT: spans to a collector
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     opened = False
     try:
-        with system.build(config, boundary=boundary) as running:
-            opened = True
-            _serve(running, tenant_name)
+        with contextlib.ExitStack() as stop_tracing:
+            stop_tracing.callback(tracing.shutdown)  # the last spans reach the collector before exit
+            with system.build(config, boundary=boundary) as running:
+                opened = True
+                _serve(running, tenant_name, traces)
     except (OSError, sqlite3.Error) as e:
         if opened:
             raise
@@ -116,10 +122,10 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
         raise edge.Failure(str(e)) from e  # a data dir that cannot be used: an old ledger to import, ...
 
 
-def _serve(running: system.System, tenant_name: str) -> None:
+def _serve(running: system.System, tenant_name: str, traces: str | None = None) -> None:
     """Bootstrap, apply the spec folder, and serve until a signal; the system is closed by the caller."""
     config, state = running.settings, running.state
-    log.info("%s", banner(config))
+    log.info("%s", banner(config, traces))
     _bootstrap(state, config)
     options = apply.Options(running.boundary, running.box)
     tenant = None
@@ -192,7 +198,7 @@ def _keep_secret(config: settings.Settings, tenant: store.Tenant, change: apply.
              "anywhere else", change.name, path)
 
 
-def banner(config: settings.Settings) -> str:
+def banner(config: settings.Settings, traces: str | None = None) -> str:
     """One line saying what this server runs with: version, store, ledger, policy engine, address, limits.
 
     Every URL and connection string in it has lost its user, password and
@@ -225,6 +231,7 @@ def banner(config: settings.Settings) -> str:
         "pools": ",".join(f"{name}:{size}" for name, size in pools.pool_sizes.items()),
         "tenant_caps": f"deliveries:{pools.tenant_deliveries},connector_calls:{pools.tenant_connector_calls},"
                        f"runs:{pools.tenant_runs}",
+        "traces": f"otlp:{_without_credentials(traces)}" if traces else "off",
     }
     return f"fibric {fibric.__version__}: " + " ".join(f"{key}={shlex.quote(str(value))}"
                                                         for key, value in shown.items())
@@ -278,7 +285,7 @@ async def _run(
         watcher = asyncio.create_task(watch.watch_folder(
             state, tenant.id, folder, config.controller.apply_set,
             lambda result: _applied(controller, tenant, config, result), stop,
-            options=options, pool=pools.controller,
+            options=options, pool=pools.controller, self_heal=config.controller.sync_self_heal,
         ), name="fibric-watch")
     try:
         await server.serve()

@@ -25,6 +25,7 @@ POLICY_RESOLVED = "PolicyResolved"
 CAPABILITIES_FULFILLED = "CapabilitiesFulfilled"
 CONNECTED = "Connected"
 COMPILED = "Compiled"
+SYNCED = "Synced"  # the object's apply set last applied (fibric/controller/syncing.py)
 STRUCTURED_OUTPUT = "StructuredOutput"  # an operator's LLM route asks for its answer strictly
 
 Condition = dict[str, Any]

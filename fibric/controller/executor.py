@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fibric import errors, store, threads
+from fibric import errors, store, threads, tracing
 from fibric import metrics as metrics_module
 from fibric.connectors import errors as cerrors
 from fibric.connectors import runtime as runtime_module
@@ -167,26 +167,33 @@ class Executor:
         beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop, lost),
                                    name=f"lease-{plan.id}")
         concluded = False
-        try:
-            results = []
-            chosen = {a["idempotency_key"] for a in selected}
-            for action in plan.actions if declining else selected:
-                if lost.is_set():  # fail closed: the claim may be another holder's now; it finishes the plan
-                    raise errors.TemporaryError(
-                        f"plan {plan.id} lost its execution claim or leases while running; the actions "
-                        "not yet disposed are left to recovery", delay=self.lease_seconds)
-                prior = known.get(action["idempotency_key"])
-                declined = action["idempotency_key"] not in chosen
-                results.append(await self._dispose(plan, operator, action, prior, claim.token,
-                                                   recovering=recovering, declined=declined))
-            await self._stop_heartbeat(stop, beat)
-            final = await self.pool.run(self._conclude, plan, results, entities, holder)
-            concluded = True
-            return final
-        finally:
-            if not concluded:
+        with tracing.span("fibric.execute", tenant_id=plan.tenant_id, plan_id=plan.id, recovering=recovering):
+            try:
+                results = []
+                chosen = {a["idempotency_key"] for a in selected}
+                for action in plan.actions if declining else selected:
+                    if lost.is_set():  # fail closed: the claim may be another holder's now; it finishes it
+                        raise errors.TemporaryError(
+                            f"plan {plan.id} lost its execution claim or leases while running; the actions "
+                            "not yet disposed are left to recovery", delay=self.lease_seconds)
+                    prior = known.get(action["idempotency_key"])
+                    declined = action["idempotency_key"] not in chosen
+                    with tracing.span("fibric.dispose", capability=action["capability"],
+                                      idempotency_key=action["idempotency_key"]):
+                        result = await self._dispose(plan, operator, action, prior, claim.token,
+                                                     recovering=recovering, declined=declined)
+                        tracing.annotate(decision=result["decision"], outcome=result["outcome"],
+                                         receipt_id=result["receipt_id"])
+                    results.append(result)
                 await self._stop_heartbeat(stop, beat)
-                await self.pool.run(leases.release, self.state, plan.tenant_id, entities, holder)
+                final = await self.pool.run(self._conclude, plan, results, entities, holder)
+                concluded = True
+                tracing.annotate(plan_status=final.status)
+                return final
+            finally:
+                if not concluded:
+                    await self._stop_heartbeat(stop, beat)
+                    await self.pool.run(leases.release, self.state, plan.tenant_id, entities, holder)
 
     @staticmethod
     async def _stop_heartbeat(stop: asyncio.Event, beat: asyncio.Task[None]) -> None:
@@ -378,15 +385,19 @@ class Executor:
 
     async def _invoke(self, intent: intents.Intent) -> tools.ToolResult:
         base = intent.receipt
-        call = self.runtime.call(intent.tenant_id, base["capability"], dict(base["args"]),
-                                 base["idempotency_key"], entity_key=base["entity_key"])
-        if not self.crash.armed("after_request_sent", base["capability"]):
-            return await call
-        task = asyncio.ensure_future(call)
-        for _ in range(REQUEST_SENT_YIELDS):
-            await asyncio.sleep(0)
-        self.crash.hit("after_request_sent", base["capability"])
-        return await task
+        with tracing.span("fibric.tool_call", client=True, capability=base["capability"]):
+            call = self.runtime.call(intent.tenant_id, base["capability"], dict(base["args"]),
+                                     base["idempotency_key"], entity_key=base["entity_key"])
+            if not self.crash.armed("after_request_sent", base["capability"]):
+                result = await call
+            else:
+                task = asyncio.ensure_future(call)
+                for _ in range(REQUEST_SENT_YIELDS):
+                    await asyncio.sleep(0)
+                self.crash.hit("after_request_sent", base["capability"])
+                result = await task
+            tracing.annotate(tool_error=result.is_error)
+            return result
 
     async def _recover(self, plan: plans.Plan, intent: intents.Intent) -> dict[str, Any]:
         """An intent without a receipt: its executor died between writing it and the receipt."""
@@ -471,6 +482,8 @@ def receipt_fields(
         "policy": policy, "policy_id": policy_id, "policy_sha256": policy_sha256,
         "triggered_by_event": plan.event_id, "plan_id": plan.id, "run_id": plan.run_id,
         "approver": plan.approver, "decided_by": plan.decided_by,
+        # What ties it to the approval's request and trace (an intent carries them to recovery).
+        "request_id": tracing.request_id(), "trace_id": tracing.trace_id(),
     }
 
 

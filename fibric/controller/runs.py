@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pydantic
 
-from fibric import connectors, errors, policies, proposers, specs, store, threads, timefmt
+from fibric import connectors, errors, policies, proposers, specs, store, threads, timefmt, tracing
 from fibric import metrics as metrics_module
 from fibric import settings as settings_module
 from fibric.controller import decide, disposal
@@ -118,7 +118,10 @@ class Runner:
         """Carry the started run to its end; whatever happens, finish it (or hand its events back)."""
         calls: list[proposers.ModelCall] = []  # every request to an LLM route, kept with the run
         try:
-            outcome = await self._execute(run, operator, calls.append)
+            with tracing.span("fibric.run", tenant_id=run.tenant_id, run_id=run.id, operator=operator.name,
+                              trigger=run.trigger):
+                outcome = await self._execute(run, operator, calls.append)
+                tracing.annotate(outcome=outcome.status, plan_id=outcome.plan_id)
         except asyncio.CancelledError:  # shutdown: the events go back to the queue for the next start
             await self.pool.run(run_store.release, self.state, run,
                                     "interrupted: the server shut down before the run finished")

@@ -4,7 +4,9 @@
 tenant, exactly like `fibric apply --prune DIR` run on every save. The apply
 is all or nothing, so a bad edit (invalid YAML, a dangling policy) is logged
 with its file:line errors and the last good state stays live until the
-folder is fixed.
+folder is fixed. Every attempt is also recorded as the apply set's sync status
+(`fibric status`, GET /v1/sync; fibric/controller/syncing.py), and idle checks
+look for drift (docs/sync.md).
 
 Policies usually name Rego files outside the specs folder
 (`rego_file: ../policies/x.rego`); those files are watched too, so editing a
@@ -23,7 +25,7 @@ from typing import Any
 import watchfiles
 
 from fibric import errors, specs, store, threads, trust
-from fibric.controller import apply
+from fibric.controller import apply, syncing
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,30 @@ def apply_folder(
     """Apply every spec under `folder` as `apply_set`, pruning what left it; all or nothing.
 
     The folder is the installation's own, so its specs may use what a tenant's
-    may not (a stdio command, a server variable; docs/security.md).
+    may not (a stdio command, a server variable; docs/security.md). Each
+    attempt, good or bad, is recorded as the set's sync status.
     """
-    loaded = _resolve_all(specs.load_paths([folder]))
-    return apply.apply(state, tenant_id, loaded, apply_set=apply_set, prune=True,
-                       origin=trust.Origin.INSTALLATION, options=options)
+    return _apply_and_declare(state, tenant_id, Path(folder), apply_set, options)[0]
+
+
+def _apply_and_declare(
+    state: store.StateStore, tenant_id: str, folder: Path, apply_set: str, options: apply.Options | None,
+) -> tuple[apply.ApplyResult, syncing.Declared]:
+    """Apply the folder and record the attempt; what it declares, for the drift check."""
+    revision = syncing.folder_revision(folder, _referenced_files(folder))
+    try:
+        loaded = _resolve_all(specs.load_paths([folder]))
+        result = apply.apply(state, tenant_id, loaded, apply_set=apply_set, prune=True,
+                             origin=trust.Origin.INSTALLATION, options=options)
+    except Exception as e:
+        text = str(e) if isinstance(e, errors.FibricError) else f"{type(e).__name__}: {e}"
+        try:
+            syncing.record(state, tenant_id, apply_set, revision, error=text)
+        except Exception:  # the apply's own error is the one to raise
+            log.exception("could not record the failed apply of %s", folder)
+        raise
+    syncing.record(state, tenant_id, apply_set, revision)
+    return result, syncing.declared(loaded)
 
 
 async def watch_folder(
@@ -54,16 +75,24 @@ async def watch_folder(
     idle_check_ms: int = 2000,
     options: apply.Options | None = None,
     pool: threads.Pool | None = None,
+    self_heal: bool = False,
 ) -> None:
     """Re-apply `folder` after every change until `stop_event` is set.
 
     The caller applies the folder once at start-up (and reports a bad folder
     loudly); this only follows changes. `on_applied` runs after each apply
     that succeeded, on the event loop.
+
+    Each idle check also compares the live objects of the set to what the
+    folder last applied declared: drift (an object deleted or changed through
+    the API) is recorded in the set's sync status or, with `self_heal`,
+    undone by applying the folder again.
     """
     folder = Path(folder).resolve()
     run = (pool or threads.standalone("controller")).run
     applied_fingerprint: object = None  # unknown: the first idle check applies once
+    wanted: syncing.Declared | None = None  # what the last good apply declared
+    broken = False  # the folder's last apply failed
     while not stop_event.is_set():
         referenced = await run(_referenced_files, folder)
         roots = sorted({folder, *(p.parent for p in referenced)})
@@ -85,10 +114,17 @@ async def watch_folder(
             async for changes in watcher:
                 seen = await run(_fingerprint, folder, referenced)
                 if not changes and seen == applied_fingerprint:
-                    continue
+                    if wanted is None or not await _drifted(state, tenant_id, apply_set, wanted, run):
+                        continue
+                    if not self_heal or broken:  # a folder that failed would only fail again
+                        continue
+                    log.info("self-heal: applying %s again to undo the drift", folder)
                 applied_fingerprint = seen
-                if not await _apply_once(state, tenant_id, folder, apply_set, on_applied, options, run):
+                declared = await _apply_once(state, tenant_id, folder, apply_set, on_applied, options, run)
+                broken = declared is None
+                if declared is None:
                     continue
+                wanted = declared
                 if await run(_referenced_files, folder) != referenced:
                     break  # policies now name other Rego files: watch those instead
 
@@ -101,25 +137,38 @@ async def _apply_once(
     on_applied: Callable[[apply.ApplyResult], Any],
     options: apply.Options | None,
     run: Callable[..., Awaitable[Any]],
-) -> bool:
+) -> syncing.Declared | None:
+    """Apply the folder once; what it declares, or None if it was not applied (logged)."""
     try:
-        result = await run(apply_folder, state, tenant_id, folder, apply_set, options=options)
+        result, declared = await run(_apply_and_declare, state, tenant_id, folder, apply_set, options)
     except errors.SpecInvalid as e:
         log.error("specs in %s not applied; the last good state stays live:\n%s", folder, e)
-        return False
+        return None
     except errors.FibricError as e:
         log.error("specs in %s not applied (%s); the last good state stays live: %s",
                   folder, type(e).__name__, e)
-        return False
+        return None
     except Exception:  # keep watching whatever went wrong; the next save tries again
         log.exception("specs in %s not applied; the last good state stays live", folder)
-        return False
+        return None
     _log_changes(folder, result)
     try:
         on_applied(result)
     except Exception:
         log.exception("after applying %s", folder)
-    return True
+    return declared
+
+
+async def _drifted(
+    state: store.StateStore, tenant_id: str, apply_set: str, wanted: syncing.Declared,
+    run: Callable[..., Awaitable[Any]],
+) -> bool:
+    """True if live objects of the set differ from what it declares (recorded either way)."""
+    try:
+        return bool(await run(syncing.check, state, tenant_id, apply_set, wanted))
+    except Exception:  # a store hiccup: the next idle check looks again
+        log.exception("checking %s for drift", apply_set)
+        return False
 
 
 def _resolve_all(loaded: list[specs.Loaded]) -> list[specs.Loaded]:

@@ -473,6 +473,35 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
             "ALTER TABLE receipts ADD COLUMN decided_by TEXT",
         ],
     ),
+    (
+        14,
+        "sync status of each apply set: what was applied, what was last tried, drift",
+        [
+            # One row per (tenant, apply set), upserted by every apply of the set (fibric/store/syncs.py).
+            """CREATE TABLE sync_status (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                apply_set TEXT NOT NULL,
+                revision TEXT,
+                applied_at TEXT,
+                result TEXT NOT NULL,
+                error TEXT,
+                attempted_revision TEXT NOT NULL,
+                attempted_at TEXT NOT NULL,
+                drift TEXT NOT NULL,
+                drift_checked_at TEXT,
+                PRIMARY KEY (tenant_id, apply_set)
+            )""",
+        ],
+    ),
+    (
+        15,
+        "receipts name the API request and the trace that disposed of them",
+        [
+            # Receipts written before have neither; their hash leaves an absent one out (receipts.py).
+            "ALTER TABLE receipts ADD COLUMN request_id TEXT",
+            "ALTER TABLE receipts ADD COLUMN trace_id TEXT",
+        ],
+    ),
 ]
 
 SERIAL = {

@@ -42,11 +42,11 @@ FIELDS = (
     "seq", "tenant_seq", "id", "reseller_id", "tenant_id", "operator_id", "operator", "capability",
     "entity_key", "args", "triggered_by_event", "plan_id", "run_id", "proposed_by", "decision", "rule",
     "policy", "policy_id", "policy_sha256", "idempotency_key", "outcome", "approver", "detail", "at",
-    "prev_hash", "hash", "decided_by",
+    "prev_hash", "hash", "decided_by", "request_id", "trace_id",
 )
 PREV_HASH, HASH = FIELDS.index("prev_hash"), FIELDS.index("hash")  # positions in a row of COLUMNS
 # Fields added after the first release: hashed only when set, so earlier receipts keep their hashes.
-LATER_FIELDS = frozenset({"decided_by"})
+LATER_FIELDS = frozenset({"decided_by", "request_id", "trace_id"})
 COLUMNS = ", ".join("disposed_at" if f == "at" else f for f in FIELDS)  # `at` is a keyword in SQL
 JSON_FIELDS = frozenset({"args", "policy", "detail", "decided_by"})
 
@@ -76,6 +76,8 @@ class NewReceipt:
     approver: str | None = None
     detail: Any = None
     decided_by: Mapping[str, Any] | None = None  # {key_id, key_name}: the key whose decision it carries out
+    request_id: str | None = None  # the API request it was disposed of in (None: recovery, a service)
+    trace_id: str | None = None  # its OpenTelemetry trace, when the server traces (fibric/tracing.py)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Receipt:
     prev_hash: str
     hash: str
     decided_by: dict[str, Any] | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
 
 
 class AlreadyApplied(errors.Conflict):

@@ -120,6 +120,8 @@ def receipt(receipt: receipts.Receipt) -> dict[str, Any]:
         "outcome": receipt.outcome,
         "approver": receipt.approver,
         "decided_by": receipt.decided_by,
+        "request_id": receipt.request_id,
+        "trace_id": receipt.trace_id,
         "detail": receipt.detail,
         "at": timefmt.rfc3339(receipt.at),
         "prev_hash": receipt.prev_hash,

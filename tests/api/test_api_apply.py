@@ -237,7 +237,8 @@ def test_specs_show_the_full_document(client: TestClient) -> None:
                                 "labels": {"team": "ops", "fibric.io/apply-set": "prod"}}
     assert spec["spec"]["rego"] == "package fibric.guard"
     assert spec["generation"] == 1
-    assert spec["status"] == {}
+    # No controller here: the only condition is the apply set's (docs/sync.md).
+    assert [(c["type"], c["status"]) for c in spec["status"]["conditions"]] == [("Synced", "True")]
     assert spec["created_at"].endswith("Z") and spec["updated_at"].endswith("Z")
 
 

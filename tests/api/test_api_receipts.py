@@ -50,6 +50,7 @@ def test_retrieve_has_the_whole_record(
         "operator_id": "op_8f2a1c", "args": {"reason": "will miss ship-by date"}, "run_id": None,
         "policy_id": "pol_22b9", "policy_sha256": "ab" * 32, "decision": "ALLOW", "detail": None,
         "prev_hash": receipts.GENESIS, "hash": written.hash,
+        "request_id": None, "trace_id": None,  # written outside a request (see test_traces.py)
     }
     assert body == expected
 

@@ -31,7 +31,7 @@ def test_validate_reports_each_problem_at_file_line_col_and_exits_2(repo: Path) 
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
     subscribez = line_of(operator, "subscribez")
-    assert f"{operator}:{subscribez}:3: spec.subscribez: unknown field" in lines
+    assert f"{operator}:{subscribez}:3: spec.subscribez: unknown field; did you mean 'subscribes'?" in lines
     events = line_of(webhook, "events")
     assert any(line.startswith(f"{webhook}:{events}:") and "spec.events[1]" in line for line in lines)
     assert lines[-1] == "Error: 2 problems found"
@@ -101,8 +101,8 @@ ALL_COMMANDS = _commands(cli.cli)
 
 def test_the_walk_finds_every_command() -> None:
     assert {c[0] for c in ALL_COMMANDS if c} == {
-        "admin", "apply", "audit", "connector", "delete", "demo", "diff", "export", "get", "plans", "policy",
-        "schema", "secret", "serve", "validate"}
+        "admin", "apply", "audit", "connector", "delete", "demo", "describe", "diff", "export", "get",
+        "plans", "policy", "schema", "secret", "serve", "status", "validate"}
     assert {("plans", c) for c in ("list", "show", "approve", "reject")} <= set(ALL_COMMANDS)
     assert {("secret", "set"), ("secret", "list"), ("secret", "delete")} <= set(ALL_COMMANDS)
     assert ("admin", "key", "create") in ALL_COMMANDS

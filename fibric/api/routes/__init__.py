@@ -12,6 +12,7 @@ from fibric.api.routes import (
     runs,
     secrets,
     specs,
+    sync,
     webhooks,
 )
 
@@ -28,6 +29,7 @@ ROUTERS = (
     secrets.router,
     specs.router,
     apply.router,
+    sync.router,
 )
 
 __all__ = ["ROUTERS"]

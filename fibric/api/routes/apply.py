@@ -14,10 +14,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from fibric import errors, specs, trust
+from fibric import errors, specs, store, trust
 from fibric.api import auth, context, routing, schemas, writes
 from fibric.api import errors as api_errors
-from fibric.controller import apply
+from fibric.controller import apply, syncing
 
 router = APIRouter(prefix="/v1/apply", tags=["specs"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -91,12 +91,37 @@ def _has_kind(document: dict[str, Any]) -> bool:
 @routing.slow
 def apply_specs(ctx: context.Ctx, principal: auth.Authenticated, body: ApplyRequest) -> JSONResponse:
     auth.check(principal, required_scopes(body))
-    loaded = load(body.documents)
+    loaded = _load_recorded(ctx, principal, body)
     if any(trust.secret_refs(i.document.kind, i.document.spec_dict()) for i in loaded):  # type: ignore[attr-defined]
         # Naming a secret sends its value where the spec points: as strong as writing it.
         auth.check(principal, ["secrets:write"])
-    result = writes.apply_documents(
-        ctx, principal, loaded,
-        apply_set=body.apply_set, prune=body.prune, dry_run=body.dry_run,
-    )
+    try:
+        result = writes.apply_documents(
+            ctx, principal, loaded,
+            apply_set=body.apply_set, prune=body.prune, dry_run=body.dry_run,
+        )
+    except errors.FibricError as e:
+        _record(ctx, principal, body, error=str(e))
+        raise
+    _record(ctx, principal, body)
     return JSONResponse(represent(result))
+
+
+def _load_recorded(
+    ctx: context.Context, principal: store.Principal, body: ApplyRequest
+) -> list[specs.Loaded]:
+    """`load`, recording invalid documents as a failed attempt of the apply set."""
+    try:
+        return load(body.documents)
+    except errors.SpecInvalid as e:
+        _record(ctx, principal, body, error=str(e))
+        raise
+
+
+def _record(ctx: context.Context, principal: store.Principal, body: ApplyRequest,
+            *, error: str | None = None) -> None:
+    """An apply with an apply set (not a dry run) is the set's latest attempt: GET /v1/sync shows it."""
+    if body.apply_set is None or body.dry_run:
+        return
+    syncing.record(ctx.state, principal.tenant_id, body.apply_set,
+                   syncing.documents_revision(body.documents), error=error)

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from fibric import store, timefmt
+from fibric import store, timefmt, tracing
 from fibric.api import auth, context, objects, pagination, routing, schemas
 from fibric.api import errors as api_errors
 from fibric.store import events
@@ -104,6 +104,7 @@ def ingest_event(request: Request, ctx: context.Ctx, principal: Writer, body: Ev
         data=body.data,
     )
     ctx.metrics.event_ingested(principal.tenant_id, dedup=ingested.dedup)
+    tracing.annotate(event_id=ingested.event.id, event_type=body.type, dedup=ingested.dedup)
     if not ingested.dedup:
         wake_router(request)
     return JSONResponse(represent(ingested.event, dedup=ingested.dedup),
