@@ -6,11 +6,17 @@ receipt it writes (fibric/controller/executor.py `receipt_fields`), so an
 auditor can go from a receipt to the request's log line and its trace.
 
 Spans are made with OpenTelemetry's API, which records nothing until a
-tracer provider is installed. `configure` installs one, exporting over
-OTLP/HTTP, only when the installation names an endpoint with the standard
-variables (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
-with `OTEL_SERVICE_NAME` and the exporter's other `OTEL_*` variables as the
-SDK reads them). The SDK and its exporter are the `otel` extra
+tracer provider is installed. A person's approval comes long after the event
+that led to it, so the path from event to receipt is three traces, linked:
+the event's ingest, the operator's run (linked to the ingest of each of its
+events) and the approval's execution (linked to the run that proposed the
+plan); events and plans keep the `traceparent` of the span that stored them.
+
+`configure` installs a provider, exporting over OTLP/HTTP, only when the
+installation names an endpoint with the standard variables
+(`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, with
+`OTEL_SERVICE_NAME` and the exporter's other `OTEL_*` variables as the SDK
+reads them). The SDK and its exporter are the `otel` extra
 (`pip install 'fibric[otel]'`); without an endpoint neither is imported.
 These are the installation's variables: nothing a tenant declares reaches them.
 """
@@ -19,11 +25,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,33 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("fibric_
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 tracer = trace.get_tracer("fibric")
+_exporting = False  # set by configure: only then is it worth a query to find what a span links to
+
+
+def active() -> bool:
+    """Whether spans are exported (configure found an endpoint)."""
+    return _exporting
+
+
+def traceparent() -> str | None:
+    """The current span as a W3C `traceparent`, kept beside what it stored (an event, a plan) so later
+    work in another trace can link back to it; None when untraced."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def links(traceparents: Iterable[str | None]) -> list[trace.Link]:
+    """Links to the spans these `traceparent`s name (the unreadable and the absent are skipped)."""
+    found = []
+    for value in traceparents:
+        if value:
+            context = trace.get_current_span(propagate.extract({"traceparent": value})).get_span_context()
+            if context.is_valid:
+                found.append(trace.Link(context))
+    return found
 
 
 def request_id() -> str | None:
@@ -44,11 +77,13 @@ def trace_id() -> str | None:
     return trace.format_trace_id(context.trace_id) if context.is_valid else None
 
 
-def span(name: str, *, client: bool = False, **attributes: Any) -> AbstractContextManager[trace.Span]:
+def span(
+    name: str, *, client: bool = False, linked: Sequence[trace.Link] = (), **attributes: Any,
+) -> AbstractContextManager[trace.Span]:
     """A span named `name`, current inside the block, with `fibric.<name>` attributes; `client` for a call
-    out of the process (a tool call)."""
+    out of the process (a tool call); `linked` to the spans of earlier traces it continues."""
     kind = trace.SpanKind.CLIENT if client else trace.SpanKind.INTERNAL
-    return tracer.start_as_current_span(name, kind=kind, attributes={
+    return tracer.start_as_current_span(name, kind=kind, links=list(linked), attributes={
         f"fibric.{key}": value for key, value in attributes.items() if value is not None})
 
 
@@ -86,6 +121,8 @@ def configure(environ: Mapping[str, str]) -> str | None:
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
+    global _exporting
+    _exporting = True
     return endpoint
 
 

@@ -167,7 +167,10 @@ class Executor:
         beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop, lost),
                                    name=f"lease-{plan.id}")
         concluded = False
-        with tracing.span("fibric.execute", tenant_id=plan.tenant_id, plan_id=plan.id, recovering=recovering):
+        proposed = (await self.pool.run(plans.trace_context, self.state, plan.tenant_id, plan.id)
+                    if tracing.active() else None)
+        with tracing.span("fibric.execute", linked=tracing.links([proposed]), tenant_id=plan.tenant_id,
+                          plan_id=plan.id, recovering=recovering):
             try:
                 results = []
                 chosen = {a["idempotency_key"] for a in selected}

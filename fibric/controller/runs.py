@@ -36,6 +36,7 @@ from fibric import connectors, errors, policies, proposers, specs, store, thread
 from fibric import metrics as metrics_module
 from fibric import settings as settings_module
 from fibric.controller import decide, disposal
+from fibric.store import events as event_store
 from fibric.store import model_calls, plans, receipts, routing
 from fibric.store import runs as run_store
 
@@ -118,8 +119,10 @@ class Runner:
         """Carry the started run to its end; whatever happens, finish it (or hand its events back)."""
         calls: list[proposers.ModelCall] = []  # every request to an LLM route, kept with the run
         try:
-            with tracing.span("fibric.run", tenant_id=run.tenant_id, run_id=run.id, operator=operator.name,
-                              trigger=run.trigger):
+            ingests = (await self.pool.run(event_store.trace_contexts, self.state, run.tenant_id,
+                                           run.event_ids) if tracing.active() else [])
+            with tracing.span("fibric.run", linked=tracing.links(ingests), tenant_id=run.tenant_id,
+                              run_id=run.id, operator=operator.name, trigger=run.trigger):
                 outcome = await self._execute(run, operator, calls.append)
                 tracing.annotate(outcome=outcome.status, plan_id=outcome.plan_id)
         except asyncio.CancelledError:  # shutdown: the events go back to the queue for the next start
@@ -227,7 +230,8 @@ class Runner:
                              policy_id=policy_id, proposed_by=proposed_by, run_id=run.id,
                              event_id=events[-1]["id"] if events else None,
                              event_ids=[e["id"] for e in events], operator_name=operator.name,
-                             ttl=self.plans_expire.plan_ttl(spec.plan_ttl_seconds))
+                             ttl=self.plans_expire.plan_ttl(spec.plan_ttl_seconds),
+                             trace_context=tracing.traceparent())
         return plan.id, digest
 
     # --- sensing and tools -------------------------------------------------------------

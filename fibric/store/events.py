@@ -10,7 +10,7 @@ both answer with it. Tenancy is stamped from the caller's key by whoever calls
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,8 +56,12 @@ def ingest(
     idempotency_key: str,
     data: Mapping[str, Any],
     occurred_at: datetime | None = None,
+    trace_context: str | None = None,
 ) -> Ingested:
-    """Store the event once per (tenant, idempotency_key); a repeat returns the original."""
+    """Store the event once per (tenant, idempotency_key); a repeat returns the original.
+
+    `trace_context`: the ingest's span as a W3C traceparent (fibric/tracing.py), for the run's link.
+    """
     try:
         payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
     except ValueError as e:  # NaN or Infinity: not JSON, and never a real measurement
@@ -68,10 +72,10 @@ def ingest(
     with state.backend.transaction(write=True) as cur:
         cur.execute(
             "INSERT INTO events (id, reseller_id, tenant_id, type, entity_key, idempotency_key,"
-            " occurred_at, received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " occurred_at, received_at, data, trace_context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING seq",
             (event_id, reseller_id, tenant_id, type, entity_key, idempotency_key,
-             stamps.stamp(occurred), stamps.stamp(received_at), payload),
+             stamps.stamp(occurred), stamps.stamp(received_at), payload, trace_context),
         )
         inserted = cur.fetchone()
         if inserted is not None:
@@ -90,6 +94,17 @@ def ingest(
     if row is None:  # the unique constraint said it exists; only a broken database gets here
         raise errors.TemporaryError("event vanished while deduplicating; retry")
     return Ingested(_event(row), dedup=True)
+
+
+def trace_contexts(state: state_module.StateStore, tenant_id: str, event_ids: Sequence[str]) -> list[str]:
+    """The traceparents the tenant's events were ingested under (the untraced have none)."""
+    if not event_ids:
+        return []
+    marks = ", ".join("?" for _ in event_ids)
+    with state.backend.transaction(write=False) as cur:
+        cur.execute(f"SELECT trace_context FROM events WHERE tenant_id = ? AND id IN ({marks})"
+                    " AND trace_context IS NOT NULL", [tenant_id, *event_ids])
+        return [str(row[0]) for row in cur.fetchall()]
 
 
 def get(state: state_module.StateStore, tenant_id: str, event_id: str) -> Event:

@@ -502,6 +502,14 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
             "ALTER TABLE receipts ADD COLUMN trace_id TEXT",
         ],
     ),
+    (
+        16,
+        "events and plans keep the traceparent of the span that stored them (trace links)",
+        [
+            "ALTER TABLE events ADD COLUMN trace_context TEXT",
+            "ALTER TABLE plans ADD COLUMN trace_context TEXT",
+        ],
+    ),
 ]
 
 SERIAL = {

@@ -93,6 +93,7 @@ def propose(
     event_ids: Sequence[str] = (),
     operator_name: str | None = None,
     ttl: timedelta | None = None,
+    trace_context: str | None = None,
 ) -> Plan:
     """Store a newly proposed plan of the tenant (status `proposed`) and its `plan.proposed` webhook event.
 
@@ -101,7 +102,8 @@ def propose(
     that run is still running: one whose lease was taken over was failed as
     interrupted, its events went to the next run, and its proposal is
     refused (Conflict) rather than stored beside the next run's. With a
-    `ttl`, the plan expires that long after it is proposed.
+    `ttl`, the plan expires that long after it is proposed. `trace_context`: the
+    proposing run's span as a W3C traceparent, for the execution's link (fibric/tracing.py).
     """
     plan_id = ids.new_id("plan")
     now = datetime.now(UTC)
@@ -120,16 +122,24 @@ def propose(
                                       "proposal is not stored; the next run proposes from its events")
         cur.execute(
             "INSERT INTO plans (id, reseller_id, tenant_id, operator_id, run_id, event_id, proposed_by,"
-            " status, actions, policy_id, proposed_at, operator_name, event_ids, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'proposed', ?, ?, ?, ?, ?, ?)",
+            " status, actions, policy_id, proposed_at, operator_name, event_ids, expires_at, trace_context)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'proposed', ?, ?, ?, ?, ?, ?, ?)",
             (plan_id, row[0], tenant_id, operator_id, run_id, event_id, proposed_by,
              _dumps([dict(a) for a in actions]), policy_id, stamps.stamp(now), operator_name,
-             _dumps(list(event_ids) or ([event_id] if event_id else [])), expires_at),
+             _dumps(list(event_ids) or ([event_id] if event_id else [])), expires_at, trace_context),
         )
         plan = read_in(cur, tenant_id, plan_id)
         outbox.enqueue(cur, reseller_id=row[0], tenant_id=tenant_id, type="plan.proposed",
                        payload=views.plan(plan))
         return plan
+
+
+def trace_context(state: state_module.StateStore, tenant_id: str, plan_id: str) -> str | None:
+    """The traceparent of the run that proposed the tenant's plan (None: untraced, or not a run's)."""
+    with state.backend.transaction(write=False) as cur:
+        cur.execute("SELECT trace_context FROM plans WHERE tenant_id = ? AND id = ?", (tenant_id, plan_id))
+        row = cur.fetchone()
+    return str(row[0]) if row is not None and row[0] is not None else None
 
 
 def get(state: state_module.StateStore, tenant_id: str, plan_id: str) -> Plan:

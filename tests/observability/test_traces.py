@@ -1,5 +1,8 @@
 """Traces from event to receipt: a real `fibric serve` exporting OTLP/HTTP to a collector on loopback.
 
+Three traces, linked (fibric/tracing.py): the event's ingest, the run it
+started, the approval that executed the run's plan.
+
 The collector is a plain HTTP server that decodes what the exporter sends
 with OpenTelemetry's own protobuf messages (the OTLP wire protocol), so
 the spans checked are the spans a real collector would receive. Callers pass
@@ -44,6 +47,7 @@ class Span:
     span_id: str
     parent_id: str
     attributes: dict[str, Any]
+    links: list[tuple[str, str]]  # (trace id, span id) of each linked span
 
 
 class Collector:
@@ -85,7 +89,8 @@ class Collector:
                     for s in scope_spans.spans:
                         self.spans.append(Span(
                             s.name, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
-                            {a.key: _value(a.value) for a in s.attributes}))
+                            {a.key: _value(a.value) for a in s.attributes},
+                            [(link.trace_id.hex(), link.span_id.hex()) for link in s.links]))
 
     def named(self, name: str, trace_id: str | None = None) -> list[Span]:
         with self._lock:
@@ -163,16 +168,20 @@ def test_the_loop_is_traced_and_each_receipt_names_its_request_and_trace(
     assert ingest.parent_id == CALLER_SPAN
     assert ingest.attributes["fibric.event_id"] == ingested.json()["id"]
     assert ingest.attributes["http.response.status_code"] == 202
+    # The run, later and in a trace of its own, links to the ingest of its event...
     assert run_span.attributes["fibric.operator"] == "ship-risk"
     assert run_span.attributes["fibric.plan_id"] == plan["id"]
+    assert run_span.trace_id != EVENT_TRACE and run_span.links == [(EVENT_TRACE, ingest.span_id)]
 
     # The approval's trace holds the whole disposal: request > execution > each action > its tool call.
+    # So from a receipt's trace_id, the links lead back to the run that proposed it and its events.
     [request] = collector.named("POST /v1/plans/{plan_id}/approve", APPROVAL_TRACE)
     [execute] = collector.named("fibric.execute", APPROVAL_TRACE)
     disposals = collector.named("fibric.dispose", APPROVAL_TRACE)
     calls = collector.named("fibric.tool_call", APPROVAL_TRACE)
     assert request.parent_id == CALLER_SPAN and execute.parent_id == request.span_id
     assert execute.attributes["fibric.plan_id"] == plan["id"]
+    assert execute.links == [(run_span.trace_id, run_span.span_id)]  # ...and the execution to the run
     assert {d.parent_id for d in disposals} == {execute.span_id}
     assert sorted(d.attributes["fibric.capability"] for d in disposals) == ["orders.hold", "orders.notify"]
     assert {d.attributes["fibric.receipt_id"] for d in disposals} == {r["id"] for r in receipts}

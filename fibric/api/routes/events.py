@@ -102,6 +102,7 @@ def ingest_event(request: Request, ctx: context.Ctx, principal: Writer, body: Ev
         idempotency_key=body.idempotency_key,
         occurred_at=body.occurred_at,
         data=body.data,
+        trace_context=tracing.traceparent(),
     )
     ctx.metrics.event_ingested(principal.tenant_id, dedup=ingested.dedup)
     tracing.annotate(event_id=ingested.event.id, event_type=body.type, dedup=ingested.dedup)
