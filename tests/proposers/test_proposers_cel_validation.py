@@ -37,7 +37,7 @@ POLICY = """\
 apiVersion: fibric.io/v1
 kind: Policy
 metadata: {name: guard}
-spec: {rego: "package fibric.guard"}
+spec: {rego: "package fibric.guard\\ndefault decision := {\\"decision\\": \\"BLOCK\\", \\"rule\\": \\"guard\\"}\\n"}
 """
 
 
