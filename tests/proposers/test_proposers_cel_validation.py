@@ -37,7 +37,10 @@ POLICY = """\
 apiVersion: fibric.io/v1
 kind: Policy
 metadata: {name: guard}
-spec: {rego: "package fibric.guard\\ndefault decision := {\\"decision\\": \\"BLOCK\\", \\"rule\\": \\"guard\\"}\\n"}
+spec:
+  rego: |
+    package fibric.guard
+    default decision := {"decision": "BLOCK", "rule": "guard"}
 """
 
 
