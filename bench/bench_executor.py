@@ -153,7 +153,7 @@ def prefill(data_dir: Path, tenant: store.Tenant, operator_id: str, count: int) 
                 AS disposed_at,
                 md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS prev_hash,
                 md5((i + 1)::VARCHAR) || md5((i + 2)::VARCHAR) AS hash, NULL::VARCHAR AS decided_by,
-                NULL::VARCHAR AS request_id, NULL::VARCHAR AS trace_id
+                NULL::VARCHAR AS request_id, NULL::VARCHAR AS trace_id, NULL::VARCHAR AS decision_input
             FROM range({count}) t(i)""")
         marks = ", ".join("?" for _ in receipts.FIELDS)
         cur = gen.execute(f"SELECT {receipts.COLUMNS} FROM r ORDER BY seq")

@@ -149,7 +149,8 @@ def generate(lake: sealed.SealedLedger, native: Path, rows: int) -> None:
                md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS prev_hash,
                md5((i + 2)::VARCHAR) || md5((i + 3)::VARCHAR) AS hash,
                '{{"key_id":"key_bench","key_name":"ops"}}' AS decided_by,
-               'req_' || md5(i::VARCHAR) AS request_id, NULL::VARCHAR AS trace_id
+               'req_' || md5(i::VARCHAR) AS request_id, NULL::VARCHAR AS trace_id,
+               NULL::VARCHAR AS decision_input
         FROM range({rows}) t(i)"""
     conn = duckdb.connect(str(native), config=dict(sealed.CONFIG))
     conn.execute(f"CREATE TABLE receipts AS {select}")

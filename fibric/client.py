@@ -38,6 +38,7 @@ RESOURCES = {"Operator": "operators", "Connector": "connectors", "Policy": "poli
 _ALIASES = {alias: kind for kind, resource in RESOURCES.items()
             for alias in (kind, kind.lower(), resource)}
 PAGE_SIZE = 100
+REPLAY_TIMEOUT = 600.0  # seconds: a replay of many recorded decisions outlasts an ordinary call
 MAX_RETRY_AFTER = 60.0  # a longer Retry-After fails now rather than hanging a CLI for minutes
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 T = TypeVar("T")
@@ -192,6 +193,13 @@ class Client:
 
     def get_policy(self, ref: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/policies/{_segment(ref)}")
+
+    def replay_policy(self, ref: str, rego: str, *, query: str | None = None, since: str | None = None,
+                      operator: str | None = None) -> dict[str, Any]:
+        """POST /v1/policies/{ref}/replay: what the candidate `rego` would decide on the recorded inputs."""
+        body = {"rego": rego, "query": query, "since": since, "operator": operator}
+        return self.request("POST", f"/v1/policies/{_segment(ref)}/replay",
+                            json={k: v for k, v in body.items() if v is not None}, timeout=REPLAY_TIMEOUT)
 
     def get_object(self, kind: str, ref: str) -> dict[str, Any]:
         """One API object of any desired-state kind, by id or name."""
@@ -349,8 +357,12 @@ class Client:
         json: Any = None,
         params: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """One call, retried where that is safe; the decoded JSON body, or ApiError / Unreachable."""
+        """One call, retried where that is safe; the decoded JSON body, or ApiError / Unreachable.
+
+        `timeout` replaces the client's for a call known to take long (a replay)."""
+        limit: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         headers = {}
         if method == "POST":
             headers["Idempotency-Key"] = idempotency_key or f"fibric-cli-{uuid.uuid4().hex}"
@@ -358,7 +370,8 @@ class Client:
         attempt = 0
         while True:
             try:
-                response = self._http.request(method, path, json=json, params=params, headers=headers)
+                response = self._http.request(method, path, json=json, params=params, headers=headers,
+                                              **limit)
             except httpx.TransportError as e:
                 # A refused connection never reached the server; other failures may have.
                 safe = idempotent or isinstance(e, httpx.ConnectError)

@@ -31,6 +31,7 @@ SMALL: dict[str, list[str]] = {
     "bench_observability.py": ["--requests", "50", "--rounds", "1"],
     "bench_policies.py": ["--decisions", "50", "--opa-decisions", "20"],
     "bench_proposers.py": ["--events", "200", "--repeat", "1"],
+    "bench_replay.py": ["--decisions", "300", "--threads", "2"],
     "bench_replicas.py": ["--events", "4", "--kills", "1", "--lease", "2", "--replicas", "1,2"],
     "bench_runs.py": ["--events", "20", "--repeat", "1"],
     "bench_trust.py": ["--count", "20", "--calls", "20", "--repeat", "1"],

@@ -116,6 +116,53 @@ class Policy(Observed):
     sha256: str = Field(description="SHA-256 of the Rego source; receipts record it.")
 
 
+class ReplayTally(BaseModel):
+    replayed: int
+    changed: int = Field(description="Decisions or rules that would change.")
+    loosened: int = Field(description="Decisions that would loosen (BLOCK->ALLOW/ALERT, ALERT->ALLOW).")
+
+
+class ReplayTransition(BaseModel):
+    from_: str = Field(alias="from", description="The recorded decision.")
+    to: str = Field(description="The candidate's decision.")
+    count: int
+    loosens: bool
+
+
+class ReplayChange(BaseModel):
+    receipt_id: str
+    operator: str
+    capability: str
+    entity_key: str
+    at: str
+    from_: dict[str, Any] = Field(alias="from", description="{decision, rule} as recorded.")
+    to: dict[str, Any] = Field(description="{decision, rule, reasons} from the candidate.")
+    loosened: bool
+
+
+class PolicyReplay(BaseModel):
+    """What a candidate policy would have decided on the policy's recorded decisions (docs/policies.md)."""
+
+    object: Literal["policy_replay"]
+    policy_id: str
+    candidate_sha256: str = Field(description="SHA-256 of the candidate's Rego source.")
+    query: str
+    since: str | None
+    replayed: int = Field(description="Recorded decisions re-evaluated.")
+    skipped: int = Field(description="Receipts of the policy without a decision record (older ones, "
+                                     "or where no policy ran): not replayed.")
+    masked: int = Field(description="Replayed records with masked fields (evaluated as recorded).")
+    changed: int
+    decision_changes: int
+    loosened: int
+    transitions: list[ReplayTransition]
+    rule_changes: dict[str, int] = Field(description='"old-rule->new-rule": count.')
+    by_operator: dict[str, ReplayTally]
+    by_capability: dict[str, ReplayTally]
+    changes: list[ReplayChange] = Field(description="The first changed receipts (at most 100).")
+    changes_truncated: bool
+
+
 class Event(BaseModel):
     """The canonical EventEnvelope, stamped with the key's reseller and tenant."""
 
@@ -223,6 +270,11 @@ class Receipt(ReceiptSummary):
     trace_id: str | None = Field(
         default=None, description="The OpenTelemetry trace it was disposed of in (32 hex digits); "
         "null when the server does not trace (docs/operations.md#traces).")
+    decision_input: dict[str, Any] | None = Field(
+        default=None, description="The input document the policy was evaluated on (docs/policies.md), "
+        "with the Policy's `mask` paths replaced by \"**masked**\"; what `fibric policy replay` "
+        "re-evaluates. Null when no policy ran (declined, deduplicated, policy missing) and for receipts "
+        "from before it was kept.")
     detail: Any = None
     prev_hash: str = Field(description="hash of the tenant's previous receipt.")
     hash: str = Field(description="SHA-256 of this receipt's canonical JSON.")

@@ -62,7 +62,7 @@ COMMANDS: Mapping[str, Entry] = {
     "plans": Entry("fibric.cli.plans", "plans",
         "List, show, approve and reject the execution plans operators propose."),
     "policy": Entry("fibric.cli.policy", "policy",
-        "Run Rego unit tests and evaluate policies locally, without a server."),
+        "Run Rego unit tests, evaluate policies locally, and replay recorded decisions against a candidate."),
     "schema": Entry("fibric.cli.offline", "schema",
         "Print the JSON Schema of a spec document (for yaml-language-server and linters)."),
     "secret": Entry("fibric.cli.secret", "secret",

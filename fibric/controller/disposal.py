@@ -31,6 +31,8 @@ class Verdict:
     decision: policies.Decision
     operator_name: str
     policy_id: str | None
+    query: str | None = None  # the query evaluated; None when no policy ran
+    record: dict[str, Any] | None = None  # the input document the policy saw, masked (decision_input)
 
     @property
     def value(self) -> str:
@@ -39,11 +41,14 @@ class Verdict:
     def policy_record(self) -> dict[str, Any]:
         """The receipt's `policy` object; ALERT is flagged for a person."""
         d = self.decision
-        return {
+        answer = {
             "decision": d.decision.value, "rule": d.rule, "reasons": list(d.reasons),
             "policy_id": d.policy_id or self.policy_id, "policy_sha256": d.policy_sha256 or None,
             "engine": d.engine or None, "failure": d.failure, "flagged": d.decision.value == "ALERT",
         }
+        if self.query is not None:  # with policy_sha256, the exact version evaluated
+            answer["query"] = self.query
+        return answer
 
 
 def decide_action(
@@ -69,8 +74,9 @@ def decide_action(
     except (ValueError, errors.FibricError) as e:
         return Verdict(policies.unavailable(decider.engine, "input-invalid", str(e)), operator.name,
                        plan.policy_id)
-    decision, policy_id = decider.decide_bound(plan.tenant_id, operator, doc)
-    return Verdict(decision, operator.name, policy_id or plan.policy_id)
+    decided = decider.decide_recorded(plan.tenant_id, operator, doc)
+    return Verdict(decided.decision, operator.name, decided.policy_id or plan.policy_id,
+                   query=decided.query, record=decided.record)
 
 
 def _input(

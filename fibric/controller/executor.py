@@ -317,7 +317,8 @@ class Executor:
         policy = verdict.policy_record()
         base = receipt_fields(plan, verdict.operator_name, action, policy,
                               policy_id=verdict.decision.policy_id or verdict.policy_id,
-                              policy_sha256=verdict.decision.policy_sha256 or None)
+                              policy_sha256=verdict.decision.policy_sha256 or None,
+                              decision_input=verdict.record)
         if verdict.value == "BLOCK":
             return self._without_call(plan, base, "refused")
         if binding is None:
@@ -474,9 +475,13 @@ def entities_of(actions: Sequence[dict[str, Any]]) -> list[str]:
 
 def receipt_fields(
     plan: plans.Plan, operator: str, action: dict[str, Any], policy: dict[str, Any], *,
-    policy_id: str | None, policy_sha256: str | None,
+    policy_id: str | None, policy_sha256: str | None, decision_input: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The NewReceipt fields known before the outcome (JSON, so an intent can carry them)."""
+    """The NewReceipt fields known before the outcome (JSON, so an intent can carry them).
+
+    `decision_input` is the decision record: the input the policy was evaluated on, masked; None
+    when no policy ran (a dedup, a declined action, a missing policy).
+    """
     return {
         "reseller_id": plan.reseller_id, "tenant_id": plan.tenant_id, "operator_id": plan.operator_id,
         "operator": operator, "capability": action["capability"], "entity_key": action["entity_key"],
@@ -487,6 +492,7 @@ def receipt_fields(
         "approver": plan.approver, "decided_by": plan.decided_by,
         # What ties it to the approval's request and trace (an intent carries them to recovery).
         "request_id": tracing.request_id(), "trace_id": tracing.trace_id(),
+        "decision_input": decision_input,
     }
 
 

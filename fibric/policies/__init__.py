@@ -9,6 +9,7 @@ The calls the rest of Fibric makes:
   `engine.close()` at shutdown (stops the embedded engine's worker processes);
 - `build_input(...)` and `evaluate(engine, policy, input_doc)` per action ->
   Decision, never raises: every failure is BLOCK with a `fail-closed:` rule;
+  `evaluate_many(embedded_engine, policy, docs)` the same for a batch (replay);
 - `run_tests(modules)`, `run_path_tests(paths)`, `run_spec_tests(loaded)`,
   `eval_file(policy, input)` behind `fibric policy test|eval` and `validate`.
 """
@@ -18,7 +19,7 @@ from fibric.policies.decision import Decision, Verdict
 from fibric.policies.embedded import EmbeddedEngine
 from fibric.policies.engine import Engine, Outcome, Stats
 from fibric.policies.engines import open_configured, open_engine
-from fibric.policies.failclosed import evaluate, unavailable
+from fibric.policies.failclosed import evaluate, evaluate_many, unavailable
 from fibric.policies.files import eval_file, read_input, read_module, run_path_tests, run_spec_tests
 from fibric.policies.inputs import Counts, Window, build_input
 from fibric.policies.opa import OpaEngine
@@ -43,6 +44,7 @@ __all__ = [
     "compile_spec",
     "eval_file",
     "evaluate",
+    "evaluate_many",
     "open_configured",
     "open_engine",
     "read_input",

@@ -27,7 +27,7 @@ import dataclasses
 import os
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fibric.policies import breaker, compiler, engine, failures, fairness, inputs, regoworker, workerpool
@@ -118,6 +118,37 @@ class EmbeddedEngine:
             raise
         self.breaker.record(circuit, timed_out=False)
         return dataclasses.replace(outcome, queued=queued + outcome.queued)
+
+    def query_many(
+        self, policy: compiler.CompiledPolicy, input_docs: Sequence[Mapping[str, Any]], timeout: float
+    ) -> list[engine.Outcome | failures.PolicyFailure]:
+        """Each document's outcome, or its failure, evaluated by one worker in one exchange.
+
+        For `fibric policy replay`: one bundle, many recorded inputs, no round trip each.
+        `timeout` bounds the whole batch (the worker is killed past it, and the batch
+        raises failures.Timeout); no circuit breaker, as a candidate is not a live policy.
+        """
+        results: list[engine.Outcome | failures.PolicyFailure | None] = [None] * len(input_docs)
+        encoded: list[bytes] = []
+        sent: list[int] = []
+        for n, document in enumerate(input_docs):
+            try:
+                inputs.check_json(document)
+                encoded.append(regoworker.encode_input(inputs.prune(document, policy.input_paths)))
+                sent.append(n)
+            except failures.PolicyFailure as e:
+                results[n] = e
+        if encoded:
+            started = time.monotonic()
+            wait_until = started + (QUEUE_TIMEOUT if self.queue_timeout is None else self.queue_timeout)
+            with self.tenants.slot(_tenant_of(input_docs[sent[0]]), wait_until):
+                answers = self.pool.evaluate_many(policy.key, policy.bundle, regoworker.encode_many(encoded),
+                                                  wait_until=wait_until, timeout=timeout)
+            if len(answers) != len(sent):
+                raise failures.EngineError(f"{len(answers)} answers to a batch of {len(sent)}")
+            for n, answer in zip(sent, answers, strict=True):
+                results[n] = answer
+        return [r for r in results if r is not None]
 
     def processes(self) -> list[int]:
         """The pids of this engine's zygote and live workers (for tests and metrics)."""

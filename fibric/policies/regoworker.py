@@ -12,10 +12,12 @@ because it is the cheapest codec in both directions for these small documents:
   `[policy_key, pruned_input]`, then the policy's bundle when the parent
   believes this worker does not hold it yet (nothing otherwise); or, to load
   a bundle without evaluating it, the header `[policy_key]` and the bundle;
+  or, to evaluate many inputs in one exchange (`fibric policy replay`), the
+  header `[policy_key, [pruned_input, ...], "many"]`;
 - reply: `{"value": v}`, `{"undefined": true}`, `{"loaded": true}`,
   `{"missing": true}` (the bundle was not sent and this worker does not hold
   it: send it again) or `{"failure": cause, "detail": text}` with a
-  failures.* cause.
+  failures.* cause; for many inputs `{"many": [reply, ...]}`, one per input.
 
 A worker exits when the parent closes its end, and dies with its parent
 (`PR_SET_PDEATHSIG` on Linux), so a runaway evaluation never outlives Fibric.
@@ -36,6 +38,7 @@ from typing import Any
 from fibric.policies import failures, rego
 
 READY = b"ready"
+MANY = "many"  # marks a request that carries a list of inputs
 HEADER = struct.Struct("!I")
 _PR_SET_PDEATHSIG = 1
 
@@ -44,6 +47,11 @@ def request(key: str, input_json: bytes | None, bundle: bytes | None) -> bytes:
     """The request frame for `key` on an already JSON-encoded input (None: only load `bundle`)."""
     header = b"[" + json.dumps(key).encode() + (b"," + input_json if input_json is not None else b"") + b"]"
     return HEADER.pack(len(header)) + header + (bundle or b"")
+
+
+def encode_many(encoded: list[bytes]) -> bytes:
+    """The input part of a request for many already-encoded inputs (see the wire format above)."""
+    return b"[" + b",".join(encoded) + b"]," + json.dumps(MANY).encode()
 
 
 def encode_input(document: Any) -> bytes:
@@ -88,15 +96,31 @@ def answer(session: rego.Session, frame: bytes) -> bytes:
         if not document:  # load only
             session.prepare(key, bundle)
             return b'{"loaded":true}'
-        outcome = session.evaluate(key, bundle, document[0])
+        if len(document) == 2 and document[1] == MANY:  # one bundle, many inputs: no round trip each
+            session.prepare(key, bundle)
+            return b'{"many":[' + b",".join(_evaluate(session, key, bundle, d) for d in document[0]) + b"]}"
     except failures.PolicyFailure as e:
-        return json.dumps({"failure": e.cause, "detail": e.detail}).encode()
+        return _failure(e.cause, e.detail)
     except Exception as e:  # a bug or a rego-cpp surprise: still an answer, the parent BLOCKs
-        detail = f"{type(e).__name__}: {e}"
-        return json.dumps({"failure": failures.EngineError.cause, "detail": detail}).encode()
+        return _failure(failures.EngineError.cause, f"{type(e).__name__}: {e}")
+    return _evaluate(session, key, bundle, document[0])
+
+
+def _evaluate(session: rego.Session, key: str, bundle: bytes, document: Any) -> bytes:
+    """The reply for one input (never raises)."""
+    try:
+        outcome = session.evaluate(key, bundle, document)
+    except failures.PolicyFailure as e:
+        return _failure(e.cause, e.detail)
+    except Exception as e:  # a bug or a rego-cpp surprise: still an answer, the parent BLOCKs
+        return _failure(failures.EngineError.cause, f"{type(e).__name__}: {e}")
     if not outcome.defined:
         return b'{"undefined":true}'
     return json.dumps({"value": outcome.value}, separators=(",", ":")).encode()
+
+
+def _failure(cause: str, detail: str) -> bytes:
+    return json.dumps({"failure": cause, "detail": detail}).encode()
 
 
 def _as_dict(value: Any) -> Any:

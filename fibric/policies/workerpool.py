@@ -194,6 +194,30 @@ class WorkerPool:
         self, key: str, bundle: bytes, input_json: bytes, *, wait_until: float, timeout: float
     ) -> engine.Outcome:
         """The outcome from a free worker: Busy past `wait_until`, Timeout `timeout` after it has one."""
+        reply, queued = self._exchange(key, bundle, input_json, wait_until=wait_until, timeout=timeout)
+        return dataclasses.replace(_outcome(reply), queued=queued)
+
+    def evaluate_many(
+        self, key: str, bundle: bytes, inputs_json: bytes, *, wait_until: float, timeout: float
+    ) -> list[engine.Outcome | failures.PolicyFailure]:
+        """Each input's outcome (or failure) from one worker, in one exchange (regoworker.encode_many);
+        `timeout` bounds the whole batch. A failure of the batch itself raises, as `evaluate`'s does."""
+        reply, _ = self._exchange(key, bundle, inputs_json, wait_until=wait_until, timeout=timeout)
+        if "many" not in reply:  # the bundle did not load, or the request was refused: every input fails
+            _outcome(reply)
+            raise failures.EngineError(f"unexpected reply to a batch: {str(reply)[:200]}")
+        results: list[engine.Outcome | failures.PolicyFailure] = []
+        for item in reply["many"]:
+            try:
+                results.append(_outcome(item))
+            except failures.PolicyFailure as e:
+                results.append(e)
+        return results
+
+    def _exchange(
+        self, key: str, bundle: bytes, input_json: bytes, *, wait_until: float, timeout: float
+    ) -> tuple[dict[str, Any], float]:
+        """One request to a free worker: its reply and how long the caller waited for the worker."""
         asked = time.monotonic()
         worker = self._acquire(wait_until)
         acquired = time.monotonic()
@@ -210,7 +234,7 @@ class WorkerPool:
             self._discard(worker, "failed")  # its pipe may hold a half-read answer: never reuse it
             raise
         self._release(worker)
-        return dataclasses.replace(_outcome(reply), queued=acquired - asked)
+        return reply, acquired - asked
 
     def pids(self) -> list[int]:
         """The live workers' pids, and the zygote's first (for tests and metrics)."""

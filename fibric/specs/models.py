@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from fibric.specs import expressions
+from fibric.specs import expressions, pointers
 
 API_VERSION = "fibric.io/v1"
 RESERVED_LABEL_PREFIX = "fibric.io/"
@@ -290,6 +290,21 @@ class PolicySpec(Strict):
     test_rego: list[str] = Field(
         default_factory=list, description="Inline Rego unit-test modules (what `tests` resolve to)."
     )
+    mask: list[Annotated[str, StringConstraints(max_length=500)]] | None = Field(
+        default=None, exclude_if=_unset, max_length=100,
+        description="JSON pointers into the input document (e.g. /action/args/card_number) whose values "
+                    "receipts' decision records keep as \"**masked**\"; the policy still sees them.",
+    )
+
+    @field_validator("mask")
+    @classmethod
+    def _pointers(cls, value: list[str] | None) -> list[str] | None:
+        for n, pointer in enumerate(value or ()):
+            try:
+                pointers.parse(pointer)
+            except ValueError as e:
+                raise FieldError((n,), str(e)) from None
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> PolicySpec:

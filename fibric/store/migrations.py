@@ -510,6 +510,15 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
             "ALTER TABLE plans ADD COLUMN trace_context TEXT",
         ],
     ),
+    (
+        17,
+        "receipts keep the input document their policy decided on (decision records, replay)",
+        [
+            # JSON, masked by the Policy's `mask`; receipts written before have none (hashed only when set).
+            "ALTER TABLE receipts ADD COLUMN decision_input TEXT",
+            "CREATE INDEX receipts_policy ON receipts (tenant_id, policy_id, seq)",  # replay reads by policy
+        ],
+    ),
 ]
 
 SERIAL = {

@@ -42,13 +42,13 @@ FIELDS = (
     "seq", "tenant_seq", "id", "reseller_id", "tenant_id", "operator_id", "operator", "capability",
     "entity_key", "args", "triggered_by_event", "plan_id", "run_id", "proposed_by", "decision", "rule",
     "policy", "policy_id", "policy_sha256", "idempotency_key", "outcome", "approver", "detail", "at",
-    "prev_hash", "hash", "decided_by", "request_id", "trace_id",
+    "prev_hash", "hash", "decided_by", "request_id", "trace_id", "decision_input",
 )
 PREV_HASH, HASH = FIELDS.index("prev_hash"), FIELDS.index("hash")  # positions in a row of COLUMNS
 # Fields added after the first release: hashed only when set, so earlier receipts keep their hashes.
-LATER_FIELDS = frozenset({"decided_by", "request_id", "trace_id"})
+LATER_FIELDS = frozenset({"decided_by", "request_id", "trace_id", "decision_input"})
 COLUMNS = ", ".join("disposed_at" if f == "at" else f for f in FIELDS)  # `at` is a keyword in SQL
-JSON_FIELDS = frozenset({"args", "policy", "detail", "decided_by"})
+JSON_FIELDS = frozenset({"args", "policy", "detail", "decided_by", "decision_input"})
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,9 @@ class NewReceipt:
     decided_by: Mapping[str, Any] | None = None  # {key_id, key_name}: the key whose decision it carries out
     request_id: str | None = None  # the API request it was disposed of in (None: recovery, a service)
     trace_id: str | None = None  # its OpenTelemetry trace, when the server traces (fibric/tracing.py)
+    # The input document the policy was evaluated on, masked (fibric/policies/masking.py); None when
+    # no policy ran (declined, dedup, policy missing) and for receipts from before it was kept.
+    decision_input: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class Receipt:
     decided_by: dict[str, Any] | None = None
     request_id: str | None = None
     trace_id: str | None = None
+    decision_input: dict[str, Any] | None = None
 
 
 class AlreadyApplied(errors.Conflict):
@@ -199,6 +203,27 @@ class StoreLedger:
             cur.execute(f"SELECT {', '.join(parts)}", params)
             row = cur.fetchone()
         return {name: (int(row[2 * n]), int(row[2 * n + 1])) for n, name in enumerate(scopes)}
+
+    def of_policy(
+        self, tenant_id: str, policy_id: str, *, since: datetime | None = None,
+        operator_id: str | None = None, batch: int = 1000,
+    ) -> Iterator[Receipt]:
+        """The tenant's receipts decided by `policy_id`, oldest first, paged by seq (replay reads them)."""
+        where, params = "tenant_id = ? AND policy_id = ?", [tenant_id, policy_id]
+        if since is not None:
+            where, params = where + " AND disposed_at >= ?", [*params, stamps.stamp(since)]
+        if operator_id is not None:
+            where, params = where + " AND operator_id = ?", [*params, operator_id]
+        last = 0
+        while True:
+            with self.state.backend.transaction(write=False) as cur:
+                cur.execute(f"SELECT {COLUMNS} FROM receipts WHERE {where} AND seq > ? ORDER BY seq LIMIT ?",
+                            [*params, last, batch])
+                found = [from_row(r) for r in cur.fetchall()]
+            yield from found
+            if len(found) < batch:
+                return
+            last = found[-1].seq
 
     def heads(self) -> dict[str, int]:
         """Every tenant's last tenant_seq (what the sealer compares with what it sealed)."""
@@ -366,8 +391,9 @@ def _prepare(new: NewReceipt, at: datetime | None) -> dict[str, Any]:
     policy = dict(new.policy) if new.policy is not None else {"decision": new.decision, "rule": new.rule}
     # Hash what a reader will get back: the JSON columns as they round-trip.
     decided_by = dict(new.decided_by) if new.decided_by is not None else None
+    decision_input = dict(new.decision_input) if new.decision_input is not None else None
     for name, value in (("args", dict(new.args)), ("policy", policy), ("detail", new.detail),
-                        ("decided_by", decided_by)):
+                        ("decided_by", decided_by), ("decision_input", decision_input)):
         values[name] = _loads(_dumps(value))
     # Kept to the microsecond (the sealer's lag is measured from it); the hash reads it to the second.
     values["at"] = (at or datetime.now(UTC)).astimezone(UTC)

@@ -49,11 +49,11 @@ CREATE TABLE lake.receipts (
     triggered_by_event VARCHAR, plan_id VARCHAR, run_id VARCHAR, proposed_by VARCHAR, decision VARCHAR,
     rule VARCHAR, policy JSON, policy_id VARCHAR, policy_sha256 VARCHAR, idempotency_key VARCHAR,
     outcome VARCHAR, approver VARCHAR, detail JSON, disposed_at TIMESTAMP, prev_hash VARCHAR,
-    hash VARCHAR, decided_by JSON, request_id VARCHAR, trace_id VARCHAR
+    hash VARCHAR, decided_by JSON, request_id VARCHAR, trace_id VARCHAR, decision_input JSON
 )"""
 # Columns added to a table after the first release: (table, column, type), added to an older lake on open.
 ADDED_COLUMNS = (("receipts", "decided_by", "JSON"), ("receipts", "request_id", "VARCHAR"),
-                 ("receipts", "trace_id", "VARCHAR"))
+                 ("receipts", "trace_id", "VARCHAR"), ("receipts", "decision_input", "JSON"))
 CALLS_TABLE = "lake.model_calls"  # model call records (fibric/store/model_calls.py), sealed beside receipts
 CALLS_SCHEMA = """
 CREATE TABLE lake.model_calls (

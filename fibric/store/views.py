@@ -122,6 +122,7 @@ def receipt(receipt: receipts.Receipt) -> dict[str, Any]:
         "decided_by": receipt.decided_by,
         "request_id": receipt.request_id,
         "trace_id": receipt.trace_id,
+        "decision_input": receipt.decision_input,
         "detail": receipt.detail,
         "at": timefmt.rfc3339(receipt.at),
         "prev_hash": receipt.prev_hash,

@@ -51,6 +51,7 @@ def test_retrieve_has_the_whole_record(
         "policy_id": "pol_22b9", "policy_sha256": "ab" * 32, "decision": "ALLOW", "detail": None,
         "prev_hash": receipts.GENESIS, "hash": written.hash,
         "request_id": None, "trace_id": None,  # written outside a request (see test_traces.py)
+        "decision_input": None,  # appended directly: no policy ran (tests/decisions/)
     }
     assert body == expected
 

@@ -29,7 +29,8 @@ def test_the_example_queries_run_and_the_recipe_recomputes_every_hash(
                               policy={"decision": "BLOCK", "rule": "stale", "reasons": ["plan too old"]}))
     record.append(new_receipt("t_a", 2, outcome="failed", detail={"message": "timeout"},
                               args={"note": "ünïcode"}))
-    record.append(new_receipt("t_b", 3, decision="ALERT"))
+    record.append(new_receipt("t_b", 3, decision="ALERT",
+                              decision_input={"action": {"args": {"card": "**masked**"}}, "n": 3}))
     seal(record, data_lake)
     files = data_lake.files()
     block = re.search(r"Example queries:\n\n```sql\n(.*?)```", DOC, re.S)

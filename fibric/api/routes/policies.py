@@ -15,9 +15,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from fibric import specs, store
+from fibric import policies, specs, store
 from fibric.api import auth, context, objects, pagination, routing, schemas, writes
 from fibric.api import errors as api_errors
+from fibric.controller import replay
+from fibric.store import receipts
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=api_errors.RESPONSES,
                    route_class=routing.Route)
@@ -39,6 +41,19 @@ class PolicyCreate(BaseModel):
     )
     test_rego: list[str] | None = Field(default=None, description="Inline Rego unit-test modules.")
     labels: dict[str, str] | None = None
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rego: str = Field(max_length=1_000_000, description="Rego source of the candidate policy.")
+    query: str | None = Field(
+        default=None, description="Query returning the decision; defaults to data.<package>.decision."
+    )
+    since: str | None = Field(
+        default=None, description="Only receipts written since: a duration back from now (7d, 24h, 30m) "
+                                  "or an RFC 3339 time; all of them when absent.")
+    operator: str | None = Field(default=None, description="Only this operator's receipts (op_... or name).")
 
 
 def default_query(rego: str) -> str | None:
@@ -92,3 +107,25 @@ def retrieve_policy(ctx: context.Ctx, principal: Reader, policy_id: str) -> JSON
 def delete_policy(ctx: context.Ctx, principal: Writer, policy_id: str) -> JSONResponse:
     change = writes.delete(ctx, principal, "Policy", policy_id)
     return JSONResponse({"id": change.id, "object": "policy", "deleted": True})
+
+
+@router.post("/{policy_id}/replay", summary="Replay recorded decisions against a candidate policy",
+             **schemas.returns(schemas.PolicyReplay, 200, 400, 404, 413))
+@routing.slow
+def replay_policy(ctx: context.Ctx, principal: Reader, policy_id: str, body: ReplayRequest) -> JSONResponse:
+    """Re-evaluate the decision records of this policy's receipts with the candidate; nothing changes.
+
+    The candidate runs in an embedded engine of its own (one worker process,
+    the installation's per-decision budget), never in the live decisions' workers.
+    """
+    obj = objects.get(ctx, principal, "Policy", policy_id)
+    since = replay.parse_since(body.since)
+    operator_id = objects.get(ctx, principal, "Operator", body.operator).id if body.operator else None
+    candidate = policies.compile(body.rego, query=body.query, name="candidate.rego", field_path="rego")
+    engine = policies.EmbeddedEngine(workers=1, timeout=ctx.settings.policies.timeout_ms / 1000)
+    try:
+        report = replay.replay(receipts.StoreLedger(ctx.state), engine, principal.tenant_id, obj.id,
+                               candidate, since=since, operator_id=operator_id)
+    finally:
+        engine.close()
+    return JSONResponse(report.to_dict())
