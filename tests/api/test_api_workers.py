@@ -131,7 +131,8 @@ def test_the_routes_that_may_take_seconds_run_on_the_slow_pool() -> None:
     slow = {(method, route.path) for router in routes.ROUTERS for route in router.routes
             if isinstance(route, APIRoute) and routing.is_slow(route.endpoint) for method in route.methods}
     assert slow == {("POST", "/v1/receipts/query"), ("POST", "/v1/audit/snapshot"),
-                    ("POST", "/v1/audit/files"), ("POST", "/v1/apply")}
+                    ("POST", "/v1/audit/files"), ("POST", "/v1/apply"),
+                    ("POST", "/v1/policies/{policy_id}/replay")}  # up to 100k decisions
 
 
 def test_an_app_leaves_no_worker_threads_behind(
