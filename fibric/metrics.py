@@ -94,6 +94,11 @@ class Metrics:
             "fibric_decisions",
             "Actions the executor disposed of, by decision and outcome (one receipt each).",
             (*t, "decision", "outcome"), registry=into)
+        self.shadows = prometheus_client.Counter(
+            "fibric_shadow_decisions",
+            "Executor decisions whose Policy has a shadow candidate: the live decision and what the "
+            "candidate would have decided (FAILED: it did not compile, errored or timed out).",
+            (*t, "live", "shadow"), registry=into)
         self.tool_calls = prometheus_client.Histogram(
             "fibric_tool_call_duration_seconds",
             "MCP tool calls by connector and result (ok, tool_error, error: no answer), and their latency.",
@@ -141,6 +146,10 @@ class Metrics:
 
     def disposed(self, tenant_id: str, decision: str, outcome: str) -> None:
         self.decisions.labels(*self._of(tenant_id), decision, outcome).inc()
+
+    def shadow_decided(self, tenant_id: str, live: str, shadow: str, *, failed: bool) -> None:
+        """A shadow candidate evaluated beside a live decision (docs/policies.md#shadow-mode)."""
+        self.shadows.labels(*self._of(tenant_id), live, "FAILED" if failed else shadow).inc()
 
     def tool_called(self, tenant_id: str, connector: str, result: str, seconds: float) -> None:
         self.tool_calls.labels(*self._of(tenant_id), connector, result).observe(seconds)

@@ -150,12 +150,13 @@ def _require_resolved(loaded: Sequence[specs.Loaded]) -> None:
     for item in loaded:
         doc = item.document
         if isinstance(doc, specs.Policy) and not doc.spec.resolved:
-            field_name = "rego_file" if doc.spec.rego_file else "tests"
+            field: tuple[str, ...] = ("spec", "rego_file") if doc.spec.rego_file else (
+                ("spec", "tests") if doc.spec.tests else ("spec", "shadow", "rego_file"))
             problems.append(
                 item.source.problem(
                     "file references must be inlined before apply (the CLI does this): "
                     "send 'rego' and 'test_rego'",
-                    ("spec", field_name),
+                    field,
                 )
             )
     if problems:

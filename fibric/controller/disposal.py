@@ -33,6 +33,7 @@ class Verdict:
     policy_id: str | None
     query: str | None = None  # the query evaluated; None when no policy ran
     record: dict[str, Any] | None = None  # the input document the policy saw, masked (decision_input)
+    shadow: dict[str, Any] | None = None  # what the Policy's shadow candidate would have decided
 
     @property
     def value(self) -> str:
@@ -41,13 +42,15 @@ class Verdict:
     def policy_record(self) -> dict[str, Any]:
         """The receipt's `policy` object; ALERT is flagged for a person."""
         d = self.decision
-        answer = {
+        answer: dict[str, Any] = {
             "decision": d.decision.value, "rule": d.rule, "reasons": list(d.reasons),
             "policy_id": d.policy_id or self.policy_id, "policy_sha256": d.policy_sha256 or None,
             "engine": d.engine or None, "failure": d.failure, "flagged": d.decision.value == "ALERT",
         }
         if self.query is not None:  # with policy_sha256, the exact version evaluated
             answer["query"] = self.query
+        if self.shadow is not None:  # recorded beside the decision, never part of it
+            answer["shadow"] = self.shadow
         return answer
 
 
@@ -76,7 +79,7 @@ def decide_action(
                        plan.policy_id)
     decided = decider.decide_recorded(plan.tenant_id, operator, doc)
     return Verdict(decided.decision, operator.name, decided.policy_id or plan.policy_id,
-                   query=decided.query, record=decided.record)
+                   query=decided.query, record=decided.record, shadow=decided.shadow)
 
 
 def _input(

@@ -430,6 +430,10 @@ class Executor:
         """The result of a receipt just written, counted and logged (never its args: they are the
         tenant's data)."""
         self.metrics.disposed(receipt.tenant_id, receipt.decision, receipt.outcome)
+        shadow = receipt.policy.get("shadow")
+        if shadow:  # the live label is the policy's own decision, even when in doubt made it an ALERT
+            self.metrics.shadow_decided(receipt.tenant_id, str(receipt.policy.get("decision")),
+                                        str(shadow.get("decision")), failed=bool(shadow.get("failure")))
         disposals.info("plan %s action %s: %s %s, receipt %s", receipt.plan_id, receipt.idempotency_key,
                        receipt.decision, receipt.outcome, receipt.id, extra={
                            "tenant_id": receipt.tenant_id, "plan_id": receipt.plan_id,

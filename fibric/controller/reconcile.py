@@ -9,7 +9,8 @@ later) or raises; deciding whether and when to retry belongs to the loop alone
 (see loop.py).
 
 A Policy's reconcile compiles its Rego (recording `Compiled` and the source's
-sha256) and, with an OPA engine, pushes the version to OPA; connecting MCP
+sha256) and its shadow candidate, if any (`ShadowCompiled`, which never
+touches `Ready`) and, with an OPA engine, pushes the versions to OPA; connecting MCP
 servers and scheduling runs arrive with their own issues and fill in the same
 statuses.
 """
@@ -35,6 +36,7 @@ from fibric.store import vault, webhooks
 NOT_CONNECTED_MESSAGE = "MCP connection is handled by the connector runtime"
 MAX_MESSAGE = 2000  # a condition message, not a log: long compile reports are cut
 DELIVERING = "Delivering"  # a webhook's condition: are its deliveries succeeding?
+SHADOW_COMPILED = "ShadowCompiled"  # a policy's condition: did its shadow candidate compile?
 
 
 def connector_defaults() -> dict[str, Any]:
@@ -189,16 +191,27 @@ class CompileCache:
 
     def compile(self, obj: store.StoredObject) -> policies.CompiledPolicy:
         """The stored policy compiled (labelled with its id), or SpecInvalid with the Rego's line."""
-        source = obj.spec.get("rego")
-        query = obj.spec.get("query")
         tests = list(obj.spec.get("test_rego") or [])
-        key = hashlib.sha256(json.dumps([source, query, tests]).encode("utf-8")).hexdigest()
+        return self._compiled(obj, obj.spec.get("rego"), obj.spec.get("query"), tests, shadow=False)
+
+    def compile_shadow(self, obj: store.StoredObject) -> policies.CompiledPolicy | None:
+        """The policy's shadow candidate compiled, None when it names none; SpecInvalid like `compile`."""
+        shadow = obj.spec.get("shadow")
+        if not isinstance(shadow, Mapping):
+            return None
+        return self._compiled(obj, shadow.get("rego"), shadow.get("query"), [], shadow=True)
+
+    def _compiled(
+        self, obj: store.StoredObject, source: object, query: object, tests: list[str], *, shadow: bool
+    ) -> policies.CompiledPolicy:
+        # A shadow's errors name spec.shadow.rego, so its outcome is cached apart from the same live Rego.
+        key = hashlib.sha256(json.dumps([source, query, tests, shadow]).encode("utf-8")).hexdigest()
         with self._lock:
             outcome = self._entries.get(key)
             if outcome is not None:
                 self._entries.move_to_end(key)
         if outcome is None:
-            outcome = _compile_stored(obj.name, source, query, tests)
+            outcome = _compile_stored(obj.name, source, query, tests, shadow=shadow)
             if self.size > 0:
                 with self._lock:
                     self._entries[key] = outcome
@@ -210,17 +223,19 @@ class CompileCache:
 
 
 def _compile_stored(
-    name: str, source: object, query: object, tests: list[str]
+    name: str, source: object, query: object, tests: list[str], *, shadow: bool = False
 ) -> policies.CompiledPolicy | errors.SpecInvalid:
+    field = "spec.shadow.rego" if shadow else "spec.rego"
     if not isinstance(source, str):
         return errors.SpecInvalid(
-            errors.SpecProblem("the stored policy has no Rego source", path="spec.rego"))
+            errors.SpecProblem("the stored policy has no Rego source", path=field))
     try:
         return policies.compile(
             source,
             query=query if isinstance(query, str) else None,
-            name=f"{name}.rego",
+            name=f"{name}.shadow.rego" if shadow else f"{name}.rego",
             tests=[policies.Module(f"{name}.test_rego[{i}]", t) for i, t in enumerate(tests)],
+            field_path=field,
         )
     except errors.SpecInvalid as e:
         return e
@@ -235,7 +250,7 @@ def _reconcile_policy(
 ) -> Result:
     source = obj.spec.get("rego")
     sha256 = policies.source_sha256(source) if isinstance(source, str) else None
-    conds = conditions.of(obj.status)
+    conds = _shadow_condition(conditions.of(obj.status), obj, now, cache, engine)
     try:
         compiled = cache.compile(obj)
     except errors.SpecInvalid as e:
@@ -258,6 +273,31 @@ def _reconcile_policy(
             message = f"loaded into the {engine.name} engine"
     conds = conditions.set_condition(conds, conditions.READY, ready, reason, message, now)
     return _record(state, obj, conds, extra={"sha256": compiled.sha256})
+
+
+def _shadow_condition(
+    conds: list[conditions.Condition], obj: store.StoredObject, now: datetime, cache: CompileCache,
+    engine: policies.Engine | None,
+) -> list[conditions.Condition]:
+    """`ShadowCompiled`: whether the policy's shadow candidate compiled. Only ever a condition of its
+    own: a broken shadow leaves the live policy Compiled and Ready (its decisions record the failure)."""
+    try:
+        shadow = cache.compile_shadow(obj)
+    except errors.SpecInvalid as e:
+        message = "; ".join(str(p) for p in e.problems)[:MAX_MESSAGE]
+        return conditions.set_condition(conds, SHADOW_COMPILED, conditions.FALSE, "CompileError", message,
+                                        now)
+    if shadow is None:
+        return [c for c in conds if c["type"] != SHADOW_COMPILED]
+    if engine is not None:
+        try:
+            engine.load(shadow)  # TemporaryError (engine unreachable) propagates: the loop retries
+        except errors.SpecInvalid as e:
+            message = "; ".join(str(p) for p in e.problems)[:MAX_MESSAGE]
+            return conditions.set_condition(conds, SHADOW_COMPILED, conditions.FALSE, "EngineRejected",
+                                            message, now)
+    return conditions.set_condition(conds, SHADOW_COMPILED, conditions.TRUE, "Compiled",
+                                    f"query {shadow.query}", now)
 
 
 def reconcile_webhook(state: store.StateStore, obj: store.StoredObject, now: datetime) -> Result:

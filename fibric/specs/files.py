@@ -1,6 +1,6 @@
 """Inline the files a spec points at, so the server stores self-contained specs.
 
-A Policy in Git names `rego_file` and `tests` relative to its spec file; the
+A Policy in Git names `rego_file` and `tests` (and its shadow's `rego_file`) relative to its spec file; the
 server cannot read the client's disk, so the client reads them and sends the
 source inline (`rego`, `test_rego`). The stored form is what `export` prints,
 and it re-applies with no diff.
@@ -39,7 +39,12 @@ def resolve(item: Loaded) -> Loaded:
     tests = list(spec.test_rego) + [
         read(p, ("spec", "tests", n)) for n, p in enumerate(spec.tests)
     ]
+    shadow = spec.shadow
+    if shadow is not None and shadow.rego_file:
+        shadow_rego = read(shadow.rego_file, ("spec", "shadow", "rego_file"))
+        shadow = shadow.model_copy(update={"rego": shadow_rego, "rego_file": None})
     if problems:
         raise errors.SpecInvalid(problems)
-    new_spec = spec.model_copy(update={"rego": rego, "rego_file": None, "tests": [], "test_rego": tests})
+    new_spec = spec.model_copy(update={"rego": rego, "rego_file": None, "tests": [], "test_rego": tests,
+                                       "shadow": shadow})
     return Loaded(document=doc.model_copy(update={"spec": new_spec}), source=item.source)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -274,7 +274,9 @@ class ConnectorSpec(Strict):
 # --- Policy -------------------------------------------------------------------
 
 
-class PolicySpec(Strict):
+class RegoSource(Strict):
+    """Where a policy's Rego comes from: inline or a file, and the query that reads its decision."""
+
     rego: str | None = Field(default=None, description="Inline Rego source.")
     rego_file: str | None = Field(
         default=None, description="Rego file, relative to the spec file; the CLI inlines it."
@@ -284,6 +286,19 @@ class PolicySpec(Strict):
         pattern=r"^data(\.[A-Za-z_][A-Za-z0-9_]*)+$",
         description="Query whose value is the decision object; defaults to <package>.decision.",
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.rego is None) == (self.rego_file is None):
+            raise ValueError("set exactly one of 'rego' or 'rego_file'")
+        return self
+
+
+class ShadowSpec(RegoSource):
+    """A candidate policy evaluated beside the live one, recorded on receipts, never deciding."""
+
+
+class PolicySpec(RegoSource):
     tests: list[str] = Field(
         default_factory=list, description="Rego unit-test files, relative to the spec file."
     )
@@ -294,6 +309,12 @@ class PolicySpec(Strict):
         default=None, exclude_if=_unset, max_length=100,
         description="JSON pointers into the input document (e.g. /action/args/card_number) whose values "
                     "receipts' decision records keep as \"**masked**\"; the policy still sees them.",
+    )
+    shadow: ShadowSpec | None = Field(
+        default=None, exclude_if=_unset,
+        description="A candidate policy (rego or rego_file, optional query) evaluated beside this one on "
+                    "every executor decision; its would-be decision is recorded on the receipt "
+                    "(policy.shadow) and never changes the outcome.",
     )
 
     @field_validator("mask")
@@ -306,16 +327,11 @@ class PolicySpec(Strict):
                 raise FieldError((n,), str(e)) from None
         return value
 
-    @model_validator(mode="after")
-    def _one_source(self) -> PolicySpec:
-        if (self.rego is None) == (self.rego_file is None):
-            raise ValueError("set exactly one of 'rego' or 'rego_file'")
-        return self
-
     @property
     def resolved(self) -> bool:
         """True when every file reference has been inlined (what the server stores)."""
-        return self.rego_file is None and not self.tests
+        shadow_inlined = self.shadow is None or self.shadow.rego_file is None
+        return self.rego_file is None and not self.tests and shadow_inlined
 
 
 # --- Webhook ------------------------------------------------------------------
