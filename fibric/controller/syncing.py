@@ -100,12 +100,14 @@ def mark(state: store.StateStore, tenant_id: str, apply_set: str, wanted: tuple[
          live: Sequence[store.StoredObject] | None = None) -> None:
     """Set the Synced condition of each object of the set to `wanted`, writing only those it changes."""
     now = datetime.now(UTC)
+    changes = []
     for obj in live if live is not None else members(state, tenant_id, apply_set):
         current = conditions.get_condition(conditions.of(obj.status), conditions.SYNCED)
         if current is not None and (current["status"], current["reason"], current["message"]) == wanted:
             continue
         conds = conditions.set_condition(conditions.of(obj.status), conditions.SYNCED, *wanted, now)
-        state.set_status(obj, {**obj.status, "conditions": conds})
+        changes.append((obj, {**obj.status, "conditions": conds}))
+    state.set_statuses(changes)  # one transaction: a first apply of N objects is not N more commits
 
 
 def members(state: store.StateStore, tenant_id: str, apply_set: str) -> list[store.StoredObject]:
