@@ -188,6 +188,12 @@ class PlanAction(BaseModel):
     rule: str | None = Field(default=None, description="The policy rule behind that decision.")
     rationale: str | None = Field(default=None, description="Why the model proposed it: the rule that "
                                   "matched (rules model) or the model's own words (at most 1000 chars).")
+    policy_sha256: str | None = Field(
+        default=None, description="sha256 of the Rego source that gave `decision`; null when no policy "
+        "ran (missing) and on plans from before it was kept.")
+    decision_input: dict[str, Any] | None = Field(
+        default=None, description="The input document `decision` was evaluated on, masked like a "
+        "receipt's (docs/policies.md#decision-records); the receipt keeps its own, taken at execution.")
 
 
 class KeyIdentity(BaseModel):

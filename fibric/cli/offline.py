@@ -26,7 +26,8 @@ def validate(paths: tuple[str, ...], llm_routes: str | None, installation: bool)
 
     What `fibric apply` would refuse: references (one file's against the
     other files of its folder too), Rego (compile errors, a query naming no
-    rule, reads of input fields that do not exist, names nothing defines),
+    rule, reads of input fields that do not exist, names nothing defines, a
+    decision of the wrong shape; the shadow candidate's too),
     URLs the server refuses, and with --llm-routes the operators' models
     (docs/specs.md#what-fibric-validate-checks). Problems are
     printed as file:line:col: field: message and exit 2; a failing Rego unit
@@ -50,12 +51,14 @@ def validate(paths: tuple[str, ...], llm_routes: str | None, installation: bool)
     # Unresolved documents, so Rego problems name the .rego file rather than the inlined copy.
     rules = [item for item in specs.load_paths(paths) if isinstance(item.document, specs.Policy)]
     for item in rules:
-        try:
-            compiled = policies.compile_spec(item)
-        except errors.SpecInvalid as e:
-            report.problems.extend(e.problems)
-            continue
-        report.problems.extend(references.check_spec(item, compiled))
+        for shadow, compile_one in ((False, policies.compile_spec), (True, policies.compile_shadow_spec)):
+            try:
+                compiled = compile_one(item)
+            except errors.SpecInvalid as e:
+                report.problems.extend(e.problems)
+                continue
+            if compiled is not None:
+                report.problems.extend(references.check_spec(item, compiled, shadow=shadow))
     report.raise_for_problems()
     tests = policies.run_spec_tests(rules)
     if tests.results:

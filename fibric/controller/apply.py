@@ -10,11 +10,13 @@ label), never objects created through the API.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from fibric import errors, policies, settings, specs, store, trust, webhooks
+from fibric.policies import references
 from fibric.store import secretbox
 
 APPLY_SET_LABEL = "fibric.io/apply-set"
@@ -90,7 +92,8 @@ def apply(
     # Outside the transaction: compiling takes milliseconds, resolving a URL's host may take longer.
     guarded = sorted({i.document.kind for i in loaded} & {"Connector", "Webhook"})  # type: ignore[attr-defined]
     live_specs = {(o.kind, o.name): o.spec for kind in guarded for o in state.list_objects(tenant_id, kind)}
-    rego_problems = _compile_policies(loaded) + hooks.boundary.admit(loaded, origin, live_specs)
+    rego_problems, rego_warnings = _compile_policies(loaded)
+    rego_problems += hooks.boundary.admit(loaded, origin, live_specs)
     with state.tenant_transaction(tenant_id) as tx:
         live = tx.list()
         by_name = {(o.kind, o.name): o for o in live}  # one read serves every document
@@ -102,6 +105,7 @@ def apply(
         report = _check(loaded, live, wanted, doomed)
         report.problems.extend(rego_problems)
         report.raise_for_problems()
+        report.warnings.extend(rego_warnings)
 
         changes: list[Change] = []
         box: list[secretbox.SecretBox] = []  # made once, when the first webhook secret is sealed
@@ -163,21 +167,37 @@ def _require_resolved(loaded: Sequence[specs.Loaded]) -> None:
         raise errors.SpecInvalid(problems)
 
 
-def _compile_policies(loaded: Sequence[specs.Loaded]) -> list[errors.SpecProblem]:
-    """Rego that does not compile, as problems on its document with the Rego's own line.
+def _compile_policies(
+    loaded: Sequence[specs.Loaded],
+) -> tuple[list[errors.SpecProblem], list[errors.SpecProblem]]:
+    """(problems, warnings) of the documents' Rego: what does not compile, located in the Rego.
 
     Compiling runs in the policies' compile worker, a child process
     (fibric/policies/compileworker.py): Rego that crashes rego-cpp is a
-    problem on its document, never a crash of this process.
+    problem on its document, never a crash of this process. What compiles
+    but cannot be right (references.check_spec: a query naming no rule, an
+    input field that does not exist, a decision of the wrong shape) is a
+    warning, as is a shadow candidate that does not compile: neither is
+    refused, because neither stops the live policy deciding (fail closed).
     """
     problems: list[errors.SpecProblem] = []
+    warnings: list[errors.SpecProblem] = []
     for item in loaded:
-        if isinstance(item.document, specs.Policy):
-            try:
-                policies.compile_spec(item)
-            except errors.SpecInvalid as e:
-                problems.extend(e.problems)
-    return problems
+        if not isinstance(item.document, specs.Policy):
+            continue
+        try:
+            warnings += references.check_spec(item, policies.compile_spec(item))
+        except errors.SpecInvalid as e:
+            problems.extend(e.problems)
+        try:
+            shadow = policies.compile_shadow_spec(item)
+        except errors.SpecInvalid as e:
+            warnings += [dataclasses.replace(p, message=f"the shadow does not compile: {p.message}")
+                         for p in e.problems]
+        else:
+            if shadow is not None:
+                warnings += references.check_spec(item, shadow, shadow=True)
+    return problems, warnings
 
 
 def _check(

@@ -6,14 +6,15 @@ this. The policy is looked up by the operator's `spec.policy` name in the
 same tenant and compiled through the controller's CompileCache (once per
 version). A policy that is missing or does not compile is BLOCK with a
 `fail-closed:` rule, never an exception: callers always get a Decision.
-The executor also keeps the decision record (the input, masked by the
-Policy's `mask`, and the query) on the receipt, for `fibric policy replay`.
+The executor keeps the decision record (the input, masked by the Policy's
+`mask`, and the query) on the receipt, for `fibric policy replay`; a plan
+preview keeps it on each proposed action.
 
 A Policy may name a shadow candidate (`spec.shadow`): on the executor's
 decisions it is evaluated after the live policy, on the same unmasked
 input, and only recorded (`policy.shadow` on the receipt). It never
 decides: its failures are recorded, not raised. Plan previews skip it
-(`decide_bound`): a preview is not a decision of record, so the candidate
+(`shadow=False`): a preview is not a decision of record, so the candidate
 costs nothing there. A Policy without a shadow costs nothing extra either.
 """
 
@@ -46,22 +47,15 @@ class Decider:
         self, tenant_id: str, operator: store.StoredObject, input_doc: Mapping[str, Any]
     ) -> policies.Decision:
         """The policy's decision on `input_doc` (policies.build_input); never raises. Blocking."""
-        return self.decide_bound(tenant_id, operator, input_doc)[0]
-
-    def decide_bound(
-        self, tenant_id: str, operator: store.StoredObject, input_doc: Mapping[str, Any]
-    ) -> tuple[policies.Decision, str | None]:
-        """`decide`, with the id of the Policy the operator is bound to (None when there is none),
-        so callers that record it read the policy once."""
-        decided = self.decide_recorded(tenant_id, operator, input_doc, shadow=False)
-        return decided.decision, decided.policy_id
+        return self.decide_recorded(tenant_id, operator, input_doc, shadow=False).decision
 
     def decide_recorded(
         self, tenant_id: str, operator: store.StoredObject, input_doc: Mapping[str, Any], *,
         shadow: bool = True,
     ) -> Decided:
-        """`decide_bound`, with the decision record a receipt keeps (the input, masked; the query)
-        and, with `shadow`, what the Policy's shadow candidate would have decided (Decided.shadow)."""
+        """`decide`, with the id of the Policy the operator is bound to (None when there is none), the
+        decision record a receipt or a plan preview keeps (the input, masked; the query) and, with
+        `shadow`, what the Policy's shadow candidate would have decided (Decided.shadow)."""
         name = str(operator.spec.get("policy"))
         try:
             obj = self.state.get_object(tenant_id, "Policy", name)

@@ -223,9 +223,13 @@ class Runner:
                     tool_changed=binding.tool_changed if binding is not None else None)
             except ValueError as e:
                 raise proposers.ProposalError(f"action {action['capability']} cannot be decided: {e}") from e
-            decision, policy_id = self.decider.decide_bound(run.tenant_id, operator, doc)
+            # A preview is not a decision of record, so no shadow; its record is kept all the same.
+            decided = self.decider.decide_recorded(run.tenant_id, operator, doc, shadow=False)
+            decision, policy_id = decided.decision, decided.policy_id
             actions.append({**action, "decision": decision.decision.value, "rule": decision.rule,
-                            "rationale": why.get(action["idempotency_key"])})
+                            "rationale": why.get(action["idempotency_key"]),
+                            "policy_sha256": decision.policy_sha256 or None,
+                            "decision_input": decided.record})
         plan = plans.propose(self.state, run.tenant_id, operator_id=operator.id, actions=actions,
                              policy_id=policy_id, proposed_by=proposed_by, run_id=run.id,
                              event_id=events[-1]["id"] if events else None,

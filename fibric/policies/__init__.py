@@ -2,7 +2,8 @@
 
 The calls the rest of Fibric makes:
 
-- `compile(source, query=, name=, policy_id=, tests=)` / `compile_spec(loaded)`
+- `compile(source, query=, name=, policy_id=, tests=)` / `compile_spec(loaded)` /
+  `compile_shadow_spec(loaded)`
   at validate/apply time -> CompiledPolicy, or SpecInvalid with file:line:col;
 - `open_configured(settings.policies)` (or `open_engine(kind, url=, timeout=, ...)`)
   once at start-up, `engine.load(policy)` on reconcile (pushes to OPA),
@@ -14,7 +15,14 @@ The calls the rest of Fibric makes:
   `eval_file(policy, input)` behind `fibric policy test|eval` and `validate`.
 """
 
-from fibric.policies.compiler import CompiledPolicy, Module, compile, compile_spec, source_sha256
+from fibric.policies.compiler import (
+    CompiledPolicy,
+    Module,
+    compile,
+    compile_shadow_spec,
+    compile_spec,
+    source_sha256,
+)
 from fibric.policies.decision import Decision, Verdict
 from fibric.policies.embedded import EmbeddedEngine
 from fibric.policies.engine import Engine, Outcome, Stats
@@ -41,6 +49,7 @@ __all__ = [
     "Window",
     "build_input",
     "compile",
+    "compile_shadow_spec",
     "compile_spec",
     "eval_file",
     "evaluate",

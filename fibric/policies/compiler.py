@@ -114,6 +114,33 @@ def compile_spec(item: specs.Loaded, *, policy_id: str = "") -> CompiledPolicy:
         ]) from e
 
 
+def compile_shadow_spec(item: specs.Loaded) -> CompiledPolicy | None:
+    """Compile a Policy document's shadow candidate (None when it names none), as `compile_spec`.
+
+    Apply stores a shadow that does not compile (its ShadowCompiled condition
+    says so and the live policy keeps deciding); `fibric validate` reports it.
+    """
+    doc = item.document
+    if not isinstance(doc, specs.Policy):
+        raise TypeError(f"expected a Policy, got {type(doc).__name__}")
+    if doc.spec.shadow is None:
+        return None
+    base = Path(item.source.file).parent
+    from_file = doc.spec.shadow.rego_file
+    name = os.path.normpath(base / from_file) if from_file else f"{doc.name}.shadow.rego"
+    shadow = cast(specs.Policy, specs.resolve(item).document).spec.shadow
+    if shadow is None:  # resolve() keeps it; this only narrows the type
+        return None
+    try:
+        return compile(shadow.rego or "", query=shadow.query, name=name,
+                       field_path="spec.shadow.rego_file" if from_file else "spec.shadow.rego")
+    except errors.SpecInvalid as e:
+        raise errors.SpecInvalid([
+            dataclasses.replace(item.source.problem(p.message, _path_parts(p.path)), path=p.path)
+            for p in e.problems
+        ]) from e
+
+
 def _path_parts(path: str) -> tuple[str | int, ...]:
     parts: list[str | int] = []
     for piece in path.split("."):

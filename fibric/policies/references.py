@@ -18,6 +18,7 @@ from typing import Any
 
 from fibric import errors, specs
 from fibric.policies import bundler, compiler, inputs, lint
+from fibric.policies.decision import Verdict
 from fibric.specs import suggest
 
 _RULE_HEAD = re.compile(r"(?:default[ \t]+)?([A-Za-z_]\w*)")
@@ -28,17 +29,26 @@ _KEYWORDS = frozenset({"if", "not", "some", "every", "in", "contains", "else", "
                        "import", "package", "null", "true", "false", "input", "data", "_"})
 
 
-def check_spec(item: specs.Loaded, policy: compiler.CompiledPolicy) -> list[errors.SpecProblem]:
-    """The query, input and name checks of one compiled Policy document, located in spec and Rego."""
+def check_spec(
+    item: specs.Loaded, policy: compiler.CompiledPolicy, *, shadow: bool = False
+) -> list[errors.SpecProblem]:
+    """The query, input, name and output checks of one compiled Policy document (its shadow
+    candidate with `shadow`), located in the spec and in the Rego."""
     doc = item.document
     if not isinstance(doc, specs.Policy):
         raise TypeError(f"expected a Policy, got {type(doc).__name__}")
-    field = ("spec", "rego_file") if doc.spec.rego_file else ("spec", "rego")
+    source: specs.models.RegoSource | None = doc.spec.shadow if shadow else doc.spec
+    if source is None:
+        return []
+    base = ("spec", "shadow") if shadow else ("spec",)
+    field = (*base, "rego_file") if source.rego_file else (*base, "rego")
     problems: list[errors.SpecProblem] = []
-    unknown_rule = check_query(doc.spec.query, policy.package, policy.source)
+    unknown_rule = check_query(source.query, policy.package, policy.source)
     if unknown_rule is not None:
-        problems.append(item.source.problem(unknown_rule, ("spec", "query") if doc.spec.query else field))
-    for finding in check_input(policy.source) + check_names(policy.source):
+        problems.append(item.source.problem(unknown_rule, (*base, "query") if source.query else field))
+    findings = check_input(policy.source) + check_names(policy.source)
+    findings += check_output(policy.query, policy.package, policy.source)
+    for finding in findings:
         message = bundler.located(policy.name, finding.line, finding.column, finding.message)
         problems.append(item.source.problem(message, field))
     return problems
@@ -95,6 +105,76 @@ def input_shape() -> Mapping[str, Any]:
         tenant_id="t", operator={}, capability="c", entity_key="e", idempotency_key="k", event={},
         plan_id="p", tool={}, counts=inputs.Counts(), now=now, plan_age_seconds=0,
         entity_changed_since_plan=False, tool_changed=False)
+
+
+def check_output(query: str, package: str, source: str) -> list[lint.Finding]:
+    """Values of the queried rule that cannot be a decision (docs/policies.md#the-output).
+
+    Only what a rule head states literally: `decision := "ALLOW"` (not an
+    object), and an object literal whose `decision` is a string other than
+    ALLOW, ALERT or BLOCK, or that lacks `decision` or `rule`. Each would
+    decide BLOCK by fail-closed on every action it matches. A value built
+    any other way (a variable, object.union) is left to the tests.
+    """
+    prefix = f"data.{package}."
+    if not query.startswith(prefix):
+        return []
+    rule = re.split(r"[.\[]", query[len(prefix):], maxsplit=1)[0]
+    if query[len(prefix):] != rule:
+        return []  # a part of the rule's value: its shape is the policy's own business
+    code = lint.code_only(source)
+    head = re.compile(rf"^[ \t]*(?:default[ \t]+)?{re.escape(rule)}[ \t]*(?:if[ \t]*)?:?=[ \t]*", re.M)
+    findings: list[lint.Finding] = []
+    for match in head.finditer(code):
+        start = match.end()
+        line, column = _position(source, start)
+        if code.startswith("{", start):
+            findings += [lint.Finding(m, line, column) for m in _decision_object(source, code, start)]
+        elif re.match(r'"|`|-?\d|\[|(?:true|false|null)\b', code[start:]):
+            findings.append(lint.Finding(
+                f"'{rule}' is {_literal_kind(code[start])}, not an object with decision and rule: "
+                f"every action it decides is BLOCK (fail-closed:not-an-object)", line, column))
+    return findings
+
+
+def _decision_object(source: str, code: str, start: int) -> list[str]:
+    """What is wrong with the object literal opening at `start`, when its keys are all literal."""
+    keys: dict[str, str | None] = {}  # key -> its value when that is a string literal
+    depth, i = 0, start
+    while i < len(code):
+        ch = code[i]
+        if ch in "{[(":
+            depth += 1
+        elif ch in "}])":
+            depth -= 1
+            if depth == 0:
+                break
+        elif depth == 1 and ch == ":" and code[:i].rstrip().endswith('"'):
+            key_end = len(code[:i].rstrip()) - 1
+            key_start = code.rfind('"', 0, key_end)
+            value = re.match(r'\s*"([^"\n]*)"', code[i + 1:])
+            keys[source[key_start + 1:key_end]] = (
+                source[i + 1 + value.start(1):i + 1 + value.end(1)] if value else None)
+        elif depth == 1 and ch == ":":
+            return []  # a key that is not a string literal: the object is built, not stated
+        i += 1
+    problems = []
+    decision = keys.get("decision")
+    if "decision" not in keys:
+        problems.append("the decision object has no 'decision' key: every action it decides is BLOCK "
+                        "(fail-closed:unknown-decision)")
+    elif decision is not None and decision not in {v.value for v in Verdict}:
+        problems.append(f"decision '{decision}' is not one of ALLOW, ALERT, BLOCK (exactly these strings): "
+                        f"every action it decides is BLOCK (fail-closed:unknown-decision)")
+    if "rule" not in keys:
+        problems.append("the decision object has no 'rule' key: every action it decides is BLOCK "
+                        "(fail-closed:malformed)")
+    return problems
+
+
+def _literal_kind(first: str) -> str:
+    return {'"': "a string", "`": "a string", "[": "an array"}.get(
+        first, "a number" if first == "-" or first.isdigit() else "a boolean or null")
 
 
 def check_input(source: str) -> list[lint.Finding]:

@@ -47,7 +47,8 @@ def doc(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | Non
 def policy_doc(name: str = "guard") -> dict[str, Any]:
     package = name.replace("-", "_")
     return doc("Policy", name, {
-        "rego": f"package fibric.{package}\n\ndefault decision := {{\"decision\": \"BLOCK\"}}\n",
+        "rego": f"package fibric.{package}\n\n"
+                "default decision := {\"decision\": \"BLOCK\", \"rule\": \"deny\"}\n",
         "query": f"data.fibric.{package}.decision",
     })
 

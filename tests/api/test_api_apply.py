@@ -144,6 +144,30 @@ def test_unfulfilled_capabilities_are_warnings_by_index(client: TestClient) -> N
     ]
 
 
+def test_rego_that_compiles_but_cannot_be_right_is_applied_with_warnings(client: TestClient) -> None:
+    policy = policy_doc("guard")
+    policy["spec"]["rego"] = (
+        "package fibric.guard\n\nimport rego.v1\n\n"
+        'default decision := {"decision": "BLOCK", "rule": "deny"}\n\n'
+        'decision := {"decision": "allow", "rule": "hold"} if input.actoin.capability == "orders.hold"\n')
+    policy["spec"]["shadow"] = {"rego": "package fibric.guard\n\ndecision := {\n"}
+
+    result = apply(client, [policy])
+
+    assert actions(result) == {("Policy", "guard"): "created"}
+    by_field: dict[str, list[str]] = {}
+    for warning in result["warnings"]:
+        by_field.setdefault(warning["field"], []).append(warning["message"])
+    assert sorted(by_field) == ["documents[0].spec.rego", "documents[0].spec.shadow.rego"]
+    live = by_field["documents[0].spec.rego"]
+    assert any("guard.rego:7:" in m and "'input.actoin' is not in the input document" in m
+               for m in live), live
+    assert any("guard.rego:7:13: decision 'allow' is not one of ALLOW, ALERT, BLOCK" in m
+               for m in live), live
+    shadow = by_field["documents[0].spec.shadow.rego"]
+    assert all(m.startswith("the shadow does not compile: ") for m in shadow), shadow
+
+
 def test_dry_run_reports_and_writes_nothing(client: TestClient, recorder: Recorder) -> None:
     result = apply(client, stack(), dry_run=True)
     assert result["dry_run"] is True

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from api_support import TestClient, apply, error_of, fields_of, operator_doc, policy_doc, webhook_doc
 
-REGO = "package fibric.ship_risk\n\ndefault decision := {\"decision\": \"BLOCK\"}\n"
+REGO = "package fibric.ship_risk\n\ndefault decision := {\"decision\": \"BLOCK\", \"rule\": \"deny\"}\n"
 
 
 def test_create_a_policy(client: TestClient) -> None:

@@ -25,7 +25,7 @@ metadata: {name: guard}
 spec:
   rego_file: ../policies/guard.rego
 """
-REGO = "package fibric.guard\n\ndefault decision := {\"decision\": \"BLOCK\"}\n"
+REGO = "package fibric.guard\n\ndefault decision := {\"decision\": \"BLOCK\", \"rule\": \"deny\"}\n"
 
 
 @pytest.fixture

@@ -217,7 +217,7 @@ def test_the_cli_inlines_the_shadows_rego_file(tmp_path: Path) -> None:
 def test_only_the_executors_decisions_evaluate_the_shadow(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    """Plan previews (decide_bound) and Policies without a shadow evaluate the live policy alone."""
+    """Plan previews (shadow=False) and Policies without a shadow evaluate the live policy alone."""
     text = f"""apiVersion: fibric.io/v1
 kind: Operator
 metadata: {{name: ship-risk}}
@@ -234,7 +234,7 @@ spec:
     engine = policies.open_engine("embedded", timeout=5.0)
     try:
         decider = decide.Decider(state, engine)
-        preview, _ = decider.decide_bound(tenant.id, operator, doc)
+        preview = decider.decide_recorded(tenant.id, operator, doc, shadow=False).decision
         assert (preview.decision.value, engine.stats.snapshot()["decisions"]) == ("ALLOW", 1)
         decided = decider.decide_recorded(tenant.id, operator, doc)
         assert decided.decision.decision.value == "ALLOW" and engine.stats.snapshot()["decisions"] == 3

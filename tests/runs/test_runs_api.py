@@ -22,7 +22,8 @@ from runs_support import (
     wait_for,
 )
 
-from fibric import policies, store
+from fibric import policies, specs, store
+from fibric.policies import masking
 from fibric.store import outbox, plans, receipts
 
 
@@ -60,6 +61,37 @@ def test_an_at_risk_order_event_becomes_a_proposed_plan(
                               "at": run["finished_at"], "status": "succeeded", "error": None}
     announced = [e for e in outbox.pending(state) if e.type == "plan.proposed"]
     assert [e.payload["id"] for e in announced] == [plan["id"]]
+
+
+def test_a_plan_preview_keeps_the_input_each_decision_was_made_on(
+    harness: Live, state: store.StateStore, tenant: store.Tenant
+) -> None:
+    """What an approver and an auditor read: why each action shows the decision it does."""
+    apply_examples(state, tenant.id)
+    policy = state.get_object(tenant.id, "Policy", "ship-risk-guard")
+    apply_yaml(state, tenant.id, specs.to_yaml([specs.build(
+        "Policy", policy.name, {**policy.spec, "mask": ["/action/args/reason"]})]))
+    with harness.client(state, tenant) as client:
+        ingested = event(client, "evt-1")
+        settle(state)
+        [listed] = client.get("/v1/plans", params={"status": "proposed"}).json()["data"]
+        plan = client.get(f"/v1/plans/{listed['id']}").json()
+
+    engine = policies.open_engine("embedded", timeout=5.0)
+    try:
+        compiled = policies.compile(policy.spec["rego"], query=policy.spec.get("query"))
+        for action in plan["actions"]:
+            record = action["decision_input"]
+            assert action["policy_sha256"] == compiled.sha256
+            assert record["event"]["id"] == ingested["id"] and record["plan_id"] is None
+            assert record["action"]["capability"] == action["capability"]
+            again = policies.evaluate(engine, compiled, record)
+            assert (again.decision.value, again.rule) == (action["decision"], action["rule"])
+    finally:
+        engine.close()
+    hold = plan["actions"][0]
+    assert hold["args"] == {"reason": "will miss ship-by date"}  # the action itself is not masked
+    assert hold["decision_input"]["action"]["args"] == {"reason": masking.MASKED}
 
 
 def test_an_event_the_rules_do_not_match_runs_and_proposes_nothing(

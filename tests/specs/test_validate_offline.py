@@ -193,6 +193,62 @@ def test_rego_that_does_not_compile_names_its_file_and_line(folder: Path) -> Non
     assert f"spec.rego_file: {rego}:" in result.stderr
 
 
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ('{"decision": "ALLOW", "rule": "hold"}', '{"decision": "allow", "rule": "hold"}',
+     "decision 'allow' is not one of ALLOW, ALERT, BLOCK (exactly these strings): every action it decides "
+     "is BLOCK (fail-closed:unknown-decision)"),
+    ('{"decision": "ALLOW", "rule": "hold"}', '{"decision": "ALLOW"}',
+     "the decision object has no 'rule' key: every action it decides is BLOCK (fail-closed:malformed)"),
+    ('{"decision": "ALLOW", "rule": "hold"}', '"ALLOW"',
+     "'decision' is a string, not an object with decision and rule: every action it decides is BLOCK "
+     "(fail-closed:not-an-object)"),
+])
+def test_a_decision_of_the_wrong_shape_is_reported_at_its_rego_line(
+        folder: Path, old: str, new: str, expected: str) -> None:
+    rego = folder / "incident.rego"
+    edit(rego, old, new)
+
+    result = validate("-f", str(folder))
+
+    assert result.exit_code == 2
+    line = line_of(rego, new)
+    assert f"spec.rego_file: {rego}:{line}:13: {expected}" in result.stderr, result.stderr
+
+
+def test_a_decision_built_from_variables_is_left_to_the_tests(folder: Path) -> None:
+    rego = folder / "incident.rego"
+    edit(rego, '{"decision": "ALLOW", "rule": "hold"}',
+         'object.union({"decision": "ALLOW"}, {"rule": "hold"})')
+    result = validate("-f", str(folder))
+    assert result.exit_code == 0, result.output
+
+
+SHADOW = """  shadow:
+    rego_file: candidate.rego
+"""
+
+
+def test_the_shadow_candidate_is_compiled_and_checked_like_the_live_policy(folder: Path) -> None:
+    policy = folder / "policy.yaml"
+    policy.write_text(POLICY + SHADOW)
+    candidate = folder / "candidate.rego"
+    candidate.write_text(REGO)
+    assert validate("-f", str(folder)).exit_code == 0
+
+    edit(candidate, "input.action.capability", "input.actoin.capability")
+    result = validate("-f", str(folder))
+    assert result.exit_code == 2
+    assert (f"{policy}:{line_of(policy, 'rego_file: candidate')}:5: spec.shadow.rego_file: "
+            f"{candidate}:{line_of(candidate, 'input.actoin')}:2: 'input.actoin' is not in the input "
+            "document") in result.stderr, result.stderr
+
+    edit(candidate, "tool_changed if input.context.tool_changed", "tool_changed if {")
+    result = validate("-f", str(folder))
+    assert result.exit_code == 2
+    assert f"spec.shadow.rego_file: {candidate}:" in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_a_webhook_url_apply_refuses_is_refused_by_validate(folder: Path) -> None:
     webhook = folder / "webhook.yaml"
     edit(webhook, "https://hooks.example/fibric", "http://hooks.example/fibric")
