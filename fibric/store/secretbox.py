@@ -56,8 +56,8 @@ class SecretBox:
             return self._cipher().decrypt(raw[:12], raw[12:], context.encode("utf-8")).decode("utf-8")
         except (InvalidTag, binascii.Error, ValueError) as e:
             raise errors.PermanentError(
-                "a webhook signing secret cannot be decrypted: FIBRIC_SECRET_KEY or the data dir's "
-                "secret.key is not the key it was sealed with"
+                "a sealed secret cannot be decrypted: FIBRIC_SECRET_KEY or the data dir's secret.key "
+                "is not the key it was sealed with, or the value was sealed for another tenant or name"
             ) from e
 
     def fingerprint(self, plaintext: str, context: str) -> str:
