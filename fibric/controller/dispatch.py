@@ -209,17 +209,13 @@ class Dispatcher:
 
     async def _listen(self, url: str) -> None:
         """PostgreSQL: wake on every committed outbox event, from any replica (LISTEN/NOTIFY)."""
-        import psycopg
-
         while not self._stopping:
             try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
-                    async for _ in conn.notifies():
-                        if self._wake is not None:
-                            self._wake.set()
-            except psycopg.Error as e:  # polling still finds the work; listen again shortly
-                log.warning("webhook dispatcher cannot LISTEN on PostgreSQL (%s); polling only", e)
+                async for _ in outbox.commits(url):
+                    if self._wake is not None:
+                        self._wake.set()
+            except errors.TemporaryError as e:  # polling still finds the work; listen again shortly
+                log.warning("webhook dispatcher: %s; polling only", e)
                 await asyncio.sleep(5)
 
     # --- one pass ----------------------------------------------------------------

@@ -17,7 +17,7 @@ the plan as it was proposed.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +78,24 @@ def enqueue(
         # replica's dispatcher wakes at once instead of at its next poll.
         cur.execute("SELECT pg_notify(?, '')", (NOTIFY_CHANNEL,))
     return event_id
+
+
+async def commits(url: str) -> AsyncIterator[None]:
+    """PostgreSQL at `url`: one item per committed transaction that enqueued, from any replica.
+
+    LISTEN on a connection of its own, which lasts as long as the iteration.
+    TemporaryError when it cannot connect or the connection breaks: the
+    caller listens again later, and polls meanwhile.
+    """
+    import psycopg
+
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            async for _ in conn.notifies():
+                yield None
+    except psycopg.Error as e:
+        raise errors.TemporaryError(f"cannot LISTEN on PostgreSQL: {e}") from e
 
 
 def pending(state: state_module.StateStore, *, limit: int = 100) -> list[OutboxEvent]:
