@@ -101,6 +101,10 @@ class ServerSettings:
         "Threads for the API's quick blocking work (store queries); see [api.md](api.md#performance).",
         env="FIBRIC_WORKER_THREADS",
         default="one per CPU (at least 2) on SQLite, min(32, CPUs + 4) on PostgreSQL"))
+    slow_threads: int = field(default=40, metadata=about(
+        "Threads for the API's slow work (receipts SQL, audit snapshots, applies, policy replay, "
+        "approvals' execution), apart from the quick threads; see [operations.md](operations.md#bulkheads).",
+        env="FIBRIC_SLOW_THREADS"))
 
 
 @dataclass(frozen=True)
@@ -259,7 +263,9 @@ class WebhookSettings:
         "At most this much of a receiver's answer is read.", default="64 KiB"))
     poll_seconds: float = field(default=0.25, metadata=about(
         "How often the dispatcher looks for new events and due retries.", env="FIBRIC_WEBHOOKS_POLL_SECONDS"))
-    concurrency: int = field(default=16, metadata=about("Webhook deliveries in flight per process."))
+    concurrency: int = field(default=16, metadata=about(
+        "Webhook deliveries in flight per process (of which one tenant may hold "
+        "`bulkheads.tenant_deliveries`).", env="FIBRIC_WEBHOOKS_CONCURRENCY"))
     rotation_grace_seconds: int = field(default=24 * 3600, metadata=about(
         "How long the old secret keeps signing after a rotation, unless the rotation says.",
         default="24 hours"))
@@ -276,7 +282,8 @@ class WebhookSettings:
             raise ValueError("FIBRIC_WEBHOOKS_* timeouts and poll interval must be positive")
         return cls(allow_http_and_private=allow in ("1", "true", "yes"),
                    secret_key=env.get("FIBRIC_SECRET_KEY") or None,
-                   connect_timeout_seconds=connect, read_timeout_seconds=read, poll_seconds=poll)
+                   connect_timeout_seconds=connect, read_timeout_seconds=read, poll_seconds=poll,
+                   concurrency=_count(env, "FIBRIC_WEBHOOKS_CONCURRENCY", cls.concurrency))
 
 
 @dataclass(frozen=True)
@@ -384,8 +391,9 @@ class BulkheadSettings:
     Each kind of blocking work has its own bounded thread pool (fibric/threads.py);
     DNS runs on the event loop with a deadline per lookup (fibric/trust/resolver.py);
     a tenant may hold only so many webhook deliveries, connector calls and operator
-    runs at once; a SIGTERM ends the process within `shutdown_seconds`, whatever is
-    in flight (recovery finishes what was interrupted).
+    runs at once (in this process: N replicas give a tenant N times each cap); a
+    SIGTERM ends the process within `shutdown_seconds`, whatever is in flight
+    (recovery finishes what was interrupted).
     """
 
     executor_threads: int = field(default=8, metadata=about(
@@ -399,16 +407,20 @@ class BulkheadSettings:
         "Threads for reconciles, the folder watcher, the scheduler and recovery.",
         env="FIBRIC_CONTROLLER_THREADS"))
     dns_timeout_ms: int = field(default=2000, metadata=about(
-        "Deadline of one DNS lookup of a tenant's host, in milliseconds.", env="FIBRIC_DNS_TIMEOUT_MS"))
+        "Deadline of one DNS lookup of a tenant's host or an LLM route's provider, in milliseconds.",
+        env="FIBRIC_DNS_TIMEOUT_MS"))
     dns_nameservers: tuple[str, ...] = field(default=(), metadata=about(
-        "Name servers for tenants' hosts, `ip[:port],...`.", env="FIBRIC_DNS_NAMESERVERS",
+        "Name servers for tenants' hosts and LLM routes' providers, `ip[:port],...`.",
+        env="FIBRIC_DNS_NAMESERVERS",
         default="those of `/etc/resolv.conf`"))
     tenant_deliveries: int = field(default=4, metadata=about(
         "Webhook deliveries one tenant may have in flight.", env="FIBRIC_TENANT_DELIVERIES"))
     tenant_connector_calls: int = field(default=16, metadata=about(
         "Tool calls one tenant may have in flight.", env="FIBRIC_TENANT_CONNECTOR_CALLS"))
+    run_concurrency: int = field(default=4, metadata=about(
+        "Operator runs at once per process.", env="FIBRIC_RUN_CONCURRENCY"))
     tenant_runs: int = field(default=2, metadata=about(
-        "Operator runs one tenant may have at once.", env="FIBRIC_TENANT_RUNS"))
+        "Operator runs one tenant may have at once, of `run_concurrency`.", env="FIBRIC_TENANT_RUNS"))
     shutdown_seconds: float = field(default=10.0, metadata=about(
         "Longest time from SIGTERM to exit, whatever is in flight (recovery finishes it).",
         env="FIBRIC_SHUTDOWN_SECONDS"))
@@ -421,12 +433,7 @@ class BulkheadSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BulkheadSettings:
         def count(name: str, default: int) -> int:
-            raw = (env.get(name) or "").strip()
-            if not raw:
-                return default
-            if not raw.isdigit() or int(raw) < 1:
-                raise ValueError(f"{name} must be a whole number, at least 1, not {raw!r}")
-            return int(raw)
+            return _count(env, name, default)
 
         shutdown = float(env.get("FIBRIC_SHUTDOWN_SECONDS") or cls.shutdown_seconds)
         if not 0 < shutdown < 3600:
@@ -441,6 +448,7 @@ class BulkheadSettings:
             dns_nameservers=servers,
             tenant_deliveries=count("FIBRIC_TENANT_DELIVERIES", cls.tenant_deliveries),
             tenant_connector_calls=count("FIBRIC_TENANT_CONNECTOR_CALLS", cls.tenant_connector_calls),
+            run_concurrency=count("FIBRIC_RUN_CONCURRENCY", cls.run_concurrency),
             tenant_runs=count("FIBRIC_TENANT_RUNS", cls.tenant_runs),
             shutdown_seconds=shutdown,
         )
@@ -475,7 +483,8 @@ class Settings:
         "it ([security.md](security.md))."))
     bulkheads: BulkheadSettings = field(default_factory=BulkheadSettings, metadata=section(
         "Bulkheads", "Bounded pools and per-tenant caps, so one tenant's slow dependency cannot stall "
-        "another's ([operations.md](operations.md#bulkheads))."))
+        "another's ([operations.md](operations.md#bulkheads)). Every bound is per process: with N "
+        "replicas a tenant may hold N times each cap."))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -507,6 +516,7 @@ class Settings:
             host=str(host) if host else ServerSettings.host,
             port=int(str(port)) if port not in (None, "") else ServerSettings.port,  # 0: any free port
             worker_threads=_worker_threads(env.get("FIBRIC_WORKER_THREADS")),
+            slow_threads=_count(env, "FIBRIC_SLOW_THREADS", ServerSettings.slow_threads),
         )
         controller = ControllerSettings(
             resync_seconds=float(str(resync)) if resync else ControllerSettings.resync_seconds,
@@ -532,6 +542,16 @@ def _switch(name: str, value: str | None) -> bool:
     if text in ("on", "true", "1", "yes"):
         return True
     raise ValueError(f"{name} must be on or off, not {value!r}")
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number of at least 1 from `name`, or `default` when unset; ValueError naming it."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a whole number, at least 1, not {raw!r}")
+    return int(raw)
 
 
 def _worker_threads(value: str | None) -> int | None:

@@ -35,6 +35,7 @@ from fibric.controller import (
     scheduler,
     sealer,
 )
+from fibric.proposers import llm
 from fibric.store import backends, legacy, pins, receipts, sealed, secretbox, vault
 
 
@@ -122,12 +123,14 @@ def build(
         )
         cache = reconcile.CompileCache()  # one compile per policy version, for reconcile and decisions
         decider = decide.Decider(state, policy_engine, cache)
-        # Operator runs: events routed to runs, and cron schedules (docs/operators.md).
+        # Operator runs: events routed to runs, and cron schedules (docs/operators.md). LLM routes share
+        # one client, whose names resolve with the installation's resolver (no thread, a deadline).
+        model_http = llm.Connections(fence.resolver)
         runner = runs.Runner(state, decider, runtime=runtime, ledger=ledger, llm=config.llm,
-                             environ=environ, pool=pools.executor, plans_expire=config.executor,
-                             metrics=counts)
+                             environ=environ, http=model_http.client, pool=pools.executor,
+                             plans_expire=config.executor, metrics=counts)
         router = routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
-                                tenant_runs=limits.tenant_runs)
+                                concurrency=limits.run_concurrency, tenant_runs=limits.tenant_runs)
         # Receipts of record sealed into the auditors' ledger, continuously (docs/receipts.md#sealing).
         # (The lock's name holds no URL: it is logged, and a URL may carry a password.)
         the_sealer = sealer.Sealer(ledger, lake, metrics=counts, leader=leadership.Leadership(
@@ -139,6 +142,7 @@ def build(
             crash=tune.crash or crashpoints.Crashpoints(environ), pool=pools.executor,
             on_receipt=the_sealer.wake, metrics=counts)
         services: list[loop.Service] = [
+            model_http,  # first, so stopped last: after the router and scheduler whose runs use it
             *tune.services,
             *([router] if tune.route_events else []),
             scheduler.Scheduler(state, runner),

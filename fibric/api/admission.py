@@ -12,8 +12,8 @@ A key's tenant and scopes never change, so they are remembered (`KeyMemory`)
 after the first successful lookup. With in-process counters, a remembered key
 is admitted on the event loop, and the store check that it is still valid
 (not revoked) is left owed to the request (auth.VERIFY), which runs it in the
-endpoint's own thread. Otherwise the key is looked up in the thread pool, in
-one hop with the counter (which may be in Redis).
+endpoint's own thread. Otherwise the key is looked up on the app's quick
+threads (workers.py), in one hop with the counter (which may be in Redis).
 
 The owed check is shared: a request may rely on a check of its key that
 *started after the request arrived* and found the key valid. That is as
@@ -30,12 +30,11 @@ import hashlib
 import threading
 import time
 
-from anyio import to_thread
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fibric import errors, ids, store
-from fibric.api import auth, ratelimit
+from fibric.api import auth, ratelimit, workers
 from fibric.api import errors as api_errors
 
 _NOUN = {ratelimit.READS: "reads", ratelimit.WRITES: "writes", ratelimit.EVENTS: "events"}
@@ -90,6 +89,7 @@ class Admission:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        workers.for_request(scope)  # this middleware's, the idempotency middleware's and the route's work
         header = Headers(scope=scope).get("authorization")
         klass = ratelimit.route_class(scope["method"], scope["path"])
         client = scope.get("client")
@@ -107,7 +107,7 @@ class Admission:
         elif not header and self.limiter.local:
             principal, failure, budget = self._admit(header, klass, address)
         else:
-            principal, failure, budget = await to_thread.run_sync(self._admit, header, klass, address)
+            principal, failure, budget = await workers.run(self._admit, header, klass, address)
         request_state[auth.PRINCIPAL] = principal
         request_state[auth.FAILURE] = failure
         request_id = str(request_state.get("request_id") or ids.new_id("request"))

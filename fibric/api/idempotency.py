@@ -16,6 +16,8 @@ Stripe's semantics (the records themselves live in store/idempotency.py):
 
 The stored response is written before the client receives it, so a client
 that retries the moment it has an answer finds the answer, not "still running".
+The records are read and written on the app's quick threads (workers.py), as
+the routes' own store work is.
 """
 
 from __future__ import annotations
@@ -26,12 +28,11 @@ import json
 import re
 
 import anyio
-from anyio import to_thread
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fibric import errors, ids, store
-from fibric.api import auth, middleware
+from fibric.api import auth, middleware, workers
 from fibric.api import errors as api_errors
 from fibric.store import idempotency as records
 from fibric.store import secretbox
@@ -81,6 +82,7 @@ class Idempotency:
         if key is None or principal is None:  # without a key the route answers 401 itself
             await self.app(scope, receive, send)
             return
+        workers.for_request(scope)
         request_id = str(scope["state"].get("request_id") or ids.new_id("request"))
         problem = check_key(key)
         body, replay = await middleware.read_body(receive)
@@ -96,7 +98,7 @@ class Idempotency:
             return None if problem else records.begin(self.state, tenant_id, key, fingerprint(scope, body))
 
         try:
-            outcome = await to_thread.run_sync(claim)
+            outcome = await workers.run(claim)
         except errors.FibricError as e:  # the key failed its check: the route answers 401
             request_state[auth.PRINCIPAL], request_state[auth.FAILURE] = None, e
             await self.app(scope, replay, send)
@@ -105,7 +107,7 @@ class Idempotency:
             await _error(scope, receive, send, request_id, 400, "invalid_request", str(problem), field=HEADER)
             return
         if isinstance(outcome, records.Replay):
-            await _replay(send, await to_thread.run_sync(self._opened, outcome, tenant_id))
+            await _replay(send, await workers.run(self._opened, outcome, tenant_id))
             return
         if isinstance(outcome, records.InFlight):
             await _error(scope, receive, send, request_id, 409, "conflict",
@@ -137,11 +139,11 @@ class Idempotency:
             await self.app(scope, receive, capture)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await to_thread.run_sync(records.release, self.state, tenant_id, key, attempt)
+                await workers.run(records.release, self.state, tenant_id, key, attempt)
             raise
         if start is None:  # the app answered nothing; nothing to keep or send
             with anyio.CancelScope(shield=True):
-                await to_thread.run_sync(records.release, self.state, tenant_id, key, attempt)
+                await workers.run(records.release, self.state, tenant_id, key, attempt)
             return
         body = b"".join(chunks)
         status = int(start["status"])
@@ -149,11 +151,11 @@ class Idempotency:
             if keeps(status):
                 headers = [("content-type", Headers(raw=start["headers"]).get("content-type") or
                             "application/json"), (api_errors.REQUEST_ID_HEADER, request_id)]
-                await to_thread.run_sync(lambda: records.finish(
+                await workers.run(lambda: records.finish(
                     self.state, tenant_id, key, attempt, status=status, headers=headers,
                     body=self._sealed(body, tenant_id)))
             else:
-                await to_thread.run_sync(records.release, self.state, tenant_id, key, attempt)
+                await workers.run(records.release, self.state, tenant_id, key, attempt)
         await send(start)
         await send({"type": "http.response.body", "body": body})
 

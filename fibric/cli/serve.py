@@ -25,6 +25,7 @@ import shlex
 import signal
 import sqlite3
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
@@ -35,15 +36,16 @@ import click
 import uvicorn
 
 import fibric
-from fibric import errors, logs, proposers, settings, store, system, threads, tracing, trust
+from fibric import errors, logs, policies, proposers, settings, store, system, threads, tracing, trust
 from fibric.api import protocol, workers
 from fibric.cli import edge
 from fibric.controller import apply, bootstrap, loop, watch
-from fibric.policies import embedded
+from fibric.policies import embedded, zygote
 from fibric.store import filemodes, sealed
 
 log = logging.getLogger("fibric.serve")
 WATCH_STOP_TIMEOUT = 5.0
+GIVE_UP_SECONDS = 0.5  # the most the watchdog spends stopping the policy processes before it exits
 SECRETS_DIR = "secrets"  # in the data dir: one 0600 file per webhook secret `--specs` created
 
 
@@ -138,7 +140,7 @@ def _serve(running: system.System, tenant_name: str, traces: str | None = None) 
         timeout_graceful_shutdown=max(1, int(bound / 2)),  # requests in flight; then the lifespan
         http=protocol.FibricH11Protocol, h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
         log_config=None, access_log=False,  # uvicorn logs through ours; fibric.access is the access log
-    ), bound)
+    ), bound, on_give_up=lambda: stop_policy_processes(running.engine))
     _exit_gracefully_on_signals(server)
     asyncio.run(_run(server, state, running.controller, tenant, config, options, running.pools))
 
@@ -229,8 +231,10 @@ def banner(config: settings.Settings, traces: str | None = None) -> str:
         "api_threads": config.server.worker_threads or workers.default_threads(
             "postgresql" if stored.url else "sqlite"),
         "pools": ",".join(f"{name}:{size}" for name, size in pools.pool_sizes.items()),
+        "slow_threads": config.server.slow_threads,
         "tenant_caps": f"deliveries:{pools.tenant_deliveries},connector_calls:{pools.tenant_connector_calls},"
                        f"runs:{pools.tenant_runs}",
+        "process_caps": f"deliveries:{config.webhooks.concurrency},runs:{pools.run_concurrency}",
         "traces": f"otlp:{_without_credentials(traces)}" if traces else "off",
     }
     return f"fibric {fibric.__version__}: " + " ".join(f"{key}={shlex.quote(str(value))}"
@@ -307,12 +311,16 @@ class BoundedServer(uvicorn.Server):
     ended the process `bound` seconds later (a tool call that never answers,
     a thread stuck in a driver), the process exits anyway: what it left
     mid-way is recovery's to finish (leases expire, intents are resumed;
-    docs/executor.md#crash-safety, docs/operations.md#shutdown).
+    docs/executor.md#crash-safety, docs/operations.md#shutdown). Before it
+    exits it calls `on_give_up` (the policy processes are killed), for at
+    most GIVE_UP_SECONDS.
     """
 
-    def __init__(self, config: uvicorn.Config, bound: float) -> None:
+    def __init__(self, config: uvicorn.Config, bound: float,
+                 on_give_up: Callable[[], object] | None = None) -> None:
         super().__init__(config)
         self.bound = bound
+        self._on_give_up = on_give_up
         self._watchdog: threading.Timer | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -328,8 +336,20 @@ class BoundedServer(uvicorn.Server):
     def _give_up(self) -> None:
         log.warning("shutdown took longer than %gs (FIBRIC_SHUTDOWN_SECONDS); exiting with work in "
                     "flight, which recovery will finish", self.bound)
+        if self._on_give_up is not None:  # on a thread of its own: nothing it waits on can keep us here
+            last = threading.Thread(target=self._on_give_up, name="fibric-give-up", daemon=True)
+            last.start()
+            last.join(GIVE_UP_SECONDS)
         logging.shutdown()
         os._exit(0)
+
+
+def stop_policy_processes(engine: policies.Engine) -> None:
+    """Kill the embedded engine's workers, zygote and forkserver now: the process is exiting without
+    closing the engine, and they must not outlive it (zygote.kill_now)."""
+    if isinstance(engine, policies.EmbeddedEngine):
+        killed = zygote.kill_now(engine.processes())
+        log.warning("killed the policy engine's %d processes (workers, zygote, forkserver)", len(killed))
 
 
 def _exit_gracefully_on_signals(server: BoundedServer) -> None:

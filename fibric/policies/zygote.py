@@ -15,7 +15,11 @@ pair (SCM_RIGHTS) and the bundle capacity; the zygote forks a worker serving
 that socket and answers its pid. The kernel reaps the workers (the zygote
 ignores SIGCHLD) and kills them when the zygote exits (regoworker sets
 PR_SET_PDEATHSIG). The zygote exits when the engine closes the control socket,
-which also happens when the engine's process dies.
+which also happens when the engine's process dies. A process about to exit
+without closing its engine (`fibric serve` past its shutdown bound) kills
+them instead (`kill_now`): left to notice on their own, a zygote and a
+forkserver that imported DuckDB and regopy can take seconds to wind down on
+a loaded machine, outliving the server.
 
 Workers run tenants' Rego, and rego-cpp's `opa.runtime()` returns the process
 environment. The lint refuses it at apply (lint.py); as a second wall, the
@@ -26,6 +30,7 @@ database URLs, tokens).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -33,7 +38,9 @@ import socket
 import tempfile
 import threading
 import traceback
+from collections.abc import Iterable
 from multiprocessing import connection
+from pathlib import Path
 
 from fibric.policies import regoworker
 
@@ -93,6 +100,36 @@ class Zygote:
             self._process.join(timeout)
         if not self._process.is_alive():
             self._process.close()
+
+
+def kill_now(pids: Iterable[int]) -> list[int]:
+    """SIGKILL an engine's zygote and workers (`pids`, EmbeddedEngine.processes()) and the forkserver
+    the zygote came from, now, without waiting for any of them; the pids signalled.
+
+    The forkserver is killed only when it is this process's child (/proc says so, on Linux). A
+    pid that has already gone is skipped.
+    """
+    targets = list(dict.fromkeys(pids))
+    me = os.getpid()
+    for pid in list(targets):
+        parent = _parent_of(pid)
+        if parent not in (None, me) and _parent_of(parent) == me:  # the forkserver, our child
+            targets.append(parent)
+    killed = []
+    for pid in dict.fromkeys(targets):
+        with contextlib.suppress(OSError):  # ProcessLookupError: it exited meanwhile
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the name, in parentheses, may hold spaces
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
 
 
 def serve(control: socket.socket) -> None:

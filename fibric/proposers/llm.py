@@ -8,6 +8,14 @@ approver, so one too long is cut and one left out is None. Timeouts, connection
 errors, 429 and 5xx are retried a bounded number of times with backoff (429
 honours Retry-After); other 4xx are not retried, since sending the same request
 again will not help.
+
+The routes' requests go through one client the system shares (`Connections`),
+whose connections resolve names with the installation's resolver
+(fibric/trust/resolver.py: on the event loop, a deadline per lookup, answers
+cached for their TTL), not the C resolver on a thread: a provider's name that
+never resolves costs a run its DNS deadline, and holds no thread another part
+of Fibric waits for (docs/operations.md#bulkheads). A client made per request
+(no shared one given, as in tests) keeps httpx's own resolution.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Any
 import httpx
 import jsonschema
 
-from fibric import timefmt
+from fibric import timefmt, trust
 from fibric.proposers import base, keys, prompt, routes, strict
 
 log = logging.getLogger(__name__)
@@ -188,6 +196,39 @@ class LlmProposer:
                 capability=capability, entity_key=item["entity_key"], args=item["args"], idempotency_key=key,
                 rationale=_rationale(item.get("rationale"))))
         return keys.dedup(actions)
+
+
+class Connections:
+    """The LLM routes' shared HTTP client, as a controller service: idle connections close at its stop.
+
+    The routes are the installation's (docs/operators.md#llm-routes), so any
+    address is allowed (`trust.ANYWHERE`); the environment's proxy and CA
+    variables (HTTPS_PROXY, SSL_CERT_FILE, ...) apply as httpx applies them,
+    and a proxy's own name is resolved the same way.
+    """
+
+    def __init__(self, resolver: trust.Resolver) -> None:
+        self.client = httpx.AsyncClient()
+        backend = trust.GuardedBackend(trust.ANYWHERE, resolver)
+        for transport in self._transports():
+            # httpx has no argument for a network backend; its pools take one (delivery.py does the same).
+            pool = getattr(transport, "_pool", None)
+            if pool is None or not hasattr(pool, "_network_backend"):
+                raise RuntimeError("this httpx cannot resolve LLM routes' names with the installation's "
+                                   f"resolver ({type(transport).__name__} has no connection pool)")
+            pool._network_backend = backend
+
+    def _transports(self) -> list[httpx.AsyncBaseTransport]:
+        mounted = [t for t in self.client._mounts.values() if t is not None]  # the environment's proxies
+        return [self.client._transport, *mounted]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        """Close the open connections; the client stays usable (a restarted controller uses it again)."""
+        for transport in self._transports():
+            await transport.aclose()
 
 
 def _rationale(text: str | None) -> str | None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import TestClient
+from anyio import to_thread
+from api_support import TestClient, policy_doc
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
@@ -144,3 +145,77 @@ def test_an_app_leaves_no_worker_threads_behind(
         assert client.get("/v1/operators").status_code == 200
 
     assert not [t for t in threading.enumerate() if t.name.startswith("fibric-worker")]
+
+
+def test_slow_work_waits_for_the_apps_bounded_slow_pool() -> None:
+    # Two slow threads: of four slow calls at once, two run and two wait their turn, on named threads.
+    release = threading.Event()
+    lock = threading.Lock()
+    running: list[str] = []
+    most = 0
+
+    def hold() -> str:
+        nonlocal most
+        with lock:
+            running.append(threading.current_thread().name)
+            most = max(most, len(running))
+        release.wait(10)
+        with lock:
+            running.remove(threading.current_thread().name)
+        return threading.current_thread().name
+
+    async def main() -> tuple[list[str], int]:
+        with workers.quick_threads(1, slow=2) as executor:
+            workers.QUICK.set(executor)
+            calls = [asyncio.create_task(workers.run_slow(hold)) for _ in range(4)]
+            deadline = time.monotonic() + 5
+            while len(running) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # room for a third, were there a thread for it
+            at_once = len(running)
+            release.set()
+            return list(await asyncio.gather(*calls)), at_once
+
+    names, at_once = asyncio.run(main())
+
+    assert at_once == 2 and most == 2
+    assert len(names) == 4 and all(name.startswith("fibric-slow") for name in names), names
+
+
+def test_the_api_never_waits_for_anyios_thread_pool(
+    state: store.StateStore, ledger: receipts.Ledger, tenant: store.Tenant
+) -> None:
+    # anyio's pool, cut to one thread and that one held (a library's blocking call): admission of a
+    # key not yet seen, the Idempotency-Key records and slow routes all run on the app's own threads.
+    _, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
+    app = create_app(settings.Settings(), state, receipts=ledger)
+    release = threading.Event()
+
+    async def main() -> list[Any]:
+        limiter = to_thread.current_default_thread_limiter()
+        limiter.total_tokens = 1
+        held = asyncio.ensure_future(to_thread.run_sync(release.wait, 30))
+        try:
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                             headers={"Authorization": f"Bearer {secret}"}) as client:
+                    event = {"type": "order.updated", "entity_key": "order:1", "idempotency_key": "src-1",
+                             "data": {}}
+                    once = {"Idempotency-Key": "ingest-1"}
+                    first = await asyncio.wait_for(client.post("/v1/events", json=event, headers=once), 10)
+                    again = await asyncio.wait_for(client.post("/v1/events", json=event, headers=once), 10)
+                    applied = client.post("/v1/apply", json={"documents": [policy_doc()]})  # a slow route
+                    slow = await asyncio.wait_for(applied, 30)
+                    return [first, again, slow, held.done()]
+        finally:
+            release.set()
+            await held
+
+    first, again, slow, was_done = asyncio.run(main())
+
+    assert first.status_code == 202, first.text
+    assert (again.status_code, again.headers.get("Idempotent-Replayed")) == (202, "true")
+    assert again.json() == first.json()
+    assert slow.status_code == 200, slow.text
+    assert not was_done  # anyio's one thread was held all along
