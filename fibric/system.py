@@ -26,7 +26,6 @@ from fibric.controller import (
     decide,
     dispatch,
     executor,
-    leadership,
     loop,
     reconcile,
     recovery,
@@ -36,7 +35,7 @@ from fibric.controller import (
     sealer,
 )
 from fibric.proposers import llm
-from fibric.store import backends, legacy, pins, receipts, sealed, secretbox, vault
+from fibric.store import backends, leadership, legacy, pins, receipts, sealed, secretbox, vault
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ anything else (not found, conflict, unreachable), like kubectl.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -75,6 +74,6 @@ def open_store(location: str) -> store.StateStore:
 
     try:
         return store.open_store(location)
-    except (OSError, sqlite3.Error) as e:
+    except store.OPEN_ERRORS as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise Failure(f"cannot open the state store at {location}: {reason}") from e

@@ -23,7 +23,6 @@ import logging
 import os
 import shlex
 import signal
-import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -109,7 +108,7 @@ def serve(data_dir: str | None, host: str | None, port: int | None, store_url: s
             with system.build(config, boundary=boundary) as running:
                 opened = True
                 _serve(running, tenant_name, traces)
-    except (OSError, sqlite3.Error) as e:
+    except store.OPEN_ERRORS as e:
         if opened:
             raise
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)  # an unusable data dir

@@ -17,7 +17,7 @@ The runtime's own changes come back through `notify`.
 Replicas sharing a PostgreSQL store all run a controller (each loads the
 policies into its engine and runs its own connectors' MCP sessions), but
 one of them records status: the replica that holds the `fibric-status`
-leadership (leadership.py, given as `leader=`). The others reconcile and
+leadership (store/leadership.py, given as `leader=`). The others reconcile and
 record only the first observation of a new generation (so an apply through
 any replica shows at once), so a status does not flap between replicas'
 views; when the leader dies another takes over within `LEAD_SECONDS` and
@@ -44,8 +44,8 @@ from typing import Any, Protocol, cast
 
 from fibric import connectors as mcp
 from fibric import errors, policies, settings, specs, store, threads, timefmt, trust
-from fibric.controller import conditions, leadership, reconcile
-from fibric.store import vault
+from fibric.controller import conditions, reconcile
+from fibric.store import leadership, vault
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ commits the CPU the approvals need. It keeps the lag of what it sealed (the
 time from a receipt's commit to its seal) for docs/receipts.md#sealing and
 the benchmarks. Every `maintain_every` it merges the small files sealing
 leaves behind. When replicas share the lake, only the one holding its
-leadership lock seals (leadership.py); the others' passes do nothing. All
+leadership lock seals (store/leadership.py); the others' passes do nothing. All
 of its DuckDB work runs on one thread of its own: a DuckDB connection
 belongs to one thread at a time, and the hot path never waits for it.
 """
@@ -32,8 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from fibric import metrics as metrics_module
 from fibric import threads
-from fibric.controller import leadership
-from fibric.store import receipts, sealed
+from fibric.store import leadership, receipts, sealed
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,11 @@ _OBJECT_COLUMNS = (
 )
 
 
+# What opening a store's files can raise besides OSError, for callers that report an unusable data
+# dir as a message rather than a traceback, without naming the driver themselves.
+OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, sqlite3.Error)
+
+
 def open_store(location: str | Path) -> StateStore:
     """A migrated store: a postgresql:// URL, else a data dir holding SQLite's state.db."""
     text = str(location)

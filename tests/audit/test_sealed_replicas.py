@@ -18,8 +18,8 @@ import pytest
 from audit_support import record_some
 
 from fibric import errors, settings, store
-from fibric.controller import leadership, sealer
-from fibric.store import audit_sql, receipts, sealed
+from fibric.controller import sealer
+from fibric.store import audit_sql, leadership, receipts, sealed
 
 POSTGRES_URL = os.environ.get("FIBRIC_TEST_POSTGRES_URL")
 pytestmark = [pytest.mark.anyio,
