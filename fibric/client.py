@@ -271,13 +271,13 @@ class Client:
     def get_receipt(self, receipt_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/receipts/{_segment(receipt_id)}")
 
-    # --- receipt ledger audit (issue 7) ----------------------------------------
+    # --- receipt ledger audit -------------------------------------------------
 
     def query_receipts(self, sql: str, max_rows: int = 1000) -> dict[str, Any]:
         """POST /v1/receipts/query: one read-only SELECT over the key's tenant's receipts."""
         return self.request("POST", "/v1/receipts/query", json={"sql": sql, "max_rows": max_rows})
 
-    # --- webhooks (issue 8) -----------------------------------------------------
+    # --- webhooks --------------------------------------------------------------
 
     def delete_webhook(self, ref: str) -> dict[str, Any]:
         return self.request("DELETE", f"/v1/webhooks/{_segment(ref)}")
@@ -303,7 +303,7 @@ class Client:
         return list(self.paginate(f"/v1/webhooks/{_segment(ref)}/deliveries",
                                   {"status": status} if status else None))
 
-    # --- runs (issue 6) -------------------------------------------------------
+    # --- runs ----------------------------------------------------------------
 
     def list_runs(self, operator_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         """GET /v1/runs (every page), newest first, optionally of one operator and one status."""

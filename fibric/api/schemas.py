@@ -396,7 +396,7 @@ def returns(
     }
 
 
-# --- runs (issue 6) ------------------------------------------------------------------
+# --- runs ---------------------------------------------------------------------------
 
 
 class Run(BaseModel):
@@ -455,7 +455,7 @@ class RunList(ListEnvelope):
     data: list[Run]
 
 
-# --- receipt ledger and audit (issue 7) ----------------------------------------------
+# --- receipt ledger and audit -------------------------------------------------------
 
 
 class ReceiptQueryColumn(BaseModel):
@@ -502,7 +502,7 @@ class AuditSnapshot(BaseModel):
     tenant_id: str | None = Field(description="The tenant whose receipts it holds; null for all.")
 
 
-# --- webhooks (issue 8) ----------------------------------------------------------------
+# --- webhooks -------------------------------------------------------------------------
 
 
 class WebhookSecretRotated(Webhook):
