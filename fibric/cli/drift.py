@@ -58,6 +58,8 @@ def compare(loaded: Iterable[dict[str, Any]], live: list[dict[str, Any]], apply_
         name = (mine["kind"], mine["name"])
         wanted.add(name)
         theirs = live_by_key.get(name)
+        if theirs is not None and theirs != mine:  # stored before a field's default was written out?
+            theirs = livestate.as_applied(theirs)  # then as apply compares it: those fields are no change
         action = Action.CREATE if theirs is None else Action.UNCHANGED if theirs == mine else Action.UPDATE
         changes.append(Change(name[0], name[1], action, theirs, mine))
     for item in live:

@@ -40,6 +40,20 @@ def of_live(item: dict[str, Any]) -> dict[str, Any]:
     return comparable(kind, name, dict(item.get("spec") or {}), item["metadata"].get("labels") or {})
 
 
+def as_applied(item: dict[str, Any]) -> dict[str, Any]:
+    """A live comparable as this version stores its spec (defaults of fields added since written out),
+    so a spec stored by an older server is not a change; the comparable itself if it does not validate."""
+    from pydantic import ValidationError
+
+    from fibric import specs
+
+    try:
+        spec = specs.build(item["kind"], item["name"], item["spec"]).spec_dict()
+    except (ValidationError, KeyError, ValueError):
+        return item
+    return {**item, "spec": spec}
+
+
 def of_local(loaded: specs.Loaded) -> dict[str, Any]:
     doc = loaded.document
     return comparable(doc.kind, doc.name, doc.spec_dict(), dict(doc.metadata.labels))  # type: ignore[attr-defined]

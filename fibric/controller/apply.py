@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from fibric import errors, policies, settings, specs, store, trust, webhooks
 from fibric.policies import references
@@ -149,6 +149,15 @@ def document_of(obj: store.StoredObject) -> specs.Document:
     return specs.build(obj.kind, obj.name, obj.spec, obj.labels)
 
 
+def _as_applied(obj: store.StoredObject) -> dict[str, Any] | None:
+    """The stored spec as this version would store it (defaults of later fields written out), or None
+    when it no longer validates. A spec that differs from its document only there is unchanged."""
+    try:
+        return specs.build(obj.kind, obj.name, obj.spec).spec_dict()
+    except (ValueError, errors.SpecInvalid):  # pydantic's ValidationError is a ValueError
+        return None
+
+
 def _require_resolved(loaded: Sequence[specs.Loaded]) -> None:
     problems = []
     for item in loaded:
@@ -238,6 +247,8 @@ def _write(
 ) -> Change:
     kind, name = doc.kind, doc.name  # type: ignore[attr-defined]
     spec = doc.spec_dict()
+    if existing is not None and existing.spec != spec and _as_applied(existing) == spec:
+        spec = existing.spec  # stored by an older version, before a field's default was written out
     labels = dict(doc.metadata.labels)
     # A webhook signs with its secret_ref or secret_env or, failing those, a secret we
     # generate and show once: at creation, or when a webhook that had one drops it.

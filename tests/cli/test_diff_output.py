@@ -113,3 +113,22 @@ def test_the_documented_json_has_the_shape_diff_prints(repo: Path, api_env: Env)
     assert list(documented) == list(printed)
     assert list(documented["summary"]) == list(printed["summary"])
     assert {tuple(o) for o in documented["objects"]} == {tuple(o) for o in printed["objects"]}
+
+
+def test_a_spec_stored_before_a_field_was_added_shows_no_drift() -> None:
+    """After a server upgrade, `diff` agrees with apply: the same files are no change."""
+    from fibric import specs
+    from fibric.cli import drift, livestate
+
+    local = specs.load_text("apiVersion: fibric.io/v1\nkind: Operator\nmetadata: {name: ship-risk}\n"
+                            "spec: {capabilities: [orders.hold], policy: guard}\n", "operator.yaml")
+    mine = livestate.of_local(local[0])
+    older = {k: v for k, v in mine["spec"].items() if k not in ("plan_ttl_seconds", "sensitive")}
+    live = [{"kind": "Operator", "metadata": {"name": "ship-risk", "labels": {}}, "spec": older}]
+
+    [change] = drift.compare([mine], live, "git")
+    assert change.action is drift.Action.UNCHANGED
+
+    live[0]["spec"] = {**older, "policy": "other"}
+    [change] = drift.compare([mine], live, "git")
+    assert (change.action, change.changed_paths()) == (drift.Action.UPDATE, ["spec.policy"])

@@ -130,6 +130,29 @@ def test_reordered_keys_are_not_a_change(state: store.StateStore, tenant: store.
     assert summary(result.changes) == [("unchanged", "Connector", "magento", 1)]
 
 
+def test_a_spec_stored_before_a_field_was_added_is_not_a_change(
+    state: store.StateStore, tenant: store.Tenant
+) -> None:
+    """After an upgrade, re-applying the same files must not move every generation (GitOps diffs)."""
+    apply.apply(state, tenant.id, load(policy(), operator()))
+    stored = state.get_object(tenant.id, "Operator", "ship-risk")
+    older = {k: v for k, v in stored.spec.items() if k not in ("plan_ttl_seconds", "sensitive", "purpose")}
+    with state.tenant_transaction(tenant.id) as tx:  # what the release before those fields stored
+        tx.update(stored, older, stored.labels)
+    before = state.get_object(tenant.id, "Operator", "ship-risk")
+    assert before.generation == 2 and before.spec == older
+
+    result = apply.apply(state, tenant.id, load(policy(), operator()))
+    assert summary(result.changes) == [("unchanged", "Policy", "guard", 1),
+                                       ("unchanged", "Operator", "ship-risk", 2)]
+    assert state.get_object(tenant.id, "Operator", "ship-risk") == before
+
+    changed = apply.apply(state, tenant.id, load(policy(), operator(labels="{team: ops}")))
+    assert summary(changed.changes)[1] == ("configured", "Operator", "ship-risk", 2)  # labels alone
+    real = apply.apply(state, tenant.id, load(policy(), operator(capabilities="[orders.notify]")))
+    assert summary(real.changes)[1] == ("configured", "Operator", "ship-risk", 3)
+
+
 def test_a_spec_change_is_configured_at_the_next_generation(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
