@@ -157,15 +157,17 @@ class Boundary:
                 "a tenant's connector may not start a process; name an entry of the installation's "
                 f"connector catalog in transport.catalog instead (entries: {offered}; setting "
                 f"{catalogs.SETTING})", ("spec", "transport", "stdio"))]
+        if transport.http is None:  # a transport this boundary does not know: refused, as grant() does
+            return [item.source.problem("a tenant's connector may use transport.catalog or transport.http "
+                                        "only", ("spec", "transport"))]
         problems = []
-        if transport.http is not None:
-            if transport.http.bearer_token_env is not None:
-                problems.append(item.source.problem(
-                    "reads a server environment variable, which only the installation's own specs may; "
-                    "store the token as a tenant secret (`fibric secret set NAME`) and name it in "
-                    "bearer_token_ref", ("spec", "transport", "http", "bearer_token_env")))
-            urls.append((item, ("spec", "transport", "http", "url"), transport.http.url,
-                         self.egress_for(origin, "Connector")))
+        if transport.http.bearer_token_env is not None:
+            problems.append(item.source.problem(
+                "reads a server environment variable, which only the installation's own specs may; "
+                "store the token as a tenant secret (`fibric secret set NAME`) and name it in "
+                "bearer_token_ref", ("spec", "transport", "http", "bearer_token_env")))
+        urls.append((item, ("spec", "transport", "http", "url"), transport.http.url,
+                     self.egress_for(origin, "Connector")))
         return problems
 
     # --- at run time --------------------------------------------------------------------

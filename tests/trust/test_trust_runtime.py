@@ -251,3 +251,20 @@ async def test_a_private_target_error_text_is_withheld_from_the_tenant(
     running.controller.notify(tenant.id, "Connector", "leaky-own")
     own = await status_of(state, tenant, "leaky-own", lambda s: s.get("last_error") is not None)
     assert "hunter2" in own["last_error"]
+
+
+def test_a_transport_the_boundary_does_not_know_is_refused_for_a_tenant_at_apply_and_at_run_time() -> None:
+    """Fail closed for the next transport someone adds: until the boundary learns it, no tenant uses it."""
+    unknown = specs.models.Transport.model_construct(catalog=None, stdio=None, http=None)
+    spec = specs.models.ConnectorSpec.model_construct(
+        display_name=None, kind="saas", transport=unknown, capabilities={"orders.read": "orders.read"})
+    doc = specs.models.Connector.model_construct(
+        apiVersion=specs.API_VERSION, kind="Connector", metadata=specs.models.Metadata(name="new"), spec=spec)
+    loaded = specs.Loaded(document=doc, source=specs.loader.Source("connector.yaml", 1))
+    boundary = trust.Boundary()
+
+    [problem] = boundary.admit([loaded], trust.Origin.TENANT, {})
+    assert (problem.path, problem.message) == (
+        "spec.transport", "a tenant's connector may use transport.catalog or transport.http only")
+    with pytest.raises(trust.NotPermitted):
+        boundary.grant(spec, trust.Origin.TENANT)
