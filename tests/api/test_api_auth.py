@@ -192,3 +192,18 @@ def test_a_revoked_key_stops_spending_its_tenants_budget(
     assert [bad.get("/v1/operators").status_code for _ in range(3)] == [401, 401, 401]
     # Only the first refused request was counted against the tenant.
     assert [good.get("/v1/operators").status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_every_v1_route_the_app_serves_refuses_a_request_without_a_key(app: object) -> None:
+    """Built from the app's own OpenAPI document, not a hand-kept list: tomorrow's route is checked too."""
+    import re
+
+    paths = app.openapi()["paths"]  # type: ignore[attr-defined]
+    served = sorted((method.upper(), re.sub(r"\{[^}]+\}", "x_1", path))
+                    for path, operations in paths.items() if path.startswith("/v1/")
+                    for method in operations)
+    assert len(served) > len(ROUTES)
+    client = TestClient(app)
+    open_routes = [(method, path) for method, path in served
+                   if client.request(method, path).status_code != 401]
+    assert open_routes == []
