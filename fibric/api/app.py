@@ -81,7 +81,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threads = settings.server.worker_threads or workers.default_threads(state.backend.dialect)
-        with workers.quick_threads(threads) as executor:
+        with workers.quick_threads(threads, settings.server.slow_threads) as executor:
             app.state.quick_threads = executor  # routing.Route hands it to workers.run
             if probe is not None:  # /readyz's policy, compiled before the first probe; a daemon thread,
                 # so a SIGTERM soon after start never waits for a compile (the quick threads are joined)
@@ -95,6 +95,10 @@ def create_app(
                     await controller.stop()
                 if sealed is None:
                     lake.close()
+                query_workers = getattr(app.state, "query_workers", None)  # routes.receipts makes it
+                if query_workers is not None:
+                    query_workers.close()
+                    app.state.query_workers = None
                 app.state.quick_threads = None
 
     app = FastAPI(

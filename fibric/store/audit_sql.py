@@ -23,11 +23,14 @@ times, decimals and blobs as text, so no value needs a Python library to
 convert) and keeps a running lower bound of the rows' JSON size; rows past
 the byte budget reach Python as NULLs, so a query of a gigabyte costs one
 DuckDB vector and a few MiB of Python, and Python, counting exactly, stops
-there. One gap remains: DuckDB's memory limit covers its buffer manager, not
-a single value a scalar function builds (`repeat('x', 10^9)` takes its
-gigabyte, and more, whatever the limit), so such a value is bounded only by
-DuckDB's 4 GiB per value; the per-server cap on concurrent queries
-(fibric/api/routes/receipts.py) bounds how many can do that at once.
+there.
+
+DuckDB's memory limit covers its buffer manager, not a single value a scalar
+function builds (`repeat('x', 10^9)` takes its gigabyte, and more, whatever
+the limit), and its interrupt is not checked inside one function call. So a
+tenant's query (`query_ledger` with `workers`, what the API passes) runs in a
+worker process capped in memory and killed past its time budget
+(fibric/store/query_worker.py); the local admin's runs here.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from fibric import errors
 from fibric.store import model_calls, receipts, sealed
@@ -53,6 +56,7 @@ TIMEOUT = 10.0  # seconds
 QUERY_MEMORY = 256 * 1024 * 1024  # DuckDB's working memory for a query, beyond the copy it holds
 SNAPSHOTS = "audit-snapshots"  # folder beside the ledger
 SNAPSHOT_TTL = 3600.0  # seconds
+OVERTIME = "query stopped: it ran longer than {timeout:g} s"  # what a query over its time budget is told
 
 Truncation = Literal["max_rows", "max_bytes"]  # the limit that cut a result short
 
@@ -117,7 +121,7 @@ class _Spares:
             self._filling = True
         if start:
             threading.Thread(target=self._fill, name="fibric-audit-spares", daemon=True).start()
-        return conn if conn is not None else _new_database()
+        return conn if conn is not None else new_database()
 
     def _fill(self) -> None:
         try:
@@ -125,7 +129,7 @@ class _Spares:
                 with self._lock:
                     if len(self._ready) >= self.keep:
                         return
-                conn = _new_database()
+                conn = new_database()
                 with self._lock:
                     self._ready.append(conn)
         finally:
@@ -133,23 +137,36 @@ class _Spares:
                 self._filling = False
 
 
-def _new_database() -> Any:
+class Workers(Protocol):
+    """Where a tenant's query runs out of the server's process (query_worker.Pool)."""
+
+    def run(self, files: Sequence[str], calls: Sequence[str], sql: str, *, max_rows: int,
+            max_bytes: int | None, timeout: float) -> Result: ...
+
+
+def new_database(threads: int | None = None) -> Any:
+    """A fresh in-memory DuckDB (on `threads` threads from the start, if given), not yet locked down."""
     import duckdb
 
-    return duckdb.connect(":memory:", config=dict(sealed.CONFIG))
+    config = dict(sealed.CONFIG)
+    if threads is not None:
+        config["threads"] = threads
+    return duckdb.connect(":memory:", config=config)
 
 
 _spares = _Spares()
 
 
-def over_files(files: Sequence[str], *, calls: Sequence[str] = (), threads: int = 1) -> Any:
+def over_files(files: Sequence[str], *, calls: Sequence[str] = (), threads: int = 1,
+               database: Any | None = None) -> Any:
     """A private in-memory DuckDB whose `receipts` is a view over these Parquet files, and
     `model_calls` one over the `calls` files of the model call records, locked down.
 
     A tenant's query (the API) runs on one thread, so one tenant's scan never takes
-    every core; the local admin's (`fibric audit sql`) may pass the machine's.
+    every core; the local admin's (`fibric audit sql`) may pass the machine's. The
+    database is `database` (new_database(), never used before) or one of the spares.
     """
-    conn = _spares.take()
+    conn = database if database is not None else _spares.take()
     try:
         if files or calls:
             conn.execute(f"SET allowed_paths = [{', '.join(_literal(f) for f in [*files, *calls])}]")
@@ -169,12 +186,18 @@ def over_files(files: Sequence[str], *, calls: Sequence[str] = (), threads: int 
 
 
 def query_ledger(lake: sealed.SealedLedger, tenant_id: str, sql: str, *, max_rows: int = MAX_ROWS,
-                 max_bytes: int | None = MAX_RESPONSE_BYTES) -> Result:
-    """Run an auditor's SELECT over one tenant's sealed receipts."""
+                 max_bytes: int | None = MAX_RESPONSE_BYTES, timeout: float | None = None,
+                 workers: Workers | None = None) -> Result:
+    """Run an auditor's SELECT over one tenant's sealed receipts: in one of `workers`' processes
+    (a tenant's, through the API), or in this one (None). `timeout` defaults to TIMEOUT."""
     check_select(sql)  # before opening anything
-    conn = over_files(lake.files(tenant_id), calls=lake.files(tenant_id, table="model_calls"))
+    timeout = TIMEOUT if timeout is None else timeout
+    files, calls = lake.files(tenant_id), lake.files(tenant_id, table="model_calls")
+    if workers is not None:
+        return workers.run(files, calls, sql, max_rows=max_rows, max_bytes=max_bytes, timeout=timeout)
+    conn = over_files(files, calls=calls)
     try:
-        return query(conn, sql, max_rows=max_rows, max_bytes=max_bytes)
+        return query(conn, sql, max_rows=max_rows, max_bytes=max_bytes, timeout=timeout)
     finally:
         conn.close()
 
@@ -252,7 +275,7 @@ def query(conn: Any, sql: str, *, max_rows: int = MAX_ROWS, max_bytes: int | Non
                                     f"{max_bytes} bytes an answer may hold: select fewer columns")
         rows, truncated = _fetch(conn.execute(_wrapped(statement, types, budget)), max_rows, budget)
     except duckdb.InterruptException as e:
-        raise QueryRejected(f"query stopped: it ran longer than {timeout:g} s") from e
+        raise QueryRejected(OVERTIME.format(timeout=timeout)) from e
     except duckdb.OutOfMemoryException as e:
         raise QueryRejected(
             f"query stopped: it needs more than {QUERY_MEMORY // 2**20} MiB of working memory; "

@@ -87,6 +87,20 @@ def test_the_app_runs_its_routes_on_the_configured_threads(
     assert names == ["fibric-worker_0"]
 
 
+def test_the_app_sizes_its_slow_pool_from_the_environment(
+    state: store.StateStore, ledger: receipts.Ledger, tenant: store.Tenant
+) -> None:
+    _, secret = state.create_api_key(tenant.id, frozenset({"policies:write", "policies:read"}))
+    config = settings.Settings.from_env({"FIBRIC_SLOW_THREADS": "3"})
+    app = create_app(config, state, receipts=ledger)
+    with TestClient(app, headers={"Authorization": f"Bearer {secret}"}) as client:
+        assert client.post("/v1/apply", json={"documents": [policy_doc()]}).status_code == 200  # slow
+        threads = app.state.quick_threads
+        assert threads.slow._max_workers == 3
+        slow = [t.name for t in threading.enumerate() if t.name.startswith("fibric-slow")]
+        assert slow == ["fibric-slow_0"]
+
+
 def test_quick_threads_default_to_one_per_cpu_on_sqlite_and_to_asyncios_on_postgresql() -> None:
     cpus = len(os.sched_getaffinity(0))
     assert workers.default_threads("sqlite") == max(2, cpus)

@@ -11,7 +11,10 @@ hundred MiB, so few run at once: QUERIES_PER_TENANT per tenant and
 QUERIES_PER_SERVER in all. The rest are answered 429 straight away rather
 than queued, so waiting queries never pile up on the slow threads or in
 memory, and one tenant's auditors cannot take every slot. Queries run on the
-slow threads (routing.slow), never on the quick ones or the event loop.
+slow threads (routing.slow), never on the quick ones or the event loop, and
+each in a worker process of the app's query_worker.Pool (made on the first
+query, closed with the app), capped in memory and killed past its time
+budget, so no query can take the server's own memory or hold its thread long.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from fibric import errors, store
 from fibric.api import auth, context, objects, pagination, routing, schemas
 from fibric.api import errors as api_errors
-from fibric.store import audit_sql, receipts, views
+from fibric.store import audit_sql, query_worker, receipts, views
 
 QUERIES_PER_TENANT = 2  # receipt SQL queries one tenant may run at once
 QUERIES_PER_SERVER = 8  # ... and every tenant together
@@ -111,6 +114,15 @@ async def running_queries(request: Request) -> RunningQueries:
     return running
 
 
+async def query_workers(request: Request) -> query_worker.Pool:
+    """The app's worker pool for queries (app.state.query_workers), started on first use and closed
+    with the app (app.py's lifespan); async, so on the event loop and made once."""
+    pool: query_worker.Pool | None = getattr(request.app.state, "query_workers", None)
+    if pool is None:
+        pool = request.app.state.query_workers = query_worker.Pool(QUERIES_PER_SERVER)
+    return pool
+
+
 @router.post("/query", summary="Query receipts with SQL",
              **schemas.returns(schemas.ReceiptQueryResult, 200, 400, 413))
 @routing.slow
@@ -119,14 +131,16 @@ def query_receipts(
     ctx: context.Ctx,
     principal: Reader,
     running: Annotated[RunningQueries, Depends(running_queries)],
+    workers: Annotated[query_worker.Pool, Depends(query_workers)],
     body: Annotated[ReceiptQuery, Body()],
 ) -> Response:
     """Run one SELECT over a private, locked-down copy of the caller's tenant's receipts.
 
     The copy holds nothing else, cannot reach files or the network, and the
     query is bounded in rows, bytes (audit_sql.MAX_RESPONSE_BYTES), memory
-    and time; the ledger goes on taking appends. Over the concurrency limits
-    it does not run at all: 429 at once.
+    and time, in a worker process the server kills past them; the ledger goes
+    on taking appends. Over the concurrency limits it does not run at all: 429
+    at once.
     """
     refused = running.start(principal.tenant_id)
     if refused is not None:
@@ -134,7 +148,7 @@ def query_receipts(
                                          headers={"Retry-After": str(QUERY_RETRY_AFTER)})
     try:
         result = audit_sql.query_ledger(ctx.sealed, principal.tenant_id, body.sql, max_rows=body.max_rows,
-                                        max_bytes=audit_sql.MAX_RESPONSE_BYTES)
+                                        max_bytes=audit_sql.MAX_RESPONSE_BYTES, workers=workers)
     except audit_sql.QueryRejected as e:
         raise errors.SpecInvalid([errors.SpecProblem(str(e), path="sql")]) from e
     finally:
