@@ -21,6 +21,8 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -217,3 +219,29 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
+
+
+class RecordingExecutor(ThreadPoolExecutor):
+    """A default executor that remembers what was submitted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(1, thread_name_prefix="default-executor")
+        self.submitted: list[str] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted.append(getattr(fn, "__qualname__", repr(fn)))
+        return super().submit(fn, *args, **kwargs)
+
+
+def start_stuck_write(url: str, key: str) -> threading.Thread:
+    """A client posting one event in a thread of its own, which waits while the store's writes do."""
+
+    def post() -> None:
+        with contextlib.suppress(httpx.HTTPError), httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+            http.post("/v1/events", json={"type": "t.stuck", "entity_key": "e:2",
+                                          "idempotency_key": "stuck", "data": {}})
+
+    stuck = threading.Thread(target=post, daemon=True)
+    stuck.start()
+    return stuck

@@ -17,16 +17,12 @@ import os
 import random
 import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
-from bulkhead_servers import SilentDns
+from bulkhead_servers import RecordingExecutor, SilentDns, start_stuck_write
 from served_process import RUNNING, Served
 
 from fibric import settings, specs, store, trust
@@ -46,18 +42,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-class RecordingExecutor(ThreadPoolExecutor):
-    """A default executor that remembers what was submitted to it."""
-
-    def __init__(self) -> None:
-        super().__init__(1, thread_name_prefix="default-executor")
-        self.submitted: list[str] = []
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.submitted.append(getattr(fn, "__qualname__", repr(fn)))
-        return super().submit(fn, *args, **kwargs)
 
 
 def test_a_webhook_host_whose_dns_never_answers_fails_at_the_deadline_and_backs_off(
@@ -133,14 +117,7 @@ def test_sigterm_ends_serve_within_the_default_bound_while_writes_are_stuck_in_t
                                                  "idempotency_key": "before", "data": {}}).status_code == 202
         blocker.execute("BEGIN EXCLUSIVE")  # every writer now waits out SQLite's busy timeout (30 s)
 
-        def post_stuck_event() -> None:
-            with contextlib.suppress(httpx.HTTPError), httpx.Client(
-                    base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
-                http.post("/v1/events", json={"type": "t.stuck", "entity_key": "e:2",
-                                              "idempotency_key": "stuck", "data": {}})
-
-        stuck = threading.Thread(target=post_stuck_event, daemon=True)
-        stuck.start()
+        stuck = start_stuck_write(url, key)
         time.sleep(2.0)  # the request's insert, and the services' passes, are waiting on the lock
         assert stuck.is_alive(), "the write did not wait on the lock: the test proves nothing"
 

@@ -16,13 +16,12 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bulkhead_servers import SilentDns
+from bulkhead_servers import RecordingExecutor, SilentDns
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proposers"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "executor"))
@@ -41,18 +40,6 @@ DNS_DEADLINE = 0.5  # seconds; the route's timeout (10 s) is far longer, so the 
 ROUTE_TIMEOUT = 10
 PLAN = {"actions": [{"capability": "orders.hold", "entity_key": "order:SO-1", "idempotency_key": None,
                      "args": {"order_id": "SO-1", "reason": "carrier has not scanned"}}]}
-
-
-class RecordingExecutor(ThreadPoolExecutor):
-    """A default executor that remembers what was submitted to it."""
-
-    def __init__(self) -> None:
-        super().__init__(1, thread_name_prefix="default-executor")
-        self.submitted: list[str] = []
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.submitted.append(getattr(fn, "__qualname__", repr(fn)))
-        return super().submit(fn, *args, **kwargs)
 
 
 @pytest.fixture

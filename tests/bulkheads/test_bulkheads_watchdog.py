@@ -16,11 +16,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import httpx
+from bulkhead_servers import start_stuck_write
 from served_process import RUNNING, Served
 
 from fibric import store
@@ -127,14 +126,7 @@ def test_a_serve_that_gives_up_kills_its_policy_processes_before_it_exits(tmp_pa
             time.sleep(0.1)
         blocker.execute("BEGIN EXCLUSIVE")  # every writer now waits out SQLite's busy timeout (30 s)
 
-        def post_stuck_event() -> None:
-            with contextlib.suppress(httpx.HTTPError), httpx.Client(
-                    base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
-                http.post("/v1/events", json={"type": "t.stuck", "entity_key": "e:2",
-                                              "idempotency_key": "stuck", "data": {}})
-
-        stuck = threading.Thread(target=post_stuck_event, daemon=True)
-        stuck.start()
+        stuck = start_stuck_write(url, key)
         time.sleep(1.0)
         assert stuck.is_alive(), "the write did not wait on the lock: the test proves nothing"
 
