@@ -245,3 +245,12 @@ def start_stuck_write(url: str, key: str) -> threading.Thread:
     stuck = threading.Thread(target=post, daemon=True)
     stuck.start()
     return stuck
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bulkhead_servers import alive
 from bulkhead_support import FAULT_NAMES, SHUTDOWN_SECONDS, Batch, Installation, TenantB, b_orders
 from noisy_tenant import TenantA
 
@@ -83,14 +84,6 @@ def outlives(pid: int, grace: float = 2.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def command(pid: int) -> str:

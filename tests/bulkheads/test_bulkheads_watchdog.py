@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bulkhead_servers import start_stuck_write
+from bulkhead_servers import alive, start_stuck_write
 from served_process import RUNNING, Served
 
 from fibric import store
@@ -41,14 +41,6 @@ serve.stop_policy_processes(engine)
 print("killed", flush=True)
 time.sleep(60)
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def parent(pid: int) -> int:
