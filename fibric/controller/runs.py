@@ -41,6 +41,7 @@ from fibric.store import model_calls, plans, receipts, routing
 from fibric.store import runs as run_store
 
 log = logging.getLogger(__name__)
+SHUT_DOWN = "interrupted: the server shut down before the run finished"
 SITUATION_EVENT = ("id", "type", "entity_key", "idempotency_key", "occurred_at", "data")
 
 
@@ -97,23 +98,38 @@ class Runner:
             log.info("dropped %d queued events of operator %s: deleted or not active", dropped,
                      key.operator_id)
             return None
-        run = await self.pool.run(
-            run_store.start, self.state, reseller_id=operator.reseller_id, tenant_id=key.tenant_id,
-            operator_id=operator.id, operator=operator.name, entity_key=key.entity_key, trigger="event",
-            lease_seconds=self.lease_seconds, max_events=self.max_events,
+        run = await self._start(
+            reseller_id=operator.reseller_id, tenant_id=key.tenant_id, operator_id=operator.id,
+            operator=operator.name, entity_key=key.entity_key, trigger="event", max_events=self.max_events,
         )
         return None if run is None else await self._complete(run, operator)
 
     async def run_schedule(self, tenant_id: str, operator: store.StoredObject) -> run_store.Run | None:
         """One scheduled run of the operator; None if its previous scheduled run is still going."""
-        run = await self.pool.run(
-            run_store.start, self.state, reseller_id=operator.reseller_id, tenant_id=tenant_id,
-            operator_id=operator.id, operator=operator.name, entity_key=run_store.SCHEDULE_KEY,
-            trigger="schedule", lease_seconds=self.lease_seconds,
+        run = await self._start(
+            reseller_id=operator.reseller_id, tenant_id=tenant_id, operator_id=operator.id,
+            operator=operator.name, entity_key=run_store.SCHEDULE_KEY, trigger="schedule",
         )
         return None if run is None else await self._complete(run, operator)
 
     # --- one run --------------------------------------------------------------------
+
+    async def _start(self, **fields: Any) -> run_store.Run | None:
+        """Start a run (None when one is already going for its key).
+
+        A shutdown that lands while the run's row is being written still hands
+        its events back at once, instead of leaving them to the lease reaper.
+        """
+        started = asyncio.ensure_future(
+            self.pool.run(run_store.start, self.state, lease_seconds=self.lease_seconds, **fields))
+        try:
+            return await asyncio.shield(started)
+        except asyncio.CancelledError:
+            run = await started  # the row is committed (or not) in its thread either way
+            if run is not None:
+                await self.pool.run(run_store.release, self.state, run,
+                                    SHUT_DOWN)
+            raise
 
     async def _complete(self, run: run_store.Run, operator: store.StoredObject) -> run_store.Run:
         """Carry the started run to its end; whatever happens, finish it (or hand its events back)."""
@@ -127,7 +143,7 @@ class Runner:
                 tracing.annotate(outcome=outcome.status, plan_id=outcome.plan_id)
         except asyncio.CancelledError:  # shutdown: the events go back to the queue for the next start
             await self.pool.run(run_store.release, self.state, run,
-                                    "interrupted: the server shut down before the run finished")
+                                    SHUT_DOWN)
             raise
         except Exception as e:
             if not isinstance(e, errors.FibricError):

@@ -9,6 +9,8 @@ hand a run's events back when it is cancelled (shutdown).
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -117,3 +119,31 @@ async def test_a_cancelled_run_hands_its_events_back(
     [run] = run_store.list_runs(state, tenant.id)
     assert run.status == "failed" and "shut down" in (run.error or "")
     assert routing.pending_keys(state) == [pending]  # the next start runs them again
+
+
+async def test_a_run_cancelled_while_its_row_is_written_hands_its_events_back(
+    state: store.StateStore, tenant: store.Tenant, runner: runs.Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown between the run's commit and the runner seeing it: no run is left 'running'."""
+    apply_examples(state, tenant.id)
+    monkeypatch.setattr(proposers, "for_model", lambda *a, **k: Stand(gate=asyncio.Event()))
+    committed = threading.Event()
+    real_start = run_store.start
+
+    def slow_start(*args: Any, **kwargs: Any) -> run_store.Run | None:
+        run = real_start(*args, **kwargs)
+        committed.set()
+        time.sleep(0.3)  # the coroutine is still waiting for this thread when the cancel lands
+        return run
+
+    monkeypatch.setattr(run_store, "start", slow_start)
+    pending = queue_one(state, tenant)
+    task = asyncio.create_task(runner.run_events(pending))
+    while not committed.is_set():
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [run] = run_store.list_runs(state, tenant.id)
+    assert run.status == "failed" and "shut down" in (run.error or "")
+    assert routing.pending_keys(state) == [pending]
