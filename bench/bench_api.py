@@ -86,12 +86,12 @@ def serve_bare(port: int, data_dir: Path) -> None:
     original back on a repeated key).
     """
     from fibric import specs, store
-    from fibric.controller import apply
+    from fibric.controller import applier
 
     state = store.open_store(data_dir)
     tenant = state.create_tenant("bench", "rs_fibric")
-    apply.apply(state, tenant.id, [specs.Loaded(specs.validate_data(d), specs.Source(file="bench"))
-                                   for d in documents()])
+    applier.apply(state, tenant.id, [specs.Loaded(specs.validate_data(d), specs.Source(file="bench"))
+                                     for d in documents()])
     state.close()
     local = threading.local()
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _servers  # noqa: E402
 
 from fibric import settings, store  # noqa: E402
-from fibric.store import plans  # noqa: E402
+from fibric.store import plan_store  # noqa: E402
 
 LIFTED = settings.RateLimitSettings(reads_per_minute=10**9, writes_per_minute=10**9, events_per_minute=10**9)
 _TIMING = re.compile(rb"server-timing: app;dur=([0-9.]+)", re.I)
@@ -66,8 +66,8 @@ def seed(data_dir: Path, count: int) -> str:
                  "args": {"to": "owner"}, "decision": "ALERT", "rule": "orders.notify",
                  "rationale": "rule 1 matched: tell the owner"},
             ]
-            plans.propose(state, tenant.id, operator_id="op_bench0000000001", actions=actions,
-                          policy_id=None, proposed_by="rules", operator_name="ship-risk")
+            plan_store.propose(state, tenant.id, operator_id="op_bench0000000001", actions=actions,
+                               policy_id=None, proposed_by="rules", operator_name="ship-risk")
     finally:
         state.close()
     return secret

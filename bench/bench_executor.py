@@ -61,8 +61,8 @@ from mcp.client.stdio import stdio_client  # noqa: E402
 from fibric import policies, settings, store, system  # noqa: E402
 from fibric.api import protocol  # noqa: E402
 from fibric.connectors import tools  # noqa: E402
-from fibric.controller import apply, watch  # noqa: E402
-from fibric.store import plans, receipts, sealed, stamps  # noqa: E402
+from fibric.controller import applier, watch  # noqa: E402
+from fibric.store import plan_store, receipt_store, sealed, stamps  # noqa: E402
 
 WIDTHS = (1, 8, 32)
 LIFTED = settings.RateLimitSettings(reads_per_minute=10**7, writes_per_minute=10**7, events_per_minute=10**7)
@@ -155,11 +155,11 @@ def prefill(data_dir: Path, tenant: store.Tenant, operator_id: str, count: int) 
                 md5((i + 1)::VARCHAR) || md5((i + 2)::VARCHAR) AS hash, NULL::VARCHAR AS decided_by,
                 NULL::VARCHAR AS request_id, NULL::VARCHAR AS trace_id, NULL::VARCHAR AS decision_input
             FROM range({count}) t(i)""")
-        marks = ", ".join("?" for _ in receipts.FIELDS)
-        cur = gen.execute(f"SELECT {receipts.COLUMNS} FROM r ORDER BY seq")
+        marks = ", ".join("?" for _ in receipt_store.FIELDS)
+        cur = gen.execute(f"SELECT {receipt_store.COLUMNS} FROM r ORDER BY seq")
         with state.backend.transaction(write=True) as tx:
             while batch := cur.fetchmany(50_000):
-                tx.executemany(f"INSERT INTO receipts ({receipts.COLUMNS}) VALUES ({marks})",
+                tx.executemany(f"INSERT INTO receipts ({receipt_store.COLUMNS}) VALUES ({marks})",
                                [(*row[:23], stamps.stamp(row[23].replace(tzinfo=UTC)), *row[24:])
                                 for row in batch])
             last = gen.execute("SELECT tenant_seq, hash FROM r ORDER BY seq DESC LIMIT 1").fetchone()
@@ -172,7 +172,8 @@ def prefill(data_dir: Path, tenant: store.Tenant, operator_id: str, count: int) 
     try:
         lake.marks()  # creates the lake
         staged = data_dir / "prefill.parquet"
-        gen.execute(f"COPY (SELECT {receipts.COLUMNS} FROM r ORDER BY seq) TO '{staged}' (FORMAT parquet)")
+        gen.execute(f"COPY (SELECT {receipt_store.COLUMNS} FROM r ORDER BY seq) "
+                    f"TO '{staged}' (FORMAT parquet)")
         lake._cursor().execute(f"INSERT INTO {sealed.TABLE} SELECT * FROM read_parquet('{staged}')")
         staged.unlink()
     finally:
@@ -192,7 +193,7 @@ class Fibric:
         try:
             self.tenant = state.create_tenant("bench", "rs_fibric")
             watch.apply_folder(state, self.tenant.id, write_specs(tmp / "repo"), "bench",
-                               options=apply.Options(self.boundary))
+                               options=applier.Options(self.boundary))
             self.operator_id = state.get_object(self.tenant.id, "Operator", "ship-risk").id
             _, self.key = state.create_api_key(self.tenant.id, frozenset(store.SCOPES))
         finally:
@@ -228,8 +229,8 @@ class Fibric:
         """
         offset = self.n
         self.n += count
-        proposed = [plans.propose(running.state, self.tenant.id, operator_id=self.operator_id,
-                                  actions=actions(offset + n), policy_id=None, proposed_by="rules").id
+        proposed = [plan_store.propose(running.state, self.tenant.id, operator_id=self.operator_id,
+                                       actions=actions(offset + n), policy_id=None, proposed_by="rules").id
                     for n in range(count)]  # proposed before the clock starts: approval is measured
         client = await asyncio.create_subprocess_exec(
             sys.executable, "-c", APPROVER, url, self.key, str(width),

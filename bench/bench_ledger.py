@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 
 from fibric import store  # noqa: E402
-from fibric.store import audit_sql, receipts, sealed  # noqa: E402
+from fibric.store import audit_sql, receipt_store, sealed  # noqa: E402
 
 QUERY = """
 SELECT operator, decision, date_trunc('day', disposed_at) AS day, count(*) AS n
@@ -52,8 +52,8 @@ FROM receipts GROUP BY ALL ORDER BY day, operator, decision
 TENANTS = 20
 
 
-def new_receipt(n: int, tenants: int = 4) -> receipts.NewReceipt:
-    return receipts.NewReceipt(
+def new_receipt(n: int, tenants: int = 4) -> receipt_store.NewReceipt:
+    return receipt_store.NewReceipt(
         reseller_id="rs_fibric", tenant_id=f"t_{n % tenants}", operator_id="op_8f2a1c", operator="ship-risk",
         capability="orders.hold", entity_key=f"order:SO-{n}", idempotency_key=f"ship-risk:SO-{n}:hold",
         decision="ALLOW", outcome="applied", rule="orders.hold", args={"reason": "late", "order": n},
@@ -63,7 +63,7 @@ def new_receipt(n: int, tenants: int = 4) -> receipts.NewReceipt:
 def appends(folder: Path, count: int, threads: int) -> float:
     """Receipts per second through StoreLedger.append from `threads` threads, each on its own tenant."""
     state = store.open_store(folder / f"appends-{threads}")
-    ledger = receipts.StoreLedger(state)
+    ledger = receipt_store.StoreLedger(state)
     per = count // threads
 
     def work(start: int) -> None:
@@ -86,8 +86,9 @@ def bare_inserts(folder: Path, count: int) -> float:
     conn = sqlite3.connect(folder / "bare.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(f"CREATE TABLE receipts ({receipts.COLUMNS})")
-    insert = f"INSERT INTO receipts ({receipts.COLUMNS}) VALUES ({', '.join('?' * len(receipts.FIELDS))})"
+    conn.execute(f"CREATE TABLE receipts ({receipt_store.COLUMNS})")
+    marks = ", ".join("?" * len(receipt_store.FIELDS))
+    insert = f"INSERT INTO receipts ({receipt_store.COLUMNS}) VALUES ({marks})"
     rows = []
     for n in range(count):  # built outside the timing: the baseline is the INSERT alone
         new = new_receipt(n)
@@ -95,8 +96,8 @@ def bare_inserts(folder: Path, count: int) -> float:
                      new.operator, new.capability, new.entity_key, '{"reason":"late"}', None, None, None,
                      new.proposed_by, new.decision, new.rule, '{"decision":"ALLOW"}', new.policy_id,
                      new.policy_sha256, new.idempotency_key, new.outcome, None, '{"held":true}',
-                     "2026-06-14T09:02:11.000000+00:00", receipts.GENESIS, "cd" * 32]
-                    + [None] * len(receipts.LATER_FIELDS))  # the trailing, later columns
+                     "2026-06-14T09:02:11.000000+00:00", receipt_store.GENESIS, "cd" * 32]
+                    + [None] * len(receipt_store.LATER_FIELDS))  # the trailing, later columns
     started = time.perf_counter()
     for row in rows:
         conn.execute("BEGIN IMMEDIATE")
@@ -111,10 +112,10 @@ def sealing(folder: Path, count: int) -> float:
     """Receipts per second sealed from the state store into the lake, passes of up to 5,000 a tenant."""
     data = folder / "sealing"
     state = store.open_store(data)
-    record = receipts.StoreLedger(state)
+    record = receipt_store.StoreLedger(state)
     with state.backend.transaction(write=True) as cur:  # one transaction: the appends are not measured
         for n in range(count):
-            receipts.append(cur, state.dialect, new_receipt(n))
+            receipt_store.append(cur, state.dialect, new_receipt(n))
     lake = sealed.SealedLedger(data)
     try:
         started = time.perf_counter()

@@ -34,7 +34,7 @@ from typing import Any
 from fibric import policies, store
 from fibric.controller import replay
 from fibric.policies import embedded, masking
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "examples" / "policies" / "ship_risk.rego"
@@ -71,7 +71,7 @@ def live(engine: policies.EmbeddedEngine, policy: policies.CompiledPolicy, docs:
 def record(state: store.StateStore, tenant: store.Tenant, docs: list[dict[str, Any]],
            decided: list[policies.Decision]) -> None:
     """Receipts with decision records, a few thousand per transaction (the setup, not measured)."""
-    rows = [receipts.prepare(receipts.NewReceipt(
+    rows = [receipt_store.prepare(receipt_store.NewReceipt(
         reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id="op_bench", operator="ship-risk",
         capability=d["action"]["capability"], entity_key=d["action"]["entity_key"],
         idempotency_key=d["action"]["idempotency_key"], decision=x.decision.value, rule=x.rule,
@@ -82,7 +82,7 @@ def record(state: store.StateStore, tenant: store.Tenant, docs: list[dict[str, A
     for start in range(0, len(rows), 5000):
         with state.backend.transaction(write=True) as cur:
             for row in rows[start:start + 5000]:
-                receipts.append(cur, state.dialect, row)
+                receipt_store.append(cur, state.dialect, row)
 
 
 def main() -> None:
@@ -104,7 +104,7 @@ def main() -> None:
         finally:
             engine.close()
         record(state, tenant, docs, decided)
-        ledger = receipts.StoreLedger(state)
+        ledger = receipt_store.StoreLedger(state)
         own = policies.EmbeddedEngine(workers=1, timeout=1.0)  # as the route: an engine of its own
         try:
             started = time.perf_counter()

@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from fibric import policies, proposers, settings, specs, store  # noqa: E402
 from fibric.api import create_app  # noqa: E402
-from fibric.controller import apply, decide, loop, reconcile, routing, runs  # noqa: E402
-from fibric.store import plans, receipts  # noqa: E402
+from fibric.controller import applier, decide, event_routing, loop, operator_runs, reconcile  # noqa: E402
+from fibric.store import plan_store, receipt_store  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "specs"
 AT_RISK = {"carrier_scanned": False, "status": "open"}
@@ -77,7 +77,7 @@ def setup(state: store.StateStore) -> str:
     tenant = state.create_tenant("bench", "rs_fibric")
     files = [EXAMPLES / "policies.yaml", EXAMPLES / "operators.yaml"]
     loaded = [specs.resolve(i) for i in specs.load_paths(files)]
-    apply.apply(state, tenant.id, loaded)
+    applier.apply(state, tenant.id, loaded)
     _, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
     return secret
 
@@ -121,11 +121,11 @@ async def to_plans(
     actions from the receipts of record, as the executor's decision will.
     """
     secret = setup(state)
-    ledger = receipts.StoreLedger(state)
+    ledger = receipt_store.StoreLedger(state)
     tenant_id = state.get_tenant("bench").id
-    runner = runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()),
-                         ledger=ledger if counts else None)
-    router = routing.Router(state, runner)
+    runner = operator_runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()),
+                                  ledger=ledger if counts else None)
+    router = event_routing.Router(state, runner)
     controller = loop.Controller(state, settings.ControllerSettings(resync_seconds=3600),
                                  policy_engine=engine, services=[router])
     app = create_app(settings.Settings(rate_limits=LIFTED), state, controller)
@@ -191,7 +191,7 @@ async def main() -> None:
                 try:
                     plan_rates.append(await to_plans(state, engine, args.events, args.concurrency,
                                                      counts=not args.no_counts))
-                    assert len(plans.list_plans(state, state.get_tenant("bench").id)) == args.events
+                    assert len(plan_store.list_plans(state, state.get_tenant("bench").id)) == args.events
                 finally:
                     drop(state, args.store)
         finally:

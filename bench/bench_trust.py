@@ -37,7 +37,7 @@ from orders_system import HttpOrders  # noqa: E402
 
 from fibric import connectors, specs, store, trust  # noqa: E402
 from fibric.connectors import transports  # noqa: E402
-from fibric.controller import apply  # noqa: E402
+from fibric.controller import applier  # noqa: E402
 from fibric.store import secretbox  # noqa: E402
 
 CATALOG = "connectors:\n  orders:\n    stdio: {command: 'true'}\n"
@@ -73,15 +73,15 @@ def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def time_apply(state: store.StateStore, loaded: list[specs.Loaded], origin: trust.Origin,
-               options: apply.Options, n: int) -> tuple[float, float]:
+               options: applier.Options, n: int) -> tuple[float, float]:
     """Seconds to create every document in a fresh tenant, then to re-apply them unchanged."""
     tenant = state.create_tenant(f"bench-{origin}-{n}", "rs_bench")
     started = time.perf_counter()
-    result = apply.apply(state, tenant.id, loaded, origin=origin, options=options)
+    result = applier.apply(state, tenant.id, loaded, origin=origin, options=options)
     created = time.perf_counter() - started
     assert all(c.action == "created" for c in result.changes)
     started = time.perf_counter()
-    result = apply.apply(state, tenant.id, loaded, origin=origin, options=options)
+    result = applier.apply(state, tenant.id, loaded, origin=origin, options=options)
     unchanged = time.perf_counter() - started
     assert all(c.action == "unchanged" for c in result.changes)
     return created, unchanged
@@ -139,7 +139,7 @@ def main() -> None:
                                                     "guarded-reapply", "bare-calls", "guarded-calls")}
     with tempfile.TemporaryDirectory() as tmp:
         state = store.open_store(Path(tmp) / "data")
-        options = apply.Options(boundary, secretbox.SecretBox(key=secretbox.new_key()))
+        options = applier.Options(boundary, secretbox.SecretBox(key=secretbox.new_key()))
         orders = HttpOrders(Path(tmp) / "orders.db")
         orders.start()
         spec = specs.models.ConnectorSpec.model_validate(

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _servers
 
 from fibric import settings, specs, store, trust
-from fibric.controller import apply, delivery, dispatch
+from fibric.controller import applier, delivery, dispatch
 from fibric.store import outbox, secretbox
 
 HERE = Path(__file__).parent
@@ -151,8 +151,8 @@ async def main(events: int, store_url: str | None) -> None:
         box = secretbox.SecretBox(key=config.secret_key)
         tenant = state.create_tenant(f"bench-{int(time.time())}", "rs_bench")
         document = specs.build("Webhook", "bench", {"url": url + "/hooks", "events": ["plan.proposed"]})
-        apply.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))],
-                    options=apply.Options(trust.Boundary(webhook_egress=trust.ANYWHERE), box))
+        applier.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))],
+                      options=applier.Options(trust.Boundary(webhook_egress=trust.ANYWHERE), box))
         with httpx.Client() as client:
             received(client, url)  # clear the start-up probe
 

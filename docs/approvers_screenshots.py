@@ -29,13 +29,13 @@ from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from ui_support import launch_options  # noqa: E402
 
 from fibric import store  # noqa: E402
-from fibric.store import plans  # noqa: E402
+from fibric.store import plan_store  # noqa: E402
 
 ORDERS = ["SO-10887", "SO-10888", "SO-10889"]
 APPROVER_SCOPES = frozenset({"plans:read", "plans:approve", "events:read", "receipts:read", "operators:read"})
 
 
-def propose_by_events(fibric: Fibric) -> list[plans.Plan]:
+def propose_by_events(fibric: Fibric) -> list[plan_store.Plan]:
     """One event per order at risk, through the API; the plans the operator's runs propose, oldest first."""
     orders_system.seed_orders(fibric.orders_db, ORDERS)
     with fibric.client() as api:
@@ -48,7 +48,7 @@ def propose_by_events(fibric: Fibric) -> list[plans.Plan]:
             time.sleep(1.1)  # a second apart, so the list's times differ
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        proposed = plans.list_plans(fibric.state, fibric.tenant.id, status="proposed")
+        proposed = plan_store.list_plans(fibric.state, fibric.tenant.id, status="proposed")
         if len(proposed) == len(ORDERS):
             return list(reversed(proposed))
         time.sleep(0.1)

@@ -25,17 +25,17 @@ from fibric.controller import (
     crashpoints,
     decide,
     dispatch,
+    event_routing,
     executor,
     loop,
+    operator_runs,
     reconcile,
     recovery,
-    routing,
-    runs,
     scheduler,
     sealer,
 )
 from fibric.proposers import llm
-from fibric.store import backends, leadership, legacy, pins, receipts, sealed, secretbox, vault
+from fibric.store import backends, leadership, legacy, pin_store, receipt_store, sealed, secretbox, vault
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class System:
 
     settings: settings.Settings
     state: store.StateStore
-    ledger: receipts.StoreLedger  # the receipts of record
+    ledger: receipt_store.StoreLedger  # the receipts of record
     lake: sealed.SealedLedger  # the auditors' ledger
     sealer: sealer.Sealer
     engine: policies.Engine
@@ -67,7 +67,7 @@ class System:
     runtime: connectors.ConnectorRuntime
     controller: loop.Controller
     executor: executor.Executor
-    router: routing.Router
+    router: event_routing.Router
     metrics: metrics.Metrics
     app: Any = field(repr=False)
 
@@ -103,7 +103,7 @@ def build(
             state = store.open_store(config.store.location)
             closing.callback(state.close)
         legacy.import_if_present(state, config.store.data_dir)  # a DuckDB ledger of an earlier release
-        ledger = receipts.StoreLedger(state)  # the receipts of record
+        ledger = receipt_store.StoreLedger(state)  # the receipts of record
         if lake is None:
             lake = sealed.open_for(config.store)
             closing.callback(lake.close)
@@ -113,7 +113,7 @@ def build(
 
         controller: loop.Controller  # the runtime's on_change needs it; it is made last
         runtime = connectors.ConnectorRuntime(
-            pins.SQLPinStore(state),
+            pin_store.SQLPinStore(state),
             tune.connectors or connectors.ConnectorSettings(tenant_calls=limits.tenant_connector_calls),
             environ=environ,
             secrets=lambda tenant_id, name: vault.reveal(state, box, tenant_id, name),
@@ -125,11 +125,11 @@ def build(
         # Operator runs: events routed to runs, and cron schedules (docs/operators.md). LLM routes share
         # one client, whose names resolve with the installation's resolver (no thread, a deadline).
         model_http = llm.Connections(fence.resolver)
-        runner = runs.Runner(state, decider, runtime=runtime, ledger=ledger, llm=config.llm,
-                             environ=environ, http=model_http.client, pool=pools.executor,
-                             plans_expire=config.executor, metrics=counts)
-        router = routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
-                                concurrency=limits.run_concurrency, tenant_runs=limits.tenant_runs)
+        runner = operator_runs.Runner(state, decider, runtime=runtime, ledger=ledger, llm=config.llm,
+                                      environ=environ, http=model_http.client, pool=pools.executor,
+                                      plans_expire=config.executor, metrics=counts)
+        router = event_routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
+                                      concurrency=limits.run_concurrency, tenant_runs=limits.tenant_runs)
         # Receipts of record sealed into the auditors' ledger, continuously (docs/receipts.md#sealing).
         # (The lock's name holds no URL: it is logged, and a URL may carry a password.)
         the_sealer = sealer.Sealer(ledger, lake, metrics=counts, leader=leadership.Leadership(

@@ -15,7 +15,7 @@ import duckdb  # noqa: F401  first: DuckDB loaded after regopy aborts on connect
 import pytest
 
 from fibric import store
-from fibric.store import receipts, sealed
+from fibric.store import receipt_store, sealed
 
 POSTGRES_URL = os.environ.get("FIBRIC_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"]
@@ -68,9 +68,9 @@ def other_tenant(state: store.StateStore) -> store.Tenant:
 
 
 @pytest.fixture
-def ledger(state: store.StateStore) -> receipts.StoreLedger:
+def ledger(state: store.StateStore) -> receipt_store.StoreLedger:
     """The receipts of record of the test's store."""
-    return receipts.StoreLedger(state)
+    return receipt_store.StoreLedger(state)
 
 
 @pytest.fixture

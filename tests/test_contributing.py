@@ -40,9 +40,9 @@ def test_every_path_it_names_exists() -> None:
 
 
 def test_the_scan_tells_a_path_from_prose() -> None:
-    text = ("See `fibric/store/receipts.py` and `fibric/nowhere.py`, not `receipts.FIELDS`;\n"
+    text = ("See `fibric/store/receipt_store.py` and `fibric/nowhere.py`, not `receipts.FIELDS`;\n"
             "```sh\npython -m pytest tests/api/ > docs/out.md\n```\n`fibric/api/routes/<resource>.py`\n")
     paths = quoted_paths(text)
-    assert paths == ["tests/api/", "docs/out.md", "fibric/store/receipts.py", "fibric/nowhere.py",
+    assert paths == ["tests/api/", "docs/out.md", "fibric/store/receipt_store.py", "fibric/nowhere.py",
                      "fibric/api/routes/<resource>.py"]
     assert [p for p in paths if not exists(p)] == ["docs/out.md", "fibric/nowhere.py"]

@@ -402,7 +402,7 @@ def test_format_path() -> None:
     assert specs.format_path(()) == ""
 
 
-# --- files.resolve: rego_file and tests, relative to the spec file -----------------------
+# --- inline_files.resolve: rego_file and tests, relative to the spec file -----------------------
 
 
 POLICY_FILES = """\

@@ -34,8 +34,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fibric import errors, ids, store
-from fibric.api import auth, ratelimit, workers
-from fibric.api import errors as api_errors
+from fibric.api import auth, error_responses, ratelimit, workers
 
 _NOUN = {ratelimit.READS: "reads", ratelimit.WRITES: "writes", ratelimit.EVENTS: "events"}
 
@@ -114,7 +113,7 @@ class Admission:
         extra = budget.headers() if budget is not None else []
 
         if budget is not None and not budget.allowed:
-            response = api_errors.error_response(
+            response = error_responses.error_response(
                 request_id, 429, "rate_limited",
                 f"Rate limit of {budget.limit} {_NOUN[klass]} per minute exceeded"
                 f"{' for this tenant' if principal else ''}; retry after {budget.retry_after} s.",
@@ -140,7 +139,7 @@ class Admission:
             # Starlette's outermost handler will log this and answer 500, but
             # outside us, without the budget headers; answer here so it has them.
             if not started:
-                response = api_errors.internal_error(request_id)
+                response = error_responses.internal_error(request_id)
                 await response(scope, receive, send_with_budget)
             raise
 

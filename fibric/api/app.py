@@ -32,7 +32,7 @@ from fibric.api import (
     access,
     admission,
     context,
-    errors,
+    error_responses,
     idempotency,
     middleware,
     openapi,
@@ -43,9 +43,8 @@ from fibric.api import (
     workers,
 )
 from fibric.policies import readiness
-from fibric.store import receipts as receipts_module
+from fibric.store import receipt_store, secretbox, tallies
 from fibric.store import sealed as sealed_module
-from fibric.store import secretbox, tallies
 
 
 def create_app(
@@ -53,7 +52,7 @@ def create_app(
     state: store.StateStore,
     controller: Any | None = None,
     *,
-    receipts: receipts_module.Ledger | None = None,
+    receipts: receipt_store.Ledger | None = None,
     sealed: sealed_module.SealedLedger | None = None,
     executor: Any | None = None,
     boundary: trust.Boundary | None = None,
@@ -72,7 +71,7 @@ def create_app(
     `engine` is the policy engine GET /readyz checks (none: not checked); `metrics` the
     system's (fibric/metrics.py; default: the app's own), served at GET /metrics.
     """
-    record = receipts or receipts_module.StoreLedger(state)
+    record = receipts or receipt_store.StoreLedger(state)
     lake = sealed or sealed_module.open_for(settings.store)
     metrics = metrics or metrics_module.Metrics()
     metrics.watch(lambda per_tenant: tallies.read(state, per_tenant))  # plans, webhook backlog
@@ -117,7 +116,7 @@ def create_app(
                                        controller=controller,
                                        boundary=boundary or trust.Boundary.of(settings), metrics=metrics)
     app.state.executor = executor
-    errors.install(app)
+    error_responses.install(app)
     # add_middleware wraps: the last added runs first.
     app.add_middleware(idempotency.Idempotency, state=state, box=secretbox.for_store(state, settings))
     app.add_middleware(middleware.BodyLimit, max_body_bytes=settings.server.max_body_bytes)

@@ -26,7 +26,7 @@ from typing import Any
 from fibric import errors, store
 from fibric.api import context, workers
 from fibric.controller import declines
-from fibric.store import plans
+from fibric.store import plan_store
 
 
 class NoExecutor(errors.FibricError):
@@ -36,9 +36,9 @@ class NoExecutor(errors.FibricError):
 async def approve(
     ctx: context.Context, executor: Any | None, principal: store.Principal, plan_id: str, *,
     approver: str | None, only: Sequence[str] | None, digest: str | None,
-) -> plans.Plan:
+) -> plan_store.Plan:
     """Approve the tenant's plan as `principal` and have the executor dispose of it; the plan after."""
-    plan = await workers.run(plans.get, ctx.state, principal.tenant_id, plan_id)
+    plan = await workers.run(plan_store.get, ctx.state, principal.tenant_id, plan_id)
     await _check_open(ctx, plan)
     _check_digest(plan, digest)
     if only is not None:
@@ -47,11 +47,11 @@ async def approve(
         raise NoExecutor(
             f"Plan {plan.id} was not approved: this server has no executor configured, so nothing "
             "can run. The plan is unchanged (still proposed); approve it again once an executor runs.")
-    approved = await workers.run(lambda: plans.approve(
+    approved = await workers.run(lambda: plan_store.approve(
         ctx.state, principal.tenant_id, plan.id, approver=approver or principal.key_id,
         by=principal.identity))
     if inspect.iscoroutinefunction(executor.execute):
-        disposed: plans.Plan = await executor.execute(approved, only_actions=only)
+        disposed: plan_store.Plan = await executor.execute(approved, only_actions=only)
     else:
         # A plain executor calls tools, which may take seconds: keep it off the quick threads.
         disposed = await workers.run_slow(lambda: executor.execute(approved, only_actions=only))
@@ -60,28 +60,28 @@ async def approve(
 
 async def reject(
     ctx: context.Context, principal: store.Principal, plan_id: str, *, reason: str, digest: str | None,
-) -> plans.Plan:
+) -> plan_store.Plan:
     """Reject the tenant's proposed plan as `principal`: every action declined, with `reason`."""
     return await workers.run(lambda: declines.reject(ctx.state, principal.tenant_id, plan_id, reason=reason,
                                                      by=principal.identity, digest=digest))
 
 
-async def _check_open(ctx: context.Context, plan: plans.Plan) -> None:
+async def _check_open(ctx: context.Context, plan: plan_store.Plan) -> None:
     now = datetime.now(UTC)
     if plan.expired(now):
         await workers.run(lambda: declines.expire(ctx.state, plan, now=now))
     if plan.status != "proposed" or plan.expired(now):
-        raise plans.not_approvable(plan, now=now)
+        raise plan_store.not_approvable(plan, now=now)
 
 
-def _check_digest(plan: plans.Plan, digest: str | None) -> None:
+def _check_digest(plan: plan_store.Plan, digest: str | None) -> None:
     if digest is not None and digest != plan.digest:
         raise errors.Conflict(
             f"Plan {plan.id} does not match the digest you approved ({digest}); its digest is "
             f"{plan.digest}. Review the plan again before approving.")
 
 
-def _check_subset(plan: plans.Plan, only: Sequence[str]) -> None:
+def _check_subset(plan: plan_store.Plan, only: Sequence[str]) -> None:
     known = {a.get("idempotency_key") for a in plan.actions}
     problems = [
         errors.SpecProblem(f"plan {plan.id} has no action with idempotency_key '{key}'",

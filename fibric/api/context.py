@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from fibric import metrics as metrics_module
 from fibric import settings as settings_module
 from fibric import store, trust
-from fibric.store import plans, receipts, sealed
+from fibric.store import plan_store, receipt_store, sealed
 
 
 class Controller(Protocol):
@@ -44,21 +44,21 @@ class Executor(Protocol):
     `approved` (so no other approval can run it), evaluates each action (or
     only those whose idempotency_key is in `only_actions`) against the policy,
     calls the tools, writes the receipts, records the results with
-    `plans.record_results`, and returns the plan as stored afterwards. It may
+    `plan_store.record_results`, and returns the plan as stored afterwards. It may
     be a plain method (run on the slow threads, workers.run_slow) or a
     coroutine function (awaited on the event loop). Without an executor
     (`app.state.executor` is None) the API runs nothing: approve answers 500
     internal_error and leaves the plan `proposed`.
     """
 
-    def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> Any: ...
+    def execute(self, plan: plan_store.Plan, *, only_actions: Sequence[str] | None) -> Any: ...
 
 
 @dataclass(frozen=True)
 class Context:
     settings: settings_module.Settings
     state: store.StateStore
-    receipts: receipts.Ledger  # the receipts of record (the state store)
+    receipts: receipt_store.Ledger  # the receipts of record (the state store)
     sealed: sealed.SealedLedger  # the auditors' ledger that SQL queries read
     controller: Any | None  # a Controller; Any so duck-typed test doubles fit
     boundary: trust.Boundary  # what a tenant's specs may declare (docs/security.md)

@@ -1,6 +1,6 @@
 """The `Idempotency-Key` header on POSTs: a retry replays the first response instead of acting twice.
 
-Stripe's semantics (the records themselves live in store/idempotency.py):
+Stripe's semantics (the records themselves live in store/idempotency_store.py):
 
 - The first request with a key runs; its response is stored when it did
   something (2xx) or was vetted and refused (422), and is replayed, status and
@@ -32,10 +32,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fibric import errors, ids, store
-from fibric.api import auth, middleware, workers
-from fibric.api import errors as api_errors
-from fibric.store import idempotency as records
-from fibric.store import secretbox
+from fibric.api import auth, error_responses, middleware, workers
+from fibric.store import idempotency_store, secretbox
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -67,7 +65,7 @@ class Idempotency:
             return body
         return _SEALED + self.box.seal(body.decode("utf-8"), tenant_id).encode("ascii")
 
-    def _opened(self, replay: records.Replay, tenant_id: str) -> records.Replay:
+    def _opened(self, replay: idempotency_store.Replay, tenant_id: str) -> idempotency_store.Replay:
         if self.box is None or not replay.body.startswith(_SEALED):
             return replay
         opened = self.box.open(replay.body[len(_SEALED):].decode("ascii"), tenant_id).encode("utf-8")
@@ -90,12 +88,14 @@ class Idempotency:
         request_state = scope["state"]
         verify: auth.Verification | None = request_state.pop(auth.VERIFY, None)
 
-        def claim() -> records.Outcome | None:
+        def claim() -> idempotency_store.Outcome | None:
             # A key admitted from memory is checked against the store before anything
             # is claimed or replayed: a revoked key must never read a stored answer.
             if verify is not None:
                 verify()
-            return None if problem else records.begin(self.state, tenant_id, key, fingerprint(scope, body))
+            if problem:
+                return None
+            return idempotency_store.begin(self.state, tenant_id, key, fingerprint(scope, body))
 
         try:
             outcome = await workers.run(claim)
@@ -106,15 +106,15 @@ class Idempotency:
         if outcome is None:
             await _error(scope, receive, send, request_id, 400, "invalid_request", str(problem), field=HEADER)
             return
-        if isinstance(outcome, records.Replay):
+        if isinstance(outcome, idempotency_store.Replay):
             await _replay(send, await workers.run(self._opened, outcome, tenant_id))
             return
-        if isinstance(outcome, records.InFlight):
+        if isinstance(outcome, idempotency_store.InFlight):
             await _error(scope, receive, send, request_id, 409, "conflict",
                          f"A request with {HEADER} '{key}' is still being processed; "
                          "retry once it has finished.", headers={"Retry-After": IN_FLIGHT_RETRY_AFTER})
             return
-        if isinstance(outcome, records.Mismatch):
+        if isinstance(outcome, idempotency_store.Mismatch):
             await _error(scope, receive, send, request_id, 400, "invalid_request",
                          f"{HEADER} '{key}' was already used with different parameters; "
                          "use a new key for a different request.", field=HEADER)
@@ -139,23 +139,23 @@ class Idempotency:
             await self.app(scope, receive, capture)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await workers.run(records.release, self.state, tenant_id, key, attempt)
+                await workers.run(idempotency_store.release, self.state, tenant_id, key, attempt)
             raise
         if start is None:  # the app answered nothing; nothing to keep or send
             with anyio.CancelScope(shield=True):
-                await workers.run(records.release, self.state, tenant_id, key, attempt)
+                await workers.run(idempotency_store.release, self.state, tenant_id, key, attempt)
             return
         body = b"".join(chunks)
         status = int(start["status"])
         with anyio.CancelScope(shield=True):
             if keeps(status):
                 headers = [("content-type", Headers(raw=start["headers"]).get("content-type") or
-                            "application/json"), (api_errors.REQUEST_ID_HEADER, request_id)]
-                await workers.run(lambda: records.finish(
+                            "application/json"), (error_responses.REQUEST_ID_HEADER, request_id)]
+                await workers.run(lambda: idempotency_store.finish(
                     self.state, tenant_id, key, attempt, status=status, headers=headers,
                     body=self._sealed(body, tenant_id)))
             else:
-                await workers.run(records.release, self.state, tenant_id, key, attempt)
+                await workers.run(idempotency_store.release, self.state, tenant_id, key, attempt)
         await send(start)
         await send({"type": "http.response.body", "body": body})
 
@@ -164,8 +164,8 @@ def check_key(key: str) -> str | None:
     """Why a header value cannot be an idempotency key, or None."""
     if not key:
         return f"{HEADER} must not be empty."
-    if len(key) > records.MAX_KEY_LENGTH:
-        return f"{HEADER} must be at most {records.MAX_KEY_LENGTH} characters, not {len(key)}."
+    if len(key) > idempotency_store.MAX_KEY_LENGTH:
+        return f"{HEADER} must be at most {idempotency_store.MAX_KEY_LENGTH} characters, not {len(key)}."
     if _CONTROL.search(key):
         return f"{HEADER} must not contain control characters."
     return None
@@ -184,7 +184,7 @@ def fingerprint(scope: Scope, body: bytes) -> str:
     return digest.hexdigest()
 
 
-async def _replay(send: Send, replay: records.Replay) -> None:
+async def _replay(send: Send, replay: idempotency_store.Replay) -> None:
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in replay.headers]
     headers += [(b"content-length", str(len(replay.body)).encode()),
                 (REPLAYED_HEADER.lower().encode(), b"true")]
@@ -197,5 +197,6 @@ async def _error(
     *, field: str | None = None, headers: dict[str, str] | None = None,
 ) -> None:
     fields = [{"field": field, "message": message}] if field else None
-    response = api_errors.error_response(request_id, status, code, message, fields=fields, headers=headers)
+    response = error_responses.error_response(request_id, status, code, message, fields=fields,
+                                              headers=headers)
     await response(scope, receive, send)

@@ -5,7 +5,7 @@ surrogate pair (`"\\ud800"`). None of them is JSON a client meant to send (RFC
 8259 has no NaN; a lone surrogate is not a character), and each would fail
 later, when a store writes the value or a response is encoded: a 500 on bad
 input. Refusing them while parsing makes them what they are, malformed JSON:
-a 400 through FastAPI's own json_invalid path (see errors.on_validation_error).
+a 400 through FastAPI's own json_invalid path (see error_responses.on_validation_error).
 
 Every route parses its body with `StrictJSONRequest` (see routing.Route).
 """

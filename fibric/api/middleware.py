@@ -18,7 +18,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fibric import ids, tracing
-from fibric.api import auth, errors
+from fibric.api import auth, error_responses
 
 
 class RequestId:
@@ -43,8 +43,8 @@ class RequestId:
             async def send_with_id(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     headers = MutableHeaders(scope=message)
-                    if errors.REQUEST_ID_HEADER not in headers:
-                        headers.append(errors.REQUEST_ID_HEADER, request_id)
+                    if error_responses.REQUEST_ID_HEADER not in headers:
+                        headers.append(error_responses.REQUEST_ID_HEADER, request_id)
                     span.set_attribute("http.response.status_code", message["status"])
                 await send(message)
 
@@ -110,7 +110,7 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
         request_id = scope.get("state", {}).get("request_id") or ids.new_id("request")
-        response = errors.error_response(request_id, status, "invalid_request", message)
+        response = error_responses.error_response(request_id, status, "invalid_request", message)
         await response(scope, receive, send)
 
 

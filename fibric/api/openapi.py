@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from fibric.store import idempotency
+from fibric.store import idempotency_store
 
 _HEADERS: dict[str, dict[str, Any]] = {
     "Request-Id": {"description": "The request's id (req_...); equals error.request_id.",
@@ -32,7 +32,7 @@ _BEARER = {"type": "http", "scheme": "bearer", "bearerFormat": "sk_live_...",
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "description": "Retrying with the same key replays the first response (24 h, per tenant).",
-    "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
+    "schema": {"type": "string", "minLength": 1, "maxLength": idempotency_store.MAX_KEY_LENGTH},
 }
 _RETRY_AFTER = {"description": "On a 429, seconds to wait before retrying.", "schema": {"type": "integer"}}
 _REPLAYED = {"description": "true when this is the replayed first response to an Idempotency-Key.",

@@ -3,7 +3,7 @@
 uvicorn answers what h11 cannot parse (a garbage request line, a header
 block over the size limit, a bad Content-Length) itself, before any ASGI
 app runs, with a text/plain 400 and no request id. `FibricH11Protocol`
-answers in the API's one error shape instead (errors.error_response, the
+answers in the API's one error shape instead (error_responses.error_response, the
 same renderer the app uses), with a fresh `Request-Id`:
 
 - a request line plus headers over `MAX_HEADER_BYTES` (64 KiB), however
@@ -34,7 +34,7 @@ from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from fibric import ids
-from fibric.api import errors
+from fibric.api import error_responses
 
 # The request line and headers together: far above what any client of the API sends
 # (a key, an Idempotency-Key, a few standard headers), and small enough that a
@@ -110,8 +110,8 @@ class FibricH11Protocol(H11Protocol):
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # a response is already under way
             self.transport.close()
             return
-        response = errors.error_response(rid, status, "invalid_request", message,
-                                         headers={"Connection": "close"})
+        response = error_responses.error_response(rid, status, "invalid_request", message,
+                                                  headers={"Connection": "close"})
         headers = self.server_state.default_headers + response.raw_headers
         for event in (h11.Response(status_code=status, headers=headers, reason=STATUS_PHRASES[status]),
                       h11.Data(data=bytes(response.body)), h11.EndOfMessage()):

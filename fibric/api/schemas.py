@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from fibric.api import errors as api_errors
+from fibric.api import error_responses
 
 Timestamp = str  # RFC 3339, UTC, ending in Z: 2026-06-14T09:02:11Z
 Decision = Literal["ALLOW", "ALERT", "BLOCK", "DEDUP"]
@@ -392,7 +392,7 @@ def returns(
     return {
         "response_model": None,
         "status_code": status,
-        "responses": {**success, **api_errors.responses(*errors)},
+        "responses": {**success, **error_responses.responses(*errors)},
     }
 
 

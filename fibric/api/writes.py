@@ -1,7 +1,7 @@
 """Every desired-state write the API makes, through the controller's one apply function.
 
 Routes never write SQL: creates, applies and deletes all end in
-`fibric.controller.apply`, exactly like `fibric apply` on the CLI. After a
+`fibric.controller.applier`, exactly like `fibric apply` on the CLI. After a
 committed write the controller is told which objects changed, so it can
 reconcile them now instead of at its next resync.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from fibric import errors, specs, store, trust
 from fibric.api import context, objects
-from fibric.controller import apply
+from fibric.controller import applier
 
 log = logging.getLogger("fibric.api")
 
@@ -28,20 +28,20 @@ def apply_documents(
     prune: bool = False,
     dry_run: bool = False,
     create_only: bool = False,
-) -> apply.ApplyResult:
-    result = apply.apply(
+) -> applier.ApplyResult:
+    result = applier.apply(
         ctx.state, principal.tenant_id, loaded,
         apply_set=apply_set, prune=prune, dry_run=dry_run, create_only=create_only,
-        origin=trust.Origin.TENANT, options=apply.Options.of(ctx.state, ctx.settings, ctx.boundary),
+        origin=trust.Origin.TENANT, options=applier.Options.of(ctx.state, ctx.settings, ctx.boundary),
     )
     if not dry_run:
         notify(ctx, principal, [c for c in result.changes if c.action != "unchanged"])
     return result
 
 
-def delete(ctx: context.Context, principal: store.Principal, kind: str, ref: str) -> apply.Change:
+def delete(ctx: context.Context, principal: store.Principal, kind: str, ref: str) -> applier.Change:
     objects.check_ref(kind, ref)
-    change = apply.delete(ctx.state, principal.tenant_id, kind, ref)
+    change = applier.delete(ctx.state, principal.tenant_id, kind, ref)
     notify(ctx, principal, [change])
     return change
 
@@ -52,7 +52,7 @@ def create(
     kind: str,
     data: dict[str, Any],
     fields: Mapping[str, str],
-) -> tuple[apply.Change, store.StoredObject]:
+) -> tuple[applier.Change, store.StoredObject]:
     """Create one object from a route's body (409 if the name is taken).
 
     `data` is the spec document the body stands for; `fields` maps document
@@ -70,7 +70,7 @@ def create(
     return change, ctx.state.get_object(principal.tenant_id, kind, change.id or document.name)
 
 
-def notify(ctx: context.Context, principal: store.Principal, changes: Sequence[apply.Change]) -> None:
+def notify(ctx: context.Context, principal: store.Principal, changes: Sequence[applier.Change]) -> None:
     # A failed notify loses nothing: the write is committed and the
     # controller's periodic resync reconciles it anyway. So log, don't fail.
     if ctx.controller is None:

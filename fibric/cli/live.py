@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from fibric import client, errors
-from fibric.cli import edge, livestate, options, plans, tables
+from fibric.cli import edge, livestate, options, plans_command, tables
 
 PLURAL = {"Operator": "operators", "Connector": "connectors", "Policy": "policies", "Webhook": "webhooks"}
 
@@ -29,9 +29,9 @@ def get(ctx: click.Context, kind: str, name: str | None, output: str) -> None:
         if output == "yaml":
             raise edge.BadInput("plans are not spec documents: use -o table or -o json")
         if name:
-            plans.echo_plan(api, name, output)
+            plans_command.echo_plan(api, name, output)
         else:
-            plans.echo_list(api, output)
+            plans_command.echo_list(api, output)
         return
     if output == "json":
         data: Any = api.get_object(kind, name) if name else api.list_objects(kind)

@@ -1,6 +1,6 @@
 """`fibric policy test|eval|replay`: Rego unit tests and one-off decisions offline; replay on a server.
 
-`test` and `eval` are thin adapters over `fibric.policies` (files.py there
+`test` and `eval` are thin adapters over `fibric.policies` (policy_files.py there
 does the reading and compiling); bad files come back as SpecInvalid, which
 the root group turns into exit code 2. A failing unit test is exit code 1,
 like `opa test`. `replay` asks the server (receipts live there) what a

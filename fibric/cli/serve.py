@@ -38,7 +38,7 @@ import fibric
 from fibric import errors, logs, policies, proposers, settings, store, system, threads, tracing, trust
 from fibric.api import protocol, workers
 from fibric.cli import edge
-from fibric.controller import apply, bootstrap, loop, watch
+from fibric.controller import applier, bootstrap, loop, watch
 from fibric.policies import embedded, zygote
 from fibric.store import filemodes, sealed
 
@@ -128,7 +128,7 @@ def _serve(running: system.System, tenant_name: str, traces: str | None = None) 
     config, state = running.settings, running.state
     log.info("%s", banner(config, traces))
     _bootstrap(state, config)
-    options = apply.Options(running.boundary, running.box)
+    options = applier.Options(running.boundary, running.box)
     tenant = None
     if config.controller.specs_dir is not None:
         tenant = state.get_tenant(tenant_name)
@@ -159,7 +159,7 @@ def _bootstrap(state: store.StateStore, config: settings.Settings) -> None:
 
 def _apply_at_start(
     state: store.StateStore, controller: loop.Controller, tenant: store.Tenant, config: settings.Settings,
-    options: apply.Options,
+    options: applier.Options,
 ) -> None:
     folder = config.controller.specs_dir
     try:
@@ -174,7 +174,7 @@ def _apply_at_start(
 
 
 def _applied(controller: loop.Controller, tenant: store.Tenant, config: settings.Settings,
-             result: apply.ApplyResult) -> None:
+             result: applier.ApplyResult) -> None:
     """After the folder was applied: keep new webhooks' secrets, and wake the controller for what changed."""
     for change in result.changes:
         if change.signing_secret:
@@ -183,7 +183,7 @@ def _applied(controller: loop.Controller, tenant: store.Tenant, config: settings
             controller.notify(tenant.id, change.kind, change.name)
 
 
-def _keep_secret(config: settings.Settings, tenant: store.Tenant, change: apply.Change) -> None:
+def _keep_secret(config: settings.Settings, tenant: store.Tenant, change: applier.Change) -> None:
     """Write a new webhook's signing secret to a 0600 file in the data dir; log where, never what."""
     path = config.store.data_dir.absolute() / SECRETS_DIR / f"webhook-{tenant.name}-{change.name}.secret"
     try:
@@ -274,7 +274,7 @@ async def _run(
     controller: loop.Controller,
     tenant: store.Tenant | None,
     config: settings.Settings,
-    options: apply.Options,
+    options: applier.Options,
     pools: threads.Pools,
 ) -> None:
     # Our own work names its pool; this small one is for what libraries submit on their own

@@ -5,7 +5,7 @@ transports, capability mapping, status, pinning and the `_meta` keys.
 """
 
 from fibric.connectors.connector import ConnectorSettings
-from fibric.connectors.errors import (
+from fibric.connectors.connector_errors import (
     CallFailed,
     CallTimeout,
     CapabilityUnavailable,
@@ -14,7 +14,7 @@ from fibric.connectors.errors import (
     TenantBusy,
     ToolCallRejected,
 )
-from fibric.connectors.pins import MemoryPinStore, PinStore
+from fibric.connectors.pinning import MemoryPinStore, PinStore
 from fibric.connectors.runtime import ConnectorRuntime
 from fibric.connectors.status import ConnectorState
 from fibric.connectors.tools import (

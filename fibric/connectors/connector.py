@@ -26,9 +26,7 @@ import anyio
 import anyio.abc
 
 from fibric import errors, specs, threads, timefmt, trust
-from fibric.connectors import errors as cerrors
-from fibric.connectors import pins as pinning
-from fibric.connectors import session, status, tools, transports
+from fibric.connectors import connector_errors, pinning, session, status, tools, transports
 
 log = logging.getLogger(__name__)
 
@@ -302,17 +300,17 @@ class Connector:
     def _resolve(self, capability: str) -> tools.Binding:
         tool_name = self.spec.capabilities.get(capability)
         if tool_name is None:
-            raise cerrors.CapabilityUnavailable(
+            raise connector_errors.CapabilityUnavailable(
                 f"connector {self.name} does not map capability '{capability}'"
             )
         if not self._listed:
-            raise cerrors.NotConnected(
+            raise connector_errors.NotConnected(
                 f"connector {self.name} has not listed its tools yet ({self._last_error or self._phase})",
                 delay=self._retry_delay(),
             )
         tool = next((t for t in self._tools if t.name == tool_name), None)
         if tool is None:
-            raise cerrors.CapabilityUnavailable(
+            raise connector_errors.CapabilityUnavailable(
                 f"connector {self.name}: capability '{capability}' maps to tool '{tool_name}', "
                 "which the server does not offer"
             )
@@ -328,12 +326,12 @@ class Connector:
         timeout: float | None = None,
         started: float | None = None,
     ) -> tools.ToolResult:
-        """tools/call for `capability` on the shared session; see fibric.connectors.errors.
+        """tools/call for `capability` on the shared session; see fibric.connectors.connector_errors.
 
         The call has `timeout` seconds from `started` (anyio's clock; default now), waiting
         for a session included."""
         if capability not in self.spec.capabilities:
-            raise cerrors.CapabilityUnavailable(
+            raise connector_errors.CapabilityUnavailable(
                 f"connector {self.name} does not map capability '{capability}'"
             )
         budget = self._settings.call_timeout if timeout is None else timeout
@@ -366,7 +364,7 @@ class Connector:
             if shown == str(e):
                 raise
             log.warning("connector %s (tenant %s): %s", self.name, self.tenant_id, e)
-            raise cerrors.retold(e, shown) from None
+            raise connector_errors.retold(e, shown) from None
 
     async def _acquire(self, deadline: float) -> session.LiveSession:
         """The live session, waiting while one is being opened (never while backing off)."""
@@ -375,17 +373,17 @@ class Connector:
             if live is not None and live.alive:
                 return live
             if self._phase == "stopped":
-                raise cerrors.NotConnected(f"connector {self.name} is not running", delay=1.0)
+                raise connector_errors.NotConnected(f"connector {self.name} is not running", delay=1.0)
             if self._phase == "backoff":
                 delay = self._retry_delay()
-                raise cerrors.NotConnected(
+                raise connector_errors.NotConnected(
                     f"connector {self.name} is disconnected ({self._last_error}); "
                     f"next attempt in {delay:.1f}s",
                     delay=delay,
                 )
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
-                raise cerrors.NotConnected(f"connector {self.name} is still connecting", delay=1.0)
+                raise connector_errors.NotConnected(f"connector {self.name} is still connecting", delay=1.0)
             await self.wait_changed(remaining)
 
     def _retry_delay(self) -> float:

@@ -25,10 +25,8 @@ import anyio.abc
 from fibric import errors, specs, threads, trust
 from fibric import metrics as metrics_module
 from fibric.connectors import connector as connectors
-from fibric.connectors import errors as cerrors
-from fibric.connectors import pins as pinning
+from fibric.connectors import connector_errors, pinning, tools
 from fibric.connectors import status as states
-from fibric.connectors import tools
 
 
 class ConnectorRuntime:
@@ -194,7 +192,7 @@ class ConnectorRuntime:
     ) -> tools.ToolResult:
         """Call the tool behind `capability`; the idempotency key travels in the request's _meta.
 
-        Raises the errors of `fibric.connectors.errors`; a tool's own failure
+        Raises the errors of `fibric.connectors.connector_errors`; a tool's own failure
         comes back as a result with `is_error` set, not as an exception.
         """
         item = self._provider(tenant_id, capability, connector)
@@ -204,7 +202,7 @@ class ConnectorRuntime:
         with anyio.move_on_after(budget) as waiting:  # only the wait for a slot: never a sent call
             await gate.acquire()
         if waiting.cancelled_caught:
-            raise cerrors.TenantBusy(
+            raise connector_errors.TenantBusy(
                 f"tenant {tenant_id} had {self._settings.tenant_calls} tool calls in flight for {budget:g}s; "
                 "this one was not sent", delay=1.0)
         sent = anyio.current_time()
@@ -230,16 +228,16 @@ class ConnectorRuntime:
         if connector is not None:
             item = self._get(tenant_id, connector)
             if capability not in item.spec.capabilities:
-                raise cerrors.CapabilityUnavailable(
+                raise connector_errors.CapabilityUnavailable(
                     f"connector {connector} does not map capability '{capability}'"
                 )
             return item
         found = [c for c in self._tenants.get(tenant_id, {}).values() if capability in c.spec.capabilities]
         if not found:
-            raise cerrors.CapabilityUnavailable(f"no connector maps capability '{capability}'")
+            raise connector_errors.CapabilityUnavailable(f"no connector maps capability '{capability}'")
         if len(found) > 1:
             names = ", ".join(sorted(c.name for c in found))
-            raise cerrors.CapabilityUnavailable(
+            raise connector_errors.CapabilityUnavailable(
                 f"capability '{capability}' is mapped by several connectors ({names}); name one"
             )
         return found[0]

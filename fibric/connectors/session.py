@@ -23,9 +23,8 @@ from mcp import ClientSession, MCPError
 from mcp import types as mcp_types
 
 import fibric
-from fibric.connectors import errors as cerrors
+from fibric.connectors import connector_errors, tools
 from fibric.connectors import link as links
-from fibric.connectors import tools
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ class LiveSession:
         `timeout` is what is left of the caller's `budget` (the whole call's timeout, which
         errors name)."""
         if not self.alive:
-            raise cerrors.NotConnected(f"connector {self.connector}: {self.end_reason}", delay=0.0)
+            raise connector_errors.NotConnected(f"connector {self.connector}: {self.end_reason}", delay=0.0)
         scope = anyio.CancelScope()
         self._inflight.add(scope)
         try:
@@ -152,7 +151,7 @@ class LiveSession:
         finally:
             self._inflight.discard(scope)
         # Only reached when abort_calls() cancelled the scope: the session ended under us.
-        raise cerrors.CallFailed(
+        raise connector_errors.CallFailed(
             f"connector {self.connector}: {tool}: session lost mid-call: {self.end_reason}"
         )
 
@@ -170,21 +169,23 @@ class LiveSession:
                 )
         except TimeoutError:
             self._timed_out()
-            raise cerrors.CallTimeout(f"{where}: no answer within {budget:g}s", delay=budget) from None
+            raise connector_errors.CallTimeout(f"{where}: no answer within {budget:g}s",
+                                               delay=budget) from None
         except MCPError as e:
             if e.code == mcp_types.REQUEST_TIMEOUT:
                 self._timed_out()
-                raise cerrors.CallTimeout(f"{where}: no answer within {budget:g}s", delay=budget) from e
+                raise connector_errors.CallTimeout(f"{where}: no answer within {budget:g}s",
+                                                   delay=budget) from e
             if e.code == mcp_types.CONNECTION_CLOSED:
                 await anyio.sleep(0)  # let the link record why it closed
                 self.mark_broken(self.link.explain() or "connection closed")
-                raise cerrors.CallFailed(f"{where}: session lost mid-call: {self.end_reason}") from e
-            raise cerrors.ToolCallRejected(f"{where}: {describe_error(e)}", e.code) from e
+                raise connector_errors.CallFailed(f"{where}: session lost mid-call: {self.end_reason}") from e
+            raise connector_errors.ToolCallRejected(f"{where}: {describe_error(e)}", e.code) from e
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as e:
             self.mark_broken(describe_error(e))
-            raise cerrors.CallFailed(f"{where}: session lost mid-call: {self.end_reason}") from e
+            raise connector_errors.CallFailed(f"{where}: session lost mid-call: {self.end_reason}") from e
         except (RuntimeError, ValueError) as e:  # output-schema violations, malformed results
-            raise cerrors.InvalidToolResult(f"{where}: invalid result: {e}") from e
+            raise connector_errors.InvalidToolResult(f"{where}: invalid result: {e}") from e
 
     def _timed_out(self) -> None:
         self.check_requested = True

@@ -1,12 +1,13 @@
 """The controller: apply desired state, reconcile it into observed status, serve a specs folder.
 
-The submodules `apply`, `reconcile` and `bootstrap` keep their names here
-(callers write `apply.apply(...)`, `reconcile.Result`), so their functions of
-the same name are reached through them rather than re-exported over them.
+The submodules `applier`, `reconcile` and `bootstrap` are exported as modules
+(callers write `applier.apply(...)`, `reconcile.Result`): `reconcile` and
+`bootstrap` hold functions of their own name, reached through them rather than
+re-exported over them.
 """
 
-from fibric.controller import apply, bootstrap, conditions, loop, reconcile, watch
-from fibric.controller.apply import ApplyResult, Change, delete
+from fibric.controller import applier, bootstrap, conditions, loop, reconcile, watch
+from fibric.controller.applier import ApplyResult, Change, delete
 from fibric.controller.loop import Controller
 from fibric.controller.reconcile import Result
 from fibric.controller.watch import apply_folder, watch_folder
@@ -16,7 +17,7 @@ __all__ = [
     "Change",
     "Controller",
     "Result",
-    "apply",
+    "applier",
     "apply_folder",
     "bootstrap",
     "conditions",

@@ -26,25 +26,25 @@ from typing import Any
 
 from fibric import errors, store, timefmt
 from fibric.controller import executor
-from fibric.store import outbox, plans, receipts, views
+from fibric.store import outbox, plan_store, receipt_store, views
 
 log = logging.getLogger(__name__)
 
 def reject(state: store.StateStore, tenant_id: str, plan_id: str, *, reason: str,
-           by: Mapping[str, Any], digest: str | None = None) -> plans.Plan:
+           by: Mapping[str, Any], digest: str | None = None) -> plan_store.Plan:
     """Reject a proposed plan: each action declined, the plan `rejected`, all in one transaction.
 
     NotApprovable when it is not proposed (approved, disposed, rejected) or has
     expired (then the expiry is recorded first, so the answer and the record
     agree); Conflict when `digest` is not the plan's.
     """
-    plan = plans.get(state, tenant_id, plan_id)
+    plan = plan_store.get(state, tenant_id, plan_id)
     now = datetime.now(UTC)
     if plan.expired(now):
         expire(state, plan, now=now)
-        raise plans.not_approvable(plan, now=now)
+        raise plan_store.not_approvable(plan, now=now)
     if plan.status != "proposed":
-        raise plans.not_approvable(plan)
+        raise plan_store.not_approvable(plan)
     if digest is not None and digest != plan.digest:
         raise errors.Conflict(f"Plan {plan.id} does not match the digest you rejected ({digest}); its "
                               f"digest is {plan.digest}. Review the plan again before rejecting it.")
@@ -52,11 +52,13 @@ def reject(state: store.StateStore, tenant_id: str, plan_id: str, *, reason: str
     closed = _close(state, plan, status="rejected", reason=reason, by=by, now=now,
                     why=f"plan rejected by {who}: {reason}")
     if closed is None:
-        raise plans.not_approvable(plans.get(state, tenant_id, plan_id))
+        raise plan_store.not_approvable(plan_store.get(state, tenant_id, plan_id))
     return closed
 
 
-def expire(state: store.StateStore, plan: plans.Plan, *, now: datetime | None = None) -> plans.Plan | None:
+def expire(
+    state: store.StateStore, plan: plan_store.Plan, *, now: datetime | None = None
+) -> plan_store.Plan | None:
     """Close a plan whose time ran out; None when another decision closed it first."""
     now = now or datetime.now(UTC)
     stamp = timefmt.rfc3339(plan.expires_at) or "?"
@@ -68,9 +70,9 @@ def expire_due(state: store.StateStore, *, now: datetime | None = None, limit: i
     """One pass: close every plan past its `expires_at` (up to `limit`); how many were closed."""
     now = now or datetime.now(UTC)
     closed = 0
-    for tenant_id, plan_id in plans.due(state, now, limit):
+    for tenant_id, plan_id in plan_store.due(state, now, limit):
         try:
-            plan = plans.get(state, tenant_id, plan_id)
+            plan = plan_store.get(state, tenant_id, plan_id)
             if plan.expired(now) and expire(state, plan, now=now) is not None:
                 closed += 1
         except errors.FibricError as e:  # one plan's trouble must not keep the others open
@@ -78,20 +80,21 @@ def expire_due(state: store.StateStore, *, now: datetime | None = None, limit: i
     return closed
 
 
-def _close(state: store.StateStore, plan: plans.Plan, *, status: str, reason: str,
-           by: Mapping[str, Any] | None, now: datetime, why: str) -> plans.Plan | None:
+def _close(state: store.StateStore, plan: plan_store.Plan, *, status: str, reason: str,
+           by: Mapping[str, Any] | None, now: datetime, why: str) -> plan_store.Plan | None:
     operator = plan.operator_name or plan.operator_id
-    prepared = [receipts.prepare(receipts.NewReceipt(**executor.declined_fields(plan, operator, a, why, by)),
-                                 at=now) for a in plan.actions]
+    prepared = [receipt_store.prepare(
+                    receipt_store.NewReceipt(**executor.declined_fields(plan, operator, a, why, by)), at=now)
+                for a in plan.actions]
     try:
         with state.backend.transaction(write=True) as cur:  # durable: the decision is answered after it
-            written = [receipts.append(cur, state.dialect, p) for p in prepared]
+            written = [receipt_store.append(cur, state.dialect, p) for p in prepared]
             results = [executor.result_of(r) for r in written]
-            if not plans.close_in(cur, plan.tenant_id, plan.id, status=status, reason=reason, by=by,
-                                  results=results, now=now):
+            if not plan_store.close_in(cur, plan.tenant_id, plan.id, status=status, reason=reason, by=by,
+                                       results=results, now=now):
                 raise _Lost()
             events = [e for r in written for e in executor.receipt_events(r)]
-            closed = plans.read_in(cur, plan.tenant_id, plan.id)
+            closed = plan_store.read_in(cur, plan.tenant_id, plan.id)
             for type_, payload in [*events, (f"plan.{status}", views.plan(closed))]:
                 outbox.enqueue(cur, reseller_id=plan.reseller_id, tenant_id=plan.tenant_id, type=type_,
                                payload=payload)

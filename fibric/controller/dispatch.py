@@ -39,7 +39,7 @@ from typing import Any
 from fibric import errors, settings, store, threads, timefmt, trust
 from fibric import metrics as metrics_module
 from fibric.controller import delivery as delivery_module
-from fibric.store import backends, deliveries, outbox, secretbox, vault, webhooks
+from fibric.store import backends, deliveries, outbox, secretbox, vault, webhook_store
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class Dispatcher:
         return fanned, started
 
     async def _deliver_one(
-        self, item: deliveries.Delivery, endpoint: webhooks.Endpoint | None, gone: dict[str, str]
+        self, item: deliveries.Delivery, endpoint: webhook_store.Endpoint | None, gone: dict[str, str]
     ) -> None:
         try:
             if endpoint is None:
@@ -285,16 +285,16 @@ class Dispatcher:
         is the database's (the same for every replica)."""
         return self.clock() if self._driven else None
 
-    def _endpoints(self, due: list[deliveries.Delivery]) -> dict[str, webhooks.Endpoint]:
+    def _endpoints(self, due: list[deliveries.Delivery]) -> dict[str, webhook_store.Endpoint]:
         """The endpoints of these deliveries as they are now (deleted ones absent), one read per tenant."""
-        found: dict[str, webhooks.Endpoint] = {}
+        found: dict[str, webhook_store.Endpoint] = {}
         with self.state.backend.transaction(write=False) as cur:
             for tenant_id in {d.tenant_id for d in due}:
-                found.update((e.id, e) for e in webhooks.of_tenant(cur, tenant_id))
+                found.update((e.id, e) for e in webhook_store.of_tenant(cur, tenant_id))
         return found
 
     async def _attempt(
-        self, item: deliveries.Delivery, endpoint: webhooks.Endpoint, started: datetime
+        self, item: deliveries.Delivery, endpoint: webhook_store.Endpoint, started: datetime
     ) -> delivery_module.Answer:
         try:
             tenant_secret: str | None = None
@@ -313,7 +313,7 @@ class Dispatcher:
         return await self.sender.post(endpoint.url, body, headers, egress)
 
 
-def _missing_secret(endpoint: webhooks.Endpoint) -> str:
+def _missing_secret(endpoint: webhook_store.Endpoint) -> str:
     if endpoint.spec.get("secret_ref"):
         return f"the tenant secret {endpoint.spec['secret_ref']} (secret_ref) is not set"
     if endpoint.origin != trust.Origin.INSTALLATION:

@@ -19,7 +19,7 @@ from typing import Any
 from fibric import errors, policies, store, timefmt
 from fibric.connectors import tools
 from fibric.controller import decide
-from fibric.store import events, plans, receipts
+from fibric.store import event_store, plan_store, receipt_store
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ class Verdict:
 
 def decide_action(
     state: store.StateStore,
-    ledger: receipts.Ledger,
+    ledger: receipt_store.Ledger,
     decider: decide.Decider,
-    plan: plans.Plan,
+    plan: plan_store.Plan,
     action: dict[str, Any],
     binding: tools.Binding | None,
     *,
@@ -84,8 +84,8 @@ def decide_action(
 
 def _input(
     state: store.StateStore,
-    ledger: receipts.Ledger,
-    plan: plans.Plan,
+    ledger: receipt_store.Ledger,
+    plan: plan_store.Plan,
     operator: store.StoredObject,
     action: dict[str, Any],
     binding: tools.Binding | None,
@@ -96,7 +96,7 @@ def _input(
     event_doc = None
     if plan.event_id is not None:
         try:
-            event_doc = envelope(events.get(state, plan.tenant_id, plan.event_id))
+            event_doc = envelope(event_store.get(state, plan.tenant_id, plan.event_id))
         except errors.NotFound:
             event_doc = None
     return policies.build_input(
@@ -127,7 +127,7 @@ def tool_doc(binding: tools.Binding | None) -> dict[str, Any] | None:
 
 
 def recent_counts(
-    ledger: receipts.Ledger, tenant_id: str, *, entity_key: str, operator_id: str, capability: str,
+    ledger: receipt_store.Ledger, tenant_id: str, *, entity_key: str, operator_id: str, capability: str,
     now: datetime,
 ) -> policies.Counts:
     """Applied actions in the recent windows, from the receipts (the policy input's `context.counts`)."""
@@ -136,13 +136,13 @@ def recent_counts(
     return policies.Counts(**{scope: policies.Window(hour, day) for scope, (hour, day) in counts.items()})
 
 
-def entity_changed_since(state: store.StateStore, plan: plans.Plan, entity_key: str) -> bool:
+def entity_changed_since(state: store.StateStore, plan: plan_store.Plan, entity_key: str) -> bool:
     """Whether an event about the entity, other than the plan's own, arrived after the plan was proposed."""
-    newest = events.list_events(state, plan.tenant_id, entity_key=entity_key, limit=1)
+    newest = event_store.list_events(state, plan.tenant_id, entity_key=entity_key, limit=1)
     return bool(newest) and newest[0].id != plan.event_id and newest[0].received_at > plan.proposed_at
 
 
-def envelope(event: events.Event) -> dict[str, Any]:
+def envelope(event: event_store.Event) -> dict[str, Any]:
     """The stored event as the API shows it (GET /v1/events), for the policy input."""
     return {
         "id": event.id, "object": "event", "reseller_id": event.reseller_id, "tenant_id": event.tenant_id,

@@ -37,11 +37,10 @@ from typing import Any
 
 from fibric import errors, store, threads, tracing
 from fibric import metrics as metrics_module
-from fibric.connectors import errors as cerrors
+from fibric.connectors import connector_errors, tools
 from fibric.connectors import runtime as runtime_module
-from fibric.connectors import tools
 from fibric.controller import crashpoints, decide, disposal
-from fibric.store import intents, leases, plans, receipts, views
+from fibric.store import intents, leases, plan_store, receipt_store, views
 
 log = logging.getLogger(__name__)
 disposals = logging.getLogger("fibric.disposal")  # one line per action disposed of (docs/operations.md#logs)
@@ -59,7 +58,7 @@ class Executor:
     def __init__(
         self,
         state: store.StateStore,
-        ledger: receipts.Ledger,
+        ledger: receipt_store.Ledger,
         runtime: runtime_module.ConnectorRuntime,
         decider: decide.Decider,
         *,
@@ -84,7 +83,7 @@ class Executor:
 
     # --- entry points ---------------------------------------------------------------
 
-    async def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> plans.Plan:
+    async def execute(self, plan: plan_store.Plan, *, only_actions: Sequence[str] | None) -> plan_store.Plan:
         """Dispose of a just-approved plan; returns it with its results. Conflict on a lease collision."""
         holder = new_holder()
         selected = select(plan, only_actions)
@@ -95,7 +94,7 @@ class Executor:
         return await self.run(plan, selected, entities, claim, known, operator)
 
     def _begin(
-        self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str],
+        self, plan: plan_store.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str],
         only_actions: Sequence[str] | None, holder: str,
     ) -> tuple[intents.Execution, dict[str, intents.Intent], str]:
         """Claim the execution, lease its entities, check nothing is in doubt (blocking: one hop).
@@ -113,13 +112,13 @@ class Executor:
             raise
         return (claim, *self._intents_and_operator(plan))
 
-    async def resume(self, execution: intents.Execution) -> plans.Plan | None:
+    async def resume(self, execution: intents.Execution) -> plan_store.Plan | None:
         """Finish an execution whose holder died (recovery has claimed it for `execution.holder`).
 
         None when an entity is still leased by a live holder: the claim
         lapses and the next recovery pass tries again.
         """
-        plan = await self.pool.run(plans.get, self.state, execution.tenant_id, execution.plan_id)
+        plan = await self.pool.run(plan_store.get, self.state, execution.tenant_id, execution.plan_id)
         if plan.status != "approved":  # results were recorded; only the execution's end is missing
             await self._finish_execution(plan)
             return plan
@@ -135,7 +134,7 @@ class Executor:
 
     # --- the plan -------------------------------------------------------------------
 
-    def _take_leases(self, plan: plans.Plan, entities: Sequence[str], holder: str) -> None:
+    def _take_leases(self, plan: plan_store.Plan, entities: Sequence[str], holder: str) -> None:
         """Lease every entity, or none: on a collision the ones taken are released (blocking)."""
         taken: list[str] = []
         for entity in entities:
@@ -148,10 +147,10 @@ class Executor:
             taken.append(entity)
 
     async def run(
-        self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str],
+        self, plan: plan_store.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str],
         claim: intents.Execution, known: dict[str, intents.Intent], operator: str, *,
         recovering: bool = False, declining: bool = True,
-    ) -> plans.Plan:
+    ) -> plan_store.Plan:
         """Dispose of each selected action in order, holding the leases; record the plan's results.
 
         The plan's other actions (left out of `only_actions`) get `declined`
@@ -167,7 +166,7 @@ class Executor:
         beat = asyncio.create_task(self._heartbeat(plan, entities, holder, stop, lost),
                                    name=f"lease-{plan.id}")
         concluded = False
-        proposed = (await self.pool.run(plans.trace_context, self.state, plan.tenant_id, plan.id)
+        proposed = (await self.pool.run(plan_store.trace_context, self.state, plan.tenant_id, plan.id)
                     if tracing.active() else None)
         with tracing.span("fibric.execute", linked=tracing.links([proposed]), tenant_id=plan.tenant_id,
                           plan_id=plan.id, recovering=recovering):
@@ -204,26 +203,26 @@ class Executor:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await beat
 
-    def _intents_and_operator(self, plan: plans.Plan) -> tuple[dict[str, intents.Intent], str]:
+    def _intents_and_operator(self, plan: plan_store.Plan) -> tuple[dict[str, intents.Intent], str]:
         """What a resumed execution recorded already, and the operator's name (blocking: one hop)."""
         return intents.for_plan(self.state, plan.tenant_id, plan.id), _operator_name(self.state, plan)
 
     def _conclude(
-        self, plan: plans.Plan, results: list[dict[str, Any]], entities: Sequence[str], holder: str
-    ) -> plans.Plan:
+        self, plan: plan_store.Plan, results: list[dict[str, Any]], entities: Sequence[str], holder: str
+    ) -> plan_store.Plan:
         """Record the plan's results, count what ran on its run, end the execution, release the
         leases: one durable commit, the one the approval is answered after (blocking: one hop)."""
         return intents.conclude(self.state, plan, results=results, entities=entities, holder=holder,
                                 events_of=lambda final: [("plan.executed", views.plan(final))])
 
-    async def _finish_execution(self, plan: plans.Plan) -> None:
+    async def _finish_execution(self, plan: plan_store.Plan) -> None:
         await self.pool.run(self._end_execution, plan)
 
-    def _end_execution(self, plan: plans.Plan) -> None:
+    def _end_execution(self, plan: plan_store.Plan) -> None:
         intents.finish_execution(self.state, plan.tenant_id, plan.id, reseller_id=plan.reseller_id,
                                  events=[("plan.executed", views.plan(plan))])
 
-    async def _heartbeat(self, plan: plans.Plan, entities: Sequence[str], holder: str,
+    async def _heartbeat(self, plan: plan_store.Plan, entities: Sequence[str], holder: str,
                          stop: asyncio.Event, lost: asyncio.Event) -> None:
         """Renew the execution and the leases while this holder lives; a dead one stops renewing.
 
@@ -252,7 +251,7 @@ class Executor:
             renewed = time.monotonic()
 
     def _check_nothing_in_doubt(
-        self, plan: plans.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str], holder: str
+        self, plan: plan_store.Plan, selected: Sequence[dict[str, Any]], entities: Sequence[str], holder: str
     ) -> None:
         """Refuse to start while an action's key awaits crash recovery in another plan (blocking)."""
         for action in selected:
@@ -267,7 +266,7 @@ class Executor:
     # --- one action -------------------------------------------------------------------
 
     async def _dispose(
-        self, plan: plans.Plan, operator: str, action: dict[str, Any], intent: intents.Intent | None,
+        self, plan: plan_store.Plan, operator: str, action: dict[str, Any], intent: intents.Intent | None,
         token: int, *, recovering: bool, declined: bool = False,
     ) -> dict[str, Any]:
         key = action["idempotency_key"]
@@ -297,9 +296,9 @@ class Executor:
         return self._disposed(step)
 
     def _prepare(
-        self, plan: plans.Plan, operator: str, action: dict[str, Any], binding: tools.Binding | None,
+        self, plan: plan_store.Plan, operator: str, action: dict[str, Any], binding: tools.Binding | None,
         unresolved: str, token: int, recovering: bool,
-    ) -> intents.Intent | receipts.Receipt:
+    ) -> intents.Intent | receipt_store.Receipt:
         """DEDUP, the policy's verdict, then the intent of the call (blocking: one hop for all).
 
         Returns the intent when the tool is to be called; otherwise the action is
@@ -336,12 +335,12 @@ class Executor:
         except Exception as e:  # any failure to write it (disk full, a driver error): no intent, no call
             log.error("plan %s action %s: intent not written, tool not called: %s", plan.id, key, e)
             why = {"error": f"intent not written, tool not called: {e}"}
-            return intents.settle(self.state, None, receipts.NewReceipt(
+            return intents.settle(self.state, None, receipt_store.NewReceipt(
                 **{**base, "outcome": "failed", "detail": why}), receipt_events)
 
     def _without_call(
-        self, plan: plans.Plan, base: dict[str, Any], outcome: str, detail: Any = None
-    ) -> receipts.Receipt:
+        self, plan: plan_store.Plan, base: dict[str, Any], outcome: str, detail: Any = None
+    ) -> receipt_store.Receipt:
         """A refusal, a dedup or a call that cannot be made: receipt (and events) only, no effect."""
         fields = {**base, "outcome": outcome, "detail": detail}
         intent = None
@@ -352,7 +351,7 @@ class Executor:
         except Exception as e:  # nothing external happens either way: the receipt still records it
             log.error("plan %s action %s: intent not written (%s); writing its %s receipt anyway", plan.id,
                       base["idempotency_key"], e, outcome)
-        return intents.settle(self.state, intent, receipts.NewReceipt(**fields), receipt_events)
+        return intents.settle(self.state, intent, receipt_store.NewReceipt(**fields), receipt_events)
 
     async def _call(
         self, intent: intents.Intent, *, recovering: bool, retried: bool = False
@@ -361,7 +360,8 @@ class Executor:
         base = intent.receipt
         capability = base["capability"]
         retry_safe = bool(intent.tool.get("idempotent"))
-        waiting = (errors.TemporaryError, cerrors.CapabilityUnavailable)  # the connector is not up (yet)
+        # the connector is not up (yet)
+        waiting = (errors.TemporaryError, connector_errors.CapabilityUnavailable)
         fields: dict[str, Any]
         try:
             result = await self._invoke(intent)
@@ -380,7 +380,7 @@ class Executor:
         self.crash.hit("after_response", capability)
         try:
             disposed = await self._settle(intent, fields)
-        except receipts.AlreadyApplied as e:  # another execution applied the key while this one called
+        except receipt_store.AlreadyApplied as e:  # another execution applied the key while this one called
             log.error("plan %s: %s; this call is recorded in doubt", intent.plan_id, e)
             disposed = await self._settle(intent, in_doubt_fields(
                 base, f"{e}: by a concurrent execution, while this one called the tool too"))
@@ -403,7 +403,7 @@ class Executor:
             tracing.annotate(tool_error=result.is_error)
             return result
 
-    async def _recover(self, plan: plans.Plan, intent: intents.Intent) -> dict[str, Any]:
+    async def _recover(self, plan: plan_store.Plan, intent: intents.Intent) -> dict[str, Any]:
         """An intent without a receipt: its executor died between writing it and the receipt."""
         if not intent.calls_tool:  # a refusal or dedup: nothing external was to happen
             return await self._settle(intent, dict(intent.receipt))
@@ -421,12 +421,12 @@ class Executor:
 
     async def _settle(self, intent: intents.Intent | None, fields: dict[str, Any]) -> dict[str, Any]:
         """Write the receipt, complete the intent, enqueue the events: one transaction; the result."""
-        receipt = await self.pool.run(intents.settle, self.state, intent, receipts.NewReceipt(**fields),
+        receipt = await self.pool.run(intents.settle, self.state, intent, receipt_store.NewReceipt(**fields),
                                       receipt_events)
         self.on_receipt()
         return self._disposed(receipt)
 
-    def _disposed(self, receipt: receipts.Receipt) -> dict[str, Any]:
+    def _disposed(self, receipt: receipt_store.Receipt) -> dict[str, Any]:
         """The result of a receipt just written, counted and logged (never its args: they are the
         tenant's data)."""
         self.metrics.disposed(receipt.tenant_id, receipt.decision, receipt.outcome)
@@ -456,7 +456,7 @@ def new_holder() -> str:
     return "exe_" + secrets.token_hex(8)
 
 
-def patient(plan: plans.Plan) -> bool:
+def patient(plan: plan_store.Plan) -> bool:
     return patient_since(plan.approved_at or plan.proposed_at)
 
 
@@ -465,7 +465,7 @@ def patient_since(moment: datetime) -> bool:
     return datetime.now(UTC) - moment < RECOVERY_PATIENCE
 
 
-def select(plan: plans.Plan, only_actions: Sequence[str] | None) -> list[dict[str, Any]]:
+def select(plan: plan_store.Plan, only_actions: Sequence[str] | None) -> list[dict[str, Any]]:
     """The plan's actions to run, in plan order."""
     if only_actions is None:
         return list(plan.actions)
@@ -478,7 +478,7 @@ def entities_of(actions: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def receipt_fields(
-    plan: plans.Plan, operator: str, action: dict[str, Any], policy: dict[str, Any], *,
+    plan: plan_store.Plan, operator: str, action: dict[str, Any], policy: dict[str, Any], *,
     policy_id: str | None, policy_sha256: str | None, decision_input: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The NewReceipt fields known before the outcome (JSON, so an intent can carry them).
@@ -500,7 +500,7 @@ def receipt_fields(
     }
 
 
-def declined_fields(plan: plans.Plan, operator: str, action: Mapping[str, Any], why: str,
+def declined_fields(plan: plan_store.Plan, operator: str, action: Mapping[str, Any], why: str,
                     by: Mapping[str, Any] | None) -> dict[str, Any]:
     """The NewReceipt fields of an action a person did not approve (fibric/controller/declines.py).
 
@@ -508,7 +508,7 @@ def declined_fields(plan: plans.Plan, operator: str, action: Mapping[str, Any], 
     nothing runs) and the rule `declined`.
     """
     shown = action.get("decision")
-    decision = shown if shown in receipts.DECISIONS else "BLOCK"  # none shown: it did not run either way
+    decision = shown if shown in receipt_store.DECISIONS else "BLOCK"  # none shown: it did not run either way
     policy = {"decision": decision, "rule": DECLINED_RULE, "flagged": False, "reasons": [why]}
     base = receipt_fields(plan, operator, dict(action), policy, policy_id=plan.policy_id,
                           policy_sha256=None)
@@ -524,14 +524,14 @@ def in_doubt_fields(base: dict[str, Any], why: str) -> dict[str, Any]:
             "detail": {"error": why}}
 
 
-def flagged(receipt: receipts.Receipt) -> bool:
+def flagged(receipt: receipt_store.Receipt) -> bool:
     """Whether a person should look: an ALERT (or in-doubt) action that ran; a declined one did not."""
     if receipt.outcome == "declined":
         return False
     return bool(receipt.policy.get("flagged")) or receipt.decision == "ALERT"
 
 
-def result_of(receipt: receipts.Receipt) -> dict[str, Any]:
+def result_of(receipt: receipt_store.Receipt) -> dict[str, Any]:
     """One entry of the approve response's `results`."""
     result: dict[str, Any] = {"idempotency_key": receipt.idempotency_key, "decision": receipt.decision,
                               "outcome": receipt.outcome, "receipt_id": receipt.id}
@@ -542,19 +542,19 @@ def result_of(receipt: receipts.Receipt) -> dict[str, Any]:
     return result
 
 
-def receipt_events(receipt: receipts.Receipt) -> list[tuple[str, dict[str, Any]]]:
+def receipt_events(receipt: receipt_store.Receipt) -> list[tuple[str, dict[str, Any]]]:
     """The webhook events of one receipt, enqueued in the transaction that writes it."""
     return [("receipt.created", views.receipt(receipt)), ("action.disposed", disposed_event(receipt))]
 
 
-def disposed_event(receipt: receipts.Receipt) -> dict[str, Any]:
+def disposed_event(receipt: receipt_store.Receipt) -> dict[str, Any]:
     """The `action.disposed` webhook payload: the result, where it belongs, and the person flag."""
     return {**result_of(receipt), "object": "action_result", "plan_id": receipt.plan_id,
             "capability": receipt.capability, "entity_key": receipt.entity_key, "rule": receipt.rule,
             "flagged": flagged(receipt), "approver": receipt.approver}
 
 
-def _operator_name(state: store.StateStore, plan: plans.Plan) -> str:
+def _operator_name(state: store.StateStore, plan: plan_store.Plan) -> str:
     try:
         return state.get_object(plan.tenant_id, "Operator", plan.operator_id).name
     except errors.NotFound:

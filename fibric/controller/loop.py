@@ -106,7 +106,7 @@ class Controller:
         `boundary`: what each stored connector may run, by who wrote it (docs/security.md).
         `pool`: the threads reconciles run on (the system's controller pool).
         `leader`: elects the one replica that records status (None: this process alone).
-        `answer_check`: whether an operator's LLM route asks for its answer strictly (runs.Runner);
+        `answer_check`: whether an operator's LLM route asks for its answer strictly (operator_runs.Runner);
         it reads the connectors' tools, so it runs on the event loop, before the reconcile.
         `services`: long-running parts (operator runs, scheduler, executor
         recovery, webhook dispatcher), started in order after the connectors

@@ -31,7 +31,7 @@ from typing import Any
 from fibric import connectors as mcp
 from fibric import errors, policies, store, timefmt, trust
 from fibric.controller import conditions
-from fibric.store import vault, webhooks
+from fibric.store import vault, webhook_store
 
 NOT_CONNECTED_MESSAGE = "MCP connection is handled by the connector runtime"
 MAX_MESSAGE = 2000  # a condition message, not a log: long compile reports are cut
@@ -62,7 +62,7 @@ def reconcile(state: store.StateStore, obj: store.StoredObject, now: datetime) -
     return reconciler(state, obj, now)
 
 
-# Whether an operator's LLM route asks for its answer strictly, and why (runs.Runner.answer_check).
+# Whether an operator's LLM route asks for its answer strictly, and why (operator_runs.Runner.answer_check).
 AnswerCheck = Callable[[store.StoredObject], "tuple[bool, str] | None"]
 
 
@@ -306,7 +306,7 @@ def reconcile_webhook(state: store.StateStore, obj: store.StoredObject, now: dat
     `Delivering` reports what the dispatcher observed: False while the
     endpoint keeps failing (since when, and the last error).
     """
-    endpoint = webhooks.read_or_none(state, obj.tenant_id, obj.id)
+    endpoint = webhook_store.read_or_none(state, obj.tenant_id, obj.id)
     secret_env = obj.spec.get("secret_env")
     secret_ref = obj.spec.get("secret_ref")
     if not obj.spec.get("enabled", True):

@@ -24,7 +24,7 @@ import logging
 from fibric import errors, threads
 from fibric.controller import declines
 from fibric.controller import executor as executor_module
-from fibric.store import intents, plans
+from fibric.store import intents, plan_store
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ async def recover_once(executor: executor_module.Executor) -> int:
         log.warning("plan %s was approved but its execution never started; recording it with no results",
                     plan_id)
         executor.metrics.lease_taken_over("approval")
-        plan = await run(plans.get, state, tenant_id, plan_id)
+        plan = await run(plan_store.get, state, tenant_id, plan_id)
         await executor.run(plan, [], [], claim, known={}, operator="", declining=False)  # none to dispose of
         finished += 1
     for stale in await run(intents.stale_executions, state):

@@ -24,7 +24,7 @@ from typing import Any
 
 from fibric import errors, policies, timefmt
 from fibric.policies import masking
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 RANK = {"BLOCK": 0, "ALERT": 1, "ALLOW": 2}  # a move up this order loosens the decision
 BATCH = 500  # recorded inputs per worker exchange
@@ -117,7 +117,7 @@ class Report:
 
 
 def replay(
-    ledger: receipts.StoreLedger,
+    ledger: receipt_store.StoreLedger,
     engine: policies.EmbeddedEngine,
     tenant_id: str,
     policy_id: str,
@@ -128,7 +128,7 @@ def replay(
 ) -> Report:
     """Re-evaluate the recorded inputs of `policy_id`'s receipts against `candidate`. Blocking."""
     report = Report(policy_id, candidate.sha256, candidate.query, since)
-    batch: list[receipts.Receipt] = []
+    batch: list[receipt_store.Receipt] = []
     for receipt in ledger.of_policy(tenant_id, policy_id, since=since, operator_id=operator_id):
         if receipt.decision_input is None:
             report.skipped += 1
@@ -142,7 +142,7 @@ def replay(
 
 
 def _judge(report: Report, engine: policies.EmbeddedEngine, candidate: policies.CompiledPolicy,
-           batch: list[receipts.Receipt]) -> None:
+           batch: list[receipt_store.Receipt]) -> None:
     records: list[Mapping[str, Any]] = [r.decision_input or {} for r in batch]
     decided = policies.evaluate_many(engine, candidate, records)
     if decided and all(d.failure in _ABANDON for d in decided):  # the batch as a whole: stop, do not grind on
@@ -153,7 +153,7 @@ def _judge(report: Report, engine: policies.EmbeddedEngine, candidate: policies.
         _count(report, receipt, after)
 
 
-def _count(report: Report, receipt: receipts.Receipt, after: policies.Decision) -> None:
+def _count(report: Report, receipt: receipt_store.Receipt, after: policies.Decision) -> None:
     before, before_rule = recorded(receipt)
     now, now_rule = after.decision.value, after.rule
     report.replayed += 1
@@ -179,7 +179,7 @@ def _count(report: Report, receipt: receipts.Receipt, after: policies.Decision) 
         })
 
 
-def recorded(receipt: receipts.Receipt) -> tuple[str, str]:
+def recorded(receipt: receipt_store.Receipt) -> tuple[str, str]:
     """The decision and rule the policy itself made (an in-doubt receipt shows ALERT over it)."""
     answer = receipt.policy or {}
     return str(answer.get("decided") or answer.get("decision") or receipt.decision), \

@@ -11,7 +11,7 @@ fire at once); one that is deleted, paused or loses its schedule forgets
 its clock, so resuming does not fire a run for the time it was off.
 
 A scheduled run senses through the operator's read-only `sense`
-capabilities (fibric/controller/runs.py). If the operator's previous
+capabilities (fibric/controller/operator_runs.py). If the operator's previous
 scheduled run is still going when the next tick is due, that tick is spent
 without a second run.
 """
@@ -26,7 +26,7 @@ from datetime import datetime
 from croniter import croniter
 
 from fibric import store, threads
-from fibric.controller import runs
+from fibric.controller import operator_runs
 from fibric.store import schedules
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class Scheduler:
     def __init__(
         self,
         state: store.StateStore,
-        runner: runs.Runner,
+        runner: operator_runs.Runner,
         *,
         poll_seconds: float = 5.0,
         clock: Callable[[], datetime] | None = None,

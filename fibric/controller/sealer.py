@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from fibric import metrics as metrics_module
 from fibric import threads
-from fibric.store import leadership, receipts, sealed
+from fibric.store import leadership, receipt_store, sealed
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Sealer:
 
     def __init__(
         self,
-        record: receipts.StoreLedger,
+        record: receipt_store.StoreLedger,
         lake: sealed.SealedLedger,
         *,
         interval: float = 1.0,

@@ -25,15 +25,15 @@ from typing import Any
 import watchfiles
 
 from fibric import errors, specs, store, threads, trust
-from fibric.controller import apply, syncing
+from fibric.controller import applier, syncing
 
 log = logging.getLogger(__name__)
 
 
 def apply_folder(
     state: store.StateStore, tenant_id: str, folder: str | Path, apply_set: str,
-    *, options: apply.Options | None = None,
-) -> apply.ApplyResult:
+    *, options: applier.Options | None = None,
+) -> applier.ApplyResult:
     """Apply every spec under `folder` as `apply_set`, pruning what left it; all or nothing.
 
     The folder is the installation's own, so its specs may use what a tenant's
@@ -44,14 +44,14 @@ def apply_folder(
 
 
 def _apply_and_declare(
-    state: store.StateStore, tenant_id: str, folder: Path, apply_set: str, options: apply.Options | None,
-) -> tuple[apply.ApplyResult, syncing.Declared]:
+    state: store.StateStore, tenant_id: str, folder: Path, apply_set: str, options: applier.Options | None,
+) -> tuple[applier.ApplyResult, syncing.Declared]:
     """Apply the folder and record the attempt; what it declares, for the drift check."""
     revision = syncing.folder_revision(folder, _referenced_files(folder))
     try:
         loaded = _resolve_all(specs.load_paths([folder]))
-        result = apply.apply(state, tenant_id, loaded, apply_set=apply_set, prune=True,
-                             origin=trust.Origin.INSTALLATION, options=options)
+        result = applier.apply(state, tenant_id, loaded, apply_set=apply_set, prune=True,
+                               origin=trust.Origin.INSTALLATION, options=options)
     except Exception as e:
         text = str(e) if isinstance(e, errors.FibricError) else f"{type(e).__name__}: {e}"
         try:
@@ -68,12 +68,12 @@ async def watch_folder(
     tenant_id: str,
     folder: str | Path,
     apply_set: str,
-    on_applied: Callable[[apply.ApplyResult], Any],
+    on_applied: Callable[[applier.ApplyResult], Any],
     stop_event: asyncio.Event,
     *,
     debounce_ms: int = 1600,
     idle_check_ms: int = 2000,
-    options: apply.Options | None = None,
+    options: applier.Options | None = None,
     pool: threads.Pool | None = None,
     self_heal: bool = False,
 ) -> None:
@@ -134,8 +134,8 @@ async def _apply_once(
     tenant_id: str,
     folder: Path,
     apply_set: str,
-    on_applied: Callable[[apply.ApplyResult], Any],
-    options: apply.Options | None,
+    on_applied: Callable[[applier.ApplyResult], Any],
+    options: applier.Options | None,
     run: Callable[..., Awaitable[Any]],
 ) -> syncing.Declared | None:
     """Apply the folder once; what it declares, or None if it was not applied (logged)."""
@@ -201,7 +201,7 @@ def _referenced_files(folder: Path) -> set[Path]:
     return {f for f in files if f.parent.is_dir()}
 
 
-def _log_changes(folder: Path, result: apply.ApplyResult) -> None:
+def _log_changes(folder: Path, result: applier.ApplyResult) -> None:
     changed = [c for c in result.changes if c.action != "unchanged"]
     for change in changed:
         log.info("%s: %s %s '%s'", folder, change.action, change.kind, change.name)

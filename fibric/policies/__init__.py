@@ -28,9 +28,9 @@ from fibric.policies.embedded import EmbeddedEngine
 from fibric.policies.engine import Engine, Outcome, Stats
 from fibric.policies.engines import open_configured, open_engine
 from fibric.policies.failclosed import evaluate, evaluate_many, unavailable
-from fibric.policies.files import eval_file, read_input, read_module, run_path_tests, run_spec_tests
 from fibric.policies.inputs import Counts, Window, build_input
 from fibric.policies.opa import OpaEngine
+from fibric.policies.policy_files import eval_file, read_input, read_module, run_path_tests, run_spec_tests
 from fibric.policies.testing import TestReport, TestResult, run_policy_tests, run_tests
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 from fibric.specs.checks import Report, check_models, check_set
 from fibric.specs.dump import document_data, to_yaml
-from fibric.specs.files import resolve
+from fibric.specs.inline_files import resolve
 from fibric.specs.loader import Loaded, Source, format_path, load_paths, load_text, validate_data
 from fibric.specs.models import (
     API_VERSION,

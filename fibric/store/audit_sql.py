@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from fibric import errors
-from fibric.store import model_calls, receipts, sealed
+from fibric.store import model_calls, receipt_store, sealed
 
 MAX_ROWS = 10_000
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a result's whole JSON document: columns, rows and counts
@@ -171,7 +171,7 @@ def over_files(files: Sequence[str], *, calls: Sequence[str] = (), threads: int 
         if files or calls:
             conn.execute(f"SET allowed_paths = [{', '.join(_literal(f) for f in [*files, *calls])}]")
         for name, listed, columns, schema in (
-                ("receipts", files, receipts.COLUMNS, sealed.SCHEMA),
+                ("receipts", files, receipt_store.COLUMNS, sealed.SCHEMA),
                 ("model_calls", calls, ", ".join(model_calls.FIELDS), sealed.CALLS_SCHEMA)):
             if listed:
                 conn.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM "
@@ -232,7 +232,7 @@ def export(files: Sequence[str], out: Path) -> int:
         else:  # nothing sealed: an empty file with the columns
             conn.execute(sealed.SCHEMA.replace("lake.receipts", "receipts"))
             source = "receipts"
-        cur = conn.execute(f"COPY (SELECT {receipts.COLUMNS} FROM {source} ORDER BY seq)"
+        cur = conn.execute(f"COPY (SELECT {receipt_store.COLUMNS} FROM {source} ORDER BY seq)"
                            f" TO {_literal(str(out))} (FORMAT parquet)")
         return int(cur.fetchall()[0][0])
     finally:

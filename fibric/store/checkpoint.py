@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from fibric import errors, timefmt
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 FORMAT = "fibric-receipts-checkpoint/1"
 FINGERPRINT_BYTES = 8
@@ -81,13 +81,13 @@ def generate_key(private_path: Path) -> Path:
 
 
 def create(record: Any, key_path: Path, *, now: datetime | None = None) -> dict[str, Any]:
-    """The signed checkpoint document of every tenant's chain of record (receipts.StoreLedger)."""
+    """The signed checkpoint document of every tenant's chain of record (receipt_store.StoreLedger)."""
     key = _private_key(key_path)
     taken = timefmt.rfc3339(now or datetime.now(UTC))
     tenants: list[dict[str, Any]] = []
     for tenant_id in record.tenants():
         # tenant_seq, id, hash
-        rows = [(row[1], row[2], row[receipts.HASH]) for row in record.chain(tenant_id)]
+        rows = [(row[1], row[2], row[receipt_store.HASH]) for row in record.chain(tenant_id)]
         prints = b"".join(fingerprint(str(h)) for _, _, h in rows)
         tenant_seq, receipt_id, head_hash = rows[-1]
         tenants.append({"tenant_id": tenant_id, "tenant_seq": int(tenant_seq), "receipt_id": receipt_id,

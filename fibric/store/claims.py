@@ -26,7 +26,7 @@ replica took it, so a holder that lost its claim presents a token that is no
 longer the row's and is refused. Webhook deliveries and Idempotency-Key
 requests are claimed in their own rows, where the claim is one state of the
 record, with tokens from the same counter and the same compare-and-set on
-every write (deliveries.py, idempotency.py).
+every write (deliveries.py, idempotency_store.py).
 
 Functions take the caller's cursor, so a claim and the write it guards are
 one transaction.

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fibric import errors, ids, timefmt
-from fibric.store import claims, outbox, pages, stamps, webhooks
+from fibric.store import claims, outbox, pages, stamps, webhook_store
 from fibric.store import state as state_module
 
 STATUSES = ("pending", "delivered", "failed")
@@ -94,10 +94,10 @@ def fan_out(state: state_module.StateStore, *, now: datetime | None = None, limi
     with state.backend.transaction(write=True) as cur:
         now = now or stamps.db_now(cur, state.dialect)
         events = outbox.claim(cur, state.dialect, limit=limit)
-        endpoints: dict[str, list[webhooks.Endpoint]] = {}
+        endpoints: dict[str, list[webhook_store.Endpoint]] = {}
         for event in events:
             if event.tenant_id not in endpoints:
-                endpoints[event.tenant_id] = webhooks.of_tenant(cur, event.tenant_id)
+                endpoints[event.tenant_id] = webhook_store.of_tenant(cur, event.tenant_id)
             body = json.dumps(event.envelope(), separators=(",", ":"), ensure_ascii=False)
             for endpoint in endpoints[event.tenant_id]:
                 if endpoint.enabled and endpoint.subscribes(event.type):
@@ -106,7 +106,9 @@ def fan_out(state: state_module.StateStore, *, now: datetime | None = None, limi
         return len(events)
 
 
-def create_test(state: state_module.StateStore, endpoint: webhooks.Endpoint, *, now: datetime) -> Delivery:
+def create_test(
+    state: state_module.StateStore, endpoint: webhook_store.Endpoint, *, now: datetime
+) -> Delivery:
     """A `webhook.test` delivery to this one endpoint, due now."""
     event_id = outbox.new_event_id()
     envelope = {
@@ -193,7 +195,7 @@ def _within_allowance(
 
 
 def record(
-    state: state_module.StateStore, delivery: Delivery, endpoint: webhooks.Endpoint, outcome: Outcome,
+    state: state_module.StateStore, delivery: Delivery, endpoint: webhook_store.Endpoint, outcome: Outcome,
     *, on_database_clock: bool = False,
 ) -> str | None:
     """Write the attempt and the delivery's next state; returns a reason if the endpoint got disabled.
@@ -224,9 +226,9 @@ def record(
              attempt.duration_ms, attempt.status_code, attempt.error),
         )
         if outcome.status == "delivered":
-            webhooks.record_success(cur, endpoint, attempt.started_at)
+            webhook_store.record_success(cur, endpoint, attempt.started_at)
             return None
-        return webhooks.record_failure(
+        return webhook_store.record_failure(
             cur, endpoint, attempt.started_at, attempt.error or f"HTTP {attempt.status_code}",
             gone=outcome.gone, disable_after_seconds=outcome.disable_after_seconds,
         )
@@ -299,7 +301,7 @@ def attempts_of(
     return found
 
 
-def _insert(cur: Any, endpoint: webhooks.Endpoint, event_id: str, event_type: str, body: str,
+def _insert(cur: Any, endpoint: webhook_store.Endpoint, event_id: str, event_type: str, body: str,
             now: datetime) -> str:
     delivery_id = new_id()
     stamp = stamps.stamp(now)

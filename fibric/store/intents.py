@@ -15,7 +15,7 @@ Two records, both in the state store:
   events exist exactly when a completed intent does. An intent still pending
   after a crash tells recovery that a receipt may be missing.
 
-Receipts live in DuckDB (fibric/store/receipts.py), a different database, so
+Receipts live in DuckDB (fibric/store/receipt_store.py), a different database, so
 "receipt written" and "intent completed" are two commits: the receipt comes
 first, and recovery completes an intent whose receipt already exists.
 """
@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fibric import errors
-from fibric.store import claims, leases, outbox, plans, receipts, runs, stamps
+from fibric.store import claims, leases, outbox, plan_store, receipt_store, run_store, stamps
 from fibric.store import state as state_module
 
 _INTENT_COLUMNS = (
@@ -123,13 +123,13 @@ def finish_execution(
 
 def conclude(
     state: state_module.StateStore,
-    plan: plans.Plan,
+    plan: plan_store.Plan,
     *,
     results: Sequence[Mapping[str, Any]],
     entities: Iterable[str],
     holder: str,
-    events_of: Callable[[plans.Plan], Events],
-) -> plans.Plan:
+    events_of: Callable[[plan_store.Plan], Events],
+) -> plan_store.Plan:
     """The end of an execution, in one durable transaction: the plan's results (`blocked` when every
     approved action was refused, else `executed`; declined ones do not count), the applied actions
     counted on its run, the execution finished with `events_of(plan)` enqueued, and `holder`'s
@@ -141,11 +141,11 @@ def conclude(
     ran = [r for r in results if r["outcome"] != "declined"]
     status = "blocked" if all(r["outcome"] == "refused" for r in ran) else "executed"
     with state.backend.transaction(write=True) as cur:
-        final, recorded = plans.record_results_in(cur, plan.tenant_id, plan.id, status=status,
-                                                  results=results)
+        final, recorded = plan_store.record_results_in(cur, plan.tenant_id, plan.id, status=status,
+                                                       results=results)
         applied = sum(r["outcome"] == "applied" for r in results)
         if recorded and plan.run_id is not None and applied:  # the operator's last_run counts what ran
-            runs.add_applied_in(cur, plan.tenant_id, plan.run_id, applied)
+            run_store.add_applied_in(cur, plan.tenant_id, plan.run_id, applied)
         _finish(cur, plan.tenant_id, plan.id, reseller_id=plan.reseller_id, events=events_of(final))
         leases.release_in(cur, plan.tenant_id, entities, holder)
     return final
@@ -174,7 +174,7 @@ def abandon_execution(state: state_module.StateStore, tenant_id: str, plan_id: s
         )
         if cur.rowcount != 1:
             return False
-        return plans.unapprove(cur, tenant_id, plan_id)
+        return plan_store.unapprove(cur, tenant_id, plan_id)
 
 
 def stale_executions(state: state_module.StateStore, *, limit: int = 100) -> list[Execution]:
@@ -281,9 +281,9 @@ def complete(state: state_module.StateStore, intent: Intent, receipt_id: str, *,
 def settle(
     state: state_module.StateStore,
     intent: Intent | None,
-    new: receipts.NewReceipt,
-    events_of: Callable[[receipts.Receipt], Events],
-) -> receipts.Receipt:
+    new: receipt_store.NewReceipt,
+    events_of: Callable[[receipt_store.Receipt], Events],
+) -> receipt_store.Receipt:
     """Write an action's receipt, complete its intent and enqueue its webhook events: one transaction.
 
     So a receipt, its intent's completion and its events are all committed or
@@ -294,17 +294,17 @@ def settle(
     AlreadyApplied when an `applied` receipt for the key exists already.
     """
     lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
-    prepared = receipts.prepare(new)  # before the write lock is taken
+    prepared = receipt_store.prepare(new)  # before the write lock is taken
     with state.backend.transaction(write=True, durable=False) as cur:  # synced by the next durable commit
         if intent is not None:
             cur.execute(f"SELECT state, receipt_id FROM intents WHERE id = ?{lock}", (intent.id,))
             row = cur.fetchone()
             if row is not None and row[0] == "completed" and row[1] is not None:
-                cur.execute(f"SELECT {receipts.COLUMNS} FROM receipts WHERE id = ?", (row[1],))
+                cur.execute(f"SELECT {receipt_store.COLUMNS} FROM receipts WHERE id = ?", (row[1],))
                 written = cur.fetchone()
                 if written is not None:
-                    return receipts.from_row(written)
-        receipt = receipts.append(cur, state.dialect, prepared)
+                    return receipt_store.from_row(written)
+        receipt = receipt_store.append(cur, state.dialect, prepared)
         if intent is not None:
             cur.execute(
                 "UPDATE intents SET state = 'completed', receipt_id = ?, completed_at = ?"

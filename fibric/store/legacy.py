@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from fibric import errors
-from fibric.store import audit, receipts
+from fibric.store import chain_audit, receipt_store
 from fibric.store import state as state_module
 
 log = logging.getLogger(__name__)
 LEDGER_FILE = "receipts.duckdb"
 # The file has the columns of its release: fields added since read as null.
-_LEGACY_COLUMNS = ", ".join("NULL" if f in receipts.LATER_FIELDS else c
-                            for f, c in zip(receipts.FIELDS, receipts.COLUMNS.split(", "), strict=True))
+_LEGACY_COLUMNS = ", ".join("NULL" if f in receipt_store.LATER_FIELDS else c
+                            for f, c in zip(receipt_store.FIELDS, receipt_store.COLUMNS.split(", "),
+                                            strict=True))
 IMPORTED_SUFFIX = ".imported"
 
 
@@ -69,7 +70,7 @@ def _read(path: Path) -> list[tuple[Any, ...]]:
 
 
 class _Rows:
-    """The file's rows as a chain source for audit.verify."""
+    """The file's rows as a chain source for chain_audit.verify."""
 
     def __init__(self, rows: list[tuple[Any, ...]]) -> None:
         self._by_tenant: dict[str, list[tuple[Any, ...]]] = {}
@@ -84,19 +85,19 @@ class _Rows:
 
     def with_hash(self, tenant_id: str, chain_hash: str) -> str | None:
         rows = self._by_tenant.get(tenant_id, [])
-        return next((str(r[2]) for r in rows if r[receipts.HASH] == chain_hash), None)
+        return next((str(r[2]) for r in rows if r[receipt_store.HASH] == chain_hash), None)
 
 
 def _check_chains(path: Path, rows: list[tuple[Any, ...]]) -> None:
     source = _Rows(rows)
-    broken = [r.broken for r in audit.verify(source, source.tenants()) if r.broken is not None]
+    broken = [r.broken for r in chain_audit.verify(source, source.tenants()) if r.broken is not None]
     if broken:
         raise errors.PermanentError(
             f"{path} cannot be imported: {broken[0].describe()}; verify it with an earlier release, "
             "move it aside, and start again")
     applied: set[tuple[str, str]] = set()
     for row in rows:
-        values = dict(zip(receipts.FIELDS, row, strict=True))
+        values = dict(zip(receipt_store.FIELDS, row, strict=True))
         if values["outcome"] == "applied":
             key = (str(values["tenant_id"]), str(values["idempotency_key"]))
             if key in applied:  # the receipts of record allow one, by a unique index
@@ -111,7 +112,8 @@ def _insert(state: state_module.StateStore, path: Path, rows: list[tuple[Any, ..
     with state.backend.transaction(write=True) as cur:
         cur.execute("SELECT hash FROM receipts WHERE id = ?", (rows[0][2],))
         found = cur.fetchone()
-        if found is not None and found[0] == rows[0][receipts.HASH]:  # imported; a crash kept the file's name
+        # imported; a crash kept the file's name
+        if found is not None and found[0] == rows[0][receipt_store.HASH]:
             return
         cur.execute("SELECT DISTINCT tenant_id FROM receipts")
         recorded = {str(r[0]) for r in cur.fetchall()}
@@ -120,11 +122,11 @@ def _insert(state: state_module.StateStore, path: Path, rows: list[tuple[Any, ..
             raise errors.PermanentError(
                 f"{path} holds receipts of tenant(s) {', '.join(clash)}, which already have receipts of "
                 "record; the two cannot both be their chain. Move the file aside to start without it")
-        marks = ", ".join("?" for _ in receipts.FIELDS)
+        marks = ", ".join("?" for _ in receipt_store.FIELDS)
         for row in rows:
-            values = receipts.values_of(row)
-            cur.execute(f"INSERT INTO receipts ({receipts.COLUMNS}) VALUES ({marks})",
-                        [receipts.stored(f, values[f]) for f in receipts.FIELDS])
+            values = receipt_store.values_of(row)
+            cur.execute(f"INSERT INTO receipts ({receipt_store.COLUMNS}) VALUES ({marks})",
+                        [receipt_store.stored(f, values[f]) for f in receipt_store.FIELDS])
             heads[values["tenant_id"]] = (values["tenant_seq"], values["hash"])
         for tenant_id, (tenant_seq, head_hash) in heads.items():
             cur.execute("INSERT INTO receipt_heads (tenant_id, tenant_seq, hash) VALUES (?, ?, ?)",

@@ -116,7 +116,7 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
         3,
         "connector tool pins",
         [
-            # One pin per tool; only an acknowledgement overwrites one (fibric/store/pins.py).
+            # One pin per tool; only an acknowledgement overwrites one (fibric/store/pin_store.py).
             """CREATE TABLE connector_tool_pins (
                 tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
                 connector TEXT NOT NULL,
@@ -150,7 +150,7 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
         5,
         "event routing, operator runs, schedules",
         [
-            # An event is routed once (fibric/store/routing.py); events stored before this
+            # An event is routed once (fibric/store/routing_store.py); events stored before this
             # migration count as routed, so an upgrade does not replay history into operators.
             "ALTER TABLE events ADD COLUMN routed_at TEXT",
             "UPDATE events SET routed_at = received_at",
@@ -497,7 +497,7 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
         15,
         "receipts name the API request and the trace that disposed of them",
         [
-            # Receipts written before have neither; their hash leaves an absent one out (receipts.py).
+            # Receipts written before have neither; their hash leaves an absent one out (receipt_store.py).
             "ALTER TABLE receipts ADD COLUMN request_id TEXT",
             "ALTER TABLE receipts ADD COLUMN trace_id TEXT",
         ],

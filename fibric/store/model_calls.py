@@ -3,7 +3,7 @@
 Why a model proposed what it did, and what it cost, must be answerable after
 the fact: each attempt's request (the operator's `sensitive` event fields
 masked), the provider's answer, finish reason, token usage, latency and error
-are stored when the run finishes (fibric/controller/runs.py). GET /v1/runs/{id}
+are stored when the run finishes (fibric/controller/operator_runs.py). GET /v1/runs/{id}
 shows a run's calls; an operator's `model_usage` counts them; the sealer copies
 them into the auditors' ledger, where SQL reads them as `model_calls` beside
 `receipts` (fibric/store/sealed.py).

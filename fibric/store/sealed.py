@@ -1,6 +1,6 @@
 """The auditors' ledger: receipts of record, sealed into DuckLake in tenant_seq order, exactly once.
 
-The state store is the system of record (fibric/store/receipts.py); this is
+The state store is the system of record (fibric/store/receipt_store.py); this is
 the copy auditors query with SQL. A DuckLake lake keeps the receipts as
 Parquet files, partitioned by tenant (`<data path>/main/receipts/
 tenant_id=<id>/*.parquet`), with a catalog that says which files make up the
@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from fibric import errors, settings
-from fibric.store import filemodes, ledger_access
+from fibric.store import filemodes, ledger_access, receipt_store
 from fibric.store import model_calls as calls_record
-from fibric.store import receipts as record
 
 CATALOG_FILE = "ledger.ducklake"  # beside state.db
 DATA_DIR = "ledger"
@@ -71,10 +70,11 @@ _CALL_COLUMNS = ", ".join(calls_record.FIELDS)
 _INSERT_CALLS = (f"INSERT INTO {CALLS_TABLE} ({_CALL_COLUMNS}) SELECT {_CALL_COLUMNS} FROM "
                  f"(SELECT unnest(from_json(?::JSON, '[{_CALL_ROW}]'), recursive := true))")
 _TYPES = {"seq": "BIGINT", "tenant_seq": "BIGINT", "at": "TIMESTAMP"}  # the rest arrive as text
-_ROW = json.dumps({("disposed_at" if f == "at" else f): _TYPES.get(f, "VARCHAR") for f in record.FIELDS})
+_ROW = json.dumps({("disposed_at" if f == "at" else f): _TYPES.get(f, "VARCHAR")
+                   for f in receipt_store.FIELDS})
 # A batch is one JSON parameter, unnested into rows in SQL: binding thousands of rows one
 # parameter at a time (executemany) costs far more than the insert itself.
-_INSERT = (f"INSERT INTO {TABLE} ({record.COLUMNS}) SELECT {record.COLUMNS} FROM "
+_INSERT = (f"INSERT INTO {TABLE} ({receipt_store.COLUMNS}) SELECT {receipt_store.COLUMNS} FROM "
            f"(SELECT unnest(from_json(?::JSON, '[{_ROW}]'), recursive := true))")
 
 
@@ -131,7 +131,7 @@ class SealedLedger:
                 self._marks = {str(t): int(n) for t, n in rows}
             return dict(self._marks)
 
-    def seal(self, batch: Sequence[record.Receipt]) -> int:
+    def seal(self, batch: Sequence[receipt_store.Receipt]) -> int:
         """Append receipts (each tenant's next ones, in tenant_seq order) in one commit; how many.
 
         A receipt at or below its tenant's mark is skipped (sealed already), and
@@ -205,8 +205,8 @@ class SealedLedger:
         """The tenant's sealed rows in tenant_seq order (what `audit verify` compares with the record)."""
         cur = self._cursor().cursor()
         try:
-            cur.execute(f"SELECT {record.COLUMNS} FROM {TABLE} WHERE tenant_id = ? ORDER BY tenant_seq, seq",
-                        [tenant_id])
+            cur.execute(f"SELECT {receipt_store.COLUMNS} FROM {TABLE} "
+                        "WHERE tenant_id = ? ORDER BY tenant_seq, seq", [tenant_id])
             while chunk := cur.fetchmany(batch):
                 yield from chunk
         finally:
@@ -291,14 +291,14 @@ def open_for(config: settings.StoreSettings, *, read_only: bool = False) -> Seal
                         schema=config.ledger_schema, read_only=read_only)
 
 
-def seal_pending(ledger: record.StoreLedger, lake: SealedLedger, *,
-                 batch: int = 5_000) -> list[record.Receipt]:
+def seal_pending(ledger: receipt_store.StoreLedger, lake: SealedLedger, *,
+                 batch: int = 5_000) -> list[receipt_store.Receipt]:
     """One sealing pass: each tenant's receipts of record past its mark (up to `batch`), sealed; which.
 
     Blocking: the state store's reads and one DuckLake commit.
     """
     marks = lake.marks()
-    pending: list[record.Receipt] = []
+    pending: list[receipt_store.Receipt] = []
     for tenant_id, head in ledger.heads().items():
         mark = marks.get(tenant_id, 0)
         if head > mark:
@@ -325,7 +325,7 @@ def rows_in(files: Sequence[str], tenant_id: str, batch: int = 10_000) -> Iterat
     conn = duckdb.connect(":memory:", config=dict(CONFIG))
     try:
         listed = ", ".join(_literal(f) for f in files)
-        cur = conn.execute(f"SELECT {record.COLUMNS} FROM {parquet(listed)}"
+        cur = conn.execute(f"SELECT {receipt_store.COLUMNS} FROM {parquet(listed)}"
                            " WHERE tenant_id = ? ORDER BY tenant_seq, seq", [tenant_id])
         while chunk := cur.fetchmany(batch):
             yield from chunk
@@ -353,13 +353,13 @@ def _lake_time(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def _row(item: record.Receipt) -> dict[str, Any]:
+def _row(item: receipt_store.Receipt) -> dict[str, Any]:
     """One receipt as an object of _ROW: JSON fields as their text, the time as naive UTC ISO text."""
     values: dict[str, Any] = {}
-    for name in record.FIELDS:
+    for name in receipt_store.FIELDS:
         value = getattr(item, name)
-        if name in record.JSON_FIELDS:
-            value = record.stored(name, value)
+        if name in receipt_store.JSON_FIELDS:
+            value = receipt_store.stored(name, value)
         elif name == "at":
             value = _lake_time(value).isoformat(timespec="microseconds")
         values["disposed_at" if name == "at" else name] = value

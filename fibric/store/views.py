@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 from fibric import timefmt
 
 if TYPE_CHECKING:
-    from fibric.store import plans, receipts, runs
+    from fibric.store import plan_store, receipt_store, run_store
 
 _ACTION_FIELDS = frozenset({"capability", "entity_key", "idempotency_key", "args", "decision"})
 
 
-def run(run: runs.Run) -> dict[str, Any]:
+def run(run: run_store.Run) -> dict[str, Any]:
     return {
         "id": run.id,
         "object": "run",
@@ -39,7 +39,7 @@ def run(run: runs.Run) -> dict[str, Any]:
     }
 
 
-def plan_summary(plan: plans.Plan) -> dict[str, Any]:
+def plan_summary(plan: plan_store.Plan) -> dict[str, Any]:
     return {
         "id": plan.id,
         "object": "execution_plan",
@@ -52,7 +52,7 @@ def plan_summary(plan: plans.Plan) -> dict[str, Any]:
     }
 
 
-def plan(plan: plans.Plan) -> dict[str, Any]:
+def plan(plan: plan_store.Plan) -> dict[str, Any]:
     return {
         "id": plan.id,
         "object": "execution_plan",
@@ -84,7 +84,7 @@ def plan_action(action: dict[str, Any]) -> dict[str, Any]:
             **{k: v for k, v in action.items() if k not in _ACTION_FIELDS}}
 
 
-def receipt_summary(receipt: receipts.Receipt) -> dict[str, Any]:
+def receipt_summary(receipt: receipt_store.Receipt) -> dict[str, Any]:
     return {
         "id": receipt.id,
         "object": "receipt",
@@ -97,7 +97,7 @@ def receipt_summary(receipt: receipts.Receipt) -> dict[str, Any]:
     }
 
 
-def receipt(receipt: receipts.Receipt) -> dict[str, Any]:
+def receipt(receipt: receipt_store.Receipt) -> dict[str, Any]:
     return {
         "id": receipt.id,
         "object": "receipt",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fibric import store
-from fibric.store import plans, receipts
+from fibric.store import plan_store, receipt_store
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 instead of httpx; the client behaves the same.
@@ -108,14 +108,14 @@ def action(capability: str, key: str, decision: str = "ALLOW", entity: str = "or
             "decision": decision}
 
 
-def new_receipt(tenant: store.Tenant, **fields: Any) -> receipts.NewReceipt:
+def new_receipt(tenant: store.Tenant, **fields: Any) -> receipt_store.NewReceipt:
     values: dict[str, Any] = {
         "reseller_id": tenant.reseller_id, "tenant_id": tenant.id, "operator_id": "op_8f2a1c",
         "operator": "ship-risk", "capability": "orders.hold", "entity_key": "order:SO-10884",
         "idempotency_key": "ship-risk:SO-10884:hold", "decision": "ALLOW", "outcome": "applied",
         "rule": "orders.hold", **fields,
     }
-    return receipts.NewReceipt(**values)
+    return receipt_store.NewReceipt(**values)
 
 
 class Executor:
@@ -126,12 +126,12 @@ class Executor:
     receipt is appended for every action run.
     """
 
-    def __init__(self, state: store.StateStore, ledger: receipts.StoreLedger) -> None:
+    def __init__(self, state: store.StateStore, ledger: receipt_store.StoreLedger) -> None:
         self.state = state
         self.ledger = ledger
         self.calls: list[tuple[str, str, list[str] | None]] = []
 
-    def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> plans.Plan:
+    def execute(self, plan: plan_store.Plan, *, only_actions: Sequence[str] | None) -> plan_store.Plan:
         self.calls.append((plan.id, plan.status, list(only_actions) if only_actions else None))
         reseller_id = plan.reseller_id
         results = []
@@ -142,7 +142,7 @@ class Executor:
             outcome = "refused" if decision == "BLOCK" else "applied"
             if outcome == "applied" and self.ledger.applied(plan.tenant_id, item["idempotency_key"]):
                 decision, outcome = "DEDUP", "deduplicated"
-            receipt = self.ledger.append(receipts.NewReceipt(
+            receipt = self.ledger.append(receipt_store.NewReceipt(
                 reseller_id=reseller_id, tenant_id=plan.tenant_id, operator_id=plan.operator_id,
                 operator="ship-risk", capability=item["capability"], entity_key=item["entity_key"],
                 idempotency_key=item["idempotency_key"], decision=decision, outcome=outcome,
@@ -155,4 +155,4 @@ class Executor:
                 result["rule"] = item["capability"]
             results.append(result)
         status = "blocked" if all(r["outcome"] == "refused" for r in results) else "executed"
-        return plans.record_results(self.state, plan.tenant_id, plan.id, status=status, results=results)
+        return plan_store.record_results(self.state, plan.tenant_id, plan.id, status=status, results=results)

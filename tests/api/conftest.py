@@ -14,7 +14,7 @@ from api_support import MAX_BODY, Recorder, TestClient
 
 from fibric import settings, store
 from fibric.api import create_app
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 ALL_SCOPES = frozenset(store.SCOPES)
 
@@ -25,7 +25,7 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def app(state: store.StateStore, recorder: Recorder, ledger: receipts.Ledger) -> Any:
+def app(state: store.StateStore, recorder: Recorder, ledger: receipt_store.Ledger) -> Any:
     config = settings.Settings(server=settings.ServerSettings(max_body_bytes=MAX_BODY))
     return create_app(config, state, recorder, receipts=ledger)
 

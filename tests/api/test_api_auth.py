@@ -9,7 +9,7 @@ from api_support import TestClient, error_of, policy_doc
 
 from fibric import settings, store
 from fibric.api import create_app
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 ROUTES = [
     ("GET", "/v1/operators"),
@@ -179,7 +179,7 @@ def test_a_key_revoked_after_use_is_401_everywhere(
 
 
 def test_a_revoked_key_stops_spending_its_tenants_budget(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     app = create_app(settings.Settings(rate_limits=settings.RateLimitSettings(reads_per_minute=5)),
                      state, receipts=ledger)

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 
 from fibric import settings, store
 from fibric.api import create_app
-from fibric.store import plans, receipts
+from fibric.store import plan_store, receipt_store
 
 MAX_EXAMPLES = 20
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -45,7 +45,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture
-def fuzzed(state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger) -> tuple[Any, str]:
+def fuzzed(state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger) -> tuple[Any, str]:
     """An app with budgets the fuzz cannot exhaust, some objects to find, and an all-scopes key."""
     config = settings.Settings(
         server=settings.ServerSettings(max_body_bytes=MAX_BODY),
@@ -57,9 +57,9 @@ def fuzzed(state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledge
     client = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
     apply(client, [policy_doc("guard"), connector_doc("magento"), operator_doc("ship-risk", "guard")])
     operator = client.get("/v1/operators/ship-risk").json()["id"]
-    plans.propose(state, tenant.id, operator_id=operator, actions=[action("orders.hold", "k1")],
-                  policy_id=None)
-    ledger.append(receipts.NewReceipt(
+    plan_store.propose(state, tenant.id, operator_id=operator, actions=[action("orders.hold", "k1")],
+                       policy_id=None)
+    ledger.append(receipt_store.NewReceipt(
         reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id=operator, operator="ship-risk",
         capability="orders.hold", entity_key="order:1", idempotency_key="k1", decision="ALLOW",
         outcome="applied"))

@@ -14,7 +14,7 @@ from live_server import serving
 
 from fibric import settings, store
 from fibric.api import create_app
-from fibric.store import plans, receipts
+from fibric.store import plan_store, receipt_store
 
 REGO = "package fibric.guard\n"
 
@@ -110,7 +110,7 @@ def test_a_request_that_changed_nothing_saves_nothing(client: TestClient, state:
 
 
 def test_a_rate_limited_request_saves_nothing(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     limited = settings.Settings(rate_limits=settings.RateLimitSettings(writes_per_minute=1))
     app = create_app(limited, state, receipts=ledger)
@@ -168,12 +168,12 @@ def test_a_key_still_running_is_409_and_an_abandoned_one_is_taken_over(
 class SlowExecutor(Executor):
     """Holds every approval until released, so a second request meets the first in flight."""
 
-    def __init__(self, state: store.StateStore, ledger: receipts.Ledger) -> None:
+    def __init__(self, state: store.StateStore, ledger: receipt_store.Ledger) -> None:
         super().__init__(state, ledger)
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> plans.Plan:
+    def execute(self, plan: plan_store.Plan, *, only_actions: Sequence[str] | None) -> plan_store.Plan:
         self.entered.set()
         assert self.release.wait(timeout=20)
         return super().execute(plan, only_actions=only_actions)
@@ -188,12 +188,12 @@ def http(app: Any, state: store.StateStore, tenant: store.Tenant) -> Iterator[ht
 
 
 def test_a_concurrent_request_with_a_running_key_is_409(
-    app: Any, http: httpx.Client, state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    app: Any, http: httpx.Client, state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     executor = SlowExecutor(state, ledger)
     app.state.executor = executor
-    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[action("a.b", "k1")],
-                         policy_id=None)
+    plan = plan_store.propose(state, tenant.id, operator_id="op_1", actions=[action("a.b", "k1")],
+                              policy_id=None)
     headers = {"Idempotency-Key": f"approve-{plan.id}"}
     results: list[httpx.Response] = []
     first = threading.Thread(target=lambda: results.append(
@@ -216,7 +216,7 @@ def test_a_concurrent_request_with_a_running_key_is_409(
 
 
 def test_keys_are_shared_by_every_replica_of_the_store(
-    store_location: str, tenant: store.Tenant, ledger: receipts.Ledger, state: store.StateStore
+    store_location: str, tenant: store.Tenant, ledger: receipt_store.Ledger, state: store.StateStore
 ) -> None:
     config = settings.Settings(server=settings.ServerSettings(max_body_bytes=MAX_BODY))
     other_process_store = store.open_store(store_location)

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from fibric import store
 from fibric.api import schemas
-from fibric.store import plans, receipts
+from fibric.store import plan_store, receipt_store
 
 COMPONENTS = ["Operator", "OperatorList", "Connector", "ConnectorList", "Event", "EventList",
               "ExecutionPlan", "ExecutionPlanSummary", "ExecutionPlanList", "PlanAction", "PlanResult",
@@ -63,12 +63,12 @@ def fields(model: type[BaseModel], *, only_required: bool = False) -> set[str]:
 
 
 def test_components_name_exactly_the_fields_routes_return(
-    app: Any, client: TestClient, state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger,
+    app: Any, client: TestClient, state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger,
 ) -> None:
     apply(client, [policy_doc("guard"), connector_doc("magento"), operator_doc("ship-risk", "guard")])
     operator_id = client.get("/v1/operators/ship-risk").json()["id"]
-    plan = plans.propose(state, tenant.id, operator_id=operator_id, actions=[action("orders.hold", "k1")],
-                         policy_id=None)
+    plan = plan_store.propose(state, tenant.id, operator_id=operator_id,
+                              actions=[action("orders.hold", "k1")], policy_id=None)
     receipt = ledger.append(new_receipt(tenant))
     event = client.post("/v1/events", json={"type": "a.b", "entity_key": "e", "idempotency_key": "k",
                                             "data": {}}).json()

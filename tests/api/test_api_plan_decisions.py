@@ -16,7 +16,7 @@ from api_support import TestClient, action, apply, error_of, fields_of, operator
 
 from fibric import store
 from fibric.controller import declines
-from fibric.store import outbox, plans, receipts
+from fibric.store import outbox, plan_store, receipt_store
 
 ACTIONS = [
     action("orders.hold", "ship-risk:SO-10884:hold", "ALLOW", reason="will miss ship-by date"),
@@ -32,10 +32,10 @@ def operator(client: TestClient) -> str:
 
 
 def propose(state: store.StateStore, tenant: store.Tenant, operator: str, *,
-            ttl: timedelta | None = None) -> plans.Plan:
-    return plans.propose(state, tenant.id, operator_id=operator, actions=ACTIONS, policy_id="pol_22b9",
-                         operator_name="ship-risk", run_id="run_0123456789abcdef",
-                         event_ids=["ev_1", "ev_2"], ttl=ttl)
+            ttl: timedelta | None = None) -> plan_store.Plan:
+    return plan_store.propose(state, tenant.id, operator_id=operator, actions=ACTIONS, policy_id="pol_22b9",
+                              operator_name="ship-risk", run_id="run_0123456789abcdef",
+                              event_ids=["ev_1", "ev_2"], ttl=ttl)
 
 
 def events_of(state: store.StateStore, type_: str) -> list[dict[str, Any]]:
@@ -64,7 +64,7 @@ def test_a_plan_shows_its_run_events_operator_and_expiry(
 
 def test_reject_declines_every_action_with_the_key_and_reason_on_each_receipt(
     alice: tuple[TestClient, str], state: store.StateStore, tenant: store.Tenant, operator: str,
-    ledger: receipts.StoreLedger,
+    ledger: receipt_store.StoreLedger,
 ) -> None:
     approver, key_id = alice
     plan = propose(state, tenant, operator)
@@ -93,7 +93,7 @@ def test_reject_declines_every_action_with_the_key_and_reason_on_each_receipt(
 
 def test_a_decided_plan_cannot_be_rejected_or_approved_again(
     client: TestClient, state: store.StateStore, tenant: store.Tenant, operator: str,
-    ledger: receipts.StoreLedger,
+    ledger: receipt_store.StoreLedger,
 ) -> None:
     plan = propose(state, tenant, operator)
     assert client.post(f"/v1/plans/{plan.id}/reject", json={"reason": "no"}).status_code == 200
@@ -107,7 +107,7 @@ def test_a_decided_plan_cannot_be_rejected_or_approved_again(
 
 def test_reject_needs_a_reason_and_the_digest_shown_and_writes_nothing_otherwise(
     client: TestClient, state: store.StateStore, tenant: store.Tenant, operator: str,
-    ledger: receipts.StoreLedger,
+    ledger: receipt_store.StoreLedger,
 ) -> None:
     plan = propose(state, tenant, operator)
     assert fields_of(error_of(client.post(f"/v1/plans/{plan.id}/reject", json={}),
@@ -117,7 +117,7 @@ def test_reject_needs_a_reason_and_the_digest_shown_and_writes_nothing_otherwise
     stale = error_of(client.post(f"/v1/plans/{plan.id}/reject",
                                  json={"reason": "no", "digest": "sha256:" + "0" * 64}), 409, "conflict")
     assert plan.digest in stale["message"]
-    assert plans.get(state, tenant.id, plan.id).status == "proposed"
+    assert plan_store.get(state, tenant.id, plan.id).status == "proposed"
     assert ledger.list_receipts(tenant.id) == []
 
 
@@ -127,7 +127,7 @@ def test_rejecting_takes_the_approve_scope(
     plan = propose(state, tenant, operator)
     reader = make_client(tenant, frozenset({"plans:read"}))
     error_of(reader.post(f"/v1/plans/{plan.id}/reject", json={"reason": "no"}), 403, "insufficient_scope")
-    assert plans.get(state, tenant.id, plan.id).status == "proposed"
+    assert plan_store.get(state, tenant.id, plan.id).status == "proposed"
 
 
 @pytest.mark.parametrize("verb", ["approve", "reject"])
@@ -144,12 +144,12 @@ def test_another_tenants_plan_reads_as_not_found(
 
     assert error_of(foreign, 404, "not_found")["message"].replace(theirs.id, "<id>") == \
         error_of(missing, 404, "not_found")["message"].replace("pl_0000000000000000", "<id>")
-    assert plans.get(state, other_tenant.id, theirs.id).status == "proposed"
+    assert plan_store.get(state, other_tenant.id, theirs.id).status == "proposed"
 
 
 def test_an_expired_plan_is_refused_naming_why_and_its_actions_are_declined(
     client: TestClient, state: store.StateStore, tenant: store.Tenant, operator: str,
-    ledger: receipts.StoreLedger,
+    ledger: receipt_store.StoreLedger,
 ) -> None:
     plan = propose(state, tenant, operator, ttl=timedelta(microseconds=1))
 
@@ -168,7 +168,7 @@ def test_an_expired_plan_is_refused_naming_why_and_its_actions_are_declined(
 
 
 def test_the_expiry_pass_closes_plans_past_their_time_and_only_those(
-    state: store.StateStore, tenant: store.Tenant, operator: str, ledger: receipts.StoreLedger,
+    state: store.StateStore, tenant: store.Tenant, operator: str, ledger: receipt_store.StoreLedger,
 ) -> None:
     late = propose(state, tenant, operator, ttl=timedelta(microseconds=1))
     waiting = propose(state, tenant, operator, ttl=timedelta(hours=1))
@@ -177,13 +177,13 @@ def test_the_expiry_pass_closes_plans_past_their_time_and_only_those(
     assert declines.expire_due(state) == 1
     assert declines.expire_due(state) == 0  # closed once
 
-    assert [plans.get(state, tenant.id, p.id).status for p in (late, waiting, forever)] == [
+    assert [plan_store.get(state, tenant.id, p.id).status for p in (late, waiting, forever)] == [
         "expired", "proposed", "proposed"]
     assert {r.plan_id for r in ledger.list_receipts(tenant.id)} == {late.id}
 
 
 def test_a_racing_rejection_and_expiry_close_the_plan_once(
-    state: store.StateStore, tenant: store.Tenant, operator: str, ledger: receipts.StoreLedger,
+    state: store.StateStore, tenant: store.Tenant, operator: str, ledger: receipt_store.StoreLedger,
 ) -> None:
     plan = propose(state, tenant, operator, ttl=timedelta(hours=1))
     rejected = declines.reject(state, tenant.id, plan.id, reason="no",

@@ -23,7 +23,7 @@ from live_server import serving
 
 from fibric import settings, store
 from fibric.api import create_app
-from fibric.store import plans, receipts
+from fibric.store import plan_store, receipt_store
 
 ACTIONS = [
     action("orders.hold", "ship-risk:SO-10884:hold", "ALLOW", reason="will miss ship-by date"),
@@ -38,23 +38,23 @@ def operator_id(client: TestClient, name: str = "ship-risk") -> str:
 
 
 def propose(state: store.StateStore, tenant: store.Tenant, operator: str,
-            actions: Sequence[dict[str, Any]] = ACTIONS) -> plans.Plan:
-    return plans.propose(state, tenant.id, operator_id=operator, actions=actions, policy_id="pol_22b9")
+            actions: Sequence[dict[str, Any]] = ACTIONS) -> plan_store.Plan:
+    return plan_store.propose(state, tenant.id, operator_id=operator, actions=actions, policy_id="pol_22b9")
 
 
 @pytest.fixture
-def plan(client: TestClient, state: store.StateStore, tenant: store.Tenant) -> plans.Plan:
+def plan(client: TestClient, state: store.StateStore, tenant: store.Tenant) -> plan_store.Plan:
     return propose(state, tenant, operator_id(client))
 
 
 @pytest.fixture
-def executor(app: Any, state: store.StateStore, ledger: receipts.Ledger) -> Executor:
+def executor(app: Any, state: store.StateStore, ledger: receipt_store.Ledger) -> Executor:
     attached = Executor(state, ledger)
     app.state.executor = attached
     return attached
 
 
-def test_list_has_the_reference_shape(client: TestClient, plan: plans.Plan) -> None:
+def test_list_has_the_reference_shape(client: TestClient, plan: plan_store.Plan) -> None:
     listed = client.get("/v1/plans", params={"status": "proposed"}).json()
     assert listed["object"] == "list" and listed["has_more"] is False and listed["next_cursor"] is None
     assert listed["data"] == [{
@@ -64,7 +64,7 @@ def test_list_has_the_reference_shape(client: TestClient, plan: plans.Plan) -> N
     }]
 
 
-def test_retrieve_shows_each_action_and_its_decision(client: TestClient, plan: plans.Plan) -> None:
+def test_retrieve_shows_each_action_and_its_decision(client: TestClient, plan: plan_store.Plan) -> None:
     body = client.get(f"/v1/plans/{plan.id}").json()
     assert body["id"].startswith("pl_")
     assert body["object"] == "execution_plan"
@@ -90,7 +90,7 @@ def test_filters_by_status_and_operator(
     a = propose(state, tenant, first)
     b = propose(state, tenant, second)
     c = propose(state, tenant, first)
-    plans.approve(state, tenant.id, c.id, approver="x")
+    plan_store.approve(state, tenant.id, c.id, approver="x")
 
     def ids(**params: str) -> list[str]:
         response = client.get("/v1/plans", params=params)
@@ -106,7 +106,7 @@ def test_filters_by_status_and_operator(
 
 def test_a_filter_naming_another_tenants_operator_is_an_empty_list(
     client: TestClient, other_client: TestClient, state: store.StateStore, other_tenant: store.Tenant,
-    plan: plans.Plan,
+    plan: plan_store.Plan,
 ) -> None:
     theirs = propose(state, other_tenant, operator_id(other_client))
     assert client.get("/v1/plans", params={"operator_id": theirs.operator_id}).json()["data"] == []
@@ -127,13 +127,13 @@ def test_bad_list_parameters_are_400_naming_them(
 
 
 def test_approve_without_an_executor_fails_closed(
-    app: Any, client: TestClient, plan: plans.Plan, state: store.StateStore, tenant: store.Tenant,
-    ledger: receipts.Ledger,
+    app: Any, client: TestClient, plan: plan_store.Plan, state: store.StateStore, tenant: store.Tenant,
+    ledger: receipt_store.Ledger,
 ) -> None:
     response = client.post(f"/v1/plans/{plan.id}/approve", json={"approver": "ops@acme.com"})
     error = error_of(response, 500, "internal_error")
     assert "no executor" in error["message"] and "still proposed" in error["message"]
-    assert plans.get(state, tenant.id, plan.id).status == "proposed"
+    assert plan_store.get(state, tenant.id, plan.id).status == "proposed"
     assert ledger.list_receipts(tenant.id) == []
     # Once an executor runs, the same plan approves normally.
     app.state.executor = Executor(state, ledger)
@@ -143,7 +143,7 @@ def test_approve_without_an_executor_fails_closed(
 
 
 def test_approve_hands_the_plan_to_the_executor(
-    client: TestClient, plan: plans.Plan, executor: Executor, tenant: store.Tenant,
+    client: TestClient, plan: plan_store.Plan, executor: Executor, tenant: store.Tenant,
 ) -> None:
     response = client.post(f"/v1/plans/{plan.id}/approve", json={"approver": "ops@acme.com"})
     assert response.status_code == 200, response.text
@@ -165,7 +165,7 @@ def test_approve_hands_the_plan_to_the_executor(
 
 
 def test_the_approver_defaults_to_the_api_keys_id(
-    app: Any, state: store.StateStore, tenant: store.Tenant, plan: plans.Plan, executor: Executor
+    app: Any, state: store.StateStore, tenant: store.Tenant, plan: plan_store.Plan, executor: Executor
 ) -> None:
     key, secret = state.create_api_key(tenant.id, frozenset({"plans:approve"}))
     response = TestClient(app, headers={"Authorization": f"Bearer {secret}"}).post(
@@ -189,21 +189,21 @@ def test_a_blocked_action_stays_blocked(
 
 @pytest.mark.parametrize("status", ["approved", "executed", "blocked"])
 def test_a_plan_that_is_not_proposed_is_409_plan_not_approvable(
-    client: TestClient, state: store.StateStore, tenant: store.Tenant, plan: plans.Plan,
+    client: TestClient, state: store.StateStore, tenant: store.Tenant, plan: plan_store.Plan,
     executor: Executor, status: str,
 ) -> None:
-    plans.approve(state, tenant.id, plan.id, approver="someone")
+    plan_store.approve(state, tenant.id, plan.id, approver="someone")
     if status != "approved":
-        plans.record_results(state, tenant.id, plan.id, status=status, results=[])
+        plan_store.record_results(state, tenant.id, plan.id, status=status, results=[])
     response = client.post(f"/v1/plans/{plan.id}/approve", json={"approver": "ops@acme.com"})
     error = error_of(response, 409, "plan_not_approvable")
     assert error["message"].startswith(f"Plan {plan.id} is ")
     assert error["message"].endswith("and cannot be approved.")
     assert executor.calls == []
-    assert plans.get(state, tenant.id, plan.id).approver == "someone"
+    assert plan_store.get(state, tenant.id, plan.id).approver == "someone"
 
 
-def test_only_actions_runs_a_subset(client: TestClient, plan: plans.Plan, executor: Executor) -> None:
+def test_only_actions_runs_a_subset(client: TestClient, plan: plan_store.Plan, executor: Executor) -> None:
     body = client.post(f"/v1/plans/{plan.id}/approve",
                        json={"only_actions": ["ship-risk:SO-10884:notify"]}).json()
     assert executor.calls == [(plan.id, "approved", ["ship-risk:SO-10884:notify"])]
@@ -220,13 +220,13 @@ def test_only_actions_runs_a_subset(client: TestClient, plan: plans.Plan, execut
     ({"force": True}, "force"),
 ])
 def test_a_bad_approval_is_400_and_changes_nothing(
-    client: TestClient, plan: plans.Plan, executor: Executor, state: store.StateStore,
+    client: TestClient, plan: plan_store.Plan, executor: Executor, state: store.StateStore,
     tenant: store.Tenant, approval: dict[str, Any], field: str,
 ) -> None:
     response = client.post(f"/v1/plans/{plan.id}/approve", json=approval)
     assert fields_of(error_of(response, 400, "invalid_request")) == [field]
     assert executor.calls == []
-    assert plans.get(state, tenant.id, plan.id).status == "proposed"
+    assert plan_store.get(state, tenant.id, plan.id).status == "proposed"
 
 
 def test_another_tenants_plan_is_404_for_every_route(
@@ -241,11 +241,11 @@ def test_another_tenants_plan_is_404_for_every_route(
         assert error_of(foreign, 404, "not_found")["message"].replace(theirs.id, "<id>") == \
             error_of(absent, 404, "not_found")["message"].replace(missing, "<id>")
     assert executor.calls == []
-    assert plans.get(state, other_tenant.id, theirs.id).status == "proposed"
+    assert plan_store.get(state, other_tenant.id, theirs.id).status == "proposed"
 
 
 def test_two_approvals_at_once_execute_the_plan_once(
-    app: Any, state: store.StateStore, tenant: store.Tenant, plan: plans.Plan, executor: Executor
+    app: Any, state: store.StateStore, tenant: store.Tenant, plan: plan_store.Plan, executor: Executor
 ) -> None:
     _, secret = state.create_api_key(tenant.id, frozenset({"plans:approve"}))
     barrier = threading.Barrier(6)
@@ -263,12 +263,14 @@ def test_two_approvals_at_once_execute_the_plan_once(
 
 
 def test_an_async_executor_is_awaited(
-    app: Any, client: TestClient, plan: plans.Plan, state: store.StateStore, ledger: receipts.Ledger
+    app: Any, client: TestClient, plan: plan_store.Plan, state: store.StateStore, ledger: receipt_store.Ledger
 ) -> None:
     inner = Executor(state, ledger)
 
     class AsyncExecutor:
-        async def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> plans.Plan:
+        async def execute(
+            self, plan: plan_store.Plan, *, only_actions: Sequence[str] | None
+        ) -> plan_store.Plan:
             return inner.execute(plan, only_actions=only_actions)
 
     app.state.executor = AsyncExecutor()
@@ -288,7 +290,7 @@ def test_plans_need_their_scopes(
 
 
 def test_a_plain_executor_calling_slow_tools_leaves_the_api_answering(
-    client: TestClient, state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    client: TestClient, state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     # One quick thread, two approvals whose executors are stuck in their tools: reads still answer.
     operator = operator_id(client)
@@ -299,7 +301,7 @@ def test_a_plain_executor_calling_slow_tools_leaves_the_api_answering(
     started, release = threading.Semaphore(0), threading.Event()
 
     class SlowTools:
-        def execute(self, plan: plans.Plan, *, only_actions: Sequence[str] | None) -> plans.Plan:
+        def execute(self, plan: plan_store.Plan, *, only_actions: Sequence[str] | None) -> plan_store.Plan:
             started.release()
             release.wait(10)
             return inner.execute(plan, only_actions=only_actions)

@@ -18,7 +18,7 @@ import pytest
 from live_server import serving
 
 from fibric import store
-from fibric.api import errors, protocol
+from fibric.api import error_responses, protocol
 
 TIMEOUT = 20.0
 
@@ -66,9 +66,9 @@ def assert_reference_error(status: int, headers: httpx.Headers, body: bytes) -> 
     detail = json.loads(body)["error"]
     assert set(detail) == {"code", "message", "request_id", "docs"}
     assert detail["code"] == "invalid_request"
-    assert detail["docs"] == errors.DOCS_URL + "invalid_request"
+    assert detail["docs"] == error_responses.DOCS_URL + "invalid_request"
     assert detail["request_id"].startswith("req_")
-    assert headers[errors.REQUEST_ID_HEADER] == detail["request_id"]
+    assert headers[error_responses.REQUEST_ID_HEADER] == detail["request_id"]
     return detail
 
 

@@ -12,7 +12,7 @@ from api_support import MAX_BODY, TestClient, error_of
 
 from fibric import settings, store
 from fibric.api import create_app
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 REDIS_URL = os.environ.get("FIBRIC_TEST_REDIS_URL")
 needs_redis = pytest.mark.skipif(not REDIS_URL,
@@ -27,7 +27,7 @@ def budget(response: Any) -> tuple[int, int, int]:
 
 
 @pytest.fixture
-def build(state: store.StateStore, ledger: receipts.Ledger) -> Callable[..., Any]:
+def build(state: store.StateStore, ledger: receipt_store.Ledger) -> Callable[..., Any]:
     """An app over the shared store with these rate-limit settings."""
 
     def make(**limits: Any) -> Any:

@@ -13,11 +13,11 @@ import pytest
 from api_support import TestClient, error_of, fields_of, new_receipt
 
 from fibric import store
-from fibric.store import receipts, sealed
+from fibric.store import receipt_store, sealed
 
 
 def test_list_has_the_reference_shape(
-    client: TestClient, ledger: receipts.Ledger, tenant: store.Tenant
+    client: TestClient, ledger: receipt_store.Ledger, tenant: store.Tenant
 ) -> None:
     written = ledger.append(new_receipt(tenant))
     listed = client.get("/v1/receipts", params={"operator_id": "op_8f2a1c", "decision": "ALLOW"}).json()
@@ -30,7 +30,7 @@ def test_list_has_the_reference_shape(
 
 
 def test_retrieve_has_the_whole_record(
-    client: TestClient, ledger: receipts.Ledger, tenant: store.Tenant
+    client: TestClient, ledger: receipt_store.Ledger, tenant: store.Tenant
 ) -> None:
     written = ledger.append(new_receipt(
         tenant, triggered_by_event="ev_3a91c7", plan_id="pl_7c1a", approver="ops@acme.com",
@@ -49,14 +49,14 @@ def test_retrieve_has_the_whole_record(
         # additive
         "operator_id": "op_8f2a1c", "args": {"reason": "will miss ship-by date"}, "run_id": None,
         "policy_id": "pol_22b9", "policy_sha256": "ab" * 32, "decision": "ALLOW", "detail": None,
-        "prev_hash": receipts.GENESIS, "hash": written.hash,
+        "prev_hash": receipt_store.GENESIS, "hash": written.hash,
         "request_id": None, "trace_id": None,  # written outside a request (see test_traces.py)
         "decision_input": None,  # appended directly: no policy ran (tests/decisions/)
     }
     assert body == expected
 
 
-def test_filters(client: TestClient, ledger: receipts.Ledger, tenant: store.Tenant) -> None:
+def test_filters(client: TestClient, ledger: receipt_store.Ledger, tenant: store.Tenant) -> None:
     a = ledger.append(new_receipt(tenant))
     b = ledger.append(new_receipt(tenant, decision="BLOCK", outcome="refused", entity_key="order:2"))
     c = ledger.append(new_receipt(tenant, operator_id="op_other", operator="restock", decision="DEDUP",
@@ -88,7 +88,7 @@ def test_bad_filters_are_400_naming_them(client: TestClient, params: dict[str, s
 
 
 def test_tenants_see_only_their_receipts(
-    client: TestClient, ledger: receipts.Ledger, tenant: store.Tenant, other_tenant: store.Tenant
+    client: TestClient, ledger: receipt_store.Ledger, tenant: store.Tenant, other_tenant: store.Tenant
 ) -> None:
     theirs = ledger.append(new_receipt(other_tenant))
     assert client.get("/v1/receipts").json()["data"] == []
@@ -99,11 +99,11 @@ def test_tenants_see_only_their_receipts(
         error_of(missing, 404, "not_found")["message"].replace("rc_0000000000000000", "<id>")
     # Each tenant's hash chain starts on its own.
     ours = ledger.append(new_receipt(tenant))
-    assert ours.prev_hash == receipts.GENESIS
+    assert ours.prev_hash == receipt_store.GENESIS
 
 
 def test_a_walk_stays_exact_while_receipts_are_appended(
-    client: TestClient, ledger: receipts.Ledger, tenant: store.Tenant
+    client: TestClient, ledger: receipt_store.Ledger, tenant: store.Tenant
 ) -> None:
     existing = [ledger.append(new_receipt(tenant, idempotency_key=f"k{n}")).id for n in range(40)]
     stop = threading.Event()
@@ -134,24 +134,24 @@ def test_a_walk_stays_exact_while_receipts_are_appended(
 
 
 def test_each_receipt_chains_to_its_tenants_previous_one(
-    ledger: receipts.Ledger, tenant: store.Tenant
+    ledger: receipt_store.Ledger, tenant: store.Tenant
 ) -> None:
     first = ledger.append(new_receipt(tenant))
     second = ledger.append(new_receipt(tenant, idempotency_key="k2"))
-    assert first.prev_hash == receipts.GENESIS
+    assert first.prev_hash == receipt_store.GENESIS
     assert second.prev_hash == first.hash
     assert second.seq > first.seq
     for receipt in (first, second):
-        assert receipts.chain_hash(dataclasses.asdict(receipt)) == receipt.hash
+        assert receipt_store.chain_hash(dataclasses.asdict(receipt)) == receipt.hash
     # An edit anywhere changes the hash the chain recorded.
     edited = dataclasses.asdict(first) | {"outcome": "failed"}
-    assert receipts.chain_hash(edited) != second.prev_hash
+    assert receipt_store.chain_hash(edited) != second.prev_hash
 
 
 def test_the_ledger_can_only_append_and_read() -> None:
-    public = sorted(n for n, _ in inspect.getmembers(receipts.Ledger) if not n.startswith("_"))
+    public = sorted(n for n, _ in inspect.getmembers(receipt_store.Ledger) if not n.startswith("_"))
     assert public == ["append", "applied", "applied_counts", "for_action", "get", "list_receipts"]
-    source = inspect.getsource(receipts).upper()
+    source = inspect.getsource(receipt_store).upper()
     assert "UPDATE RECEIPTS " not in source and "DELETE FROM" not in source  # only the head row moves
 
 

@@ -21,7 +21,7 @@ import pytest
 from api_support import Executor, TestClient, new_receipt
 
 from fibric import store
-from fibric.store import plans, receipts
+from fibric.store import plan_store, receipt_store
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def check_shape(actual: Any, example: Any, where: str = "") -> None:
 @pytest.fixture
 def world(
     request: pytest.FixtureRequest, app: Any, client: TestClient, state: store.StateStore,
-    tenant: store.Tenant, ledger: receipts.Ledger,
+    tenant: store.Tenant, ledger: receipt_store.Ledger,
 ) -> dict[str, str]:
     """The reference's world, minus what the example creates; maps the example's ids to ours."""
     example: Example = request.param
@@ -217,8 +217,8 @@ def world(
     ids["op_8f2a1c"] = operator["id"]
     if "event" not in example.without:
         ids["ev_3a91c7"] = client.post("/v1/events", json=EVENT).json()["id"]
-    plan = plans.propose(state, tenant.id, operator_id=operator["id"], actions=ACTIONS,
-                         policy_id=policy["id"])
+    plan = plan_store.propose(state, tenant.id, operator_id=operator["id"], actions=ACTIONS,
+                              policy_id=policy["id"])
     ids["pl_7c1a"] = plan.id
     if "receipt" not in example.without:
         receipt = ledger.append(new_receipt(tenant, operator_id=operator["id"], plan_id=plan.id,

@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 
 from fibric import settings, store
 from fibric.api import create_app, routes, routing, workers
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
 
@@ -74,7 +74,7 @@ def test_worker_threads_come_from_the_environment() -> None:
 
 
 def test_the_app_runs_its_routes_on_the_configured_threads(
-    state: store.StateStore, ledger: receipts.Ledger, tenant: store.Tenant
+    state: store.StateStore, ledger: receipt_store.Ledger, tenant: store.Tenant
 ) -> None:
     _, secret = state.create_api_key(tenant.id, frozenset({"operators:read"}))
     config = settings.Settings(server=settings.ServerSettings(worker_threads=1))
@@ -88,7 +88,7 @@ def test_the_app_runs_its_routes_on_the_configured_threads(
 
 
 def test_the_app_sizes_its_slow_pool_from_the_environment(
-    state: store.StateStore, ledger: receipts.Ledger, tenant: store.Tenant
+    state: store.StateStore, ledger: receipt_store.Ledger, tenant: store.Tenant
 ) -> None:
     _, secret = state.create_api_key(tenant.id, frozenset({"policies:write", "policies:read"}))
     config = settings.Settings.from_env({"FIBRIC_SLOW_THREADS": "3"})
@@ -151,7 +151,7 @@ def test_the_routes_that_may_take_seconds_run_on_the_slow_pool() -> None:
 
 
 def test_an_app_leaves_no_worker_threads_behind(
-    state: store.StateStore, ledger: receipts.Ledger, tenant: store.Tenant
+    state: store.StateStore, ledger: receipt_store.Ledger, tenant: store.Tenant
 ) -> None:
     _, secret = state.create_api_key(tenant.id, frozenset({"operators:read"}))
     with TestClient(create_app(settings.Settings(), state, receipts=ledger),
@@ -197,7 +197,7 @@ def test_slow_work_waits_for_the_apps_bounded_slow_pool() -> None:
 
 
 def test_the_api_never_waits_for_anyios_thread_pool(
-    state: store.StateStore, ledger: receipts.Ledger, tenant: store.Tenant
+    state: store.StateStore, ledger: receipt_store.Ledger, tenant: store.Tenant
 ) -> None:
     # anyio's pool, cut to one thread and that one held (a library's blocking call): admission of a
     # key not yet seen, the Idempotency-Key records and slow routes all run on the app's own threads.

@@ -11,27 +11,27 @@ from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
 from fibric import cli, settings, store
-from fibric.store import receipts, sealed
+from fibric.store import receipt_store, sealed
 
 CLEAN_ENV: dict[str, str | None] = {"FIBRIC_URL": None, "FIBRIC_KEY": None, "FIBRIC_DATA_DIR": None,
                                     "FIBRIC_STORE": None, "FIBRIC_TIMEOUT": None}
 
 
-def new_receipt(tenant_id: str, n: int = 0, **fields: Any) -> receipts.NewReceipt:
+def new_receipt(tenant_id: str, n: int = 0, **fields: Any) -> receipt_store.NewReceipt:
     values: dict[str, Any] = {
         "reseller_id": "rs_fibric", "tenant_id": tenant_id, "operator_id": "op_8f2a1c",
         "operator": "ship-risk", "capability": "orders.hold", "entity_key": f"order:SO-{n}",
         "idempotency_key": f"ship-risk:SO-{n}:hold", "decision": "ALLOW", "outcome": "applied",
         "rule": "orders.hold", "args": {"reason": "late", "n": n}, **fields,
     }
-    return receipts.NewReceipt(**values)
+    return receipt_store.NewReceipt(**values)
 
 
-def record_some(record: receipts.StoreLedger, tenants: Sequence[str], per_tenant: int, *, start: int = 0,
-                ) -> dict[str, list[receipts.Receipt]]:
+def record_some(record: receipt_store.StoreLedger, tenants: Sequence[str], per_tenant: int, *, start: int = 0,
+                ) -> dict[str, list[receipt_store.Receipt]]:
     """`per_tenant` receipts of each tenant (entities start, start + 1, ...), interleaved, every third
     one a BLOCK."""
-    written: dict[str, list[receipts.Receipt]] = {t: [] for t in tenants}
+    written: dict[str, list[receipt_store.Receipt]] = {t: [] for t in tenants}
     for n in range(start, start + per_tenant):
         for tenant in tenants:
             decision, outcome = ("BLOCK", "refused") if n % 3 == 2 else ("ALLOW", "applied")
@@ -39,7 +39,7 @@ def record_some(record: receipts.StoreLedger, tenants: Sequence[str], per_tenant
     return written
 
 
-def seal(record: receipts.StoreLedger, lake: sealed.SealedLedger) -> int:
+def seal(record: receipt_store.StoreLedger, lake: sealed.SealedLedger) -> int:
     """Seal everything recorded so far, as the sealer's passes do; how many."""
     total = 0
     while batch := sealed.seal_pending(record, lake):
@@ -47,7 +47,7 @@ def seal(record: receipts.StoreLedger, lake: sealed.SealedLedger) -> int:
     return total
 
 
-def fill(data_dir: Path, tenants: Sequence[str], per_tenant: int) -> dict[str, list[receipts.Receipt]]:
+def fill(data_dir: Path, tenants: Sequence[str], per_tenant: int) -> dict[str, list[receipt_store.Receipt]]:
     """The data dir's store and lake holding `per_tenant` receipts of each tenant, recorded and sealed,
     closed again (as a stopped server leaves them)."""
     with opened(data_dir) as (record, lake):
@@ -57,12 +57,12 @@ def fill(data_dir: Path, tenants: Sequence[str], per_tenant: int) -> dict[str, l
 
 
 @contextlib.contextmanager
-def opened(data_dir: Path) -> Iterator[tuple[receipts.StoreLedger, sealed.SealedLedger]]:
+def opened(data_dir: Path) -> Iterator[tuple[receipt_store.StoreLedger, sealed.SealedLedger]]:
     """The data dir's receipts of record and its sealed ledger, closed after."""
     state = store.open_store(settings.StoreSettings(data_dir=data_dir).location)
     lake = sealed.SealedLedger(data_dir)
     try:
-        yield receipts.StoreLedger(state), lake
+        yield receipt_store.StoreLedger(state), lake
     finally:
         lake.close()
         state.close()

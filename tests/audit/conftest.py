@@ -10,7 +10,7 @@ import pytest
 
 from fibric import settings, store
 from fibric.api import create_app
-from fibric.store import receipts, sealed
+from fibric.store import receipt_store, sealed
 
 
 @pytest.fixture
@@ -43,9 +43,9 @@ def globex(local_state: store.StateStore) -> store.Tenant:
 
 
 @pytest.fixture
-def record(local_state: store.StateStore) -> receipts.StoreLedger:
+def record(local_state: store.StateStore) -> receipt_store.StoreLedger:
     """The data dir's receipts of record."""
-    return receipts.StoreLedger(local_state)
+    return receipt_store.StoreLedger(local_state)
 
 
 @pytest.fixture
@@ -59,5 +59,7 @@ def data_lake(data_dir: Path) -> Iterator[sealed.SealedLedger]:
 
 
 @pytest.fixture
-def app(local_state: store.StateStore, record: receipts.StoreLedger, data_lake: sealed.SealedLedger) -> Any:
+def app(
+    local_state: store.StateStore, record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger
+) -> Any:
     return create_app(settings.Settings(), local_state, receipts=record, sealed=data_lake)

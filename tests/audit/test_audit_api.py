@@ -12,11 +12,12 @@ from audit_support import client_of, new_receipt, seal
 from fastapi.testclient import TestClient
 
 from fibric import store
-from fibric.store import audit_sql, ledger_access, receipts, sealed
+from fibric.store import audit_sql, ledger_access, receipt_store, sealed
 
 
 def test_a_key_queries_its_tenants_receipts_only(
-    app: Any, local_state: store.StateStore, record: receipts.StoreLedger, data_lake: sealed.SealedLedger,
+    app: Any, local_state: store.StateStore, record: receipt_store.StoreLedger,
+    data_lake: sealed.SealedLedger,
     acme: store.Tenant, globex: store.Tenant,
 ) -> None:
     for n in range(3):
@@ -61,7 +62,8 @@ def test_the_query_needs_receipts_read(app: Any, local_state: store.StateStore, 
 
 
 def test_another_tenants_files_are_out_of_reach_even_by_path(
-    app: Any, local_state: store.StateStore, record: receipts.StoreLedger, data_lake: sealed.SealedLedger,
+    app: Any, local_state: store.StateStore, record: receipt_store.StoreLedger,
+    data_lake: sealed.SealedLedger,
     acme: store.Tenant, globex: store.Tenant,
 ) -> None:
     record.append(new_receipt(acme.id, 1))
@@ -78,7 +80,8 @@ def test_another_tenants_files_are_out_of_reach_even_by_path(
 
 
 def test_sql_reads_what_is_sealed_and_a_new_receipt_once_the_sealer_passes(
-    app: Any, local_state: store.StateStore, record: receipts.StoreLedger, data_lake: sealed.SealedLedger,
+    app: Any, local_state: store.StateStore, record: receipt_store.StoreLedger,
+    data_lake: sealed.SealedLedger,
     acme: store.Tenant,
 ) -> None:
     with client_of(app, local_state, acme) as client:
@@ -92,7 +95,7 @@ def test_sql_reads_what_is_sealed_and_a_new_receipt_once_the_sealer_passes(
 
 
 def test_a_snapshot_and_the_file_list_need_the_data_dirs_token(
-    app: Any, record: receipts.StoreLedger, data_lake: sealed.SealedLedger, data_dir: Path,
+    app: Any, record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger, data_dir: Path,
     acme: store.Tenant, globex: store.Tenant,
 ) -> None:
     record.append(new_receipt(acme.id, 1))
@@ -123,7 +126,7 @@ def test_a_snapshot_and_the_file_list_need_the_data_dirs_token(
 
 
 def test_queries_and_snapshots_do_not_hold_up_appends_or_sealing(
-    record: receipts.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
+    record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
 ) -> None:
     for n in range(200):
         record.append(new_receipt(acme.id, n))

@@ -17,7 +17,7 @@ from typing import Any
 from audit_support import new_receipt, opened, run, seal
 
 from fibric import store
-from fibric.store import audit_sql, model_calls, receipts, sealed
+from fibric.store import audit_sql, model_calls, receipt_store, sealed
 
 STARTED = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -41,7 +41,7 @@ def record_calls(state: store.StateStore, tenant: store.Tenant, run_id: str, cal
 
 
 def test_model_calls_are_sealed_once_and_each_tenant_queries_its_own(
-    local_state: store.StateStore, record: receipts.StoreLedger, data_lake: sealed.SealedLedger,
+    local_state: store.StateStore, record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger,
     acme: store.Tenant, globex: store.Tenant,
 ) -> None:
     record_calls(local_state, acme, "run_a1", [call(1, "timeout", None), call(2)])
@@ -90,7 +90,7 @@ def test_the_local_admin_queries_model_calls_with_audit_sql(data_dir: Path, acme
 
 
 def test_the_documented_model_call_queries_run(
-    local_state: store.StateStore, record: receipts.StoreLedger, data_lake: sealed.SealedLedger,
+    local_state: store.StateStore, record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger,
     acme: store.Tenant,
 ) -> None:
     record_calls(local_state, acme, "run_a1", [call(1)])

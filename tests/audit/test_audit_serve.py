@@ -25,7 +25,7 @@ import pytest
 from audit_support import fill, new_receipt, run
 
 from fibric import store
-from fibric.store import audit_sql, ledger_access, receipts, sealed
+from fibric.store import audit_sql, ledger_access, receipt_store, sealed
 
 RUNNING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
 
@@ -71,7 +71,7 @@ def test_every_audit_command_works_while_the_server_holds_the_ledger(
         listed = httpx.get(f"{url}/v1/receipts", headers=headers)
         assert listed.status_code == 200 and len(listed.json()["data"]) == 6
         # A receipt of record written beside the server (as a replica would) is sealed by its sealer.
-        receipts.StoreLedger(local_state).append(new_receipt(globex.id, 7))
+        receipt_store.StoreLedger(local_state).append(new_receipt(globex.id, 7))
         wait_sealed(url, acme_key, "SELECT count(*) FROM receipts", 6)  # the server holds the catalog now
         # The premise: no other process may open the catalog, not even read-only.
         with pytest.raises(duckdb.IOException, match="lock"):

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from fibric import store
 from fibric.api import schemas
-from fibric.api.routes import receipts as receipts_routes
-from fibric.store import audit_sql, receipts, sealed
+from fibric.api.routes import receipts
+from fibric.store import audit_sql, receipt_store, sealed
 
 CAP = audit_sql.MAX_RESPONSE_BYTES
 
@@ -179,7 +179,7 @@ def test_order_duplicate_names_and_trailing_comments_survive_the_wrapping(client
     assert body["rows"] == [[1]]
 
 
-def test_the_answer_is_the_documented_schema(app: Any, client: TestClient, record: receipts.StoreLedger,
+def test_the_answer_is_the_documented_schema(app: Any, client: TestClient, record: receipt_store.StoreLedger,
                                              data_lake: sealed.SealedLedger, acme: store.Tenant) -> None:
     record.append(new_receipt(acme.id, 1))
     seal(record, data_lake)
@@ -253,7 +253,7 @@ def test_each_type_is_strict_json(client: TestClient, sql: str, value: Any, kind
 
 
 def test_now_and_receipts_times_need_no_python_time_zone_library(
-    client: TestClient, record: receipts.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
+    client: TestClient, record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
 ) -> None:
     receipt = record.append(new_receipt(acme.id, 1))
     seal(record, data_lake)
@@ -306,7 +306,7 @@ def start(pool: ThreadPoolExecutor, client: TestClient, headers: dict[str, str] 
 def test_a_tenant_over_its_concurrent_queries_gets_429_while_others_run(
     client: TestClient, local_state: store.StateStore, globex: store.Tenant, gate: Gate
 ) -> None:
-    assert receipts_routes.QUERIES_PER_TENANT == 2
+    assert receipts.QUERIES_PER_TENANT == 2
     theirs = key_of(local_state, globex)
     with ThreadPoolExecutor(4) as pool:
         try:
@@ -317,7 +317,7 @@ def test_a_tenant_over_its_concurrent_queries_gets_429_while_others_run(
             assert refused.status_code == 429, refused.text
             error = refused.json()["error"]
             assert error["code"] == "rate_limited" and "already runs 2 receipt queries" in error["message"]
-            assert refused.headers["Retry-After"] == str(receipts_routes.QUERY_RETRY_AFTER) == "1"
+            assert refused.headers["Retry-After"] == str(receipts.QUERY_RETRY_AFTER) == "1"
             assert refused.headers["Request-Id"] == error["request_id"]
             # Meanwhile another tenant's query, and this tenant's other reads, go on.
             other = start(pool, client, theirs).result(timeout=10)
@@ -330,7 +330,7 @@ def test_a_tenant_over_its_concurrent_queries_gets_429_while_others_run(
 
 
 def test_failed_queries_give_their_slot_back(client: TestClient) -> None:
-    for _ in range(receipts_routes.QUERIES_PER_TENANT + 1):
+    for _ in range(receipts.QUERIES_PER_TENANT + 1):
         assert client.post("/v1/receipts/query", json={"sql": "SELECT nope"}).status_code == 400
     assert client.post("/v1/receipts/query", json={"sql": "SELECT 1"}).status_code == 200
 
@@ -339,7 +339,7 @@ def test_the_server_runs_at_most_its_own_number_of_queries(
     client: TestClient, local_state: store.StateStore, globex: store.Tenant, gate: Gate,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(receipts_routes, "QUERIES_PER_SERVER", 1)  # read when the app's first query runs
+    monkeypatch.setattr(receipts, "QUERIES_PER_SERVER", 1)  # read when the app's first query runs
     theirs = key_of(local_state, globex)
     with ThreadPoolExecutor(2) as pool:
         try:

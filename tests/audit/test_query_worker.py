@@ -21,11 +21,13 @@ from fastapi.testclient import TestClient
 from test_audit_serve import server  # noqa: F401 (a fixture: `fibric serve` as a subprocess)
 
 from fibric import store
-from fibric.api.routes import receipts as receipts_routes
-from fibric.store import audit_sql, query_worker, receipts, sealed
+from fibric.api.routes import receipts
+from fibric.store import audit_sql, query_worker, receipt_store, sealed
 
 HUGE = "SELECT length(repeat('x', 1000000000)) AS n, repeat('y', 1000000000) AS y"  # 2 GB in two values
-UNSTOPPABLE = "SELECT length(repeat('x', 100000000)) AS n"  # one call of ~3 s; no interrupt lands inside it
+# One scalar call of about 5 s (an O(n*m) distance in O(n) memory): DuckDB's interrupt cannot land
+# inside it, so only the kill stops it. A single long allocation is not slow enough on a fast CPU.
+UNSTOPPABLE = "SELECT levenshtein(repeat('ab', 30000), repeat('ba', 30000)) AS n"
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ def test_a_huge_value_is_a_400_in_time_and_the_server_does_not_grow(app: Any, cl
 def test_a_query_past_its_time_is_killed_at_the_budget_plus_grace(
     app: Any, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app.state.query_workers = query_worker.Pool(receipts_routes.QUERIES_PER_SERVER, grace=0.5)
+    app.state.query_workers = query_worker.Pool(receipts.QUERIES_PER_SERVER, grace=0.5)
     try:
         assert ask(client, "SELECT 1")[0] == 200  # workers started, out of the timing
         monkeypatch.setattr(audit_sql, "TIMEOUT", 0.5)
@@ -157,8 +159,8 @@ def test_a_worker_that_dies_is_replaced(app: Any, client: TestClient) -> None:
 
 
 def test_the_lock_down_holds_inside_the_worker(app: Any, client: TestClient, data_dir: Path,
-                                               record: receipts.StoreLedger, data_lake: sealed.SealedLedger,
-                                               acme: store.Tenant) -> None:
+                                               record: receipt_store.StoreLedger,
+                                               data_lake: sealed.SealedLedger, acme: store.Tenant) -> None:
     record.append(new_receipt(acme.id, 1))
     seal(record, data_lake)
     settings = ("threads", "TimeZone", "enable_external_access", "lock_configuration", "temp_directory")
@@ -184,7 +186,7 @@ def test_concurrent_queries_each_get_a_worker_and_the_burst_ones_go_again(
         answers = list(threads.map(lambda headers: ask(client, slow, headers), [None, None, theirs, theirs]))
     assert answers == [(200, answers[0][1])] * 4 and answers[0][1]["rows"] == [[200_000_000]]
     pool = pool_of(app)
-    assert pool.counters["started"] <= receipts_routes.QUERIES_PER_SERVER
+    assert pool.counters["started"] <= receipts.QUERIES_PER_SERVER
     assert len(pool.pids()) == query_worker.WARM  # the burst's extra workers were let go
 
 

@@ -10,20 +10,20 @@ from pathlib import Path
 import duckdb
 from audit_support import new_receipt, seal
 
-from fibric.store import audit_sql, receipts, sealed
+from fibric.store import audit_sql, receipt_store, sealed
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "receipts.md").read_text()
 
 
 def test_the_documented_columns_are_the_tables() -> None:
     documented = re.findall(r"^\| `(\w+)` \| (\w+) \|", DOC, re.M)
-    assert [name for name, _ in documented] == [c.strip() for c in receipts.COLUMNS.split(",")]
+    assert [name for name, _ in documented] == [c.strip() for c in receipt_store.COLUMNS.split(",")]
     lake_types = re.findall(r"(\w+) (BIGINT|VARCHAR|JSON|TIMESTAMP)\b", sealed.SCHEMA)
     assert [(name, kind) for name, kind in documented] == lake_types  # the table auditors query
 
 
 def test_the_example_queries_run_and_the_recipe_recomputes_every_hash(
-    record: receipts.StoreLedger, data_lake: sealed.SealedLedger, tmp_path: Path
+    record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger, tmp_path: Path
 ) -> None:
     record.append(new_receipt("t_a", 1, decision="BLOCK", outcome="refused",
                               policy={"decision": "BLOCK", "rule": "stale", "reasons": ["plan too old"]}))

@@ -16,22 +16,23 @@ from audit_support import new_receipt, record_some, seal
 
 from fibric import errors, store
 from fibric.controller import sealer
-from fibric.store import audit, ledger_access, receipts, sealed
+from fibric.store import chain_audit, ledger_access, receipt_store, sealed
 
 
 def test_each_tenants_receipts_are_sealed_in_chain_order_field_for_field(
-    record: receipts.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant, globex: store.Tenant
+    record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant,
+    globex: store.Tenant,
 ) -> None:
     record_some(record, [acme.id, globex.id], 5)
     assert seal(record, data_lake) == 10
     assert data_lake.marks() == record.heads() == {acme.id: 5, globex.id: 5}
     for tenant in (acme.id, globex.id):
-        assert audit.compare_sealed(record.chain(tenant), data_lake.rows(tenant)) == (5, None)
+        assert chain_audit.compare_sealed(record.chain(tenant), data_lake.rows(tenant)) == (5, None)
     assert seal(record, data_lake) == 0  # nothing new: nothing sealed twice
 
 
 def test_sealing_resumes_from_the_lakes_own_marks_after_a_restart(
-    record: receipts.StoreLedger, data_dir: Path, acme: store.Tenant
+    record: receipt_store.StoreLedger, data_dir: Path, acme: store.Tenant
 ) -> None:
     record_some(record, [acme.id], 3)
     first = sealed.SealedLedger(data_dir)
@@ -50,7 +51,7 @@ def test_sealing_resumes_from_the_lakes_own_marks_after_a_restart(
 
 
 def test_a_gap_is_refused_and_what_is_sealed_is_skipped(
-    record: receipts.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
+    record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
 ) -> None:
     written = record_some(record, [acme.id], 3)[acme.id]
     data_lake.marks()
@@ -63,7 +64,8 @@ def test_a_gap_is_refused_and_what_is_sealed_is_skipped(
 
 
 def test_each_tenants_files_are_its_own_partition(
-    record: receipts.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant, globex: store.Tenant
+    record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant,
+    globex: store.Tenant,
 ) -> None:
     for n in range(3):  # three passes: three files per tenant
         record_some(record, [acme.id, globex.id], 1, start=n)
@@ -76,7 +78,7 @@ def test_each_tenants_files_are_its_own_partition(
 
 
 def test_maintenance_merges_small_files_and_keeps_every_row(
-    record: receipts.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
+    record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
 ) -> None:
     for n in range(12):
         record.append(new_receipt(acme.id, 100 + n))
@@ -91,7 +93,7 @@ def test_maintenance_merges_small_files_and_keeps_every_row(
 
 
 def test_first_use_from_two_threads_at_once_opens_one_connection(
-    record: receipts.StoreLedger, data_dir: Path, acme: store.Tenant
+    record: receipt_store.StoreLedger, data_dir: Path, acme: store.Tenant
 ) -> None:
     record_some(record, [acme.id], 2)
     seal_first = sealed.SealedLedger(data_dir)
@@ -135,18 +137,18 @@ SEALER = """
 import sys
 from pathlib import Path
 from fibric import store
-from fibric.store import receipts, sealed
+from fibric.store import receipt_store, sealed
 
 data = Path(sys.argv[1])
 state = store.open_store(data)
-record, lake = receipts.StoreLedger(state), sealed.SealedLedger(data)
+record, lake = receipt_store.StoreLedger(state), sealed.SealedLedger(data)
 while sealed.seal_pending(record, lake, batch=3):
     print("sealed", flush=True)
 """
 
 
 def test_a_sealer_killed_mid_pass_leaves_a_prefix_and_the_next_one_finishes_exactly(
-    local_state: store.StateStore, record: receipts.StoreLedger, data_dir: Path, acme: store.Tenant,
+    local_state: store.StateStore, record: receipt_store.StoreLedger, data_dir: Path, acme: store.Tenant,
     globex: store.Tenant,
 ) -> None:
     record_some(record, [acme.id, globex.id], 150)
@@ -165,18 +167,18 @@ def test_a_sealer_killed_mid_pass_leaves_a_prefix_and_the_next_one_finishes_exac
     try:
         marks = lake.marks()
         for tenant in (acme.id, globex.id):  # what got sealed is a prefix, each receipt once
-            sealed_count, difference = audit.compare_sealed(record.chain(tenant), lake.rows(tenant))
+            sealed_count, difference = chain_audit.compare_sealed(record.chain(tenant), lake.rows(tenant))
             assert difference is None and sealed_count == marks.get(tenant, 0)
         assert 15 <= sum(marks.values()) < 300  # killed part way
         seal(record, lake)
         for tenant in (acme.id, globex.id):
-            assert audit.compare_sealed(record.chain(tenant), lake.rows(tenant)) == (150, None)
+            assert chain_audit.compare_sealed(record.chain(tenant), lake.rows(tenant)) == (150, None)
     finally:
         lake.close()
 
 
 def test_the_sealer_service_seals_soon_after_a_receipt_and_keeps_the_lag(
-    record: receipts.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
+    record: receipt_store.StoreLedger, data_lake: sealed.SealedLedger, acme: store.Tenant
 ) -> None:
     async def scenario() -> None:
         service = sealer.Sealer(record, data_lake, interval=30.0)  # only a wake() seals in time

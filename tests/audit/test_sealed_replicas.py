@@ -19,7 +19,7 @@ from audit_support import record_some
 
 from fibric import errors, settings, store
 from fibric.controller import sealer
-from fibric.store import audit_sql, leadership, receipts, sealed
+from fibric.store import audit_sql, leadership, receipt_store, sealed
 
 POSTGRES_URL = os.environ.get("FIBRIC_TEST_POSTGRES_URL")
 pytestmark = [pytest.mark.anyio,
@@ -43,7 +43,9 @@ def shared(tmp_path: Path) -> Iterator[settings.StoreSettings]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def replica(shared: settings.StoreSettings, record: receipts.StoreLedger, data_dir: Path) -> sealer.Sealer:
+def replica(
+    shared: settings.StoreSettings, record: receipt_store.StoreLedger, data_dir: Path
+) -> sealer.Sealer:
     """One replica's sealer, as fibric.system builds it."""
     lake = sealed.open_for(dataclasses.replace(shared, data_dir=data_dir))
     return sealer.Sealer(record, lake, leader=leadership.Leadership(
@@ -64,7 +66,7 @@ async def test_one_replica_seals_and_another_takes_over_when_its_session_ends(
 ) -> None:
     if state.dialect != "postgresql":
         pytest.skip("replicas share a PostgreSQL store")
-    record = receipts.StoreLedger(state)
+    record = receipt_store.StoreLedger(state)
     a, b = replica(shared, record, tmp_path / "a"), replica(shared, record, tmp_path / "b")
     try:
         written = record_some(record, [tenant.id, other_tenant.id], 10)

@@ -12,11 +12,13 @@ import pytest
 from audit_support import fill, run
 
 from fibric import store
-from fibric.store import audit_sql, receipts, sealed
+from fibric.store import audit_sql, receipt_store, sealed
 
 
 @pytest.fixture
-def filled(data_dir: Path, acme: store.Tenant, globex: store.Tenant) -> dict[str, list[receipts.Receipt]]:
+def filled(
+    data_dir: Path, acme: store.Tenant, globex: store.Tenant
+) -> dict[str, list[receipt_store.Receipt]]:
     return fill(data_dir, [acme.id, globex.id], 6)
 
 
@@ -25,7 +27,7 @@ def sql(data_dir: Path, query: str, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_a_tenant_sees_its_receipts_only(data_dir: Path, filled: dict[str, list[receipts.Receipt]],
+def test_a_tenant_sees_its_receipts_only(data_dir: Path, filled: dict[str, list[receipt_store.Receipt]],
                                          acme: store.Tenant) -> None:
     code, out, err = sql(data_dir, "SELECT tenant_id, count(*) AS n FROM receipts GROUP BY ALL",
                          "--tenant", "acme", "-o", "json")
@@ -37,7 +39,9 @@ def test_a_tenant_sees_its_receipts_only(data_dir: Path, filled: dict[str, list[
     assert list(csv.reader(io.StringIO(out))) == [["tenants"], ["2"]]
 
 
-def test_the_audit_query_of_the_docs_runs(data_dir: Path, filled: dict[str, list[receipts.Receipt]]) -> None:
+def test_the_audit_query_of_the_docs_runs(
+    data_dir: Path, filled: dict[str, list[receipt_store.Receipt]]
+) -> None:
     code, out, err = sql(data_dir, "SELECT operator, decision, date_trunc('day', disposed_at) AS day, "
                          "count(*) AS n FROM receipts GROUP BY ALL ORDER BY decision", "--tenant", "acme")
     assert code == 0, err
@@ -67,7 +71,7 @@ def test_the_audit_query_of_the_docs_runs(data_dir: Path, filled: dict[str, list
     ("SELEC 1", "does not parse"),
 ])
 def test_sql_cannot_reach_beyond_the_tenants_rows(
-    data_dir: Path, filled: dict[str, list[receipts.Receipt]], query: str, reason: str | None,
+    data_dir: Path, filled: dict[str, list[receipt_store.Receipt]], query: str, reason: str | None,
 ) -> None:
     code, out, err = sql(data_dir, query.format(data=data_dir), "--tenant", "acme", "-o", "json")
     if reason is None:  # runs, but sees nothing of the lake's files or the data dir
@@ -80,14 +84,15 @@ def test_sql_cannot_reach_beyond_the_tenants_rows(
     assert not (data_dir / "leak.csv").exists()
 
 
-def test_rows_are_capped(data_dir: Path, filled: dict[str, list[receipts.Receipt]]) -> None:
+def test_rows_are_capped(data_dir: Path, filled: dict[str, list[receipt_store.Receipt]]) -> None:
     code, out, err = sql(data_dir, "SELECT id FROM receipts", "--all", "--max-rows", "5", "-o", "csv")
     assert code == 0, err
     assert len(out.splitlines()) == 6 and "output cut at 5 rows" in err
 
 
-def test_a_scope_is_needed_and_unknown_tenants_are_named(data_dir: Path,
-                                                         filled: dict[str, list[receipts.Receipt]]) -> None:
+def test_a_scope_is_needed_and_unknown_tenants_are_named(
+    data_dir: Path, filled: dict[str, list[receipt_store.Receipt]]
+) -> None:
     code, _, err = sql(data_dir, "SELECT 1", "--tenant", "initech")
     assert code == 2 and "no tenant 'initech'" in err
     code, _, err = sql(data_dir, "SELECT 1", "--tenant", "acme", "--all")
@@ -97,7 +102,7 @@ def test_a_scope_is_needed_and_unknown_tenants_are_named(data_dir: Path,
 
 
 def test_export_writes_parquet_any_tool_can_read(
-    data_dir: Path, tmp_path: Path, filled: dict[str, list[receipts.Receipt]], acme: store.Tenant
+    data_dir: Path, tmp_path: Path, filled: dict[str, list[receipt_store.Receipt]], acme: store.Tenant
 ) -> None:
     out = tmp_path / "acme.parquet"
     result = run(["audit", "export", "--data-dir", str(data_dir), "--tenant", "acme", "--format", "parquet",
@@ -115,7 +120,7 @@ def test_export_writes_parquet_any_tool_can_read(
 
 
 def test_a_query_over_its_time_budget_is_stopped(data_dir: Path,
-                                                 filled: dict[str, list[receipts.Receipt]]) -> None:
+                                                 filled: dict[str, list[receipt_store.Receipt]]) -> None:
     lake = sealed.SealedLedger(data_dir, read_only=True)
     try:
         files = lake.files()

@@ -25,18 +25,18 @@ import pytest
 from audit_support import fill, run
 
 from fibric import ids
-from fibric.store import receipts, sealed
+from fibric.store import receipt_store, sealed
 
 TENANTS = ["t_a", "t_b"]
 
 
 @pytest.fixture
-def chains(data_dir: Path) -> dict[str, list[receipts.Receipt]]:
+def chains(data_dir: Path) -> dict[str, list[receipt_store.Receipt]]:
     return fill(data_dir, TENANTS, 6)
 
 
 @pytest.fixture
-def signed(data_dir: Path, tmp_path: Path, chains: dict[str, list[receipts.Receipt]]) -> list[str]:
+def signed(data_dir: Path, tmp_path: Path, chains: dict[str, list[receipt_store.Receipt]]) -> list[str]:
     """A key pair and a checkpoint of the untouched record, outside the data dir: verify's extra args."""
     key = tmp_path / "keys" / "audit.key"
     key.parent.mkdir()
@@ -92,14 +92,14 @@ def sealed_copy(data_dir: Path, tenant: str) -> Iterator[Any]:
         conn.close()
 
 
-def rows_of(data_dir: Path, tenant: str) -> list[receipts.Receipt]:
+def rows_of(data_dir: Path, tenant: str) -> list[receipt_store.Receipt]:
     with contextlib.closing(sqlite3.connect(data_dir / "state.db")) as conn:
-        return [receipts.from_row(r) for r in conn.execute(
-            f"SELECT {receipts.COLUMNS} FROM receipts WHERE tenant_id = ? ORDER BY tenant_seq", [tenant]
+        return [receipt_store.from_row(r) for r in conn.execute(
+            f"SELECT {receipt_store.COLUMNS} FROM receipts WHERE tenant_id = ? ORDER BY tenant_seq", [tenant]
         ).fetchall()]
 
 
-def test_an_untouched_ledger_verifies(data_dir: Path, chains: dict[str, list[receipts.Receipt]],
+def test_an_untouched_ledger_verifies(data_dir: Path, chains: dict[str, list[receipt_store.Receipt]],
                                       signed: list[str]) -> None:
     code, output = verify(data_dir)
     assert code == 0, output
@@ -110,7 +110,7 @@ def test_an_untouched_ledger_verifies(data_dir: Path, chains: dict[str, list[rec
     assert "checked against the checkpoint" in output
 
 
-def test_an_edit_is_named(data_dir: Path, chains: dict[str, list[receipts.Receipt]]) -> None:
+def test_an_edit_is_named(data_dir: Path, chains: dict[str, list[receipt_store.Receipt]]) -> None:
     edited = chains["t_a"][2]
     with record_file(data_dir) as conn:
         conn.execute("UPDATE receipts SET outcome = 'failed' WHERE id = ?", [edited.id])
@@ -121,7 +121,9 @@ def test_an_edit_is_named(data_dir: Path, chains: dict[str, list[receipts.Receip
     assert "ok      tenant t_b" in output  # the other tenant's chain is intact
 
 
-def test_an_edited_json_document_is_named(data_dir: Path, chains: dict[str, list[receipts.Receipt]]) -> None:
+def test_an_edited_json_document_is_named(
+    data_dir: Path, chains: dict[str, list[receipt_store.Receipt]]
+) -> None:
     edited = chains["t_b"][0]
     with record_file(data_dir) as conn:
         conn.execute("""UPDATE receipts SET args = '{"reason":"late","n":1}' WHERE id = ?""", [edited.id])
@@ -132,7 +134,7 @@ def test_an_edited_json_document_is_named(data_dir: Path, chains: dict[str, list
 
 
 def test_a_deletion_is_named_at_the_receipt_after_the_gap(
-    data_dir: Path, chains: dict[str, list[receipts.Receipt]]
+    data_dir: Path, chains: dict[str, list[receipt_store.Receipt]]
 ) -> None:
     with record_file(data_dir) as conn:
         conn.execute("DELETE FROM receipts WHERE id = ?", [chains["t_a"][2].id])
@@ -143,7 +145,7 @@ def test_a_deletion_is_named_at_the_receipt_after_the_gap(
         in output
 
 
-def test_a_reordering_is_named(data_dir: Path, chains: dict[str, list[receipts.Receipt]]) -> None:
+def test_a_reordering_is_named(data_dir: Path, chains: dict[str, list[receipt_store.Receipt]]) -> None:
     third, fourth = chains["t_a"][2], chains["t_a"][3]
     with record_file(data_dir) as conn:  # swap their places in the chain
         conn.execute("UPDATE receipts SET tenant_seq = CASE WHEN id = ? THEN 4 ELSE 3 END, "
@@ -155,12 +157,12 @@ def test_a_reordering_is_named(data_dir: Path, chains: dict[str, list[receipts.R
            f"{third.id}" in output
 
 
-def test_an_insertion_is_named(data_dir: Path, chains: dict[str, list[receipts.Receipt]]) -> None:
+def test_an_insertion_is_named(data_dir: Path, chains: dict[str, list[receipt_store.Receipt]]) -> None:
     # A forged receipt with a valid hash, claiming the place of the third.
     second = chains["t_a"][1]
     forged = dataclasses.replace(chains["t_a"][2], id=ids.new_id("receipt"), seq=100, outcome="failed",
                                  prev_hash=second.hash)
-    forged = dataclasses.replace(forged, hash=receipts.chain_hash(dataclasses.asdict(forged)))
+    forged = dataclasses.replace(forged, hash=receipt_store.chain_hash(dataclasses.asdict(forged)))
     insert(data_dir, forged)
     code, output = verify(data_dir)
     assert code == 1
@@ -169,7 +171,7 @@ def test_an_insertion_is_named(data_dir: Path, chains: dict[str, list[receipts.R
 
 
 def test_a_truncated_record_is_caught_by_its_sealed_copy(
-    data_dir: Path, chains: dict[str, list[receipts.Receipt]]
+    data_dir: Path, chains: dict[str, list[receipt_store.Receipt]]
 ) -> None:
     with record_file(data_dir) as conn:
         conn.execute("DELETE FROM receipts WHERE tenant_id = 't_a' AND tenant_seq > 4")
@@ -180,7 +182,7 @@ def test_a_truncated_record_is_caught_by_its_sealed_copy(
 
 
 def test_a_tail_cut_from_both_copies_is_caught_only_against_a_checkpoint(
-    data_dir: Path, chains: dict[str, list[receipts.Receipt]], signed: list[str]
+    data_dir: Path, chains: dict[str, list[receipt_store.Receipt]], signed: list[str]
 ) -> None:
     with record_file(data_dir) as conn:
         conn.execute("DELETE FROM receipts WHERE tenant_id = 't_a' AND tenant_seq > 4")
@@ -196,7 +198,7 @@ def test_a_tail_cut_from_both_copies_is_caught_only_against_a_checkpoint(
 
 
 def test_a_whole_tenant_removed_is_caught_against_a_checkpoint(
-    data_dir: Path, chains: dict[str, list[receipts.Receipt]], signed: list[str]
+    data_dir: Path, chains: dict[str, list[receipt_store.Receipt]], signed: list[str]
 ) -> None:
     with record_file(data_dir) as conn:
         conn.execute("DELETE FROM receipts WHERE tenant_id = 't_b'")
@@ -213,7 +215,7 @@ def rebuild(data_dir: Path, tenant: str) -> None:
     rebuilt, prev = [], rows[1].hash
     for number, row in enumerate(rows[2:]):
         changed = dataclasses.replace(row, outcome="failed" if number == 0 else row.outcome, prev_hash=prev)
-        changed = dataclasses.replace(changed, hash=receipts.chain_hash(dataclasses.asdict(changed)))
+        changed = dataclasses.replace(changed, hash=receipt_store.chain_hash(dataclasses.asdict(changed)))
         rebuilt.append(changed)
         prev = changed.hash
     with record_file(data_dir) as conn:
@@ -226,13 +228,13 @@ def rebuild(data_dir: Path, tenant: str) -> None:
 
 
 def test_a_rewritten_record_is_caught_by_its_sealed_copy(
-    data_dir: Path, chains: dict[str, list[receipts.Receipt]]
+    data_dir: Path, chains: dict[str, list[receipt_store.Receipt]]
 ) -> None:
     last = chains["t_a"][5]  # the head: no later link to break, so the record alone looks sound
     changed = dataclasses.replace(last, outcome="failed")
     with record_file(data_dir) as conn:
         conn.execute("UPDATE receipts SET outcome = ?, hash = ? WHERE id = ?",
-                     ["failed", receipts.chain_hash(dataclasses.asdict(changed)), last.id])
+                     ["failed", receipt_store.chain_hash(dataclasses.asdict(changed)), last.id])
     code, output = verify(data_dir)
     assert code == 1
     assert f"the sealed copy of receipt {last.id} (tenant_seq 6) differs from the record in outcome, " \
@@ -240,7 +242,7 @@ def test_a_rewritten_record_is_caught_by_its_sealed_copy(
 
 
 def test_a_chain_rebuilt_in_both_copies_is_caught_against_a_checkpoint_at_its_first_rewritten_receipt(
-    data_dir: Path, chains: dict[str, list[receipts.Receipt]], signed: list[str]
+    data_dir: Path, chains: dict[str, list[receipt_store.Receipt]], signed: list[str]
 ) -> None:
     rebuild(data_dir, "t_a")
     code, output = verify(data_dir)
@@ -258,7 +260,7 @@ def test_a_chain_rebuilt_in_both_copies_is_caught_against_a_checkpoint_at_its_fi
     ("INSERT INTO receipts SELECT * FROM receipts WHERE tenant_seq = 6", "past the end of the chain"),
 ])
 def test_a_sealed_copy_edited_or_cut_is_named(
-    data_dir: Path, chains: dict[str, list[receipts.Receipt]], change: str, reason: str
+    data_dir: Path, chains: dict[str, list[receipt_store.Receipt]], change: str, reason: str
 ) -> None:
     with sealed_copy(data_dir, "t_b") as conn:
         conn.execute(change)
@@ -269,7 +271,7 @@ def test_a_sealed_copy_edited_or_cut_is_named(
 
 
 def test_an_altered_checkpoint_or_another_key_is_refused(
-    data_dir: Path, tmp_path: Path, chains: dict[str, list[receipts.Receipt]], signed: list[str]
+    data_dir: Path, tmp_path: Path, chains: dict[str, list[receipt_store.Receipt]], signed: list[str]
 ) -> None:
     checkpoint_file = Path(signed[1])
     document = json.loads(checkpoint_file.read_text())
@@ -287,7 +289,7 @@ def test_an_altered_checkpoint_or_another_key_is_refused(
     assert run(["audit", "keygen", "--out", str(other)]).exit_code == 2  # never overwrites a key
 
 
-def test_usage_errors_exit_2(data_dir: Path, chains: dict[str, list[receipts.Receipt]]) -> None:
+def test_usage_errors_exit_2(data_dir: Path, chains: dict[str, list[receipt_store.Receipt]]) -> None:
     assert verify(data_dir, "--checkpoint", "x.json")[0] == 2  # no public key
     assert verify(data_dir, "--tenant", "t_a", "--all")[0] == 2
     code, output = verify(data_dir.parent / "nowhere")
@@ -295,8 +297,9 @@ def test_usage_errors_exit_2(data_dir: Path, chains: dict[str, list[receipts.Rec
     assert not (data_dir.parent / "nowhere").exists()  # a reader creates nothing
 
 
-def insert(data_dir: Path, receipt: receipts.Receipt) -> None:
+def insert(data_dir: Path, receipt: receipt_store.Receipt) -> None:
     values = dataclasses.asdict(receipt)
-    row = [receipts.stored(f, values[f]) for f in receipts.FIELDS]
+    row = [receipt_store.stored(f, values[f]) for f in receipt_store.FIELDS]
     with record_file(data_dir) as conn:
-        conn.execute(f"INSERT INTO receipts ({receipts.COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
+        marks = ", ".join("?" * len(row))
+        conn.execute(f"INSERT INTO receipts ({receipt_store.COLUMNS}) VALUES ({marks})", row)

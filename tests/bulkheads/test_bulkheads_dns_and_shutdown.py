@@ -26,8 +26,8 @@ from bulkhead_servers import RecordingExecutor, SilentDns, start_stuck_write
 from served_process import RUNNING, Served
 
 from fibric import settings, specs, store, trust
-from fibric.controller import apply, dispatch
-from fibric.store import deliveries, plans, secretbox
+from fibric.controller import applier, dispatch
+from fibric.store import deliveries, plan_store, secretbox
 from fibric.trust import resolver
 
 KEY = base64.b64encode(os.urandom(32)).decode()
@@ -52,10 +52,11 @@ def test_a_webhook_host_whose_dns_never_answers_fails_at_the_deadline_and_backs_
     host = f"{secrets.token_hex(6)}.hang.test"
     document = specs.build("Webhook", "unresolvable",
                            {"url": f"https://{host}/h", "events": ["plan.proposed"]})
-    apply.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))], origin=trust.Origin.TENANT,
-                options=apply.Options(trust.Boundary(webhook_egress=trust.ANYWHERE), box))
+    applier.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))],
+                  origin=trust.Origin.TENANT,
+                  options=applier.Options(trust.Boundary(webhook_egress=trust.ANYWHERE), box))
     webhook = state.get_object(tenant.id, "Webhook", "unresolvable")
-    plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
 
     clock = Clock()
     boundary = trust.Boundary(resolver=resolver.Resolver(

@@ -15,7 +15,7 @@ import pytest
 from cli_support import run
 
 from fibric import store
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 
 def location_args(store_location: str) -> list[str]:
@@ -49,9 +49,9 @@ def test_keygen_into_an_unwritable_folder_is_an_error_naming_the_file(tmp_path: 
 def test_checkpoint_takes_store_like_verify_on_each_backend(
     store_location: str, state: store.StateStore, tenant: store.Tenant, tmp_path: Path
 ) -> None:
-    record = receipts.StoreLedger(state)
+    record = receipt_store.StoreLedger(state)
     for n in range(3):
-        record.append(receipts.NewReceipt(
+        record.append(receipt_store.NewReceipt(
             reseller_id="rs_fibric", tenant_id=tenant.id, operator_id="op_8f2a1c", operator="ship-risk",
             capability="orders.hold", entity_key=f"order:SO-{n}", idempotency_key=f"ship-risk:SO-{n}:hold",
             decision="ALLOW", outcome="applied", rule="orders.hold", args={"n": n}))

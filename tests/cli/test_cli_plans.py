@@ -20,7 +20,7 @@ import pytest
 from cli_support import run
 
 from fibric import client, plantypes, store
-from fibric.store import plans
+from fibric.store import plan_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "executor"))
 from executor_support import Fibric, effects, example_actions, running
@@ -36,12 +36,12 @@ def operator_id(repo: Path, api_env: Env, state: store.StateStore, tenant: store
     return state.get_object(tenant.id, "Operator", "ship-risk").id
 
 
-def propose(state: store.StateStore, tenant: store.Tenant, operator_id: str, **extra: Any) -> plans.Plan:
+def propose(state: store.StateStore, tenant: store.Tenant, operator_id: str, **extra: Any) -> plan_store.Plan:
     actions = [{**action, "rule": "orders.hold" if action["decision"] == "ALLOW" else "orders.notify",
                 "rationale": f"rule 1 matched event ev_1: {action['capability']}"}
                for action in example_actions()]
-    return plans.propose(state, tenant.id, operator_id=operator_id, actions=actions, policy_id=None,
-                         proposed_by="rules", operator_name="ship-risk", **extra)
+    return plan_store.propose(state, tenant.id, operator_id=operator_id, actions=actions, policy_id=None,
+                              proposed_by="rules", operator_name="ship-risk", **extra)
 
 
 def ok(args: list[str], env: Env) -> str:

@@ -27,8 +27,7 @@ from served_process import RUNNING
 
 import fibric
 from fibric import client, settings, store, timefmt, webhooks
-from fibric.store import secretbox
-from fibric.store import webhooks as endpoints
+from fibric.store import secretbox, webhook_store
 
 Env = dict[str, str | None]
 Delivery = tuple[bytes, dict[str, str]]
@@ -45,7 +44,7 @@ spec:
 
 def signing_secrets(state: store.StateStore, tenant_id: str, name: str) -> list[str]:
     """The secrets the server signs a webhook's deliveries with, read from the store."""
-    endpoint = endpoints.read(state, tenant_id, state.get_object(tenant_id, "Webhook", name).id)
+    endpoint = webhook_store.read(state, tenant_id, state.get_object(tenant_id, "Webhook", name).id)
     return endpoint.signing_secrets(secretbox.for_store(state, settings.Settings()), {}, timefmt.now())
 
 

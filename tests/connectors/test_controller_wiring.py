@@ -24,8 +24,8 @@ from connector_support import FAST, ORDERS_SERVER, WAIT
 
 from fibric import connectors, errors, settings, specs, store, trust
 from fibric.api import create_app
-from fibric.controller import apply, loop
-from fibric.store import pins as pin_store
+from fibric.controller import applier, loop
+from fibric.store import pin_store
 
 pytestmark = pytest.mark.anyio
 
@@ -71,7 +71,8 @@ async def controller(
         state, settings.ControllerSettings(resync_seconds=3600), connectors=runtime,
         stop_timeout_seconds=WAIT, boundary=installation,
     )
-    result = apply.apply(state, tenant.id, specs.load_text(CONNECTOR), options=apply.Options(installation))
+    result = applier.apply(state, tenant.id, specs.load_text(CONNECTOR),
+                           options=applier.Options(installation))
     await running.start()
     try:
         for change in result.changes:
@@ -171,7 +172,7 @@ async def test_deleting_the_connector_stops_it_and_forgets_its_pins(
     await stored_status(state, tenant.id, connected)
     runtime = controller.connectors
     assert runtime is not None and runtime.names(tenant.id) == [NAME]
-    change = apply.delete(state, tenant.id, "Connector", NAME)
+    change = applier.delete(state, tenant.id, "Connector", NAME)
     controller.notify(tenant.id, change.kind, change.name)
     pins = pin_store.SQLPinStore(state)
     with anyio.fail_after(WAIT):  # the runtime stops the server first, then forgets the pins

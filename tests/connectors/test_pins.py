@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fibric import connectors
-from fibric.connectors import pins
+from fibric.connectors import pinning
 
 
 def test_record_new_never_overwrites_and_acknowledge_does() -> None:
@@ -29,5 +29,5 @@ def test_pins_are_per_tenant_and_connector_and_can_be_forgotten() -> None:
 
 
 def test_changed_tools_are_pinned_tools_with_another_hash() -> None:
-    assert pins.changed_tools({"a": "1", "b": "2"}, {"a": "1", "b": "X", "new": "9"}) == ["b"]
-    assert pins.changed_tools({"gone": "1"}, {}) == []
+    assert pinning.changed_tools({"a": "1", "b": "2"}, {"a": "1", "b": "X", "new": "9"}) == ["b"]
+    assert pinning.changed_tools({"gone": "1"}, {}) == []

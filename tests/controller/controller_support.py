@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fibric import specs, store, trust
-from fibric.controller import apply
+from fibric.controller import applier
 
 T = TypeVar("T")
 
@@ -68,10 +68,10 @@ def webhook(name: str = "ops-channel", **spec: str) -> str:
 
 def apply_yaml(
     state: store.StateStore, tenant_id: str, *documents: str, origin: trust.Origin = trust.Origin.TENANT
-) -> apply.ApplyResult:
+) -> applier.ApplyResult:
     """Apply YAML documents the way `fibric apply` does (a tenant), or `serve --specs` (the installation)."""
     loaded = specs.load_text("---\n".join(documents), "test.yaml")
-    return apply.apply(state, tenant_id, loaded, origin=origin)
+    return applier.apply(state, tenant_id, loaded, origin=origin)
 
 
 def insert(state: store.StateStore, tenant_id: str, document: str) -> store.StoredObject:

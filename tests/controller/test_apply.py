@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fibric import errors, specs, store, trust
-from fibric.controller import apply
+from fibric.controller import applier
 from fibric.store import secretbox
 
 KINDS = ("Operator", "Connector", "Policy", "Webhook")
@@ -79,11 +79,11 @@ def everything(state: store.StateStore, tenant: store.Tenant) -> list[store.Stor
     )
 
 
-def actions(result: apply.ApplyResult) -> list[tuple[str, str, str]]:
+def actions(result: applier.ApplyResult) -> list[tuple[str, str, str]]:
     return [(c.action, c.kind, c.name) for c in result.changes]
 
 
-def summary(changes: Sequence[apply.Change]) -> list[tuple[str, str, str, int | None]]:
+def summary(changes: Sequence[applier.Change]) -> list[tuple[str, str, str, int | None]]:
     return [(c.action, c.kind, c.name, c.generation) for c in changes]
 
 
@@ -91,7 +91,7 @@ def summary(changes: Sequence[apply.Change]) -> list[tuple[str, str, str, int | 
 
 
 def test_a_new_set_is_created_at_generation_one(state: store.StateStore, tenant: store.Tenant) -> None:
-    result = apply.apply(state, tenant.id, full_set(), apply_set="git")
+    result = applier.apply(state, tenant.id, full_set(), apply_set="git")
 
     assert actions(result) == [
         ("created", "Policy", "guard"),
@@ -110,10 +110,10 @@ def test_a_new_set_is_created_at_generation_one(state: store.StateStore, tenant:
 
 
 def test_applying_the_same_set_again_changes_nothing(state: store.StateStore, tenant: store.Tenant) -> None:
-    apply.apply(state, tenant.id, full_set(), apply_set="git")
+    applier.apply(state, tenant.id, full_set(), apply_set="git")
     before = everything(state, tenant)
 
-    result = apply.apply(state, tenant.id, full_set(), apply_set="git")
+    result = applier.apply(state, tenant.id, full_set(), apply_set="git")
 
     assert {c.action for c in result.changes} == {"unchanged"}
     assert not result.changed
@@ -123,8 +123,9 @@ def test_applying_the_same_set_again_changes_nothing(state: store.StateStore, te
 
 
 def test_reordered_keys_are_not_a_change(state: store.StateStore, tenant: store.Tenant) -> None:
-    apply.apply(state, tenant.id, load(connector(capabilities="{orders.hold: hold, orders.notify: notify}")))
-    result = apply.apply(
+    applier.apply(state, tenant.id,
+                  load(connector(capabilities="{orders.hold: hold, orders.notify: notify}")))
+    result = applier.apply(
         state, tenant.id, load(connector(capabilities="{orders.notify: notify, orders.hold: hold}"))
     )
     assert summary(result.changes) == [("unchanged", "Connector", "magento", 1)]
@@ -134,7 +135,7 @@ def test_a_spec_stored_before_a_field_was_added_is_not_a_change(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
     """After an upgrade, re-applying the same files must not move every generation (GitOps diffs)."""
-    apply.apply(state, tenant.id, load(policy(), operator()))
+    applier.apply(state, tenant.id, load(policy(), operator()))
     stored = state.get_object(tenant.id, "Operator", "ship-risk")
     older = {k: v for k, v in stored.spec.items() if k not in ("plan_ttl_seconds", "sensitive", "purpose")}
     with state.tenant_transaction(tenant.id) as tx:  # what the release before those fields stored
@@ -142,24 +143,24 @@ def test_a_spec_stored_before_a_field_was_added_is_not_a_change(
     before = state.get_object(tenant.id, "Operator", "ship-risk")
     assert before.generation == 2 and before.spec == older
 
-    result = apply.apply(state, tenant.id, load(policy(), operator()))
+    result = applier.apply(state, tenant.id, load(policy(), operator()))
     assert summary(result.changes) == [("unchanged", "Policy", "guard", 1),
                                        ("unchanged", "Operator", "ship-risk", 2)]
     assert state.get_object(tenant.id, "Operator", "ship-risk") == before
 
-    changed = apply.apply(state, tenant.id, load(policy(), operator(labels="{team: ops}")))
+    changed = applier.apply(state, tenant.id, load(policy(), operator(labels="{team: ops}")))
     assert summary(changed.changes)[1] == ("configured", "Operator", "ship-risk", 2)  # labels alone
-    real = apply.apply(state, tenant.id, load(policy(), operator(capabilities="[orders.notify]")))
+    real = applier.apply(state, tenant.id, load(policy(), operator(capabilities="[orders.notify]")))
     assert summary(real.changes)[1] == ("configured", "Operator", "ship-risk", 3)
 
 
 def test_a_spec_change_is_configured_at_the_next_generation(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    apply.apply(state, tenant.id, full_set(), apply_set="git")
+    applier.apply(state, tenant.id, full_set(), apply_set="git")
     untouched = state.get_object(tenant.id, "Policy", "guard")
 
-    result = apply.apply(
+    result = applier.apply(
         state, tenant.id,
         load(policy(), operator(capabilities="[orders.hold, orders.notify]"), connector(), webhook()),
         apply_set="git",
@@ -175,7 +176,7 @@ def test_a_spec_change_is_configured_at_the_next_generation(
     assert (stored.generation, stored.spec["capabilities"]) == (2, ["orders.hold", "orders.notify"])
     assert state.get_object(tenant.id, "Policy", "guard") == untouched
 
-    again = apply.apply(
+    again = applier.apply(
         state, tenant.id, load(policy(decision="BLOCK"), operator(capabilities="[orders.notify]"))
     )
     assert summary(again.changes) == [
@@ -185,10 +186,10 @@ def test_a_spec_change_is_configured_at_the_next_generation(
 
 
 def test_a_labels_only_change_keeps_the_generation(state: store.StateStore, tenant: store.Tenant) -> None:
-    apply.apply(state, tenant.id, load(policy(), operator(labels="{team: ops}")))
+    applier.apply(state, tenant.id, load(policy(), operator(labels="{team: ops}")))
     before = state.get_object(tenant.id, "Operator", "ship-risk")
 
-    result = apply.apply(state, tenant.id, load(policy(), operator(labels="{team: sre, tier: gold}")))
+    result = applier.apply(state, tenant.id, load(policy(), operator(labels="{team: sre, tier: gold}")))
 
     assert summary(result.changes) == [
         ("unchanged", "Policy", "guard", 1),
@@ -201,7 +202,7 @@ def test_a_labels_only_change_keeps_the_generation(state: store.StateStore, tena
 
 def test_an_unknown_tenant_is_not_found(state: store.StateStore) -> None:
     with pytest.raises(errors.NotFound):
-        apply.apply(state, "t_0000000000000000", full_set())
+        applier.apply(state, "t_0000000000000000", full_set())
 
 
 # --- checks: all or nothing --------------------------------------------------------
@@ -211,7 +212,7 @@ def test_a_dangling_policy_reference_is_invalid_and_writes_nothing(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
     with pytest.raises(errors.SpecInvalid) as caught:
-        apply.apply(state, tenant.id, load(operator(policy="missing")))
+        applier.apply(state, tenant.id, load(operator(policy="missing")))
 
     [problem] = caught.value.problems
     assert (problem.path, problem.file, problem.line) == ("spec.policy", "specs.yaml", 8)
@@ -228,17 +229,17 @@ def test_one_bad_document_among_valid_ones_writes_none(
     )
     assert len(batch) == 6
     with pytest.raises(errors.SpecInvalid, match="nowhere"):
-        apply.apply(state, tenant.id, batch, apply_set="git")
+        applier.apply(state, tenant.id, batch, apply_set="git")
     assert everything(state, tenant) == []
 
 
 def test_a_failure_after_writes_began_rolls_them_back(state: store.StateStore, tenant: store.Tenant) -> None:
-    apply.apply(state, tenant.id, load(webhook("existing")))
+    applier.apply(state, tenant.id, load(webhook("existing")))
     before = everything(state, tenant)
 
     # The conflict is found only when the write loop reaches the last document.
     with pytest.raises(errors.Conflict, match="existing"):
-        apply.apply(state, tenant.id, load(policy(), operator(), webhook("existing")), create_only=True)
+        applier.apply(state, tenant.id, load(policy(), operator(), webhook("existing")), create_only=True)
 
     assert everything(state, tenant) == before
 
@@ -246,23 +247,23 @@ def test_a_failure_after_writes_began_rolls_them_back(state: store.StateStore, t
 def test_a_live_policy_satisfies_an_operators_reference(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    apply.apply(state, tenant.id, load(policy()))  # e.g. created through the API
-    result = apply.apply(state, tenant.id, load(operator()), apply_set="git")
+    applier.apply(state, tenant.id, load(policy()))  # e.g. created through the API
+    result = applier.apply(state, tenant.id, load(operator()), apply_set="git")
     assert actions(result) == [("created", "Operator", "ship-risk")]
 
 
 def test_another_tenants_policy_does_not_satisfy_a_reference(
     state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant
 ) -> None:
-    apply.apply(state, other_tenant.id, load(policy()))
+    applier.apply(state, other_tenant.id, load(policy()))
     with pytest.raises(errors.SpecInvalid, match="guard"):
-        apply.apply(state, tenant.id, load(operator()))
+        applier.apply(state, tenant.id, load(operator()))
     assert everything(state, tenant) == []
 
 
 def test_duplicates_in_one_batch_are_invalid(state: store.StateStore, tenant: store.Tenant) -> None:
     with pytest.raises(errors.SpecInvalid) as caught:
-        apply.apply(state, tenant.id, load(policy(), operator(), policy(decision="BLOCK")))
+        applier.apply(state, tenant.id, load(policy(), operator(), policy(decision="BLOCK")))
     [problem] = caught.value.problems
     assert problem.path == "metadata.name"
     assert "duplicate Policy 'guard'" in problem.message
@@ -270,20 +271,20 @@ def test_duplicates_in_one_batch_are_invalid(state: store.StateStore, tenant: st
 
 
 def test_the_same_name_in_two_kinds_is_not_a_duplicate(state: store.StateStore, tenant: store.Tenant) -> None:
-    result = apply.apply(state, tenant.id, load(policy("shared"), webhook("shared")))
+    result = applier.apply(state, tenant.id, load(policy("shared"), webhook("shared")))
     assert actions(result) == [("created", "Policy", "shared"), ("created", "Webhook", "shared")]
 
 
 def test_capabilities_no_connector_fulfils_are_warnings_not_errors(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    result = apply.apply(state, tenant.id, load(policy(), operator(capabilities="[orders.hold, crm.call]")))
+    result = applier.apply(state, tenant.id, load(policy(), operator(capabilities="[orders.hold, crm.call]")))
     assert [w.path for w in result.warnings] == ["spec.capabilities[0]", "spec.capabilities[1]"]
     assert len(everything(state, tenant)) == 2
 
     # A connector already live fulfils them.
-    apply.apply(state, tenant.id, load(connector(capabilities="{orders.hold: hold, crm.call: call}")))
-    again = apply.apply(state, tenant.id, load(policy(), operator(capabilities="[orders.hold, crm.call]")))
+    applier.apply(state, tenant.id, load(connector(capabilities="{orders.hold: hold, crm.call: call}")))
+    again = applier.apply(state, tenant.id, load(policy(), operator(capabilities="[orders.hold, crm.call]")))
     assert again.warnings == []
 
 
@@ -300,11 +301,11 @@ def test_an_unresolved_policy_file_is_invalid_naming_the_field(
     loaded = specs.load_paths([tmp_path / "specs.yaml"])
 
     with pytest.raises(errors.SpecInvalid) as caught:
-        apply.apply(state, tenant.id, loaded)
+        applier.apply(state, tenant.id, loaded)
     assert [p.path for p in caught.value.problems] == ["spec.rego_file"]
     assert everything(state, tenant) == []
 
-    result = apply.apply(state, tenant.id, [specs.resolve(i) for i in loaded])
+    result = applier.apply(state, tenant.id, [specs.resolve(i) for i in loaded])
     assert actions(result) == [("created", "Policy", "guard")]
     stored = state.get_object(tenant.id, "Policy", "guard")
     assert stored.spec["rego"].startswith("package fibric.guard")
@@ -316,7 +317,7 @@ def test_unresolved_policy_tests_are_invalid_naming_the_field(
 ) -> None:
     text = policy() + "  tests: [guard_test.rego]\n"
     with pytest.raises(errors.SpecInvalid) as caught:
-        apply.apply(state, tenant.id, load(text))
+        applier.apply(state, tenant.id, load(text))
     assert [p.path for p in caught.value.problems] == ["spec.tests"]
     assert everything(state, tenant) == []
 
@@ -327,14 +328,14 @@ def test_unresolved_policy_tests_are_invalid_naming_the_field(
 def test_prune_deletes_only_what_left_the_same_set(
     state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant
 ) -> None:
-    apply.apply(state, tenant.id, full_set(), apply_set="git")
-    apply.apply(state, tenant.id, load(webhook("by-api")))  # no apply set: created through the API
-    apply.apply(state, tenant.id, load(webhook("other-repo")), apply_set="other")
-    apply.apply(state, other_tenant.id, full_set(), apply_set="git")
+    applier.apply(state, tenant.id, full_set(), apply_set="git")
+    applier.apply(state, tenant.id, load(webhook("by-api")))  # no apply set: created through the API
+    applier.apply(state, tenant.id, load(webhook("other-repo")), apply_set="other")
+    applier.apply(state, other_tenant.id, full_set(), apply_set="git")
     gone = state.get_object(tenant.id, "Webhook", "ops-channel")
 
     kept = load(policy(), operator(), connector())
-    result = apply.apply(state, tenant.id, kept, apply_set="git", prune=True)
+    result = applier.apply(state, tenant.id, kept, apply_set="git", prune=True)
 
     assert summary(result.changes) == [
         ("unchanged", "Policy", "guard", 1),
@@ -348,17 +349,17 @@ def test_prune_deletes_only_what_left_the_same_set(
 
 
 def test_without_prune_objects_that_left_the_set_stay(state: store.StateStore, tenant: store.Tenant) -> None:
-    apply.apply(state, tenant.id, full_set(), apply_set="git")
-    result = apply.apply(state, tenant.id, load(policy()), apply_set="git")
+    applier.apply(state, tenant.id, full_set(), apply_set="git")
+    result = applier.apply(state, tenant.id, load(policy()), apply_set="git")
     assert actions(result) == [("unchanged", "Policy", "guard")]
     assert len(everything(state, tenant)) == 4
 
 
 def test_prune_needs_an_apply_set(state: store.StateStore, tenant: store.Tenant) -> None:
-    apply.apply(state, tenant.id, load(webhook("by-api")))
+    applier.apply(state, tenant.id, load(webhook("by-api")))
     for apply_set in (None, ""):
         with pytest.raises(errors.SpecInvalid) as caught:
-            apply.apply(state, tenant.id, [], apply_set=apply_set, prune=True)
+            applier.apply(state, tenant.id, [], apply_set=apply_set, prune=True)
         assert [p.path for p in caught.value.problems] == ["apply_set"]
     assert [o.name for o in everything(state, tenant)] == ["by-api"]
 
@@ -366,12 +367,12 @@ def test_prune_needs_an_apply_set(state: store.StateStore, tenant: store.Tenant)
 def test_prune_refuses_to_delete_a_policy_still_bound_to_an_operator(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    apply.apply(state, tenant.id, load(policy(), webhook()), apply_set="git")
-    apply.apply(state, tenant.id, load(operator()))  # an API-created operator bound to the set's policy
+    applier.apply(state, tenant.id, load(policy(), webhook()), apply_set="git")
+    applier.apply(state, tenant.id, load(operator()))  # an API-created operator bound to the set's policy
     before = everything(state, tenant)
 
     with pytest.raises(errors.SpecInvalid) as caught:
-        apply.apply(state, tenant.id, load(webhook()), apply_set="git", prune=True)
+        applier.apply(state, tenant.id, load(webhook()), apply_set="git", prune=True)
 
     [problem] = caught.value.problems
     assert problem.path == "spec.policy"
@@ -382,8 +383,8 @@ def test_prune_refuses_to_delete_a_policy_still_bound_to_an_operator(
 def test_prune_may_delete_a_policy_together_with_its_operators(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    apply.apply(state, tenant.id, full_set(), apply_set="git")
-    result = apply.apply(state, tenant.id, load(connector()), apply_set="git", prune=True)
+    applier.apply(state, tenant.id, full_set(), apply_set="git")
+    result = applier.apply(state, tenant.id, load(connector()), apply_set="git", prune=True)
     assert sorted(actions(result)) == [
         ("pruned", "Operator", "ship-risk"),
         ("pruned", "Policy", "guard"),
@@ -396,9 +397,9 @@ def test_prune_may_delete_a_policy_together_with_its_operators(
 def test_an_operator_kept_in_the_set_needs_its_policy_to_stay(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    apply.apply(state, tenant.id, full_set(), apply_set="git")
+    applier.apply(state, tenant.id, full_set(), apply_set="git")
     with pytest.raises(errors.SpecInvalid, match="guard"):
-        apply.apply(state, tenant.id, load(operator(), connector()), apply_set="git", prune=True)
+        applier.apply(state, tenant.id, load(operator(), connector()), apply_set="git", prune=True)
     assert len(everything(state, tenant)) == 4
 
 
@@ -408,18 +409,18 @@ def test_an_operator_kept_in_the_set_needs_its_policy_to_stay(
 def test_a_dry_run_writes_nothing_and_predicts_the_real_apply(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    apply.apply(state, tenant.id, full_set(), apply_set="git")
+    applier.apply(state, tenant.id, full_set(), apply_set="git")
     before = everything(state, tenant)
     changed = load(
         policy(), operator(capabilities="[orders.notify]", labels="{team: sre}"), operator("second"),
         connector(),
     )
 
-    predicted = apply.apply(state, tenant.id, changed, apply_set="git", prune=True, dry_run=True)
+    predicted = applier.apply(state, tenant.id, changed, apply_set="git", prune=True, dry_run=True)
 
     assert predicted.dry_run
     assert everything(state, tenant) == before
-    real = apply.apply(state, tenant.id, changed, apply_set="git", prune=True)
+    real = applier.apply(state, tenant.id, changed, apply_set="git", prune=True)
     assert summary(predicted.changes) == summary(real.changes) == [
         ("unchanged", "Policy", "guard", 1),
         ("configured", "Operator", "ship-risk", 2),
@@ -433,28 +434,28 @@ def test_a_dry_run_writes_nothing_and_predicts_the_real_apply(
 
 
 def test_a_dry_run_of_a_new_set_creates_nothing(state: store.StateStore, tenant: store.Tenant) -> None:
-    predicted = apply.apply(state, tenant.id, full_set(), apply_set="git", dry_run=True)
+    predicted = applier.apply(state, tenant.id, full_set(), apply_set="git", dry_run=True)
     assert {c.action for c in predicted.changes} == {"created"}
     assert all(c.signing_secret is None for c in predicted.changes)
     assert everything(state, tenant) == []
-    real = apply.apply(state, tenant.id, full_set(), apply_set="git")
+    real = applier.apply(state, tenant.id, full_set(), apply_set="git")
     assert summary(predicted.changes) == summary(real.changes)
 
 
 def test_a_dry_run_still_refuses_an_invalid_set(state: store.StateStore, tenant: store.Tenant) -> None:
     with pytest.raises(errors.SpecInvalid):
-        apply.apply(state, tenant.id, load(operator()), dry_run=True)
+        applier.apply(state, tenant.id, load(operator()), dry_run=True)
 
 
 def test_create_only_refuses_an_existing_name(state: store.StateStore, tenant: store.Tenant) -> None:
-    apply.apply(state, tenant.id, load(policy()))
+    applier.apply(state, tenant.id, load(policy()))
     before = everything(state, tenant)
 
     with pytest.raises(errors.Conflict, match="guard"):
-        apply.apply(state, tenant.id, load(policy(decision="BLOCK")), create_only=True)
+        applier.apply(state, tenant.id, load(policy(decision="BLOCK")), create_only=True)
 
     assert everything(state, tenant) == before
-    result = apply.apply(state, tenant.id, load(operator()), create_only=True)
+    result = applier.apply(state, tenant.id, load(operator()), create_only=True)
     assert actions(result) == [("created", "Operator", "ship-risk")]
 
 
@@ -465,35 +466,35 @@ def stored_secret(state: store.StateStore, tenant: store.Tenant) -> str:
     """The webhook's signing secret as stored: sealed, never in plaintext (fibric/store/secretbox.py)."""
     sealed = state.get_object(tenant.id, "Webhook", "ops-channel").secret
     assert sealed is not None and sealed.startswith(secretbox.SEALED_PREFIX)
-    return apply.Options().sealer(state).open(sealed, tenant.id)
+    return applier.Options().sealer(state).open(sealed, tenant.id)
 
 
 def test_a_webhook_without_secret_env_gets_a_signing_secret_once(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    [created] = apply.apply(state, tenant.id, load(webhook())).changes
+    [created] = applier.apply(state, tenant.id, load(webhook())).changes
 
     assert created.signing_secret is not None
-    assert created.signing_secret.startswith(apply.SECRET_PREFIX)
-    assert len(created.signing_secret) >= len(apply.SECRET_PREFIX) + 32
+    assert created.signing_secret.startswith(applier.SECRET_PREFIX)
+    assert len(created.signing_secret) >= len(applier.SECRET_PREFIX) + 32
     assert created.signing_secret not in repr(created)
     assert stored_secret(state, tenant) == created.signing_secret
 
-    [unchanged] = apply.apply(state, tenant.id, load(webhook())).changes
-    [configured] = apply.apply(state, tenant.id, load(webhook(extra="  enabled: false\n"))).changes
+    [unchanged] = applier.apply(state, tenant.id, load(webhook())).changes
+    [configured] = applier.apply(state, tenant.id, load(webhook(extra="  enabled: false\n"))).changes
     assert (unchanged.action, unchanged.signing_secret) == ("unchanged", None)
     assert (configured.action, configured.signing_secret) == ("configured", None)
     assert stored_secret(state, tenant) == created.signing_secret
 
-    [other] = apply.apply(state, tenant.id, load(webhook("other"))).changes
+    [other] = applier.apply(state, tenant.id, load(webhook("other"))).changes
     assert other.signing_secret not in (None, created.signing_secret)
 
 
 def test_a_webhook_with_secret_env_gets_no_generated_secret(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    [created] = apply.apply(state, tenant.id, load(webhook(extra="  secret_env: OPS_HOOK_SECRET\n")),
-                            origin=trust.Origin.INSTALLATION).changes
+    [created] = applier.apply(state, tenant.id, load(webhook(extra="  secret_env: OPS_HOOK_SECRET\n")),
+                              origin=trust.Origin.INSTALLATION).changes
     assert created.signing_secret is None
     assert state.get_object(tenant.id, "Webhook", "ops-channel").secret is None
 
@@ -502,16 +503,16 @@ def test_a_webhook_that_drops_secret_env_gets_a_signing_secret(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
     # Otherwise it would be left with nothing to sign deliveries with.
-    apply.apply(state, tenant.id, load(webhook(extra="  secret_env: OPS_HOOK_SECRET\n")),
-                origin=trust.Origin.INSTALLATION)
+    applier.apply(state, tenant.id, load(webhook(extra="  secret_env: OPS_HOOK_SECRET\n")),
+                  origin=trust.Origin.INSTALLATION)
 
-    [configured] = apply.apply(state, tenant.id, load(webhook())).changes
+    [configured] = applier.apply(state, tenant.id, load(webhook())).changes
 
     assert configured.action == "configured"
     assert configured.signing_secret is not None
-    assert configured.signing_secret.startswith(apply.SECRET_PREFIX)
+    assert configured.signing_secret.startswith(applier.SECRET_PREFIX)
     assert stored_secret(state, tenant) == configured.signing_secret
-    [again] = apply.apply(state, tenant.id, load(webhook())).changes
+    [again] = applier.apply(state, tenant.id, load(webhook())).changes
     assert (again.action, again.signing_secret) == ("unchanged", None)
 
 
@@ -520,10 +521,10 @@ def test_a_webhook_that_drops_secret_env_gets_a_signing_secret(
 
 @pytest.mark.parametrize("by", ["id", "name"])
 def test_delete_by_id_or_name(state: store.StateStore, tenant: store.Tenant, by: str) -> None:
-    apply.apply(state, tenant.id, full_set())
+    applier.apply(state, tenant.id, full_set())
     target = state.get_object(tenant.id, "Webhook", "ops-channel")
 
-    change = apply.delete(state, tenant.id, "Webhook", target.id if by == "id" else target.name)
+    change = applier.delete(state, tenant.id, "Webhook", target.id if by == "id" else target.name)
 
     assert summary([change]) == [("deleted", "Webhook", "ops-channel", 1)]
     assert change.id == target.id
@@ -535,35 +536,35 @@ def test_delete_by_id_or_name(state: store.StateStore, tenant: store.Tenant, by:
 def test_a_policy_bound_to_an_operator_cannot_be_deleted(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    apply.apply(state, tenant.id, load(policy(), operator(), operator("second")))
+    applier.apply(state, tenant.id, load(policy(), operator(), operator("second")))
     guard = state.get_object(tenant.id, "Policy", "guard")
 
     for ref in (guard.id, guard.name):
         with pytest.raises(errors.Conflict, match="second, ship-risk"):
-            apply.delete(state, tenant.id, "Policy", ref)
+            applier.delete(state, tenant.id, "Policy", ref)
     assert state.get_object(tenant.id, "Policy", "guard") == guard
 
-    apply.delete(state, tenant.id, "Operator", "ship-risk")
-    apply.delete(state, tenant.id, "Operator", "second")
-    assert apply.delete(state, tenant.id, "Policy", "guard").action == "deleted"
+    applier.delete(state, tenant.id, "Operator", "ship-risk")
+    applier.delete(state, tenant.id, "Operator", "second")
+    assert applier.delete(state, tenant.id, "Policy", "guard").action == "deleted"
     assert everything(state, tenant) == []
 
 
 def test_deleting_an_unknown_or_foreign_object_is_not_found(
     state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant
 ) -> None:
-    apply.apply(state, other_tenant.id, full_set())
+    applier.apply(state, other_tenant.id, full_set())
     theirs = everything(state, other_tenant)
 
     for obj in theirs:
         for ref in (obj.id, obj.name):
             with pytest.raises(errors.NotFound):
-                apply.delete(state, tenant.id, obj.kind, ref)
+                applier.delete(state, tenant.id, obj.kind, ref)
     for ref in ("ghost", "op_0000000000000000", "op_\x00"):
         with pytest.raises(errors.NotFound):
-            apply.delete(state, tenant.id, "Operator", ref)
+            applier.delete(state, tenant.id, "Operator", ref)
     with pytest.raises(errors.NotFound):
-        apply.delete(state, tenant.id, "Policy", "ship-risk")  # an operator's name, wrong kind
+        applier.delete(state, tenant.id, "Policy", "ship-risk")  # an operator's name, wrong kind
 
     assert everything(state, other_tenant) == theirs
 
@@ -577,9 +578,9 @@ def test_concurrent_applies_of_one_set_create_each_object_once(
     appliers = 6
     barrier = threading.Barrier(appliers)
 
-    def run() -> apply.ApplyResult:
+    def run() -> applier.ApplyResult:
         barrier.wait(timeout=10)
-        return apply.apply(state, tenant.id, full_set(), apply_set="git", prune=True)
+        return applier.apply(state, tenant.id, full_set(), apply_set="git", prune=True)
 
     with ThreadPoolExecutor(appliers) as pool:
         results = [f.result(timeout=30) for f in [pool.submit(run) for _ in range(appliers)]]
@@ -598,7 +599,7 @@ def test_concurrent_applies_of_one_set_create_each_object_once(
 def test_concurrent_applies_of_changing_specs_keep_the_generation_consistent(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    apply.apply(state, tenant.id, full_set(), apply_set="git")
+    applier.apply(state, tenant.id, full_set(), apply_set="git")
     versions = [
         load(policy(), operator(capabilities="[orders.hold]"), connector()),
         load(policy(), operator(capabilities="[orders.notify]"), connector()),
@@ -606,9 +607,10 @@ def test_concurrent_applies_of_changing_specs_keep_the_generation_consistent(
     appliers, rounds = 4, 5
     barrier = threading.Barrier(appliers)
 
-    def run(n: int) -> list[apply.ApplyResult]:
+    def run(n: int) -> list[applier.ApplyResult]:
         barrier.wait(timeout=10)
-        return [apply.apply(state, tenant.id, versions[(n + r) % 2], apply_set="git") for r in range(rounds)]
+        return [applier.apply(state, tenant.id, versions[(n + r) % 2], apply_set="git")
+                for r in range(rounds)]
 
     with ThreadPoolExecutor(appliers) as pool:
         results = [r for f in [pool.submit(run, n) for n in range(appliers)] for r in f.result(timeout=30)]

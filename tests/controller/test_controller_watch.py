@@ -14,7 +14,7 @@ import pytest
 from controller_support import connector, eventually, operator, policy, run
 
 from fibric import errors, specs, store
-from fibric.controller import apply, apply_folder, watch_folder
+from fibric.controller import applier, apply_folder, watch_folder
 
 SET = "serve"
 
@@ -64,7 +64,7 @@ def test_apply_folder_never_prunes_objects_created_outside_the_set(
     state: store.StateStore, tenant: store.Tenant, folder: Path
 ) -> None:
     # As the API would: no apply set.
-    apply.apply(state, tenant.id, specs.load_text(policy("api-made"), "api"))
+    applier.apply(state, tenant.id, specs.load_text(policy("api-made"), "api"))
     apply_folder(state, tenant.id, folder, SET)
     assert names(state, tenant, "Policy") == {"guard", "api-made"}
 
@@ -82,7 +82,7 @@ def test_watch_folder_follows_edits_and_keeps_the_last_good_state(
     state: store.StateStore, tenant: store.Tenant, folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     apply_folder(state, tenant.id, folder, SET)  # what serve does before watching
-    applied: list[apply.ApplyResult] = []
+    applied: list[applier.ApplyResult] = []
 
     async def scenario() -> None:
         stop = asyncio.Event()

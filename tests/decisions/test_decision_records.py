@@ -14,7 +14,7 @@ from decisions_support import QUERY, REASON_POLICY, SHIP_RISK, approve, policy_d
 
 from fibric import errors, policies, specs, store
 from fibric.policies import masking
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 HOLD, NOTIFY = "ship-risk:SO-10884:hold", "ship-risk:SO-10884:notify"
 
@@ -58,9 +58,9 @@ def test_a_receipt_keeps_the_input_its_policy_decided_on(
 
     # The record is part of the receipt's hash: changing it breaks the chain.
     values = dataclasses.asdict(hold)
-    assert receipts.chain_hash(values) == hold.hash
+    assert receipt_store.chain_hash(values) == hold.hash
     tampered = {**values, "decision_input": {**record, "action": {**record["action"], "args": {}}}}
-    assert receipts.chain_hash(tampered) != hold.hash
+    assert receipt_store.chain_hash(tampered) != hold.hash
 
 
 def test_no_record_when_no_policy_ran(state: store.StateStore, tenant: store.Tenant, tmp_path: Path) -> None:

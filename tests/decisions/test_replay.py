@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from fibric import cli, policies, store
 from fibric.controller import replay
 from fibric.policies import masking
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 HOLD, NOTIFY = "ship-risk:SO-10884:hold", "ship-risk:SO-10884:notify"
 LOOSER = SHIP_RISK.read_text().replace('{"decision": "ALERT", "rule": "orders.notify"}',
@@ -53,7 +53,7 @@ def recorded(state: store.StateStore, tenant: store.Tenant, tmp_path: Path) -> A
     with running(state, tenant, tmp_path) as f:
         results = approve(f, f.propose(event_id=f.ingest().id).id)
         guard = state.get_object(tenant.id, "Policy", "ship-risk-guard")
-        f.ledger.append(receipts.NewReceipt(  # as written before decision records were kept
+        f.ledger.append(receipt_store.NewReceipt(  # as written before decision records were kept
             reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id=f.operator_id(),
             operator="ship-risk", capability="orders.hold", entity_key="order:SO-1", idempotency_key="old:1",
             decision="ALLOW", outcome="applied", rule="orders.hold", policy_id=guard.id))
@@ -159,7 +159,7 @@ def test_replaying_live_decisions_with_the_same_policy_changes_none(
     state: store.StateStore, engine: policies.EmbeddedEngine, cases: list[dict[str, Any]]
 ) -> None:
     tenant = state.create_tenant(f"t-{uuid.uuid4().hex[:10]}", "rs_fibric")
-    ledger = receipts.StoreLedger(state)
+    ledger = receipt_store.StoreLedger(state)
     policy = policies.compile(SHIP_RISK.read_text(), policy_id="pol_guard")
     live = []
     for n, case in enumerate(cases):
@@ -172,7 +172,7 @@ def test_replaying_live_decisions_with_the_same_policy_changes_none(
             tool_changed=case["tool_changed"])
         decided = policies.evaluate(engine, policy, doc)
         live.append(decided)
-        ledger.append(receipts.NewReceipt(
+        ledger.append(receipt_store.NewReceipt(
             reseller_id="rs_fibric", tenant_id=tenant.id, operator_id="op_1", operator="ship-risk",
             capability=case["capability"], entity_key=f"order:{n}", idempotency_key=f"k{n}",
             decision=decided.decision.value, rule=decided.rule, policy_id="pol_guard",

@@ -21,7 +21,7 @@ from executor_support import effects
 from prometheus_client import parser
 
 from fibric import errors, policies, specs, store
-from fibric.controller import apply, decide, reconcile
+from fibric.controller import applier, decide, reconcile
 
 HOLD, NOTIFY = "ship-risk:SO-10884:hold", "ship-risk:SO-10884:notify"
 LIVE = SHIP_RISK.read_text()
@@ -226,7 +226,7 @@ spec:
   policy: ship-risk-guard
 ---
 {specs.to_yaml([policy_doc(LIVE, shadow={"rego": STRICTER})])}"""
-    apply.apply(state, tenant.id, specs.load_text(text, "specs.yaml"))
+    applier.apply(state, tenant.id, specs.load_text(text, "specs.yaml"))
     operator = state.get_object(tenant.id, "Operator", "ship-risk")
     doc = policies.build_input(tenant_id=tenant.id, operator={"id": operator.id, "name": "ship-risk"},
                                capability="orders.hold", entity_key="order:SO-10884", idempotency_key="k",
@@ -240,7 +240,7 @@ spec:
         assert decided.decision.decision.value == "ALLOW" and engine.stats.snapshot()["decisions"] == 3
         assert decided.shadow is not None and decided.shadow["decision"] == "BLOCK"
 
-        apply.apply(state, tenant.id, specs.load_text(specs.to_yaml([policy_doc(LIVE)]), "specs.yaml"))
+        applier.apply(state, tenant.id, specs.load_text(specs.to_yaml([policy_doc(LIVE)]), "specs.yaml"))
         plain = decider.decide_recorded(tenant.id, operator, doc)
         assert plain.shadow is None and engine.stats.snapshot()["decisions"] == 4
     finally:
@@ -250,7 +250,7 @@ spec:
 def test_apply_wants_the_shadows_file_inlined(state: store.StateStore, tenant: store.Tenant) -> None:
     [item] = specs.load_text(POLICY_YAML.format(shadow="    rego_file: candidate.rego"), "policies.yaml")
     with pytest.raises(errors.SpecInvalid) as caught:
-        apply.apply(state, tenant.id, [item])
+        applier.apply(state, tenant.id, [item])
     [problem] = caught.value.problems
     assert (problem.path, problem.line) == ("spec.shadow.rego_file", 9)
     assert "inlined before apply" in problem.message

@@ -25,8 +25,8 @@ import live_server
 import orders_system
 
 from fibric import connectors, policies, settings, store, system, trust
-from fibric.controller import apply, executor, watch
-from fibric.store import events, plans, receipts
+from fibric.controller import applier, executor, watch
+from fibric.store import event_store, plan_store, receipt_store
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -89,7 +89,7 @@ class Fibric:
     key: str
     state: store.StateStore
     tenant: store.Tenant
-    ledger: receipts.StoreLedger  # the receipts of record
+    ledger: receipt_store.StoreLedger  # the receipts of record
     executor: executor.Executor
     orders_db: Path
     system: system.System
@@ -102,17 +102,17 @@ class Fibric:
         return self.state.get_object(self.tenant.id, "Operator", "ship-risk").id
 
     def propose(self, actions: list[dict[str, Any]] | None = None, *, event_id: str | None = None,
-                ) -> plans.Plan:
+                ) -> plan_store.Plan:
         """A plan of the ship-risk operator, as its run would propose it."""
-        return plans.propose(self.state, self.tenant.id, operator_id=self.operator_id(),
-                             actions=actions if actions is not None else example_actions(),
-                             policy_id=None, proposed_by="rules", event_id=event_id)
+        return plan_store.propose(self.state, self.tenant.id, operator_id=self.operator_id(),
+                                  actions=actions if actions is not None else example_actions(),
+                                  policy_id=None, proposed_by="rules", event_id=event_id)
 
-    def ingest(self, **overrides: Any) -> events.Event:
+    def ingest(self, **overrides: Any) -> event_store.Event:
         body = {**EXAMPLE_EVENT, **overrides}
-        return events.ingest(self.state, reseller_id=self.tenant.reseller_id, tenant_id=self.tenant.id,
-                             type=body["type"], entity_key=body["entity_key"],
-                             idempotency_key=body["idempotency_key"], data=body["data"]).event
+        return event_store.ingest(self.state, reseller_id=self.tenant.reseller_id, tenant_id=self.tenant.id,
+                                  type=body["type"], entity_key=body["entity_key"],
+                                  idempotency_key=body["idempotency_key"], data=body["data"]).event
 
 
 @contextlib.contextmanager
@@ -133,7 +133,7 @@ def running(
     orders_db = tmp_path / "orders.db"
     folder = write_specs(tmp_path / "repo")
     boundary = boundary or orders_system.orders_boundary(orders_db, catalog)
-    watch.apply_folder(state, tenant.id, folder, "test", options=apply.Options(boundary))
+    watch.apply_folder(state, tenant.id, folder, "test", options=applier.Options(boundary))
     engine = policies.open_engine("embedded", timeout=5.0)
     config = settings.Settings(
         store=settings.StoreSettings(data_dir=tmp_path / "data"),

@@ -18,7 +18,7 @@ import pytest
 from executor_support import Fibric, effects, example_actions, running
 
 from fibric import errors, store
-from fibric.store import leases, outbox, plans
+from fibric.store import leases, outbox, plan_store
 
 HOLD, NOTIFY = "ship-risk:SO-10884:hold", "ship-risk:SO-10884:notify"
 
@@ -145,7 +145,7 @@ def test_approve_binds_to_the_digest_the_approver_saw(fibric: Fibric) -> None:
     wrong = approve(fibric, plan.id, {"digest": "sha256:" + "0" * 64})
     assert wrong.status_code == 409 and wrong.json()["error"]["code"] == "conflict"
     assert plan.digest in wrong.json()["error"]["message"]
-    assert plans.get(fibric.state, fibric.tenant.id, plan.id).status == "proposed"
+    assert plan_store.get(fibric.state, fibric.tenant.id, plan.id).status == "proposed"
     assert effects(fibric.orders_db) == 0
 
     assert approve(fibric, plan.id, {"digest": shown}).json()["status"] == "executed"
@@ -171,7 +171,7 @@ def test_a_single_flight_collision_is_409_naming_the_entity(fibric: Fibric) -> N
     assert response.status_code == 409, response.text
     error = response.json()["error"]
     assert error["code"] == "conflict" and "order:SO-10884" in error["message"]
-    assert plans.get(fibric.state, fibric.tenant.id, plan.id).status == "proposed"
+    assert plan_store.get(fibric.state, fibric.tenant.id, plan.id).status == "proposed"
     assert effects(fibric.orders_db) == 0 and fibric.ledger.list_receipts(fibric.tenant.id) == []
 
     leases.release(fibric.state, fibric.tenant.id, ["order:SO-10884"], "exe_elsewhere")

@@ -24,7 +24,7 @@ import orders_system
 from executor_support import running
 
 from fibric import store, trust
-from fibric.store import plans
+from fibric.store import plan_store
 
 SECRETS = ("10.9.8.7", "hunter2", "s3cr3t")
 WORDS = "db 10.9.8.7 refused user admin password=hunter2; token=s3cr3t"  # a `;` ends nothing
@@ -117,7 +117,7 @@ def test_a_private_targets_own_words_reach_the_tenant_nowhere(
                 assert time.monotonic() < deadline, "the connectors never settled"
                 time.sleep(0.05)
             operator = state.get_object(tenant.id, "Operator", "lookups")
-            plan = plans.propose(state, tenant.id, operator_id=operator.id, policy_id=None, actions=[
+            plan = plan_store.propose(state, tenant.id, operator_id=operator.id, policy_id=None, actions=[
                 {"capability": f"{n}.lookup", "entity_key": f"lookup:{n}", "idempotency_key": f"lookup:{n}",
                  "args": {}, "decision": "ALLOW"} for n in transports])
 

@@ -15,7 +15,7 @@ from typing import Any
 from executor_support import ROOT, running
 
 from fibric import store
-from fibric.store import plans
+from fibric.store import plan_store
 
 TOY = ROOT / "tests" / "connectors" / "servers" / "toy_server.py"
 ALLOW_ALL = (
@@ -43,7 +43,7 @@ def test_tool_errors_fail_and_a_dying_server_is_in_doubt(
             assert time.monotonic() < deadline, "the toy server never connected"
             time.sleep(0.05)
         operator = state.get_object(tenant.id, "Operator", "toy-op")
-        plan = plans.propose(state, tenant.id, operator_id=operator.id, policy_id=None, actions=[
+        plan = plan_store.propose(state, tenant.id, operator_id=operator.id, policy_id=None, actions=[
             {"capability": capability, "entity_key": f"toy:{n}", "idempotency_key": f"toy:{capability}",
              "args": {"message": "no such order"} if capability == "toy.fail" else {}, "decision": "ALLOW"}
             for n, capability in enumerate(capabilities)])

@@ -20,7 +20,7 @@ import httpx
 from executor_support import EXAMPLE_EVENT, Fibric, effect_keys, running
 
 from fibric import store
-from fibric.store import events
+from fibric.store import event_store
 
 FLOOD = 657
 APPROVERS = 10
@@ -102,7 +102,7 @@ def test_approvals_racing_across_plans_apply_each_action_once(
 
         assert Counter(r.status_code for r in sent) == {200: FLOOD}  # deduplicated, not rejected
         assert {r.json()["id"] for r in sent} == {first.id}
-        assert len(events.list_events(state, tenant.id)) == 1
+        assert len(event_store.list_events(state, tenant.id)) == 1
 
         statuses = Counter(r.status_code for r in approvals)
         assert set(statuses) <= {200, 409}, [r.text for r in approvals]

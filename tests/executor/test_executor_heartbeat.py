@@ -8,15 +8,15 @@ from typing import Any
 
 from fibric import store
 from fibric.controller import executor
-from fibric.store import intents, leases, plans
+from fibric.store import intents, leases, plan_store
 
 ENTITY = "order:SO-1"
 
 
 def test_a_lease_taken_over_while_running_is_noticed(state: store.StateStore, tenant: store.Tenant) -> None:
-    plan = plans.propose(state, tenant.id, operator_id="op_1", policy_id=None, actions=[
+    plan = plan_store.propose(state, tenant.id, operator_id="op_1", policy_id=None, actions=[
         {"capability": "orders.hold", "entity_key": ENTITY, "idempotency_key": "k1", "args": {}}])
-    plans.approve(state, tenant.id, plan.id, approver="ops")
+    plan_store.approve(state, tenant.id, plan.id, approver="ops")
     intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=0.3)
     assert leases.acquire(state, tenant.id, ENTITY, "exe_a", 0.3)
     none: Any = None

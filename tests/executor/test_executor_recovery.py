@@ -15,22 +15,24 @@ from executor_support import Fibric, effects, example_actions, running
 
 from fibric import store
 from fibric.controller import executor
-from fibric.store import intents, leases, outbox, plans, receipts
+from fibric.store import intents, leases, outbox, plan_store, receipt_store
 
 HOLD, NOTIFY = "ship-risk:SO-10884:hold", "ship-risk:SO-10884:notify"
 
 
-def crashed_execution(f: Fibric) -> plans.Plan:
+def crashed_execution(f: Fibric) -> plan_store.Plan:
     """An approved plan whose executor took its lease and recorded its execution, then died."""
     plan = f.propose()
-    plans.approve(f.state, f.tenant.id, plan.id, approver="ops@acme.com")
-    plan = plans.get(f.state, f.tenant.id, plan.id)
+    plan_store.approve(f.state, f.tenant.id, plan.id, approver="ops@acme.com")
+    plan = plan_store.get(f.state, f.tenant.id, plan.id)
     intents.begin_execution(f.state, f.tenant.id, plan.id, only_actions=None, holder="exe_dead", ttl=0.3)
     assert leases.acquire(f.state, f.tenant.id, "order:SO-10884", "exe_dead", ttl=0.3)
     return plan
 
 
-def record_intent(f: Fibric, plan: plans.Plan, action: dict[str, Any], idempotent: bool) -> intents.Intent:
+def record_intent(
+    f: Fibric, plan: plan_store.Plan, action: dict[str, Any], idempotent: bool
+) -> intents.Intent:
     policy = {"decision": action["decision"], "rule": action["capability"], "reasons": [], "flagged": False}
     base = executor.receipt_fields(plan, "ship-risk", action, policy, policy_id=None, policy_sha256=None)
     return intents.record(f.state, reseller_id=plan.reseller_id, tenant_id=plan.tenant_id, plan_id=plan.id,
@@ -39,10 +41,10 @@ def record_intent(f: Fibric, plan: plans.Plan, action: dict[str, Any], idempoten
                                 "idempotent": idempotent})
 
 
-def disposed(f: Fibric, plan: plans.Plan, timeout: float = 30.0) -> plans.Plan:
+def disposed(f: Fibric, plan: plan_store.Plan, timeout: float = 30.0) -> plan_store.Plan:
     deadline = time.monotonic() + timeout
     while True:
-        current = plans.get(f.state, f.tenant.id, plan.id)
+        current = plan_store.get(f.state, f.tenant.id, plan.id)
         execution = intents.get_execution(f.state, f.tenant.id, plan.id)
         # The results are recorded first, then the execution ends (enqueuing plan.executed).
         if current.status in ("executed", "blocked") and execution and execution.finished_at is not None:
@@ -87,7 +89,8 @@ def test_a_receipt_written_before_the_crash_is_kept_and_announced_once(
         intent = record_intent(f, plan, hold, idempotent=True)
         # A receipt of record whose intent is still pending: what a receipt imported from an earlier
         # release's ledger (committed apart from its intent there) can leave.
-        written = f.ledger.append(receipts.NewReceipt(**intent.receipt, outcome="applied", detail={"ok": 1}))
+        written = f.ledger.append(
+            receipt_store.NewReceipt(**intent.receipt, outcome="applied", detail={"ok": 1}))
         before = outbox.last_seq(state)
 
         done = disposed(f, plan)
@@ -107,7 +110,7 @@ def test_an_approval_whose_execution_never_started_runs_nothing(
 ) -> None:
     with running(state, tenant, tmp_path, lease_seconds=0.3) as f:
         plan = f.propose()
-        plans.approve(state, tenant.id, plan.id, approver="ops")  # and the process died right here
+        plan_store.approve(state, tenant.id, plan.id, approver="ops")  # and the process died right here
 
         done = disposed(f, plan)
 
@@ -119,9 +122,9 @@ def test_a_new_approval_waits_for_an_action_awaiting_recovery(
 ) -> None:
     with running(state, tenant, tmp_path, lease_seconds=30) as f:
         dead = f.propose()
-        plans.approve(state, tenant.id, dead.id, approver="ops")
+        plan_store.approve(state, tenant.id, dead.id, approver="ops")
         intents.begin_execution(state, tenant.id, dead.id, only_actions=None, holder="exe_dead", ttl=30)
-        record_intent(f, plans.get(state, tenant.id, dead.id), example_actions()[0], idempotent=False)
+        record_intent(f, plan_store.get(state, tenant.id, dead.id), example_actions()[0], idempotent=False)
         plan = f.propose()
 
         with f.client() as c:
@@ -129,5 +132,5 @@ def test_a_new_approval_waits_for_an_action_awaiting_recovery(
 
         assert response.status_code == 409, response.text
         assert "awaiting crash recovery" in response.json()["error"]["message"]
-        assert plans.get(state, tenant.id, plan.id).status == "proposed"
+        assert plan_store.get(state, tenant.id, plan.id).status == "proposed"
         assert effects(f.orders_db) == 0

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fibric import errors, store
-from fibric.store import intents, leases, outbox, plans
+from fibric.store import intents, leases, outbox, plan_store
 
 
 def test_a_lease_has_one_holder_until_it_expires(state: store.StateStore, tenant: store.Tenant) -> None:
@@ -88,8 +88,8 @@ def test_two_replicas_on_postgresql_get_one_lease(store_location: str) -> None:
         second.close()
 
 
-def _plan(state: store.StateStore, tenant: store.Tenant) -> plans.Plan:
-    return plans.propose(state, tenant.id, operator_id="op_1", policy_id="pol_1", actions=[
+def _plan(state: store.StateStore, tenant: store.Tenant) -> plan_store.Plan:
+    return plan_store.propose(state, tenant.id, operator_id="op_1", policy_id="pol_1", actions=[
         {"capability": "orders.hold", "entity_key": "order:SO-1", "idempotency_key": "k1", "args": {},
          "decision": "ALLOW"}])
 
@@ -142,18 +142,18 @@ def test_abandoning_an_execution_puts_the_plan_back_to_proposed(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
     plan = _plan(state, tenant)
-    plans.approve(state, tenant.id, plan.id, approver="ops")
+    plan_store.approve(state, tenant.id, plan.id, approver="ops")
     intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
     assert not intents.abandon_execution(state, tenant.id, plan.id, "exe_b")
     assert intents.abandon_execution(state, tenant.id, plan.id, "exe_a")
-    again = plans.get(state, tenant.id, plan.id)
+    again = plan_store.get(state, tenant.id, plan.id)
     assert (again.status, again.approver) == ("proposed", None)
     assert intents.get_execution(state, tenant.id, plan.id) is None
 
 
 def test_an_approval_that_never_started_is_found(state: store.StateStore, tenant: store.Tenant) -> None:
     plan = _plan(state, tenant)
-    plans.approve(state, tenant.id, plan.id, approver="ops")
+    plan_store.approve(state, tenant.id, plan.id, approver="ops")
     assert intents.unstarted_approvals(state, older_than=3600) == []
     assert intents.unstarted_approvals(state, older_than=0) == [(tenant.id, plan.id)]
     intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
@@ -163,13 +163,13 @@ def test_an_approval_that_never_started_is_found(state: store.StateStore, tenant
 def test_an_execution_ends_in_one_commit_and_a_racing_holder_ends_it_once(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    plan = plans.approve(state, tenant.id, _plan(state, tenant).id, approver="alice")
+    plan = plan_store.approve(state, tenant.id, _plan(state, tenant).id, approver="alice")
     intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
     assert leases.acquire(state, tenant.id, "order:SO-1", "exe_a", ttl=30)
     before = len(outbox.pending(state))
     results = [{"idempotency_key": "k1", "outcome": "applied"}]
 
-    def announce(final: plans.Plan) -> list[tuple[str, dict[str, object]]]:
+    def announce(final: plan_store.Plan) -> list[tuple[str, dict[str, object]]]:
         return [("plan.executed", {"id": final.id, "status": final.status})]
 
     final = intents.conclude(state, plan, results=results, entities=["order:SO-1"], holder="exe_a",
@@ -190,7 +190,7 @@ def test_an_execution_ends_in_one_commit_and_a_racing_holder_ends_it_once(
 def test_an_execution_whose_every_action_was_refused_ends_blocked(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    plan = plans.approve(state, tenant.id, _plan(state, tenant).id, approver="alice")
+    plan = plan_store.approve(state, tenant.id, _plan(state, tenant).id, approver="alice")
     intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
     final = intents.conclude(state, plan, results=[{"idempotency_key": "k1", "outcome": "refused"}],
                              entities=[], holder="exe_a", events_of=lambda _: [])

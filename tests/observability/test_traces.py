@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "executor"))
 from executor_support import EXAMPLE_EVENT, running, write_specs
 
 from fibric import store
-from fibric.store import audit
+from fibric.store import chain_audit
 
 KEY = re.compile(r"FIBRIC_KEY=(sk_live_[0-9a-f]+)")
 EVENT_TRACE, APPROVAL_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"
@@ -205,5 +205,5 @@ def test_untraced_receipts_still_name_their_request_and_the_chain_verifies(
             receipts = [c.get(f"/v1/receipts/{r['receipt_id']}").json() for r in approved.json()["results"]]
     assert [r["request_id"] for r in receipts] == [approved.headers["Request-Id"]] * 2
     assert [r["trace_id"] for r in receipts] == [None, None]
-    chain = audit.verify_tenant(fibric.ledger, tenant.id)  # request_id is in each receipt's hash
+    chain = chain_audit.verify_tenant(fibric.ledger, tenant.id)  # request_id is in each receipt's hash
     assert (chain.receipts, chain.broken) == (2, None)

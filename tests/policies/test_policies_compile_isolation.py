@@ -27,7 +27,7 @@ from policy_support import alive, eventually
 from fibric import errors, policies, settings, specs, store
 from fibric.api import create_app
 from fibric.policies import bundler, compileworker
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 instead of httpx; the client behaves the same (as in tests/api).
@@ -269,7 +269,7 @@ def test_the_shared_worker_is_stopped_when_the_process_exits() -> None:
 
 
 @pytest.fixture
-def api(state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger) -> Iterator[Any]:
+def api(state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger) -> Iterator[Any]:
     app = create_app(settings.Settings(), state, None, receipts=ledger)
     _, secret = state.create_api_key(tenant.id, frozenset(store.SCOPES))
     with TestClient(app, headers={"Authorization": f"Bearer {secret}"}) as client:

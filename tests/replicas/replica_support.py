@@ -32,7 +32,7 @@ from executor_support import example_actions, write_specs  # noqa: E402
 from served_process import RUNNING, Served  # noqa: E402
 
 from fibric import store  # noqa: E402
-from fibric.store import plans, secretbox  # noqa: E402
+from fibric.store import plan_store, secretbox  # noqa: E402
 
 POSTGRES_URL = os.environ.get("FIBRIC_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("FIBRIC_TEST_REDIS_URL")
@@ -78,8 +78,8 @@ class Cluster:
         try:
             tenant = state.get_tenant("default")
             operator = state.get_object(tenant.id, "Operator", "ship-risk")
-            return [plans.propose(state, tenant.id, operator_id=operator.id, actions=actions, policy_id=None,
-                                  proposed_by="rules").id for actions in plan_actions]
+            return [plan_store.propose(state, tenant.id, operator_id=operator.id, actions=actions,
+                                       policy_id=None, proposed_by="rules").id for actions in plan_actions]
         finally:
             state.close()
 

@@ -31,7 +31,7 @@ from executor_support import effect_keys
 from runs_support import AT_RISK, all_runs, assert_single_flight, settle
 
 from fibric import store
-from fibric.store import events, plans
+from fibric.store import event_store, plan_store
 
 pytestmark = pytest.mark.skipif(not (POSTGRES_URL and REDIS_URL),
                                 reason="replicas need FIBRIC_TEST_POSTGRES_URL and FIBRIC_TEST_REDIS_URL")
@@ -170,11 +170,11 @@ def test_a_flood_for_one_order_sent_to_three_replicas_runs_one_at_a_time_and_mak
         tenant = state.get_tenant("default")
         done = all_runs(state, tenant.id)
         consumed = [e for run in done for e in run.event_ids]
-        stored = {e.id for e in events.list_events(state, tenant.id, limit=FLOOD + 1)}
+        stored = {e.id for e in event_store.list_events(state, tenant.id, limit=FLOOD + 1)}
         assert len(stored) == FLOOD and sorted(consumed) == sorted(stored)  # each event in exactly one run
         assert all(run.status == "succeeded" for run in done)
         assert_single_flight(done)  # across replicas, on the database's clock (one replica runs 45 s fast)
-        [plan] = plans.list_plans(state, tenant.id)
+        [plan] = plan_store.list_plans(state, tenant.id)
         assert {run.plan_id for run in done if run.proposed} == {plan.id}
     finally:
         state.close()

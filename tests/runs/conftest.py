@@ -10,7 +10,7 @@ from runs_support import CONFIG, Live, TestClient, live
 
 from fibric import policies, store
 from fibric.api import create_app
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 
 @pytest.fixture
@@ -28,13 +28,13 @@ def engine() -> Iterator[policies.Engine]:
 
 
 @pytest.fixture
-def harness(state: store.StateStore, ledger: receipts.Ledger, engine: policies.Engine) -> Live:
+def harness(state: store.StateStore, ledger: receipt_store.Ledger, engine: policies.Engine) -> Live:
     return live(state, ledger, engine)
 
 
 @pytest.fixture
 def make_app_without_router(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> Callable[[], AbstractContextManager[TestClient]]:
     """The API alone, as a process without a controller serves it: events are stored, never routed."""
 

@@ -18,9 +18,8 @@ from typing import Any
 
 from fibric import policies, settings, specs, store
 from fibric.api import create_app
-from fibric.controller import apply, decide, loop, reconcile, routing, runs
-from fibric.store import receipts
-from fibric.store import runs as run_store
+from fibric.controller import applier, decide, event_routing, loop, operator_runs, reconcile
+from fibric.store import receipt_store, run_store
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -42,12 +41,12 @@ def example_specs(*names: str) -> list[specs.Loaded]:
 
 def apply_examples(state: store.StateStore, tenant_id: str) -> store.StoredObject:
     """Apply the example policy and operator; the operator as stored."""
-    apply.apply(state, tenant_id, example_specs())
+    applier.apply(state, tenant_id, example_specs())
     return state.get_object(tenant_id, "Operator", "ship-risk")
 
 
-def apply_yaml(state: store.StateStore, tenant_id: str, text: str) -> apply.ApplyResult:
-    return apply.apply(state, tenant_id, specs.load_text(text, "test.yaml"))
+def apply_yaml(state: store.StateStore, tenant_id: str, text: str) -> applier.ApplyResult:
+    return applier.apply(state, tenant_id, specs.load_text(text, "test.yaml"))
 
 
 def wait_for(check: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
@@ -96,8 +95,8 @@ class Live:
     """The API with a controller whose only service is the event router."""
 
     app: Any
-    router: routing.Router
-    runner: runs.Runner
+    router: event_routing.Router
+    runner: operator_runs.Runner
 
     @contextmanager
     def client(self, state: store.StateStore, tenant: store.Tenant) -> Iterator[TestClient]:
@@ -111,12 +110,13 @@ class Live:
         return TestClient(self.app, headers={"Authorization": f"Bearer {secret}"})
 
 
-def live(state: store.StateStore, ledger: receipts.Ledger, engine: policies.Engine, *,
+def live(state: store.StateStore, ledger: receipt_store.Ledger, engine: policies.Engine, *,
          llm: settings.LlmSettings | None = None, **router: Any) -> Live:
     """`llm` are the installation's LLM routes (keys in no variable: keyless routes only)."""
     decider = decide.Decider(state, engine, reconcile.CompileCache())
-    runner = runs.Runner(state, decider, ledger=ledger, llm=llm or settings.LlmSettings(), environ={})
-    event_router = routing.Router(state, runner, poll_seconds=router.pop("poll_seconds", 0.2), **router)
+    runner = operator_runs.Runner(state, decider, ledger=ledger, llm=llm or settings.LlmSettings(),
+                                  environ={})
+    event_router = event_routing.Router(state, runner, poll_seconds=router.pop("poll_seconds", 0.2), **router)
     controller = loop.Controller(state, settings.ControllerSettings(resync_seconds=3600),
                                  policy_engine=engine, services=[event_router])
     app = create_app(CONFIG, state, controller, receipts=ledger)

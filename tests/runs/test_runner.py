@@ -17,9 +17,8 @@ import pytest
 from runs_support import AT_RISK, apply_examples
 
 from fibric import policies, proposers, store
-from fibric.controller import decide, reconcile, runs
-from fibric.store import events, plans, routing
-from fibric.store import runs as run_store
+from fibric.controller import decide, operator_runs, reconcile
+from fibric.store import event_store, plan_store, routing_store, run_store
 
 pytestmark = pytest.mark.anyio
 
@@ -51,31 +50,33 @@ def act(capability: str, key: str, **args: Any) -> proposers.ProposedAction:
 
 
 @pytest.fixture
-def runner(state: store.StateStore, engine: policies.Engine) -> runs.Runner:
-    return runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()))
+def runner(state: store.StateStore, engine: policies.Engine) -> operator_runs.Runner:
+    return operator_runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()))
 
 
-def queue_one(state: store.StateStore, tenant: store.Tenant, key: str = "e-1") -> routing.PendingKey:
-    events.ingest(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, type="order.updated",
-                  entity_key="order:SO-10884", idempotency_key=key, data=AT_RISK)
-    routing.route_pending(state)
-    [pending] = routing.pending_keys(state)
+def queue_one(state: store.StateStore, tenant: store.Tenant, key: str = "e-1") -> routing_store.PendingKey:
+    event_store.ingest(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, type="order.updated",
+                       entity_key="order:SO-10884", idempotency_key=key, data=AT_RISK)
+    routing_store.route_pending(state)
+    [pending] = routing_store.pending_keys(state)
     return pending
 
 
 async def test_a_capability_the_operator_lacks_fails_the_run_and_stores_no_plan(
-    state: store.StateStore, tenant: store.Tenant, runner: runs.Runner, monkeypatch: pytest.MonkeyPatch
+    state: store.StateStore, tenant: store.Tenant, runner: operator_runs.Runner,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     apply_examples(state, tenant.id)
     stand = Stand([act("orders.hold", "k1", reason="x"), act("orders.delete", "k2")])
     monkeypatch.setattr(proposers, "for_model", lambda *a, **k: stand)
     run = await runner.run_events(queue_one(state, tenant))
     assert run is not None and run.status == "failed"
-    assert "orders.delete" in (run.error or "") and plans.list_plans(state, tenant.id) == []
+    assert "orders.delete" in (run.error or "") and plan_store.list_plans(state, tenant.id) == []
 
 
 async def test_one_plan_holds_each_idempotency_key_once_and_sees_the_events(
-    state: store.StateStore, tenant: store.Tenant, runner: runs.Runner, monkeypatch: pytest.MonkeyPatch
+    state: store.StateStore, tenant: store.Tenant, runner: operator_runs.Runner,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     apply_examples(state, tenant.id)
     stand = Stand([act("orders.hold", "k1", reason="x"), act("orders.hold", "k1", reason="x"),
@@ -83,7 +84,7 @@ async def test_one_plan_holds_each_idempotency_key_once_and_sees_the_events(
     monkeypatch.setattr(proposers, "for_model", lambda *a, **k: stand)
     run = await runner.run_events(queue_one(state, tenant))
     assert run is not None and (run.status, run.proposed) == ("succeeded", 2)
-    [plan] = plans.list_plans(state, tenant.id)
+    [plan] = plan_store.list_plans(state, tenant.id)
     assert [a["idempotency_key"] for a in plan.actions] == ["k1", "k2"]
     assert plan.proposed_by == "stand-in" and plan.run_id == run.id
     [situation] = stand.seen
@@ -93,7 +94,8 @@ async def test_one_plan_holds_each_idempotency_key_once_and_sees_the_events(
 
 
 async def test_an_unexpected_failure_is_a_failed_run_and_the_entity_is_free_again(
-    state: store.StateStore, tenant: store.Tenant, runner: runs.Runner, monkeypatch: pytest.MonkeyPatch
+    state: store.StateStore, tenant: store.Tenant, runner: operator_runs.Runner,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     apply_examples(state, tenant.id)
     monkeypatch.setattr(proposers, "for_model", lambda *a, **k: Stand(error=KeyError("boom")))
@@ -105,7 +107,8 @@ async def test_an_unexpected_failure_is_a_failed_run_and_the_entity_is_free_agai
 
 
 async def test_a_cancelled_run_hands_its_events_back(
-    state: store.StateStore, tenant: store.Tenant, runner: runs.Runner, monkeypatch: pytest.MonkeyPatch
+    state: store.StateStore, tenant: store.Tenant, runner: operator_runs.Runner,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     apply_examples(state, tenant.id)
     monkeypatch.setattr(proposers, "for_model", lambda *a, **k: Stand(gate=asyncio.Event()))
@@ -118,11 +121,12 @@ async def test_a_cancelled_run_hands_its_events_back(
         await task
     [run] = run_store.list_runs(state, tenant.id)
     assert run.status == "failed" and "shut down" in (run.error or "")
-    assert routing.pending_keys(state) == [pending]  # the next start runs them again
+    assert routing_store.pending_keys(state) == [pending]  # the next start runs them again
 
 
 async def test_a_run_cancelled_while_its_row_is_written_hands_its_events_back(
-    state: store.StateStore, tenant: store.Tenant, runner: runs.Runner, monkeypatch: pytest.MonkeyPatch
+    state: store.StateStore, tenant: store.Tenant, runner: operator_runs.Runner,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Shutdown between the run's commit and the runner seeing it: no run is left 'running'."""
     apply_examples(state, tenant.id)
@@ -146,4 +150,4 @@ async def test_a_run_cancelled_while_its_row_is_written_hands_its_events_back(
         await task
     [run] = run_store.list_runs(state, tenant.id)
     assert run.status == "failed" and "shut down" in (run.error or "")
-    assert routing.pending_keys(state) == [pending]
+    assert routing_store.pending_keys(state) == [pending]

@@ -24,7 +24,7 @@ from runs_support import (
 
 from fibric import policies, specs, store
 from fibric.policies import masking
-from fibric.store import outbox, plans, receipts
+from fibric.store import outbox, plan_store, receipt_store
 
 
 def test_an_at_risk_order_event_becomes_a_proposed_plan(
@@ -55,7 +55,7 @@ def test_an_at_risk_order_event_becomes_a_proposed_plan(
     assert (run["status"], run["trigger"], run["sensed"], run["proposed"], run["applied"]) == (
         "succeeded", "event", 1, 2, 0)
     assert run["event_ids"] == [ingested["id"]] and run["plan_id"] == plan["id"]
-    stored = plans.get(state, tenant.id, plan["id"])
+    stored = plan_store.get(state, tenant.id, plan["id"])
     assert (stored.run_id, stored.event_id) == (run["id"], ingested["id"])
     assert op["last_run"] == {"run_id": run["id"], "sensed": 1, "proposed": 2, "applied": 0,
                               "at": run["finished_at"], "status": "succeeded", "error": None}
@@ -180,7 +180,7 @@ spec:
     announced = [e.payload for e in outbox.history(state) if e.type == "run.failed"]
     assert announced == [listed_failed[0]]
     # And the plan says why it proposes what it does: the rule that matched, on which event.
-    plan = plans.get(state, tenant.id, proposal["id"])
+    plan = plan_store.get(state, tenant.id, proposal["id"])
     assert (plan.operator_name, plan.run_id) == ("scorer", after["run_id"])
     [proposed] = plan.actions
     assert proposed["rationale"].startswith(f"rules[0] matched event {plan.event_ids[0]} (order.scored)")
@@ -197,14 +197,14 @@ def test_the_same_proposal_twice_makes_one_plan_until_that_plan_is_decided(
         settle(state)
         [plan] = client.get("/v1/plans").json()["data"]
         second = client.get("/v1/runs").json()["data"][0]
-        plans.approve(state, tenant.id, plan["id"], approver="ops@acme")
+        plan_store.approve(state, tenant.id, plan["id"], approver="ops@acme")
         event(client, "evt-3")
         settle(state)
         listed = client.get("/v1/plans").json()["data"]
     assert second["plan_id"] == plan["id"] and second["proposed"] == 2  # pointed at the open plan
     assert len(listed) == 2 and listed[1]["id"] == plan["id"]  # approved: the next proposal is a new plan
-    first_actions = plans.get(state, tenant.id, plan["id"]).actions
-    new_actions = plans.get(state, tenant.id, listed[0]["id"]).actions
+    first_actions = plan_store.get(state, tenant.id, plan["id"]).actions
+    new_actions = plan_store.get(state, tenant.id, listed[0]["id"]).actions
     assert [a["idempotency_key"] for a in new_actions] == [a["idempotency_key"] for a in first_actions]
 
 
@@ -262,16 +262,16 @@ def test_events_stored_while_no_router_runs_are_routed_when_one_starts(
         wait_for(lambda: len(all_runs(state, tenant.id)) == 2 and all(
             r.status == "succeeded" for r in all_runs(state, tenant.id)), what="two runs")
         settle(state)
-    assert len(plans.list_plans(state, tenant.id)) == 2
+    assert len(plan_store.list_plans(state, tenant.id)) == 2
 
 
 def test_the_preview_decision_counts_recently_applied_actions_like_the_executor(
-    harness: Live, state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    harness: Live, state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     """The example policy caps notifications at 3 per order per hour: the 4th is previewed as BLOCK."""
     operator = apply_examples(state, tenant.id)
     for n in range(3):
-        ledger.append(receipts.NewReceipt(
+        ledger.append(receipt_store.NewReceipt(
             reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id=operator.id,
             operator="ship-risk",
             capability="orders.notify", entity_key="order:SO-10884", idempotency_key=f"earlier-{n}",
@@ -291,11 +291,12 @@ def test_the_preview_decision_counts_recently_applied_actions_like_the_executor(
 
 
 def test_ingest_wakes_the_router_without_waiting_for_its_poll(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger, engine: policies.Engine
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger, engine: policies.Engine
 ) -> None:
     slow_poll = live(state, ledger, engine, poll_seconds=600)
     apply_examples(state, tenant.id)
     with slow_poll.client(state, tenant) as client:
         wait_for(lambda: settled(state), what="the router's first pass")
         event(client, "evt-1")
-        wait_for(lambda: plans.list_plans(state, tenant.id), timeout=20, what="a plan well before the poll")
+        wait_for(lambda: plan_store.list_plans(state, tenant.id), timeout=20,
+                 what="a plan well before the poll")

@@ -24,7 +24,7 @@ from fake_provider import Provider, Reply, completion, plan_reply
 
 from fibric import policies, store
 from fibric.settings import LlmSettings
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 OPERATOR = """
 apiVersion: fibric.io/v1
@@ -52,7 +52,7 @@ def provider() -> Iterator[Provider]:
 def harness(state: store.StateStore, engine: policies.Engine, provider: Provider) -> Live:
     route = {"base_url": provider.base_url, "model": "gpt-test", "tenants": "*", "timeout_seconds": 1,
              "max_retries": 1, "retry_backoff_seconds": 0}
-    return live(state, receipts.StoreLedger(state), engine, llm=LlmSettings(routes={"gpt": route}))
+    return live(state, receipt_store.StoreLedger(state), engine, llm=LlmSettings(routes={"gpt": route}))
 
 
 def run_once(client: Any, state: store.StateStore, provider: Provider, reply: list[Reply], n: int

@@ -22,7 +22,7 @@ import pytest
 from runs_support import AT_RISK, ROOT, wait_for
 
 from fibric import store
-from fibric.store import events
+from fibric.store import event_store
 
 START_TIMEOUT = 60.0
 
@@ -109,8 +109,8 @@ def test_serve_turns_events_into_plans_and_routes_what_was_stored_while_it_was_d
     state = store.open_store(workdir / "data")
     try:
         tenant = state.get_tenant("default")
-        events.ingest(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, type="order.updated",
-                      entity_key="order:SO-10886", idempotency_key="while-down", data=AT_RISK)
+        event_store.ingest(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, type="order.updated",
+                           entity_key="order:SO-10886", idempotency_key="while-down", data=AT_RISK)
     finally:
         state.close()
 

@@ -16,8 +16,8 @@ import pytest
 from runs_support import ROOT, all_runs, apply_yaml, example_specs
 
 from fibric import connectors, policies, specs, store, timefmt
-from fibric.controller import apply, decide, reconcile, runs, scheduler
-from fibric.store import pins, plans, schedules
+from fibric.controller import applier, decide, operator_runs, reconcile, scheduler
+from fibric.store import pin_store, plan_store, run_store, schedules
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +59,8 @@ async def runtime(state: store.StateStore, tenant: store.Tenant, tmp_path: Path
                                 "env": {"ORDERS_DB": str(tmp_path / "orders.db")}}},
         "capabilities": {"orders.read": "orders.read", "orders.hold": "orders.hold"},
     })
-    async with connectors.ConnectorRuntime(pins.SQLPinStore(state), connectors.ConnectorSettings()) as rt:
+    pins = pin_store.SQLPinStore(state)
+    async with connectors.ConnectorRuntime(pins, connectors.ConnectorSettings()) as rt:
         await rt.ensure(tenant.id, "magento", spec, 1)
         await rt.wait_for(tenant.id, "magento", lambda s: s.connection == "connected", 30)
         yield rt
@@ -67,7 +68,8 @@ async def runtime(state: store.StateStore, tenant: store.Tenant, tmp_path: Path
 
 def make(state: store.StateStore, engine: policies.Engine, runtime: connectors.ConnectorRuntime | None,
          clock: Clock) -> scheduler.Scheduler:
-    runner = runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()), runtime=runtime)
+    runner = operator_runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()),
+                                  runtime=runtime)
     return scheduler.Scheduler(state, runner, clock=clock)
 
 
@@ -76,7 +78,7 @@ async def tick(sched: scheduler.Scheduler) -> list[object]:
 
 
 def setup(state: store.StateStore, tenant: store.Tenant, sense: str = "orders.read") -> store.StoredObject:
-    apply.apply(state, tenant.id, example_specs("policies.yaml"))
+    applier.apply(state, tenant.id, example_specs("policies.yaml"))
     apply_yaml(state, tenant.id, OPERATOR.replace("{sense}", sense))
     return state.get_object(tenant.id, "Operator", "sweeper")
 
@@ -93,11 +95,11 @@ async def test_a_schedule_fires_on_its_ticks_and_senses_through_read_only_tools(
     assert await tick(sched) == []
     clock.now = START + timedelta(minutes=13)  # 09:15
     [run] = await tick(sched)
-    assert isinstance(run, runs.run_store.Run)
+    assert isinstance(run, run_store.Run)
     assert (run.status, run.trigger, run.error) == ("succeeded", "schedule", None)
     assert run.sensed == 3 and run.event_ids == []  # the three seeded orders
     assert run.proposed == 1 and run.plan_id is not None
-    plan = plans.get(state, tenant.id, run.plan_id)
+    plan = plan_store.get(state, tenant.id, run.plan_id)
     [action] = plan.actions
     assert (action["capability"], action["entity_key"], action["decision"]) == (
         "orders.hold", "order:SO-10884", "ALLOW")
@@ -140,7 +142,7 @@ async def test_a_replica_whose_clock_runs_fast_fires_nothing_early(
     state: store.StateStore, tenant: store.Tenant, engine: policies.Engine, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     operator = setup(state, tenant)
-    runner = runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()))
+    runner = operator_runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()))
     sched = scheduler.Scheduler(state, runner)  # as `fibric serve` builds it: the database's clock
     assert await tick(sched) == []  # first sight starts the operator's clock
     started = schedules.last_fired(state)[(tenant.id, operator.id)]
@@ -161,7 +163,7 @@ async def test_a_sense_capability_with_side_effects_fails_the_run_without_callin
     await tick(sched)
     clock.now = START + timedelta(minutes=15)
     [run] = await tick(sched)
-    assert isinstance(run, runs.run_store.Run)
+    assert isinstance(run, run_store.Run)
     assert run.status == "failed" and run.plan_id is None
     assert "orders.hold" in (run.error or "") and "readOnlyHint" in (run.error or "")
     result = await runtime.call(tenant.id, "orders.read", {"order_id": "SO-10884"}, None)
@@ -184,5 +186,5 @@ async def test_paused_operators_do_not_fire_and_resuming_does_not_replay_the_pau
     assert await tick(sched) == []  # resumed: the clock starts again now
     clock.now += timedelta(minutes=15)
     [run] = await tick(sched)
-    assert isinstance(run, runs.run_store.Run)
+    assert isinstance(run, run_store.Run)
     assert run.status == "failed" and "no connector runtime" in (run.error or "")  # sensing needs connectors

@@ -17,9 +17,9 @@ import duckdb
 import pytest
 
 from fibric import errors, store
-from fibric.store import audit, legacy, receipts
+from fibric.store import chain_audit, legacy, receipt_store
 
-# The previous release's table, as it created it (fibric/store/receipts.py of that release).
+# The previous release's table, as it created it (fibric/store/receipt_store.py of that release).
 SCHEMA_2 = """
 CREATE TABLE receipts (
     seq BIGINT NOT NULL, tenant_seq BIGINT NOT NULL, id VARCHAR PRIMARY KEY, reseller_id VARCHAR NOT NULL,
@@ -35,11 +35,11 @@ INSERT INTO ledger_meta VALUES ('schema_version', '2');
 """
 
 
-def chain(tenant_id: str, count: int, start_seq: int = 1) -> list[receipts.Receipt]:
+def chain(tenant_id: str, count: int, start_seq: int = 1) -> list[receipt_store.Receipt]:
     """A valid chain of `count` receipts, at second precision as the previous release wrote them."""
-    made, prev = [], receipts.GENESIS
+    made, prev = [], receipt_store.GENESIS
     for n in range(1, count + 1):
-        receipt = receipts.Receipt(
+        receipt = receipt_store.Receipt(
             seq=start_seq + 2 * (n - 1), tenant_seq=n, id=f"rc_{tenant_id}_{n:04d}", reseller_id="rs_fibric",
             tenant_id=tenant_id, operator_id="op_1", operator="ship-risk", capability="orders.hold",
             entity_key=f"order:SO-{n}", args={"n": n}, triggered_by_event=None, plan_id="pl_1", run_id=None,
@@ -48,13 +48,13 @@ def chain(tenant_id: str, count: int, start_seq: int = 1) -> list[receipts.Recei
             idempotency_key=f"hold:SO-{n}", outcome="applied", approver="ops@acme", detail=None,
             at=datetime(2026, 6, 14, 9, 0, n % 60, tzinfo=UTC),
             prev_hash=prev, hash="")
-        receipt = dataclasses.replace(receipt, hash=receipts.chain_hash(dataclasses.asdict(receipt)))
+        receipt = dataclasses.replace(receipt, hash=receipt_store.chain_hash(dataclasses.asdict(receipt)))
         made.append(receipt)
         prev = receipt.hash
     return made
 
 
-def write_old_ledger(data_dir: Path, rows: list[receipts.Receipt]) -> Path:
+def write_old_ledger(data_dir: Path, rows: list[receipt_store.Receipt]) -> Path:
     path = data_dir / legacy.LEDGER_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
     conn = duckdb.connect(str(path))
@@ -62,8 +62,10 @@ def write_old_ledger(data_dir: Path, rows: list[receipts.Receipt]) -> Path:
         conn.execute(SCHEMA_2)
         for r in rows:
             values = dataclasses.asdict(r)
-            old = [f for f in receipts.FIELDS if f not in receipts.LATER_FIELDS]  # that release's columns
-            row = [receipts._dumps(values[f]) if f in receipts.JSON_FIELDS else values[f] for f in old]
+            # that release's columns
+            old = [f for f in receipt_store.FIELDS if f not in receipt_store.LATER_FIELDS]
+            row = [receipt_store._dumps(values[f]) if f in receipt_store.JSON_FIELDS else values[f]
+                   for f in old]
             row[old.index("at")] = r.at.replace(tzinfo=None)
             columns = ", ".join("disposed_at" if f == "at" else f for f in old)
             conn.execute(f"INSERT INTO receipts ({columns}) VALUES ({', '.join('?' * len(row))})", row)
@@ -73,21 +75,21 @@ def write_old_ledger(data_dir: Path, rows: list[receipts.Receipt]) -> Path:
 
 
 def test_the_old_ledger_becomes_the_receipts_of_record_unchanged(
-    state: store.StateStore, ledger: receipts.StoreLedger, tmp_path: Path
+    state: store.StateStore, ledger: receipt_store.StoreLedger, tmp_path: Path
 ) -> None:
     a, b = chain("t_a", 4, 1), chain("t_b", 3, 2)
     path = write_old_ledger(tmp_path, a + b)
     assert legacy.import_if_present(state, tmp_path) == 7
     assert not path.exists() and (tmp_path / "receipts.duckdb.imported").is_file()
     assert [ledger.get("t_a", r.id) for r in a] == a  # ids, seqs, times and hashes as they were
-    assert [r.broken for r in audit.verify(ledger, ["t_a", "t_b"])] == [None, None]
+    assert [r.broken for r in chain_audit.verify(ledger, ["t_a", "t_b"])] == [None, None]
     more = ledger.append(dataclasses.replace(_new(a[0]), idempotency_key="hold:new"))
     assert (more.tenant_seq, more.prev_hash) == (5, a[-1].hash)  # the chain goes on
     assert more.seq > max(r.seq for r in a + b)
     assert legacy.import_if_present(state, tmp_path) == 0  # done once
 
 
-def test_a_broken_chain_is_not_imported(state: store.StateStore, ledger: receipts.StoreLedger,
+def test_a_broken_chain_is_not_imported(state: store.StateStore, ledger: receipt_store.StoreLedger,
                                         tmp_path: Path) -> None:
     rows = chain("t_a", 3)
     rows[1] = dataclasses.replace(rows[1], outcome="failed")  # edited after the hash was taken
@@ -98,7 +100,7 @@ def test_a_broken_chain_is_not_imported(state: store.StateStore, ledger: receipt
 
 
 def test_a_tenant_with_receipts_of_record_is_not_overwritten(
-    state: store.StateStore, ledger: receipts.StoreLedger, tmp_path: Path
+    state: store.StateStore, ledger: receipt_store.StoreLedger, tmp_path: Path
 ) -> None:
     rows = chain("t_a", 2)
     ledger.append(_new(rows[0]))
@@ -109,7 +111,7 @@ def test_a_tenant_with_receipts_of_record_is_not_overwritten(
 
 
 def test_an_import_interrupted_before_the_rename_only_renames_next_time(
-    state: store.StateStore, ledger: receipts.StoreLedger, tmp_path: Path
+    state: store.StateStore, ledger: receipt_store.StoreLedger, tmp_path: Path
 ) -> None:
     rows = chain("t_a", 2)
     path = write_old_ledger(tmp_path, rows)
@@ -141,6 +143,6 @@ def test_serve_refuses_to_start_over_a_broken_old_ledger_with_a_message(tmp_path
     assert "Traceback" not in result.stderr
 
 
-def _new(receipt: receipts.Receipt) -> receipts.NewReceipt:
-    names = {f.name for f in dataclasses.fields(receipts.NewReceipt)}
-    return receipts.NewReceipt(**{k: v for k, v in dataclasses.asdict(receipt).items() if k in names})
+def _new(receipt: receipt_store.Receipt) -> receipt_store.NewReceipt:
+    names = {f.name for f in dataclasses.fields(receipt_store.NewReceipt)}
+    return receipt_store.NewReceipt(**{k: v for k, v in dataclasses.asdict(receipt).items() if k in names})

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from fibric import errors, store
-from fibric.store import claims, intents, leases, plans, runs
+from fibric.store import claims, intents, leases, plan_store, run_store
 
 PAST = "2000-01-01T00:00:00.000000+00:00"
 
@@ -26,18 +26,18 @@ def expire(state: store.StateStore, table: str) -> None:
         cur.execute(f"UPDATE {table} SET expires_at = ?", (PAST,))
 
 
-def start_run(state: store.StateStore, tenant: store.Tenant) -> runs.Run | None:
+def start_run(state: store.StateStore, tenant: store.Tenant) -> run_store.Run | None:
     """A scheduled run of op_1 on order:1: it takes the RUN claim, or None while another holds it."""
-    return runs.start(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id="op_1",
-                      operator="op", entity_key="order:1", trigger="schedule")
+    return run_store.start(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id="op_1",
+                           operator="op", entity_key="order:1", trigger="schedule")
 
 
 def test_tokens_increase_across_every_kind_and_every_takeover(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
     lease = leases.acquire(state, tenant.id, "order:1", "exe_a", 30)
-    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
-    plans.approve(state, tenant.id, plan.id, approver="ops")
+    plan = plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plan_store.approve(state, tenant.id, plan.id, approver="ops")
     execution = intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
     with state.backend.transaction(write=True) as cur:
         run = claims.take(cur, state.dialect, claims.RUN, (tenant.id, "op_1", "order:1"), "run_1", 30)
@@ -94,8 +94,8 @@ def expired_lease(state: store.StateStore, tenant: store.Tenant) -> claims.Claim
 def test_a_finished_execution_is_not_claimable_and_its_expired_claim_is_not_stale(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
-    plans.approve(state, tenant.id, plan.id, approver="ops")
+    plan = plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plan_store.approve(state, tenant.id, plan.id, approver="ops")
     intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
     intents.finish_execution(state, tenant.id, plan.id, reseller_id=tenant.reseller_id, events=[])
     expire(state, "executions")
@@ -116,7 +116,7 @@ def test_a_run_whose_process_died_is_interrupted_by_the_next_start_with_a_larger
     with state.backend.transaction(write=False) as cur:
         after = claims.current(cur, state.dialect, claims.RUN, (tenant.id, "op_1", "order:1"))
     assert before is not None and after is not None and after.token > before.token
-    assert runs.get(state, tenant.id, first.id).status == "failed"
+    assert run_store.get(state, tenant.id, first.id).status == "failed"
 
 
 def test_a_run_whose_lease_was_taken_over_cannot_store_its_plan(
@@ -128,8 +128,9 @@ def test_a_run_whose_lease_was_taken_over_cannot_store_its_plan(
     assert start_run(state, tenant) is not None  # the next run takes over; the stalled one is interrupted
 
     with pytest.raises(errors.Conflict, match="taken over"):
-        plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None, run_id=stalled.id)
-    assert plans.list_plans(state, tenant.id) == []
+        plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None,
+                           run_id=stalled.id)
+    assert plan_store.list_plans(state, tenant.id) == []
 
 
 def test_a_takeover_waits_for_the_write_a_live_holder_fenced(
@@ -137,8 +138,8 @@ def test_a_takeover_waits_for_the_write_a_live_holder_fenced(
 ) -> None:
     if state.dialect != "postgresql":
         pytest.skip("a row lock across replicas is PostgreSQL's; SQLite serializes every writer")
-    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
-    plans.approve(state, tenant.id, plan.id, approver="ops")
+    plan = plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plan_store.approve(state, tenant.id, plan.id, approver="ops")
     mine = intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=1.0)
     fenced, written = threading.Event(), []
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 
 from fibric import store, timefmt
-from fibric.store import idempotency, intents, leases, plans, runs
+from fibric.store import idempotency_store, intents, leases, plan_store, run_store
 
 SKEW = timedelta(minutes=10)
 TTL = 30.0
@@ -35,8 +35,8 @@ def test_a_live_entity_lease_is_not_taken_over_by_a_fast_replica(
 def test_a_live_execution_is_not_claimed_by_a_fast_replicas_recovery(
     state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
-    plans.approve(state, tenant.id, plan.id, approver="ops")
+    plan = plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plan_store.approve(state, tenant.id, plan.id, approver="ops")
     intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=TTL)
     monkeypatch.setattr(timefmt, "offset", SKEW)
     assert intents.stale_executions(state) == []
@@ -47,8 +47,8 @@ def test_a_live_execution_is_not_claimed_by_a_fast_replicas_recovery(
 def test_a_fresh_approval_is_not_taken_for_an_abandoned_one(
     state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
-    plans.approve(state, tenant.id, plan.id, approver="ops")  # its executor is about to begin
+    plan = plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plan_store.approve(state, tenant.id, plan.id, approver="ops")  # its executor is about to begin
     monkeypatch.setattr(timefmt, "offset", SKEW)
     assert intents.unstarted_approvals(state, older_than=TTL) == []
 
@@ -56,24 +56,25 @@ def test_a_fresh_approval_is_not_taken_for_an_abandoned_one(
 def test_a_running_operator_run_is_not_reaped_or_doubled_by_a_fast_replica(
     state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def start() -> runs.Run | None:
-        return runs.start(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id, operator_id="op_1",
-                          operator="ship-risk", entity_key="order:1", trigger="schedule", lease_seconds=TTL)
+    def start() -> run_store.Run | None:
+        return run_store.start(state, reseller_id=tenant.reseller_id, tenant_id=tenant.id,
+                               operator_id="op_1", operator="ship-risk", entity_key="order:1",
+                               trigger="schedule", lease_seconds=TTL)
 
     first = start()
     assert first is not None
     monkeypatch.setattr(timefmt, "offset", SKEW)
     assert start() is None  # single-flight holds
-    assert runs.reap(state) == []
-    assert runs.get(state, tenant.id, first.id).status == "running"
+    assert run_store.reap(state) == []
+    assert run_store.get(state, tenant.id, first.id).status == "running"
 
 
 def test_an_idempotent_request_in_flight_is_not_run_again_by_a_fast_replica(
     state: store.StateStore, tenant: store.Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert isinstance(idempotency.begin(state, tenant.id, "key-1", "f1"), idempotency.Started)
+    assert isinstance(idempotency_store.begin(state, tenant.id, "key-1", "f1"), idempotency_store.Started)
     monkeypatch.setattr(timefmt, "offset", SKEW)
-    assert isinstance(idempotency.begin(state, tenant.id, "key-1", "f1"), idempotency.InFlight)
+    assert isinstance(idempotency_store.begin(state, tenant.id, "key-1", "f1"), idempotency_store.InFlight)
 
 
 def test_the_offset_setting_skews_only_this_processs_own_clock() -> None:
@@ -87,8 +88,8 @@ def test_the_offset_setting_skews_only_this_processs_own_clock() -> None:
 def test_a_holder_that_lost_its_execution_cannot_record_an_intent_so_never_calls_the_tool(
     state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    plan = plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
-    plans.approve(state, tenant.id, plan.id, approver="ops")
+    plan = plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plan_store.approve(state, tenant.id, plan.id, approver="ops")
     first = intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=TTL)
 
     def record(claim: intents.Execution) -> intents.Intent:

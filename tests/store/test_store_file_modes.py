@@ -20,7 +20,7 @@ import pytest
 from served_process import RUNNING, Served
 
 from fibric import store
-from fibric.store import audit_sql, receipts, sealed, secretbox
+from fibric.store import audit_sql, receipt_store, sealed, secretbox
 
 KEY = re.compile(r"FIBRIC_KEY=(\S+)")
 
@@ -39,8 +39,8 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def a_receipt(n: int = 0) -> receipts.NewReceipt:
-    return receipts.NewReceipt(
+def a_receipt(n: int = 0) -> receipt_store.NewReceipt:
+    return receipt_store.NewReceipt(
         reseller_id="rs_fibric", tenant_id="t_1", operator_id="op_1", operator="ship-risk",
         capability="orders.hold", entity_key=f"order:{n}", idempotency_key=f"hold:{n}",
         decision="ALLOW", outcome="applied",
@@ -69,7 +69,7 @@ def test_a_new_sealed_ledger_is_private(tmp_path: Path) -> None:
     state = store.open_store(data)
     lake = sealed.SealedLedger(data)
     try:
-        record = receipts.StoreLedger(state)
+        record = receipt_store.StoreLedger(state)
         record.append(a_receipt())
         assert len(sealed.seal_pending(record, lake)) == 1
         assert mode(data) == 0o700

@@ -6,7 +6,7 @@ import pytest
 from store_support import Raw
 
 from fibric import store
-from fibric.store import pins as pin_store
+from fibric.store import pin_store
 
 
 @pytest.fixture

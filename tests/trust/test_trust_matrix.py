@@ -20,8 +20,8 @@ from egress_matrix import REFUSED
 from trust_support import api, connector, doc, error, fields, webhook
 
 from fibric import errors, specs, store, trust
-from fibric.controller import apply
-from fibric.store import receipts
+from fibric.controller import applier
+from fibric.store import receipt_store
 
 READS = frozenset(s for s in store.SCOPES if s.endswith(":read"))
 SCOPE_SETS = {
@@ -67,7 +67,7 @@ ATTACKS = attacks(Path("/tmp/fibric-marker"))
                          ids=[i for i, _, _ in ATTACKS])
 @pytest.mark.parametrize("dry_run", [False, True], ids=["apply", "dry-run"])
 def test_no_tenant_can_declare_a_process_a_private_address_or_a_server_variable(
-    sqlite_state: store.StateStore, ledger: receipts.Ledger, document: dict[str, Any], field: str,
+    sqlite_state: store.StateStore, ledger: receipt_store.Ledger, document: dict[str, Any], field: str,
     dry_run: bool,
 ) -> None:
     """On SQLite only: the refusal happens before the store is written, and both stores run the rest."""
@@ -90,7 +90,7 @@ SAMPLES = [ATTACKS[0], ATTACKS[3], ATTACKS[5], next(a for a in ATTACKS if "169.2
 @pytest.mark.parametrize(("document", "field"), [(d, f) for _, d, f in SAMPLES],
                          ids=[i for i, _, _ in SAMPLES])
 def test_every_scope_set_is_refused_before_anything_is_stored(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger, scopes: str,
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger, scopes: str,
     document: dict[str, Any], field: str,
 ) -> None:
     """A key with the kind's write scope gets the 400; any other key the 403; none gets a 200."""
@@ -105,7 +105,7 @@ def test_every_scope_set_is_refused_before_anything_is_stored(
 
 
 def test_the_refusal_names_the_setting_that_would_allow_it(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     with api(state, ledger, tenant, SCOPE_SETS["all"]) as client:
         stdio = error(client.post("/v1/apply", json={"documents": [ATTACKS[0][1]]}), 400)
@@ -116,7 +116,7 @@ def test_the_refusal_names_the_setting_that_would_allow_it(
 
 
 def test_a_created_webhook_cannot_name_a_server_variable_either(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     with api(state, ledger, tenant, SCOPE_SETS["all"]) as client:
         response = client.post("/v1/webhooks", json={"url": "https://hooks.example/h",
@@ -126,7 +126,7 @@ def test_a_created_webhook_cannot_name_a_server_variable_either(
 
 
 def test_a_spec_naming_a_secret_needs_the_secrets_write_scope(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     """Naming a secret sends its value where the spec points, so it is as strong as writing the secret."""
     hook = webhook("ops", secret_ref="ops-hook")
@@ -141,7 +141,7 @@ def test_a_spec_naming_a_secret_needs_the_secrets_write_scope(
 
 
 def test_the_installation_allows_what_it_lists(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     catalog = trust.Catalog.parse("connectors:\n  shell:\n    stdio: {command: sh, args: [-c, 'true']}\n",
                                   "catalog.yaml")
@@ -176,21 +176,21 @@ def test_the_installation_own_specs_may_run_commands_and_read_variables(
                  webhook("env-hook", url="http://10.0.0.1/h", secret_env="HOOK_SECRET")]
     loaded = [specs.Loaded(specs.validate_data(d), specs.Source(file=f"documents[{n}]"))
               for n, d in enumerate(documents)]
-    result = apply.apply(state, tenant.id, loaded, origin=trust.Origin.INSTALLATION)
+    result = applier.apply(state, tenant.id, loaded, origin=trust.Origin.INSTALLATION)
     assert [c.action for c in result.changes] == ["created"] * 3
     assert {o.origin for k in ("Connector", "Webhook") for o in state.list_objects(tenant.id, k)} == {
         "installation"}
     with pytest.raises(errors.SpecInvalid, match="may not start a process"):  # the same spec from a tenant
-        apply.apply(state, tenant.id, [_renamed(loaded[0], "again")])
+        applier.apply(state, tenant.id, [_renamed(loaded[0], "again")])
 
 
 def test_a_tenant_change_to_an_installation_spec_is_checked_and_owned_by_the_tenant(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     """Re-applying the installation's spec unchanged grants nothing new; changing it makes it the tenant's."""
     raw = connector("local", {"stdio": {"command": "python", "args": ["server.py"]}})
     loaded = [specs.Loaded(specs.validate_data(raw), specs.Source(file="documents[0]"))]
-    apply.apply(state, tenant.id, loaded, origin=trust.Origin.INSTALLATION)
+    applier.apply(state, tenant.id, loaded, origin=trust.Origin.INSTALLATION)
     with api(state, ledger, tenant, SCOPE_SETS["all"]) as client:
         unchanged = client.post("/v1/apply", json={"documents": [raw]})
         assert unchanged.status_code == 200 and unchanged.json()["changes"][0]["action"] == "unchanged"
@@ -209,7 +209,7 @@ def _renamed(item: specs.Loaded, name: str) -> specs.Loaded:
 
 
 def test_unknown_documents_still_name_their_field(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     both = connector("evil", {"catalog": "orders", "stdio": {"command": "sh"}})
     with api(state, ledger, tenant, SCOPE_SETS["all"]) as client:
@@ -234,7 +234,7 @@ HOST_READS = {
 
 @pytest.mark.parametrize("spelling", HOST_READS, ids=list(HOST_READS))
 def test_no_tenant_policy_can_read_the_servers_environment(
-    sqlite_state: store.StateStore, ledger: receipts.Ledger, spelling: str
+    sqlite_state: store.StateStore, ledger: receipt_store.Ledger, spelling: str
 ) -> None:
     """rego-cpp's opa.runtime() returns the server's environment; decision reasons land in receipts."""
     imports = "import rego.v1\nimport opa.runtime\n" if spelling == "import" else "import rego.v1\n"

@@ -27,8 +27,8 @@ from trust_support import connector
 
 from fibric import connectors, settings, specs, store, trust
 from fibric.api import create_app
-from fibric.controller import apply, loop
-from fibric.store import pins, secretbox, vault
+from fibric.controller import applier, loop
+from fibric.store import pin_store, secretbox, vault
 
 pytestmark = pytest.mark.anyio
 WAIT = 30.0
@@ -55,7 +55,7 @@ async def running(state: store.StateStore, box: secretbox.SecretBox) -> AsyncIte
     boundary = trust.Boundary(egress=trust.Egress.parse(["127.0.0.1"]))
     environ = {"HOME": "/root", "PATH": "/usr/bin:/bin", "TOKEN": "server-only"}
     runtime = connectors.ConnectorRuntime(
-        pins.SQLPinStore(state), FAST, environ=environ,
+        pin_store.SQLPinStore(state), FAST, environ=environ,
         secrets=lambda tenant_id, name: vault.reveal(state, box, tenant_id, name),
         on_change=lambda tenant_id, name: controller.notify(tenant_id, "Connector", name),
     )
@@ -238,7 +238,7 @@ async def test_a_private_target_error_text_is_withheld_from_the_tenant(
 ) -> None:
     document = connector("leaky", {"http": {"url": leaky}})
     loaded = [specs.Loaded(specs.validate_data(document), specs.Source(file="documents[0]"))]
-    apply.apply(state, tenant.id, loaded, options=apply.Options(running.boundary))
+    applier.apply(state, tenant.id, loaded, options=applier.Options(running.boundary))
     running.controller.notify(tenant.id, "Connector", "leaky")
     status = await status_of(state, tenant, "leaky", lambda s: s.get("last_error") is not None)
     assert "MCP error -32000" in status["last_error"] and trust.boundary.WITHHELD in status["last_error"]
@@ -246,8 +246,8 @@ async def test_a_private_target_error_text_is_withheld_from_the_tenant(
 
     # The installation's own spec to the same target shows the server's words (its operator's log).
     own_doc = specs.validate_data(connector("leaky-own", {"http": {"url": leaky}}))
-    apply.apply(state, tenant.id, [specs.Loaded(own_doc, specs.Source(file="x"))],
-                origin=trust.Origin.INSTALLATION)
+    applier.apply(state, tenant.id, [specs.Loaded(own_doc, specs.Source(file="x"))],
+                  origin=trust.Origin.INSTALLATION)
     running.controller.notify(tenant.id, "Connector", "leaky-own")
     own = await status_of(state, tenant, "leaky-own", lambda s: s.get("last_error") is not None)
     assert "hunter2" in own["last_error"]

@@ -11,13 +11,13 @@ from trust_support import api, connector, error, webhook
 from fibric import settings, store
 from fibric.api import create_app
 from fibric.cli import root
-from fibric.store import receipts, secretbox, vault
+from fibric.store import receipt_store, secretbox, vault
 
 ALL = frozenset(store.SCOPES)
 
 
 def test_a_secret_is_set_listed_by_fingerprint_and_deleted(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     with api(state, ledger, tenant, ALL) as client:
         created = client.put("/v1/secrets/orders-token", json={"value": "s3cret-value"})
@@ -42,7 +42,7 @@ def test_a_secret_is_set_listed_by_fingerprint_and_deleted(
 
 
 def test_a_secret_is_sealed_at_rest(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     with api(state, ledger, tenant, ALL) as client:
         assert client.put("/v1/secrets/hook", json={"value": "plain-text-never-stored"}).status_code == 201
@@ -53,7 +53,7 @@ def test_a_secret_is_sealed_at_rest(
 
 
 def test_another_tenants_secret_reads_as_not_found(
-    state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, other_tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     with api(state, ledger, tenant, ALL) as mine:
         assert mine.put("/v1/secrets/shared-name", json={"value": "acme"}).status_code == 201
@@ -66,7 +66,9 @@ def test_another_tenants_secret_reads_as_not_found(
     assert kept["name"] == "shared-name"
 
 
-def test_scopes_and_bad_input(state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger) -> None:
+def test_scopes_and_bad_input(
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
+) -> None:
     with api(state, ledger, tenant, frozenset({"secrets:read"})) as reader:
         assert error(reader.put("/v1/secrets/x", json={"value": "v"}), 403)["code"] == "insufficient_scope"
         assert reader.get("/v1/secrets").status_code == 200
@@ -81,7 +83,7 @@ def test_scopes_and_bad_input(state: store.StateStore, tenant: store.Tenant, led
 
 
 def test_a_secret_named_by_a_spec_cannot_be_deleted(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     with api(state, ledger, tenant, ALL) as client:
         assert client.put("/v1/secrets/ops-hook", json={"value": "whsec_x"}).status_code == 201
@@ -95,7 +97,7 @@ def test_a_secret_named_by_a_spec_cannot_be_deleted(
 
 
 def test_the_cli_reads_the_value_from_stdin_and_never_prints_it(
-    state: store.StateStore, tenant: store.Tenant, ledger: receipts.Ledger
+    state: store.StateStore, tenant: store.Tenant, ledger: receipt_store.Ledger
 ) -> None:
     app = create_app(settings.Settings(), state, None, receipts=ledger)
     _, key = state.create_api_key(tenant.id, ALL)

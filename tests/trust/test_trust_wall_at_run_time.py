@@ -26,8 +26,8 @@ from trust_support import TestClient, error
 
 from fibric import connectors, errors, settings, specs, store, trust, webhooks
 from fibric.api import create_app
-from fibric.controller import apply, dispatch, watch
-from fibric.store import audit_sql, deliveries, plans, receipts, sealed, secretbox, vault
+from fibric.controller import applier, dispatch, watch
+from fibric.store import audit_sql, deliveries, plan_store, receipt_store, sealed, secretbox, vault
 
 LOOPBACK = trust.Boundary(egress=trust.Egress.parse(["127.0.0.1"]))  # the installation allows its tests
 WAIT = 30.0
@@ -92,7 +92,7 @@ def _dispatcher(
 def _propose(state: store.StateStore, tenant: store.Tenant) -> None:
     action = {"capability": "orders.hold", "entity_key": "order:1", "idempotency_key": "k1", "args": {},
               "decision": "ALLOW"}
-    plans.propose(state, tenant.id, operator_id="op_1", actions=[action], policy_id=None)
+    plan_store.propose(state, tenant.id, operator_id="op_1", actions=[action], policy_id=None)
 
 
 @pytest.mark.anyio
@@ -103,8 +103,8 @@ async def test_a_tenant_webhook_is_signed_with_the_tenant_secret_it_names(
     with Recorder() as receiver:
         document = specs.build("Webhook", "ops", {"url": receiver.url + "/h", "events": ["plan.proposed"],
                                                   "secret_ref": "ops-hook"})
-        apply.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))],
-                    options=apply.Options(LOOPBACK, box))
+        applier.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))],
+                      options=applier.Options(LOOPBACK, box))
         vault.put(state, box, tenant.id, "ops-hook", "whsec-tenant-value")
         _propose(state, tenant)
         service = _dispatcher(state, box, {"ops-hook": "server-value"})
@@ -180,7 +180,7 @@ def query_app(tmp_path: Path) -> Iterator[tuple[Any, store.StateStore, store.Ten
     tenant = state.create_tenant("acme", "rs_fibric")
     lake = sealed.SealedLedger(data)
     try:
-        yield (create_app(settings.Settings(), state, receipts=receipts.StoreLedger(state), sealed=lake),
+        yield (create_app(settings.Settings(), state, receipts=receipt_store.StoreLedger(state), sealed=lake),
                state, tenant)
     finally:
         lake.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 from fibric import settings, store, trust
 from fibric.api import create_app
-from fibric.store import receipts
+from fibric.store import receipt_store
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -32,7 +32,7 @@ def webhook(name: str, url: str = "https://hooks.example/h", **spec: Any) -> dic
 
 @contextmanager
 def api(
-    state: store.StateStore, ledger: receipts.Ledger, tenant: store.Tenant, scopes: frozenset[str],
+    state: store.StateStore, ledger: receipt_store.Ledger, tenant: store.Tenant, scopes: frozenset[str],
     boundary: trust.Boundary | None = None, controller: Any = None,
 ) -> Iterator[TestClient]:
     """A client of a real app over `state`, with a key of `tenant` carrying `scopes`."""

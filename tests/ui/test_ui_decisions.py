@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from ui_support import Fibric, hold_and_notify, propose, sign_in
 
 from fibric import store
-from fibric.store import plans
+from fibric.store import plan_store
 
 from executor_support import effects  # isort: skip  (ui_support put tests/executor on the path)
 
@@ -48,7 +48,7 @@ def test_sign_in_approve_part_of_a_plan_and_reject_another(page: Page, fibric: F
     page.get_by_role("button", name="Approve checked actions").click()
 
     expect(page.get_by_role("status")).to_contain_text("Approved")
-    approved = plans.get(fibric.state, fibric.tenant.id, partly.id)
+    approved = plan_store.get(fibric.state, fibric.tenant.id, partly.id)
     assert approved.status == "executed"
     assert approved.decided_by is not None and approved.decided_by["key_name"] == "alice"
     shown = {k: row_of(page, k) for k in (hold, notify)}
@@ -71,7 +71,7 @@ def test_sign_in_approve_part_of_a_plan_and_reject_another(page: Page, fibric: F
     page.get_by_role("button", name="Reject the whole plan").click()
 
     expect(page.get_by_role("status")).to_contain_text("Rejected")
-    rejected = plans.get(fibric.state, fibric.tenant.id, refused.id)
+    rejected = plan_store.get(fibric.state, fibric.tenant.id, refused.id)
     assert (rejected.status, rejected.reason) == ("rejected", "the customer already called")
     for result in rejected.results or []:
         assert row_of(page, result["idempotency_key"])["Outcome"] == "declined"
@@ -90,15 +90,16 @@ def test_a_plan_that_changed_since_it_was_shown_runs_nothing(page: Page, fibric:
 
     assert answer.value.status == 409
     expect(page.get_by_role("alert")).to_contain_text("does not match the digest")
-    assert plans.get(fibric.state, fibric.tenant.id, plan.id).status == "proposed"
+    assert plan_store.get(fibric.state, fibric.tenant.id, plan.id).status == "proposed"
     assert sum(effects(fibric.orders_db, k) for k in hold_and_notify(plan)) == 0
 
 
 def test_another_tenants_plan_reads_as_not_found(page: Page, fibric: Fibric, key: str) -> None:
     other = fibric.state.create_tenant("globex-ui", "rs_fibric")
-    theirs = plans.propose(fibric.state, other.id, operator_id="op_theirs", policy_id=None,
-                           actions=[{"capability": "orders.hold", "entity_key": "order:G-1",
-                                     "idempotency_key": "globex:G-1:hold", "args": {}, "decision": "ALLOW"}])
+    theirs = plan_store.propose(fibric.state, other.id, operator_id="op_theirs", policy_id=None,
+                                actions=[{"capability": "orders.hold", "entity_key": "order:G-1",
+                                          "idempotency_key": "globex:G-1:hold", "args": {},
+                                          "decision": "ALLOW"}])
     sign_in(page, fibric.url, key)
 
     shown = page.goto(f"{fibric.url}/ui/plans/{theirs.id}")
@@ -116,7 +117,7 @@ def test_another_tenants_plan_reads_as_not_found(page: Page, fibric: Fibric, key
                                    headers={"Origin": fibric.url},
                                    form={"csrf_token": token, "digest": theirs.digest, **body})
         assert answer.status == 404, answer.text()
-    assert plans.get(fibric.state, other.id, theirs.id).status == "proposed"
+    assert plan_store.get(fibric.state, other.id, theirs.id).status == "proposed"
 
 
 def test_missing_scopes_are_said_with_403(page: Page, fibric: Fibric) -> None:
@@ -135,7 +136,7 @@ def test_missing_scopes_are_said_with_403(page: Page, fibric: Fibric) -> None:
                                form={"csrf_token": token or "", "action": plan.actions[0]["idempotency_key"],
                                      "digest": plan.digest}, headers={"Origin": fibric.url})
     assert answer.status == 403 and "lacks the &#39;plans:approve&#39; scope" in answer.text()
-    assert plans.get(fibric.state, fibric.tenant.id, plan.id).status == "proposed"
+    assert plan_store.get(fibric.state, fibric.tenant.id, plan.id).status == "proposed"
 
     page.context.clear_cookies()
     sign_in(page, fibric.url, other)

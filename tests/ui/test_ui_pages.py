@@ -7,7 +7,7 @@ import uuid
 from playwright.sync_api import Browser, Page, expect
 from ui_support import Fibric, propose, sign_in
 
-from fibric.store import plans
+from fibric.store import plan_store
 
 
 def listed_ids(page: Page) -> list[str]:
@@ -16,11 +16,11 @@ def listed_ids(page: Page) -> list[str]:
 
 def test_the_list_pages_newest_first_like_the_api_and_filters(page: Page, fibric: Fibric, key: str) -> None:
     operator_id = f"op_{uuid.uuid4().hex[:16]}"
-    proposed = [plans.propose(fibric.state, fibric.tenant.id, operator_id=operator_id, policy_id=None,
-                              operator_name="pager",
-                              actions=[{"capability": "orders.hold", "entity_key": f"order:P-{n}",
-                                        "idempotency_key": f"pager:{operator_id}:{n}", "args": {},
-                                        "decision": "ALLOW"}])
+    proposed = [plan_store.propose(fibric.state, fibric.tenant.id, operator_id=operator_id, policy_id=None,
+                                   operator_name="pager",
+                                   actions=[{"capability": "orders.hold", "entity_key": f"order:P-{n}",
+                                             "idempotency_key": f"pager:{operator_id}:{n}", "args": {},
+                                             "decision": "ALLOW"}])
                 for n in range(23)]
     with fibric.client() as api:
         assert api.post(f"/v1/plans/{proposed[5].id}/reject", json={"reason": "no"}).status_code == 200
@@ -91,7 +91,7 @@ def test_every_control_is_labelled_and_the_flow_works_by_keyboard(
     focus_on(page, "", text="Approve checked actions")
     page.keyboard.press("Enter")
     page.wait_for_url("**done=approved*")
-    assert [r["outcome"] for r in plans.get(fibric.state, fibric.tenant.id, plan.id).results or []] == [
+    assert [r["outcome"] for r in plan_store.get(fibric.state, fibric.tenant.id, plan.id).results or []] == [
         "applied", "declined"]
 
 
@@ -107,7 +107,7 @@ def test_the_core_flow_needs_no_script(browser: Browser, fibric: Fibric, key: st
         expect(page.get_by_role("table", name="What became of each action")).to_contain_text("applied")
     finally:
         context.close()
-    assert plans.get(fibric.state, fibric.tenant.id, plan.id).status == "executed"
+    assert plan_store.get(fibric.state, fibric.tenant.id, plan.id).status == "executed"
 
 
 def focus_on(page: Page, element_id: str, *, text: str = "", presses: int = 60) -> None:

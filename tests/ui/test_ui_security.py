@@ -25,7 +25,7 @@ from starlette.routing import Route
 from ui_support import Fibric, hold_and_notify, propose, sign_in
 
 from fibric.api.ui import csrf, forms
-from fibric.store import plans
+from fibric.store import plan_store
 
 from executor_support import effects  # isort: skip  (ui_support put tests/executor on the path)
 
@@ -36,7 +36,7 @@ HEADERS = {
 }
 
 
-def attacker_app(target: str, plan: plans.Plan) -> Starlette:
+def attacker_app(target: str, plan: plan_store.Plan) -> Starlette:
     """Another site's page: two forms aimed at the plan, with a guessed token."""
     hidden = (f'<input type="hidden" name="csrf_token" value="{"A" * 43}">'
               f'<input type="hidden" name="digest" value="{plan.digest}">')
@@ -53,9 +53,9 @@ def attacker_app(target: str, plan: plans.Plan) -> Starlette:
     return Starlette(routes=[Route("/", index)])
 
 
-def untouched(fibric: Fibric, plan: plans.Plan) -> bool:
+def untouched(fibric: Fibric, plan: plan_store.Plan) -> bool:
     """The plan is still proposed, and nothing of it ran or was recorded."""
-    now = plans.get(fibric.state, fibric.tenant.id, plan.id)
+    now = plan_store.get(fibric.state, fibric.tenant.id, plan.id)
     keys = hold_and_notify(plan)
     return (now.status == "proposed" and now.results is None
             and all(fibric.ledger.for_action(fibric.tenant.id, plan.id, k) is None for k in keys)
@@ -119,7 +119,7 @@ def test_raw_posts_without_the_pages_proof_are_refused(fibric: Fibric, session: 
                                                                   "digest": plan.digest},
                             headers={"Origin": own, "Sec-Fetch-Site": "same-origin"})
     assert accepted.status_code == 303, accepted.text
-    assert plans.get(fibric.state, fibric.tenant.id, plan.id).status == "rejected"
+    assert plan_store.get(fibric.state, fibric.tenant.id, plan.id).status == "rejected"
 
 
 def test_a_forged_sign_in_is_refused(fibric: Fibric, key: str) -> None:

@@ -23,7 +23,7 @@ import orders_system  # noqa: E402
 from executor_support import Fibric, example_actions, running  # noqa: E402
 from playwright.sync_api import Page, Response  # noqa: E402
 
-from fibric.store import plans  # noqa: E402
+from fibric.store import plan_store  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -37,7 +37,7 @@ def launch_options() -> dict[str, Any]:
     return {"executable_path": str(CHROMIUM), "headless": True, "args": args}
 
 
-def propose(fibric: Fibric, *, event_id: str | None = None, **extra: Any) -> plans.Plan:
+def propose(fibric: Fibric, *, event_id: str | None = None, **extra: Any) -> plan_store.Plan:
     """A plan of the ship-risk operator about an open order of its own, which the order system now has
     (so its keys never collide with another test's)."""
     order = f"SO-{uuid.uuid4().hex[:10]}"
@@ -45,12 +45,12 @@ def propose(fibric: Fibric, *, event_id: str | None = None, **extra: Any) -> pla
     actions = [{**action, "rule": "orders.hold" if action["decision"] == "ALLOW" else "orders.notify",
                 "rationale": f"rule 1 matched: {action['capability']} for an order at risk"}
                for action in example_actions(entity=f"order:{order}", prefix=f"ship-risk:{order}")]
-    return plans.propose(fibric.state, fibric.tenant.id, operator_id=fibric.operator_id(), actions=actions,
-                         policy_id=None, proposed_by="rules", operator_name="ship-risk",
-                         event_ids=[event_id] if event_id else [], event_id=event_id, **extra)
+    return plan_store.propose(fibric.state, fibric.tenant.id, operator_id=fibric.operator_id(),
+                              actions=actions, policy_id=None, proposed_by="rules", operator_name="ship-risk",
+                              event_ids=[event_id] if event_id else [], event_id=event_id, **extra)
 
 
-def hold_and_notify(plan: plans.Plan) -> tuple[str, str]:
+def hold_and_notify(plan: plan_store.Plan) -> tuple[str, str]:
     """The idempotency keys of a `propose`d plan's two actions."""
     hold, notify = (a["idempotency_key"] for a in plan.actions)
     return hold, notify

@@ -38,7 +38,7 @@ async def test_send_a_test_event_and_read_its_delivery_with_attempts(
     assert queued["object"] == "webhook_delivery" and queued["id"].startswith("dlv_")
     assert (queued["event_type"], queued["status"], queued["attempts"]) == ("webhook.test", "pending", [])
 
-    clock.advance(seconds=1)  # the route stamped the delivery with the wall clock, after the fixture's
+    clock.pass_wall_clock()  # the route stamped the delivery with the wall clock, after the fixture's
     async with dispatching(state, clock) as service:
         await service.run_once()
         clock.advance(hours=1)
@@ -106,14 +106,14 @@ def test_disable_and_enable(client: TestClient, state: store.StateStore, tenant:
 def test_enable_clears_a_dispatcher_disabling(
     client: TestClient, state: store.StateStore, tenant: store.Tenant
 ) -> None:
-    from fibric.store import webhooks as endpoints
+    from fibric.store import webhook_store
     from fibric.timefmt import now
 
     hook = created(client, "https://hooks.example/h")
     with state.backend.transaction(write=True) as cur:
-        endpoint = endpoints.get(cur, tenant.id, hook["id"])
+        endpoint = webhook_store.get(cur, tenant.id, hook["id"])
         assert endpoint is not None
-        endpoints.disable(cur, endpoint, now(), "the endpoint answered 410 Gone")
+        webhook_store.disable(cur, endpoint, now(), "the endpoint answered 410 Gone")
     shown = client.get(f"/v1/webhooks/{hook['id']}").json()
     assert (shown["status"], shown["disabled_reason"]) == ("disabled", "the endpoint answered 410 Gone")
     enabled = client.post(f"/v1/webhooks/{hook['id']}/enable").json()
@@ -173,7 +173,7 @@ async def test_the_typed_client_drives_every_webhook_route(
         assert api.disable_webhook("ops")["status"] == "disabled"
         assert api.enable_webhook("ops")["status"] == "enabled"
         queued = api.test_webhook("ops")
-        clock.advance(seconds=1)
+        clock.pass_wall_clock()
         async with dispatching(state, clock) as service:
             await service.run_once()
         [delivery] = api.list_webhook_deliveries("ops")

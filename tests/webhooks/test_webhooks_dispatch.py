@@ -17,16 +17,15 @@ from webhook_support import Clock, Receiver, box, create_webhook, dispatcher, di
 
 from fibric import errors, store, webhooks
 from fibric.controller import dispatch, reconcile
-from fibric.store import deliveries, outbox, plans, views
-from fibric.store import webhooks as endpoints
+from fibric.store import deliveries, outbox, plan_store, views, webhook_store
 
 pytestmark = pytest.mark.anyio
 
 
-def propose(state: store.StateStore, tenant: store.Tenant) -> plans.Plan:
+def propose(state: store.StateStore, tenant: store.Tenant) -> plan_store.Plan:
     action = {"capability": "orders.hold", "entity_key": "order:1", "idempotency_key": "k1",
               "args": {}, "decision": "ALLOW"}
-    return plans.propose(state, tenant.id, operator_id="op_1", actions=[action], policy_id=None)
+    return plan_store.propose(state, tenant.id, operator_id="op_1", actions=[action], policy_id=None)
 
 
 def only_delivery(state: store.StateStore, webhook: store.StoredObject) -> deliveries.Delivery:
@@ -133,7 +132,7 @@ async def test_500s_are_retried_with_backoff_until_delivered(
     assert [(a.number, a.status_code, a.error) for a in attempts] == [(1, 500, None), (2, 503, None),
                                                                       (3, 200, None)]
     assert all(a.duration_ms >= 0 for a in attempts)
-    assert endpoints.read(state, tenant.id, webhook.id).failing_since is None
+    assert webhook_store.read(state, tenant.id, webhook.id).failing_since is None
     reconcile.reconcile_webhook(state, webhook, clock.now)
     conds = state.get_object(tenant.id, "Webhook", webhook.id).status["conditions"]
     assert [(c["type"], c["status"], c["reason"]) for c in conds] == [
@@ -239,7 +238,7 @@ async def test_a_dispatcher_that_dies_mid_send_loses_its_claim_to_the_next(
     assert len(receiver.received) == 1
     attempt = deliveries.Attempt(claimed.id, 1, clock.now, 1, 500, None)
     late = deliveries.Outcome(attempt, "pending", clock.now)
-    endpoint = endpoints.read(state, tenant.id, webhook.id)
+    endpoint = webhook_store.read(state, tenant.id, webhook.id)
     deliveries.record(state, claimed, endpoint, late)  # the stale claim writes nothing
     assert only_delivery(state, webhook).status == "delivered"
 
@@ -267,7 +266,7 @@ async def test_rotation_signs_with_both_secrets_during_the_grace_period(
     webhook, old = create_webhook(state, tenant, receiver.url)
     assert old is not None
     new = webhooks.new_secret()
-    endpoints.rotate(state, box(), tenant.id, webhook.id, new, grace_seconds=3600, now=clock.now)
+    webhook_store.rotate(state, box(), tenant.id, webhook.id, new, grace_seconds=3600, now=clock.now)
     propose(state, tenant)
     async with dispatching(state, clock) as service:
         await service.run_once()
@@ -300,7 +299,7 @@ async def test_410_gone_disables_the_endpoint(
     assert len(receiver.received) == 1
     item = only_delivery(state, webhook)
     assert (item.status, item.last_status_code) == ("failed", 410)
-    endpoint = endpoints.read(state, tenant.id, webhook.id)
+    endpoint = webhook_store.read(state, tenant.id, webhook.id)
     assert not endpoint.enabled and endpoint.disabled_reason == "the endpoint answered 410 Gone"
     reconcile.reconcile_webhook(state, webhook, clock.now)
     [ready] = [c for c in state.get_object(tenant.id, "Webhook", webhook.id).status["conditions"]
@@ -331,7 +330,7 @@ async def test_failing_for_24_hours_gives_up_and_disables_the_endpoint(
     assert item.status == "failed"
     assert clock.now - created == timedelta(seconds=dispatch.MAX_AGE_SECONDS)  # the last attempt at 24 h
     assert 10 <= item.attempts == len(receiver.received) <= 20
-    endpoint = endpoints.read(state, tenant.id, webhook.id)
+    endpoint = webhook_store.read(state, tenant.id, webhook.id)
     assert endpoint.disabled_reason is not None and "failing continuously" in endpoint.disabled_reason
 
 
@@ -355,12 +354,12 @@ async def test_a_secret_env_webhook_signs_with_the_variable(
 async def test_a_deleted_webhook_gets_nothing_more(
     state: store.StateStore, tenant: store.Tenant, receiver: Receiver, clock: Clock
 ) -> None:
-    from fibric.controller import apply
+    from fibric.controller import applier
 
     webhook, _ = create_webhook(state, tenant, receiver.url)
     propose(state, tenant)
     deliveries.fan_out(state, now=clock.now)
-    apply.delete(state, tenant.id, "Webhook", webhook.id)
+    applier.delete(state, tenant.id, "Webhook", webhook.id)
     async with dispatching(state, clock) as service:
         await service.run_once()
     assert receiver.received == []

@@ -15,7 +15,7 @@ from webhook_support import Clock, Receiver, box, create_webhook, dev_settings, 
 
 from fibric import store, timefmt
 from fibric.controller import dispatch
-from fibric.store import deliveries, plans
+from fibric.store import deliveries, plan_store
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +49,7 @@ def silent_receiver() -> Iterator[str]:
 
 def propose(state: store.StateStore, tenant: store.Tenant, n: int = 1) -> None:
     for _ in range(n):
-        plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+        plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
 
 
 def test_claims_take_tenants_in_turn_and_respect_each_tenants_share(

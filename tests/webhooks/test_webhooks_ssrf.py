@@ -11,7 +11,7 @@ from egress_matrix import REFUSED
 from webhook_support import Clock, Receiver, client_for, create_webhook, dispatcher
 
 from fibric import settings, store, trust
-from fibric.store import deliveries, plans
+from fibric.store import deliveries, plan_store
 from fibric.trust import egress, resolver
 
 
@@ -63,7 +63,7 @@ async def test_every_delivery_is_checked_again_on_the_address_connected_to(
     for name, url in (("by-ip", receiver.url), ("by-name", receiver.url.replace("127.0.0.1",
                                                                                 socket.gethostname()))):
         create_webhook(state, tenant, url, name=name)
-    plans.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
+    plan_store.propose(state, tenant.id, operator_id="op_1", actions=[], policy_id=None)
     strict = dispatcher(state, clock, allow_http_and_private=False)
     try:
         assert await strict.run_once() == 3

@@ -18,7 +18,7 @@ from typing import Any
 
 from fibric import settings, specs, store, trust
 from fibric.api import create_app
-from fibric.controller import apply, dispatch
+from fibric.controller import applier, dispatch
 from fibric.store import secretbox
 
 with warnings.catch_warnings():
@@ -123,6 +123,10 @@ class Clock:
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
 
+    def pass_wall_clock(self) -> None:
+        """Move past the wall clock, which the API stamps deliveries with however long the test took."""
+        self.now = max(self.now, datetime.now(UTC)) + timedelta(seconds=1)
+
 
 def dev_settings(**changes: Any) -> settings.WebhookSettings:
     """Delivery settings that allow the loopback receiver (the development setting), short timeouts."""
@@ -147,8 +151,8 @@ def create_webhook(
     """
     document = specs.build("Webhook", name, {"url": url, "events": list(events), **spec})
     origin = trust.Origin.INSTALLATION if "secret_env" in spec else trust.Origin.TENANT
-    result = apply.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))], origin=origin,
-                         options=apply.Options(trust.Boundary(webhook_egress=trust.ANYWHERE), box()))
+    result = applier.apply(state, tenant.id, [specs.Loaded(document, specs.Source(file=""))], origin=origin,
+                           options=applier.Options(trust.Boundary(webhook_egress=trust.ANYWHERE), box()))
     return state.get_object(tenant.id, "Webhook", name), result.changes[0].signing_secret
 
 

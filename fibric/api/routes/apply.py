@@ -15,11 +15,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fibric import errors, specs, store, trust
-from fibric.api import auth, context, routing, schemas, writes
-from fibric.api import errors as api_errors
-from fibric.controller import apply, syncing
+from fibric.api import auth, context, error_responses, routing, schemas, writes
+from fibric.controller import applier, syncing
 
-router = APIRouter(prefix="/v1/apply", tags=["specs"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/apply", tags=["specs"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 MAX_DOCUMENTS = 5000
@@ -38,7 +37,7 @@ class ApplyRequest(BaseModel):
     dry_run: bool = Field(default=False, description="Report what would change; write nothing.")
 
 
-def represent(result: apply.ApplyResult) -> dict[str, Any]:
+def represent(result: applier.ApplyResult) -> dict[str, Any]:
     changes = []
     for change in result.changes:
         item: dict[str, Any] = {"action": change.action, "kind": change.kind, "name": change.name,
@@ -50,7 +49,7 @@ def represent(result: apply.ApplyResult) -> dict[str, Any]:
         "object": "apply_result",
         "dry_run": result.dry_run,
         "changes": changes,
-        "warnings": api_errors.field_entries(result.warnings),
+        "warnings": error_responses.field_entries(result.warnings),
     }
 
 

@@ -21,11 +21,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fibric import errors
-from fibric.api import context, routing, schemas
-from fibric.api import errors as api_errors
+from fibric.api import context, error_responses, routing, schemas
 from fibric.store import audit_sql, ledger_access
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 TOKEN_HEADER = "Fibric-Audit-Token"
 

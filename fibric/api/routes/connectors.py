@@ -14,11 +14,10 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from fibric import errors, store
-from fibric.api import auth, context, objects, pagination, routing, schemas, writes
-from fibric.api import errors as api_errors
-from fibric.store import pins
+from fibric.api import auth, context, error_responses, objects, pagination, routing, schemas, writes
+from fibric.store import pin_store
 
-router = APIRouter(prefix="/v1/connectors", tags=["connectors"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/connectors", tags=["connectors"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 ConnectorKind = Literal["saas", "hardware", "operator"]
@@ -89,7 +88,7 @@ def ack_connector(ctx: context.Ctx, principal: Writer, connector_id: str) -> JSO
         hashes = {str(k): str(v) for k, v in listed.items()} if isinstance(listed, dict) else {}
         if not hashes:
             raise errors.Conflict(f"connector {obj.name} has not listed its tools yet; nothing to ack")
-        pins.SQLPinStore(ctx.state).acknowledge(obj.tenant_id, obj.name, hashes)
+        pin_store.SQLPinStore(ctx.state).acknowledge(obj.tenant_id, obj.name, hashes)
         if ctx.controller is not None:
             ctx.controller.notify(obj.tenant_id, "Connector", obj.name)
     return JSONResponse(represent(ctx.state.get_object(obj.tenant_id, "Connector", obj.name), detail=True))

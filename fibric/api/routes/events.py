@@ -23,11 +23,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from fibric import store, timefmt, tracing
-from fibric.api import auth, context, objects, pagination, routing, schemas
-from fibric.api import errors as api_errors
-from fibric.store import events
+from fibric.api import auth, context, error_responses, objects, pagination, routing, schemas
+from fibric.store import event_store
 
-router = APIRouter(prefix="/v1/events", tags=["events"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 Writer = Annotated[store.Principal, Depends(auth.require("events:write"))]
@@ -71,7 +70,7 @@ class EventIngest(BaseModel):
     data: dict[str, Any] = Field(description="The event payload.")
 
 
-def represent(event: events.Event, *, dedup: bool | None = None, data: bool = False) -> dict[str, Any]:
+def represent(event: event_store.Event, *, dedup: bool | None = None, data: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": event.id,
         "object": "event",
@@ -93,7 +92,7 @@ def represent(event: events.Event, *, dedup: bool | None = None, data: bool = Fa
 @router.post("", summary="Ingest an event",
              **schemas.returns(schemas.Event, 202, 413, also=(200,)))
 def ingest_event(request: Request, ctx: context.Ctx, principal: Writer, body: EventIngest) -> JSONResponse:
-    ingested = events.ingest(
+    ingested = event_store.ingest(
         ctx.state,
         reseller_id=principal.reseller_id,
         tenant_id=principal.tenant_id,
@@ -127,9 +126,9 @@ def list_events(
     type: Annotated[EventType | None, Query(description="Only events of this type.")] = None,
     entity_key: Annotated[Key | None, Query(description="Only events about this entity.")] = None,
 ) -> JSONResponse:
-    def fetch(before_seq: int | None, limit: int) -> list[events.Event]:
-        return events.list_events(ctx.state, principal.tenant_id, type=type, entity_key=entity_key,
-                                  limit=limit, before_seq=before_seq)
+    def fetch(before_seq: int | None, limit: int) -> list[event_store.Event]:
+        return event_store.list_events(ctx.state, principal.tenant_id, type=type, entity_key=entity_key,
+                                       limit=limit, before_seq=before_seq)
 
     page = pagination.paginate(fetch, page_params)
     return JSONResponse(pagination.envelope(page, [represent(e, data=True) for e in page.items]))
@@ -138,4 +137,4 @@ def list_events(
 @router.get("/{event_id}", summary="Retrieve an event (additive)", **schemas.returns(schemas.Event, 200, 404))
 def retrieve_event(ctx: context.Ctx, principal: Reader, event_id: str) -> JSONResponse:
     objects.check_ref("event", event_id)
-    return JSONResponse(represent(events.get(ctx.state, principal.tenant_id, event_id), data=True))
+    return JSONResponse(represent(event_store.get(ctx.state, principal.tenant_id, event_id), data=True))

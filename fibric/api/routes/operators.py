@@ -4,7 +4,7 @@ The reference's `status` is the spec's `lifecycle`; its `policy_id` is the id
 of the Policy the spec names (`spec.policy`), and a create takes `policy_id`
 and stores that policy's name, so specs in Git and the API agree.
 
-`last_run` is the operator's most recent run (fibric/store/runs.py) in the
+`last_run` is the operator's most recent run (fibric/store/run_store.py) in the
 reference's shape (run_id, sensed, proposed, applied, at), plus, additively,
 its `status` and `error`, so a failed run is visible on the operator. `model_usage`
 (additive) counts the requests its runs made to LLM routes, for cost.
@@ -20,11 +20,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fibric import errors, specs, store, timefmt
-from fibric.api import auth, context, objects, pagination, routing, schemas, writes
-from fibric.api import errors as api_errors
-from fibric.store import model_calls, runs
+from fibric.api import auth, context, error_responses, objects, pagination, routing, schemas, writes
+from fibric.store import model_calls, run_store
 
-router = APIRouter(prefix="/v1/operators", tags=["operators"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/operators", tags=["operators"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 Lifecycle = Literal["active", "paused", "draft"]
@@ -58,7 +57,7 @@ class OperatorCreate(BaseModel):
     labels: dict[str, str] | None = None
 
 
-def represent(obj: store.StoredObject, policy_id: str | None, last: runs.Run | None = None,
+def represent(obj: store.StoredObject, policy_id: str | None, last: run_store.Run | None = None,
               usage: model_calls.Usage | None = None) -> dict[str, Any]:
     spec = obj.spec
     counted = usage or model_calls.Usage()
@@ -78,7 +77,7 @@ def represent(obj: store.StoredObject, policy_id: str | None, last: runs.Run | N
     }
 
 
-def last_run(run: runs.Run | None) -> dict[str, Any] | None:
+def last_run(run: run_store.Run | None) -> dict[str, Any] | None:
     if run is None:
         return None
     return {"run_id": run.id, "sensed": run.sensed, "proposed": run.proposed, "applied": run.applied,
@@ -100,7 +99,7 @@ def policy_ids(
 
 
 def _one(ctx: context.Context, principal: store.Principal, obj: store.StoredObject) -> dict[str, Any]:
-    last = runs.latest(ctx.state, principal.tenant_id, [obj.id]).get(obj.id)
+    last = run_store.latest(ctx.state, principal.tenant_id, [obj.id]).get(obj.id)
     usage = model_calls.usage(ctx.state, principal.tenant_id, [obj.id]).get(obj.id)
     return represent(obj, policy_ids(ctx, principal, [obj])[str(obj.spec.get("policy", ""))], last, usage)
 
@@ -118,7 +117,7 @@ def list_operators(
         keep=None if status is None else (lambda o: o.spec.get("lifecycle", "active") == status),
     )
     ids = policy_ids(ctx, principal, page.items)
-    latest = runs.latest(ctx.state, principal.tenant_id, [o.id for o in page.items])
+    latest = run_store.latest(ctx.state, principal.tenant_id, [o.id for o in page.items])
     usage = model_calls.usage(ctx.state, principal.tenant_id, [o.id for o in page.items])
     return JSONResponse(pagination.envelope(page, [
         represent(o, ids[str(o.spec.get("policy", ""))], latest.get(o.id), usage.get(o.id))

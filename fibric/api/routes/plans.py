@@ -16,11 +16,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fibric import store
-from fibric.api import approvals, auth, context, objects, pagination, routing, schemas
-from fibric.api import errors as api_errors
-from fibric.store import plans, views
+from fibric.api import approvals, auth, context, error_responses, objects, pagination, routing, schemas
+from fibric.store import plan_store, views
 
-router = APIRouter(prefix="/v1/plans", tags=["plans"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/plans", tags=["plans"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 Reader = Annotated[store.Principal, Depends(auth.require("plans:read"))]
@@ -66,9 +65,9 @@ def list_plans(
         description="proposed, approved, executed, blocked, rejected or expired.")] = None,
     operator_id: Annotated[Ref | None, Query(description="Only plans proposed by this operator.")] = None,
 ) -> JSONResponse:
-    def fetch(before_seq: int | None, limit: int) -> list[plans.Plan]:
-        return plans.list_plans(ctx.state, principal.tenant_id, status=status, operator_id=operator_id,
-                                limit=limit, before_seq=before_seq)
+    def fetch(before_seq: int | None, limit: int) -> list[plan_store.Plan]:
+        return plan_store.list_plans(ctx.state, principal.tenant_id, status=status, operator_id=operator_id,
+                                     limit=limit, before_seq=before_seq)
 
     page = pagination.paginate(fetch, page_params)
     return JSONResponse(pagination.envelope(page, [views.plan_summary(p) for p in page.items]))
@@ -78,7 +77,7 @@ def list_plans(
             **schemas.returns(schemas.ExecutionPlan, 200, 404))
 def retrieve_plan(ctx: context.Ctx, principal: Reader, plan_id: str) -> JSONResponse:
     objects.check_ref("plan", plan_id)
-    return JSONResponse(views.plan(plans.get(ctx.state, principal.tenant_id, plan_id)))
+    return JSONResponse(views.plan(plan_store.get(ctx.state, principal.tenant_id, plan_id)))
 
 
 @router.post("/{plan_id}/approve", summary="Approve and execute a plan",
@@ -97,7 +96,8 @@ async def approve_plan(
                                            approver=body.approver, only=body.only_actions,
                                            digest=body.digest)
     except approvals.NoExecutor as e:
-        return api_errors.error_response(api_errors.request_id(request), 500, "internal_error", str(e))
+        return error_responses.error_response(error_responses.request_id(request), 500, "internal_error",
+                                              str(e))
     return JSONResponse(views.plan(disposed))
 
 

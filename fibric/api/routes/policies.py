@@ -16,12 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fibric import policies, specs, store
-from fibric.api import auth, context, objects, pagination, routing, schemas, writes
-from fibric.api import errors as api_errors
+from fibric.api import auth, context, error_responses, objects, pagination, routing, schemas, writes
 from fibric.controller import replay
-from fibric.store import receipts
+from fibric.store import receipt_store
 
-router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 Reader = Annotated[store.Principal, Depends(auth.require("policies:read"))]
@@ -124,7 +123,7 @@ def replay_policy(ctx: context.Ctx, principal: Reader, policy_id: str, body: Rep
     candidate = policies.compile(body.rego, query=body.query, name="candidate.rego", field_path="rego")
     engine = policies.EmbeddedEngine(workers=1, timeout=ctx.settings.policies.timeout_ms / 1000)
     try:
-        report = replay.replay(receipts.StoreLedger(ctx.state), engine, principal.tenant_id, obj.id,
+        report = replay.replay(receipt_store.StoreLedger(ctx.state), engine, principal.tenant_id, obj.id,
                                candidate, since=since, operator_id=operator_id)
     finally:
         engine.close()

@@ -28,15 +28,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fibric import errors, store
-from fibric.api import auth, context, objects, pagination, routing, schemas
-from fibric.api import errors as api_errors
-from fibric.store import audit_sql, query_worker, receipts, views
+from fibric.api import auth, context, error_responses, objects, pagination, routing, schemas
+from fibric.store import audit_sql, query_worker, receipt_store, views
 
 QUERIES_PER_TENANT = 2  # receipt SQL queries one tenant may run at once
 QUERIES_PER_SERVER = 8  # ... and every tenant together
 QUERY_RETRY_AFTER = 1  # seconds, in the 429's Retry-After: most queries take less
 
-router = APIRouter(prefix="/v1/receipts", tags=["receipts"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/receipts", tags=["receipts"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 Reader = Annotated[store.Principal, Depends(auth.require("receipts:read"))]
@@ -54,7 +53,7 @@ def list_receipts(
     entity_key: Annotated[EntityKey | None, Query(description="Only receipts touching this entity.")] = None,
     decision: Annotated[Decision | None, Query(description="ALLOW, ALERT, BLOCK or DEDUP.")] = None,
 ) -> JSONResponse:
-    def fetch(before_seq: int | None, limit: int) -> list[receipts.Receipt]:
+    def fetch(before_seq: int | None, limit: int) -> list[receipt_store.Receipt]:
         return ctx.receipts.list_receipts(principal.tenant_id, operator_id=operator_id,
                                           entity_key=entity_key, decision=decision,
                                           limit=limit, before_seq=before_seq)
@@ -144,8 +143,8 @@ def query_receipts(
     """
     refused = running.start(principal.tenant_id)
     if refused is not None:
-        return api_errors.error_response(api_errors.request_id(request), 429, "rate_limited", refused,
-                                         headers={"Retry-After": str(QUERY_RETRY_AFTER)})
+        return error_responses.error_response(error_responses.request_id(request), 429, "rate_limited",
+                                              refused, headers={"Retry-After": str(QUERY_RETRY_AFTER)})
     try:
         result = audit_sql.query_ledger(ctx.sealed, principal.tenant_id, body.sql, max_rows=body.max_rows,
                                         max_bytes=audit_sql.MAX_RESPONSE_BYTES, workers=workers)

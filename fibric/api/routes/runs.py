@@ -3,7 +3,7 @@
 A run is what an operator did with what it sensed: the events it consumed,
 its counts, the plan it proposed, or the error it failed with; one run, read
 by id, also shows every request it made to an LLM route (`model_calls`). Runs are
-written by the controller (fibric/controller/runs.py), never by the API.
+written by the controller (fibric/controller/operator_runs.py), never by the API.
 Another tenant's run reads as 404, like one that never existed.
 """
 
@@ -16,11 +16,10 @@ from fastapi.responses import JSONResponse
 from pydantic import StringConstraints
 
 from fibric import store, timefmt
-from fibric.api import auth, context, objects, pagination, routing, schemas
-from fibric.api import errors as api_errors
-from fibric.store import model_calls, runs, views
+from fibric.api import auth, context, error_responses, objects, pagination, routing, schemas
+from fibric.store import model_calls, run_store, views
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 Reader = Annotated[store.Principal, Depends(auth.require("operators:read"))]
@@ -36,9 +35,9 @@ def list_runs(
     operator_id: Annotated[Ref | None, Query(description="Only runs of this operator (op_...).")] = None,
     status: Annotated[Status | None, Query(description="running, succeeded or failed.")] = None,
 ) -> JSONResponse:
-    def fetch(before_seq: int | None, limit: int) -> list[runs.Run]:
-        return runs.list_runs(ctx.state, principal.tenant_id, operator_id=operator_id, status=status,
-                              limit=limit, before_seq=before_seq)
+    def fetch(before_seq: int | None, limit: int) -> list[run_store.Run]:
+        return run_store.list_runs(ctx.state, principal.tenant_id, operator_id=operator_id, status=status,
+                                   limit=limit, before_seq=before_seq)
 
     page = pagination.paginate(fetch, page_params)
     return JSONResponse(pagination.envelope(page, [views.run(r) for r in page.items]))
@@ -47,7 +46,7 @@ def list_runs(
 @router.get("/{run_id}", summary="Retrieve a run (additive)", **schemas.returns(schemas.Run, 200, 404))
 def retrieve_run(ctx: context.Ctx, principal: Reader, run_id: str) -> JSONResponse:
     objects.check_ref("run", run_id)
-    run = runs.get(ctx.state, principal.tenant_id, run_id)
+    run = run_store.get(ctx.state, principal.tenant_id, run_id)
     calls = model_calls.for_run(ctx.state, principal.tenant_id, run.id)
     return JSONResponse({**views.run(run), "model_calls": [model_call(c) for c in calls]})
 

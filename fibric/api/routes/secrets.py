@@ -17,12 +17,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fibric import errors, specs, store, timefmt, trust
-from fibric.api import auth, context, pagination, routing, schemas, writes
-from fibric.api import errors as api_errors
-from fibric.controller import apply
+from fibric.api import auth, context, error_responses, pagination, routing, schemas, writes
+from fibric.controller import applier
 from fibric.store import secretbox, vault
 
-router = APIRouter(prefix="/v1/secrets", tags=["secrets"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/secrets", tags=["secrets"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 Reader = Annotated[store.Principal, Depends(auth.require("secrets:read"))]
@@ -86,14 +85,14 @@ def _check_name(name: str) -> None:
 
 
 def _box(ctx: context.Context) -> secretbox.SecretBox:
-    return apply.Options.of(ctx.state, ctx.settings, ctx.boundary).sealer(ctx.state)
+    return applier.Options.of(ctx.state, ctx.settings, ctx.boundary).sealer(ctx.state)
 
 
-def _referrers(ctx: context.Context, principal: store.Principal, name: str) -> list[apply.Change]:
+def _referrers(ctx: context.Context, principal: store.Principal, name: str) -> list[applier.Change]:
     """The tenant's objects whose specs name this secret."""
     found = []
     for kind in ("Connector", "Webhook"):
         for obj in ctx.state.list_objects(principal.tenant_id, kind):
             if name in trust.secret_refs(kind, obj.spec):
-                found.append(apply.Change("configured", kind, obj.name, obj.id, obj.generation))
+                found.append(applier.Change("configured", kind, obj.name, obj.id, obj.generation))
     return found

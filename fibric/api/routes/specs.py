@@ -12,11 +12,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from fibric import specs, store, timefmt
-from fibric.api import auth, context, objects, pagination, routing, schemas
-from fibric.api import errors as api_errors
-from fibric.controller import apply
+from fibric.api import auth, context, error_responses, objects, pagination, routing, schemas
+from fibric.controller import applier
 
-router = APIRouter(prefix="/v1/specs", tags=["specs"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/specs", tags=["specs"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 Kind = Literal["Operator", "Connector", "Policy", "Webhook"]
@@ -25,7 +24,7 @@ Kind = Literal["Operator", "Connector", "Policy", "Webhook"]
 def represent(obj: store.StoredObject) -> dict[str, Any]:
     labels = dict(obj.labels)
     if obj.apply_set:
-        labels[apply.APPLY_SET_LABEL] = obj.apply_set
+        labels[applier.APPLY_SET_LABEL] = obj.apply_set
     return {
         "object": "spec",
         "id": obj.id,

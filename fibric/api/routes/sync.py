@@ -17,11 +17,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from fibric import errors, specs, store, timefmt
-from fibric.api import auth, context, routing, schemas
-from fibric.api import errors as api_errors
+from fibric.api import auth, context, error_responses, routing, schemas
 from fibric.store import syncs
 
-router = APIRouter(prefix="/v1/sync", tags=["specs"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/sync", tags=["specs"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 _APPLY_SET = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")

@@ -16,13 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fibric import errors, specs, store, timefmt, webhooks
-from fibric.api import auth, context, objects, pagination, routing, schemas, writes
-from fibric.api import errors as api_errors
-from fibric.controller import apply
-from fibric.store import deliveries, secretbox
-from fibric.store import webhooks as endpoints
+from fibric.api import auth, context, error_responses, objects, pagination, routing, schemas, writes
+from fibric.controller import applier
+from fibric.store import deliveries, secretbox, webhook_store
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=api_errors.RESPONSES,
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=error_responses.RESPONSES,
                    route_class=routing.Route)
 
 Reader = Annotated[store.Principal, Depends(auth.require("webhooks:read"))]
@@ -54,7 +52,7 @@ class SecretRotation(BaseModel):
     )
 
 
-def represent(obj: store.StoredObject, endpoint: endpoints.Endpoint | None = None) -> dict[str, Any]:
+def represent(obj: store.StoredObject, endpoint: webhook_store.Endpoint | None = None) -> dict[str, Any]:
     spec = obj.spec
     disabled_reason = None
     if not spec.get("enabled", True):
@@ -75,7 +73,7 @@ def represent(obj: store.StoredObject, endpoint: endpoints.Endpoint | None = Non
 
 
 def _represented(ctx: context.Context, principal: store.Principal, obj: store.StoredObject) -> dict[str, Any]:
-    return represent(obj, endpoints.health(ctx.state, principal.tenant_id, [obj.id]).get(obj.id))
+    return represent(obj, webhook_store.health(ctx.state, principal.tenant_id, [obj.id]).get(obj.id))
 
 
 @router.post("", summary="Create a webhook", **schemas.returns(schemas.WebhookCreated, 201, 409, 413))
@@ -102,7 +100,7 @@ def create_webhook(ctx: context.Ctx, principal: Writer, body: WebhookCreate) -> 
 @router.get("", summary="List webhooks", **schemas.returns(schemas.WebhookList))
 def list_webhooks(ctx: context.Ctx, principal: Reader, page_params: pagination.Params) -> JSONResponse:
     page = pagination.paginate(objects.fetcher(ctx, principal, ["Webhook"]), page_params)
-    health = endpoints.health(ctx.state, principal.tenant_id, [o.id for o in page.items])
+    health = webhook_store.health(ctx.state, principal.tenant_id, [o.id for o in page.items])
     return JSONResponse(pagination.envelope(page, [represent(o, health.get(o.id)) for o in page.items]))
 
 
@@ -130,8 +128,8 @@ def rotate_secret(
         grace = body.grace_period_seconds
     new_secret = webhooks.new_secret()
     now = timefmt.now()
-    endpoint = endpoints.rotate(ctx.state, secretbox.for_store(ctx.state, ctx.settings), principal.tenant_id,
-                                obj.id, new_secret, grace_seconds=grace, now=now)
+    endpoint = webhook_store.rotate(ctx.state, secretbox.for_store(ctx.state, ctx.settings),
+                                    principal.tenant_id, obj.id, new_secret, grace_seconds=grace, now=now)
     represented = represent(ctx.state.get_object(principal.tenant_id, "Webhook", obj.id), endpoint)
     return JSONResponse({
         **represented, "signing_secret": new_secret,
@@ -149,8 +147,8 @@ def disable_webhook(ctx: context.Ctx, principal: Writer, webhook_id: str) -> JSO
              **schemas.returns(schemas.Webhook, 200, 404))
 def enable_webhook(ctx: context.Ctx, principal: Writer, webhook_id: str) -> JSONResponse:
     obj = _set_enabled(ctx, principal, webhook_id, True)
-    endpoints.clear_disabled(ctx.state, principal.tenant_id, obj.id)
-    writes.notify(ctx, principal, [apply.Change("configured", "Webhook", obj.name, obj.id, obj.generation)])
+    webhook_store.clear_disabled(ctx.state, principal.tenant_id, obj.id)
+    writes.notify(ctx, principal, [applier.Change("configured", "Webhook", obj.name, obj.id, obj.generation)])
     return JSONResponse(_represented(ctx, principal, obj))
 
 
@@ -158,7 +156,7 @@ def enable_webhook(ctx: context.Ctx, principal: Writer, webhook_id: str) -> JSON
              **schemas.returns(schemas.WebhookDelivery, 202, 404, 409))
 def send_test_event(ctx: context.Ctx, principal: Writer, webhook_id: str) -> JSONResponse:
     obj = objects.get(ctx, principal, "Webhook", webhook_id)
-    endpoint = endpoints.read(ctx.state, principal.tenant_id, obj.id)
+    endpoint = webhook_store.read(ctx.state, principal.tenant_id, obj.id)
     if not endpoint.enabled:
         raise errors.Conflict(f"webhook '{obj.name}' is disabled; enable it before sending a test event")
     created = deliveries.create_test(ctx.state, endpoint, now=timefmt.now())

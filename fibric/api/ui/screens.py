@@ -1,7 +1,7 @@
 """The approver page, /ui/: sign in with an API key, list plans, open one, approve or reject it.
 
 Server-rendered HTML (templates/), plain forms, no script. Each screen is a
-thin adapter over the calls the JSON API makes: `plans.list_plans` with the
+thin adapter over the calls the JSON API makes: `plan_store.list_plans` with the
 API's cursors (pagination.py), `views.plan` for what a plan shows, and
 `approvals.approve` / `approvals.reject`, which POST /v1/plans/{id}/approve
 and /reject call too, so a decision made here is the API's decision.
@@ -31,10 +31,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from fibric import errors, store, timefmt
-from fibric.api import approvals, auth, context, objects, pagination, routing, workers
-from fibric.api import errors as api_errors
+from fibric.api import approvals, auth, context, error_responses, objects, pagination, routing, workers
 from fibric.api.ui import csrf, forms, keycookie, templating
-from fibric.store import events, plans, views
+from fibric.store import event_store, plan_store, views
 
 log = logging.getLogger("fibric.api.ui")
 
@@ -87,7 +86,7 @@ def screen(endpoint: Endpoint) -> Endpoint:
         except errors.FibricError as e:
             return _failure(request, e)
         except Exception as e:  # a page, not the API's JSON; the traceback goes to the log only
-            rid = api_errors.request_id(request)
+            rid = error_responses.request_id(request)
             log.error("request %s failed", rid, exc_info=e)
             return _problem(request, 500, "Something failed",
                             f"Something failed on our side; quote {rid} when reporting it.")
@@ -193,8 +192,8 @@ def filters_of(request: Request) -> Filters:
     """The list's filters from the query; SpecInvalid naming the parameter for a bad one."""
     query = request.query_params
     status = query.get("status", "proposed") or None  # the pending plans unless asked otherwise
-    if status is not None and status not in plans.STATUSES:
-        raise errors.SpecInvalid(errors.SpecProblem(f"must be one of {', '.join(plans.STATUSES)}",
+    if status is not None and status not in plan_store.STATUSES:
+        raise errors.SpecInvalid(errors.SpecProblem(f"must be one of {', '.join(plan_store.STATUSES)}",
                                                     path="status"))
     operator_id = query.get("operator") or None
     if operator_id is not None and not _OPERATOR_REF.fullmatch(operator_id):
@@ -214,9 +213,9 @@ async def plan_list(request: Request) -> Response:
 def _plan_list_page(ctx: context.Context, session: Session, filters: Filters) -> Response:
     principal = _principal(session)
 
-    def fetch(before_seq: int | None, limit: int) -> list[plans.Plan]:
-        return plans.list_plans(ctx.state, principal.tenant_id, status=filters.status,
-                                operator_id=filters.operator_id, limit=limit, before_seq=before_seq)
+    def fetch(before_seq: int | None, limit: int) -> list[plan_store.Plan]:
+        return plan_store.list_plans(ctx.state, principal.tenant_id, status=filters.status,
+                                     operator_id=filters.operator_id, limit=limit, before_seq=before_seq)
 
     page = pagination.paginate(fetch, pagination.PageParams(PAGE_SIZE, filters.before_seq))
     operators = None
@@ -225,7 +224,7 @@ def _plan_list_page(ctx: context.Context, session: Session, filters: Filters) ->
                      ctx.state.list_objects(principal.tenant_id, "Operator", limit=pagination.MAX_LIMIT)]
     return templating.page(
         "plans.html", session=session, plans=[views.plan_summary(p) for p in page.items],
-        statuses=plans.STATUSES, status=filters.status, operator_id=filters.operator_id,
+        statuses=plan_store.STATUSES, status=filters.status, operator_id=filters.operator_id,
         operators=operators,
         next_url=f"{PATH}/plans?{filters.query(cursor=page.next_cursor)}" if page.next_cursor else None,
         first_url=f"{PATH}/plans?{filters.query()}" if filters.before_seq is not None else None,
@@ -244,7 +243,7 @@ async def plan_detail(request: Request, plan_id: str) -> Response:
 
 def _plan_page(ctx: context.Context, session: Session, plan_id: str, done: str | None) -> Response:
     principal = _principal(session)
-    plan = views.plan(plans.get(ctx.state, principal.tenant_id, plan_id))
+    plan = views.plan(plan_store.get(ctx.state, principal.tenant_id, plan_id))
     event_ids: list[str] = list(plan.get("event_ids") or [])
     shown: list[dict[str, Any]] | None = None
     if session.may("events:read"):
@@ -264,7 +263,7 @@ def _plan_page(ctx: context.Context, session: Session, plan_id: str, done: str |
 
 def _evidence(ctx: context.Context, principal: store.Principal, event_id: str) -> dict[str, Any]:
     try:
-        event = events.get(ctx.state, principal.tenant_id, event_id)
+        event = event_store.get(ctx.state, principal.tenant_id, event_id)
     except errors.NotFound:
         return {"id": event_id, "missing": True}
     return {"id": event.id, "missing": False, "type": event.type, "entity_key": event.entity_key,
@@ -346,17 +345,17 @@ def _failure(request: Request, e: errors.FibricError) -> Response:
                         "key that has it.")
     if isinstance(e, errors.NotFound):
         return _problem(request, 404, "Not found", str(e))
-    if isinstance(e, plans.NotApprovable):
+    if isinstance(e, plan_store.NotApprovable):
         return _problem(request, 409, "Cannot be decided", str(e))
     if isinstance(e, errors.Conflict):
         return _problem(request, 409, "Conflict", str(e))
     if isinstance(e, forms.TooLarge):
         return _problem(request, 413, "Too large", str(e))
     if isinstance(e, errors.SpecInvalid):
-        entries = api_errors.field_entries(e.problems)
+        entries = error_responses.field_entries(e.problems)
         message = "; ".join(f"{x['field']}: {x['message']}" if x["field"] else x["message"] for x in entries)
         return _problem(request, 400, "Not accepted", message)
-    rid = api_errors.request_id(request)
+    rid = error_responses.request_id(request)
     if isinstance(e, approvals.NoExecutor):  # says what is wrong (no executor) and that nothing changed
         return _problem(request, 500, "Cannot run", str(e))
     if isinstance(e, errors.TemporaryError):

@@ -3,7 +3,7 @@
 It sleeps until woken (`wake()`, which the events route calls after storing
 a new event; thread-safe and non-blocking) or until `poll_seconds` pass, so
 events ingested by another replica are picked up too. Each pass routes every
-unrouted event (fibric/store/routing.py), then starts a run for each
+unrouted event (fibric/store/routing_store.py), then starts a run for each
 (operator, entity) with queued events and no run in progress, up to
 `concurrency` runs at once in this process, of which one tenant may hold
 `tenant_runs`, taking the tenants' oldest work in turn. When a run ends the router
@@ -25,9 +25,8 @@ import threading
 import time
 
 from fibric import store, threads
-from fibric.controller import runs
-from fibric.store import routing
-from fibric.store import runs as run_store
+from fibric.controller import operator_runs
+from fibric.store import routing_store, run_store
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,10 @@ class Router:
     def __init__(
         self,
         state: store.StateStore,
-        runner: runs.Runner,
+        runner: operator_runs.Runner,
         *,
         poll_seconds: float = 1.0,
-        batch: int = routing.DEFAULT_BATCH,
+        batch: int = routing_store.DEFAULT_BATCH,
         concurrency: int = 4,
         tenant_runs: int = 2,
         reap_seconds: float = 30.0,
@@ -62,7 +61,7 @@ class Router:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._running: dict[routing.PendingKey, asyncio.Task[None]] = {}
+        self._running: dict[routing_store.PendingKey, asyncio.Task[None]] = {}
         self._closing = False
         self._reaped_at = 0.0
 
@@ -102,7 +101,7 @@ class Router:
     async def pump(self) -> None:
         """One pass: route everything unrouted, then start runs for the keys that have work."""
         while True:
-            routed = await self.runner.pool.run(routing.route_pending, self.state, limit=self.batch)
+            routed = await self.runner.pool.run(routing_store.route_pending, self.state, limit=self.batch)
             if routed.events < self.batch:
                 break
         if time.monotonic() - self._reaped_at >= self.reap_seconds:
@@ -130,7 +129,7 @@ class Router:
         free = self.concurrency - len(self._running)
         if free <= 0 or self._closing:
             return
-        keys = await self.runner.pool.run(routing.pending_keys, self.state,
+        keys = await self.runner.pool.run(routing_store.pending_keys, self.state,
                                           limit=self.concurrency * 4 + len(self._running))
         per_tenant = collections.Counter(k.tenant_id for k in self._running)
         for key in keys:
@@ -141,7 +140,7 @@ class Router:
             per_tenant[key.tenant_id] += 1
             self._running[key] = asyncio.create_task(self._run(key), name=f"fibric-run-{key.operator_id}")
 
-    async def _run(self, key: routing.PendingKey) -> None:
+    async def _run(self, key: routing_store.PendingKey) -> None:
         again = False
         try:
             await self.runner.run_events(key)

@@ -32,8 +32,7 @@ import click
 
 from fibric import client, errors, settings
 from fibric.cli import admin, edge, options
-from fibric.store import audit as chains
-from fibric.store import audit_sql, checkpoint, ledger_access, receipts, sealed
+from fibric.store import audit_sql, chain_audit, checkpoint, ledger_access, receipt_store, sealed
 
 LOCAL_MAX_ROWS = 1_000_000
 TENANT_ID = re.compile(r"t_[0-9a-f]+")
@@ -94,10 +93,10 @@ def verify(ctx: click.Context, data_dir: str | None, store_url: str | None, tena
         raise click.UsageError("--public-key is for --checkpoint")
     files = _files(ctx, data_dir, tenant_id)
     with admin.opened(data_dir, store_url, existing=True) as state:
-        record = receipts.StoreLedger(state)
+        record = receipt_store.StoreLedger(state)
         tenants = [tenant_id] if tenant_id is not None else record.tenants()
-        results = chains.verify(record, tenants, anchor,
-                                sealed_rows=lambda tenant: sealed.rows_in(files, tenant))
+        results = chain_audit.verify(record, tenants, anchor,
+                                     sealed_rows=lambda tenant: sealed.rows_in(files, tenant))
     broken = [r for r in results if r.broken is not None or r.sealed_break is not None]
     for result in results:
         if result.broken is not None:
@@ -150,7 +149,7 @@ def checkpoint_command(ctx: click.Context, data_dir: str | None, store_url: str 
                        out: Path) -> None:
     """Sign the head of every tenant's chain of record into a file outside the database."""
     with admin.opened(data_dir, store_url, existing=True) as state:
-        document = checkpoint.create(receipts.StoreLedger(state), key_file)
+        document = checkpoint.create(receipt_store.StoreLedger(state), key_file)
     try:
         checkpoint.write(document, out)
     except OSError as e:

@@ -2,7 +2,7 @@
 
 A run starts by taking the lease on (tenant, operator, entity_key), a claim
 (claims.py, kind RUN: an insert that only one claimant can make), then, in the same
-transaction, binds every queued event of that key (fibric/store/routing.py)
+transaction, binds every queued event of that key (fibric/store/routing_store.py)
 to itself and writes its `running` row. Events that arrive while it runs
 stay unbound and are all taken by the next run: a flood makes one run at a
 time, each over everything that piled up meanwhile. `finish` records the

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fibric import errors, ids, specs
 from fibric.api import auth
-from fibric.store import plans
+from fibric.store import plan_store
 
 log = logging.getLogger("fibric.api")
 
@@ -183,7 +183,7 @@ async def on_fibric_error(request: Request, exc: Exception) -> JSONResponse:
         return invalid(request, field_entries(exc.problems), str(exc))
     if isinstance(exc, errors.NotFound):
         return error_response(rid, 404, "not_found", str(exc))
-    if isinstance(exc, plans.NotApprovable):
+    if isinstance(exc, plan_store.NotApprovable):
         # The reference's own example body uses this code for a plan that is not proposed;
         # it is a 409 like `conflict` (docs/api.md).
         return error_response(rid, 409, "plan_not_approvable", str(exc))

@@ -1,7 +1,7 @@
 """One operator run: sense, let the operator's model propose, pre-decide each action, store the plan.
 
 A run is started by the router (events queued for one entity) or the
-scheduler (a cron tick), always through `fibric.store.runs.start`, which
+scheduler (a cron tick), always through `fibric.store.run_store.start`, which
 holds the single-flight lease for the run's whole length. The runner then
 builds the proposer's `Situation` (the run's events, what `sense`
 capabilities returned on a scheduled run, the operator's tools), asks the
@@ -36,9 +36,7 @@ from fibric import connectors, errors, policies, proposers, specs, store, thread
 from fibric import metrics as metrics_module
 from fibric import settings as settings_module
 from fibric.controller import decide, disposal
-from fibric.store import events as event_store
-from fibric.store import model_calls, plans, receipts, routing
-from fibric.store import runs as run_store
+from fibric.store import event_store, model_calls, plan_store, receipt_store, routing_store, run_store
 
 log = logging.getLogger(__name__)
 SHUT_DOWN = "interrupted: the server shut down before the run finished"
@@ -54,7 +52,7 @@ class Runner:
         decider: decide.Decider,
         *,
         runtime: connectors.ConnectorRuntime | None = None,
-        ledger: receipts.Ledger | None = None,
+        ledger: receipt_store.Ledger | None = None,
         llm: settings_module.LlmSettings | None = None,
         environ: Mapping[str, str] | None = None,
         http: httpx.AsyncClient | None = None,
@@ -86,7 +84,7 @@ class Runner:
 
     # --- entry points -----------------------------------------------------------
 
-    async def run_events(self, key: routing.PendingKey) -> run_store.Run | None:
+    async def run_events(self, key: routing_store.PendingKey) -> run_store.Run | None:
         """Run the operator over every event queued for its entity; None when there is nothing to do.
 
         Events queued for an operator that was deleted, paused or drafted
@@ -94,7 +92,7 @@ class Runner:
         """
         operator = await self.pool.run(self._active_operator, key.tenant_id, key.operator_id)
         if operator is None:
-            dropped = await self.pool.run(routing.discard, self.state, key.tenant_id, key.operator_id)
+            dropped = await self.pool.run(routing_store.discard, self.state, key.tenant_id, key.operator_id)
             log.info("dropped %d queued events of operator %s: deleted or not active", dropped,
                      key.operator_id)
             return None
@@ -214,7 +212,7 @@ class Runner:
              "args": p.args}
             for p in proposed
         ]
-        digest = plans.actions_digest(bare)  # the same effects proposed again, whatever the rationale
+        digest = plan_store.actions_digest(bare)  # the same effects proposed again, whatever the rationale
         why = {p.idempotency_key: p.rationale for p in proposed}
         existing = run_store.open_plan(self.state, run.tenant_id, operator.id, digest)
         if existing is not None:
@@ -246,12 +244,12 @@ class Runner:
                             "rationale": why.get(action["idempotency_key"]),
                             "policy_sha256": decision.policy_sha256 or None,
                             "decision_input": decided.record})
-        plan = plans.propose(self.state, run.tenant_id, operator_id=operator.id, actions=actions,
-                             policy_id=policy_id, proposed_by=proposed_by, run_id=run.id,
-                             event_id=events[-1]["id"] if events else None,
-                             event_ids=[e["id"] for e in events], operator_name=operator.name,
-                             ttl=self.plans_expire.plan_ttl(spec.plan_ttl_seconds),
-                             trace_context=tracing.traceparent())
+        plan = plan_store.propose(self.state, run.tenant_id, operator_id=operator.id, actions=actions,
+                                  policy_id=policy_id, proposed_by=proposed_by, run_id=run.id,
+                                  event_id=events[-1]["id"] if events else None,
+                                  event_ids=[e["id"] for e in events], operator_name=operator.name,
+                                  ttl=self.plans_expire.plan_ttl(spec.plan_ttl_seconds),
+                                  trace_context=tracing.traceparent())
         return plan.id, digest
 
     # --- sensing and tools -------------------------------------------------------------

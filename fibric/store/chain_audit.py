@@ -2,7 +2,7 @@
 
 Each tenant's receipts form a chain in `tenant_seq` order: 1, 2, 3, ...; each
 names the hash of the one before (`prev_hash`, GENESIS for the first) and
-carries its own hash over its canonical JSON (receipts.chain_hash). Walking a
+carries its own hash over its canonical JSON (receipt_store.chain_hash). Walking a
 chain tells an edit (a hash that no longer matches its receipt), a deletion
 (a jump in tenant_seq), an insertion (a second receipt at one tenant_seq, or
 one the chain does not pass through) and a reordering (a receipt that links
@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fibric.store import checkpoint, receipts
+from fibric.store import checkpoint, receipt_store
 
-Rows = Iterator[tuple[Any, ...]]  # receipts in tenant_seq order, columns as receipts.COLUMNS
+Rows = Iterator[tuple[Any, ...]]  # receipts in tenant_seq order, columns as receipt_store.COLUMNS
 
 
 class Record(Protocol):
-    """The chains of record (receipts.StoreLedger)."""
+    """The chains of record (receipt_store.StoreLedger)."""
 
     def tenants(self) -> list[str]: ...
 
@@ -92,22 +92,22 @@ def compare_sealed(record_rows: Rows, sealed_rows: Rows) -> tuple[int, str | Non
     """
     count = 0
     for count, sealed_row in enumerate(sealed_rows, start=1):
-        sealed = dict(zip(receipts.FIELDS, sealed_row, strict=True))
+        sealed = dict(zip(receipt_store.FIELDS, sealed_row, strict=True))
         record_row = next(record_rows, None)
         if record_row is None:
             return count, (f"the sealed copy has receipt {sealed['id']} (tenant_seq {sealed['tenant_seq']}) "
                            "past the end of the chain of record")
-        kept = dict(zip(receipts.FIELDS, record_row, strict=True))
+        kept = dict(zip(receipt_store.FIELDS, record_row, strict=True))
         if sealed["tenant_seq"] != kept["tenant_seq"]:
             return count, (f"the sealed copy has tenant_seq {sealed['tenant_seq']} where the record has "
                            f"{kept['tenant_seq']} (receipt {kept['id']}): a sealed receipt is missing or "
                            "extra")
         try:
-            theirs = receipts.values_of(sealed_row)
+            theirs = receipt_store.values_of(sealed_row)
         except (TypeError, AttributeError, ValueError) as e:
             return count, f"the sealed copy of receipt {kept['id']} no longer reads as a receipt ({e})"
-        ours = receipts.values_of(record_row)
-        changed = [name for name in receipts.FIELDS if theirs[name] != ours[name]]
+        ours = receipt_store.values_of(record_row)
+        changed = [name for name in receipt_store.FIELDS if theirs[name] != ours[name]]
         if changed:
             return count, (f"the sealed copy of receipt {kept['id']} (tenant_seq {kept['tenant_seq']}) "
                            f"differs from the record in {', '.join(changed)}")
@@ -128,7 +128,7 @@ def verify_tenant(record: Record, tenant_id: str, head: checkpoint.Head | None =
             break
         prev = row
     head_seq = prev[1] if prev else 0
-    head_hash = str(prev[receipts.HASH]) if prev else receipts.GENESIS
+    head_hash = str(prev[receipt_store.HASH]) if prev else receipt_store.GENESIS
     if broken is None and head is not None and head.tenant_seq > head_seq:
         broken = Break(tenant_id, None, None, head_seq + 1,
                        f"truncated: the chain ends at tenant_seq {head_seq}, but the checkpoint of "
@@ -142,13 +142,13 @@ def _check(
     linked: Callable[[str], str | None], head: checkpoint.Head | None,
 ) -> Break | None:
     seq, tenant_seq, rid = row[0], row[1], row[2]
-    fields = dict(zip(receipts.FIELDS, row, strict=True))
+    fields = dict(zip(receipt_store.FIELDS, row, strict=True))
 
     def broken(reason: str) -> Break:
         return Break(tenant_id, str(rid), seq, tenant_seq, reason)
 
     expected_seq = prev[1] + 1 if prev else 1
-    expected_prev = str(prev[receipts.HASH]) if prev else receipts.GENESIS
+    expected_prev = str(prev[receipt_store.HASH]) if prev else receipt_store.GENESIS
     if tenant_seq is None or seq is None:
         return broken("edited: its sequence number was removed")
     if prev is not None and tenant_seq == prev[1]:
@@ -161,14 +161,14 @@ def _check(
         if target is not None:
             return broken(f"reordered: it links to receipt {target}, not to the receipt before it "
                           f"({prev[2] if prev else 'the start of the chain'})")
-        if following is not None and following[receipts.PREV_HASH] == expected_prev:
+        if following is not None and following[receipt_store.PREV_HASH] == expected_prev:
             return broken("inserted: the chain does not pass through it (the next receipt links to the "
                           "one before it)")
         return broken("broken link: its prev_hash is not the hash of the receipt before it")
     if prev is not None and seq <= prev[0]:
         return broken(f"reordered: its ledger seq {seq} is not after {prev[0]}, its predecessor's")
     try:
-        recomputed = receipts.chain_hash(receipts.values_of(row))
+        recomputed = receipt_store.chain_hash(receipt_store.values_of(row))
     except (TypeError, AttributeError, ValueError) as e:
         return broken(f"edited: the row no longer reads as a receipt ({e})")
     if recomputed != fields["hash"]:

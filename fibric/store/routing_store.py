@@ -11,7 +11,7 @@ An event nobody subscribes to is stamped routed with no queue row: stored,
 routed nowhere, not an error.
 
 Queue rows wait there until a run of that operator for that entity consumes
-them (fibric/store/runs.py); all rows of one (operator, entity) waiting
+them (fibric/store/run_store.py); all rows of one (operator, entity) waiting
 when a run starts go into that one run, which is how a flood coalesces.
 """
 
