@@ -1,8 +1,9 @@
 """Events routed to stored plans per second (rules model), as a ratio to bare event ingest in the same run.
 
-The whole path, in one process over a fresh store: POST /v1/events through
-the real app (auth, rate limit, idempotency, validation) stores the event
-and wakes the controller's event router, which routes it to the example
+The whole path, in one process over a fresh store, the system built by
+`fibric.system.build` as `fibric serve` builds it (every service running):
+POST /v1/events through the real app (auth, rate limit, idempotency,
+validation) stores the event and wakes the controller's event router, which routes it to the example
 ship-risk operator (examples/specs, `model: rules`), runs it (CEL rules,
 a dry-run Rego decision per action on the embedded engine), and stores the
 plan with its plan.proposed outbox row. The clock stops when the last plan
@@ -10,7 +11,7 @@ is stored. Every event is about its own order, so each makes one run and
 one plan (the worst case: nothing coalesces).
 
 Baseline, measured in the same run because these machines are shared and
-noisy: the same POSTs to the same app with no router attached (ingest only).
+noisy: the same POSTs to the same system built with no event routing (ingest only).
 Also reported: the rules proposer's own cost per event (`propose_now` on a
 one-event situation), which bounds how much of a run is the model.
 
@@ -38,10 +39,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fibric import policies, proposers, settings, specs, store  # noqa: E402
-from fibric.api import create_app  # noqa: E402
-from fibric.controller import applier, decide, event_routing, loop, operator_runs, reconcile  # noqa: E402
-from fibric.store import plan_store, receipt_store  # noqa: E402
+from fibric import policies, proposers, settings, specs, store, system  # noqa: E402
+from fibric.controller import applier  # noqa: E402
+from fibric.store import plan_store  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "specs"
 AT_RISK = {"carrier_scanned": False, "status": "open"}
@@ -103,43 +103,42 @@ async def post_events(app: Any, secret: str, count: int, concurrency: int, tag: 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def ingest_only(state: store.StateStore, count: int, concurrency: int) -> float:
-    """Events stored per second by POST /v1/events with no router: the baseline."""
+async def ingest_only(state: store.StateStore, engine: policies.Engine, workdir: Path, count: int,
+                      concurrency: int) -> float:
+    """Events stored per second by POST /v1/events, the system built with no event routing: the baseline."""
     secret = setup(state)
-    app = create_app(settings.Settings(rate_limits=LIFTED), state, None)
-    started = time.perf_counter()
-    await post_events(app, secret, count, concurrency, "ingest")
-    return count / (time.perf_counter() - started)
+    with system.build(config(workdir), state=state, engine=engine,
+                      tuning=system.Tuning(route_events=False)) as built:
+        async with built.app.router.lifespan_context(built.app):
+            started = time.perf_counter()
+            await post_events(built.app, secret, count, concurrency, "ingest")
+            return count / (time.perf_counter() - started)
 
 
-async def to_plans(
-    state: store.StateStore, engine: policies.Engine, count: int, concurrency: int, counts: bool = True,
-) -> float:
+async def to_plans(state: store.StateStore, engine: policies.Engine, workdir: Path, count: int,
+                   concurrency: int) -> float:
     """Events turned into stored plans per second: POST, route, run, decide, store.
 
-    With `counts` (what `fibric serve` does) each preview reads recently applied
-    actions from the receipts of record, as the executor's decision will.
+    The system is the one `fibric serve` builds (fibric/system.py), every
+    service running: each preview reads recently applied actions from the
+    receipts of record, as the executor's decision will.
     """
     secret = setup(state)
-    ledger = receipt_store.StoreLedger(state)
     tenant_id = state.get_tenant("bench").id
-    runner = operator_runs.Runner(state, decide.Decider(state, engine, reconcile.CompileCache()),
-                                  ledger=ledger if counts else None)
-    router = event_routing.Router(state, runner)
-    controller = loop.Controller(state, settings.ControllerSettings(resync_seconds=3600),
-                                 policy_engine=engine, services=[router])
-    app = create_app(settings.Settings(rate_limits=LIFTED), state, controller)
-    app.state.event_router = router
-    await controller.start()
-    try:
-        started = time.perf_counter()
-        await post_events(app, secret, count, concurrency, "plans")
-        while await asyncio.to_thread(_plan_count, state, tenant_id) < count:
-            await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - started
-    finally:
-        await controller.stop()
-    return count / elapsed
+    with system.build(config(workdir), state=state, engine=engine,
+                      tuning=system.Tuning(router_poll_seconds=1.0)) as built:
+        async with built.app.router.lifespan_context(built.app):
+            started = time.perf_counter()
+            await post_events(built.app, secret, count, concurrency, "plans")
+            while await asyncio.to_thread(_plan_count, state, tenant_id) < count:
+                await asyncio.sleep(0.005)
+            return count / (time.perf_counter() - started)
+
+
+def config(workdir: Path) -> settings.Settings:
+    """The installation's settings: defaults, a data dir of this run's, no rate limit in the way."""
+    return settings.Settings(rate_limits=LIFTED,
+                             store=settings.StoreSettings(data_dir=workdir / f"data-{secrets.token_hex(4)}"))
 
 
 def _plan_count(state: store.StateStore, tenant_id: str) -> int:
@@ -173,8 +172,6 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--store", default=None, help="PostgreSQL URL (default: SQLite in a temp dir)")
-    parser.add_argument("--no-counts", action="store_true",
-                        help="previews without the applied counts from receipts (isolates their reads)")
     args = parser.parse_args()
     engine = policies.open_engine("embedded", timeout=1.0)
     ingest_rates, plan_rates = [], []
@@ -184,13 +181,13 @@ async def main() -> None:
             for _ in range(args.repeat):
                 state = open_fresh(args.store, workdir)
                 try:
-                    ingest_rates.append(await ingest_only(state, args.events, args.concurrency))
+                    ingest_rates.append(
+                        await ingest_only(state, engine, workdir, args.events, args.concurrency))
                 finally:
                     drop(state, args.store)
                 state = open_fresh(args.store, workdir)
                 try:
-                    plan_rates.append(await to_plans(state, engine, args.events, args.concurrency,
-                                                     counts=not args.no_counts))
+                    plan_rates.append(await to_plans(state, engine, workdir, args.events, args.concurrency))
                     assert len(plan_store.list_plans(state, state.get_tenant("bench").id)) == args.events
                 finally:
                     drop(state, args.store)
@@ -199,8 +196,7 @@ async def main() -> None:
     ingest, planned = statistics.median(ingest_rates), statistics.median(plan_rates)
     cost = proposer_cost_us(2000)
     backend = "postgresql" if args.store else "sqlite"
-    print(f"store: {backend}; {args.events} events x {args.repeat} runs, {args.concurrency} in flight; "
-          f"preview counts from receipts: {'no' if args.no_counts else 'yes'}")
+    print(f"store: {backend}; {args.events} events x {args.repeat} runs, {args.concurrency} in flight")
     print(f"baseline  POST /v1/events, ingest only      {ingest:8.0f} events/s")
     print(f"fibric    POST /v1/events -> stored plan    {planned:8.0f} events/s (one run and plan each)")
     print(f"ratio     plans/ingest                      {planned / ingest:8.2f}")
