@@ -10,7 +10,9 @@ into the DuckLake ledger. Each plan is what the ship-risk operator proposes
 (orders.hold, then orders.notify), on its own entity so that approvals in
 flight do not collide on single-flight leases.
 
-Measured in one run:
+Measured in one run, (1) and (2) in alternating rounds at each width (each
+ratio is the median of the rounds' ratios, so load that comes and goes on a
+shared machine moves both sides of it):
 
 1. bare: the MCP SDK's own ClientSession over stdio to a second copy of the
    order server, calling orders.hold and orders.notify with the same
@@ -26,7 +28,7 @@ Measured in one run:
 4. The sealing lag (a receipt's commit to its seal), p50 and p99, under the
    approvals of (2).
 
-Run: python bench/bench_executor.py [--plans 300] [--sizes 0,100000,1000000]
+Run: python bench/bench_executor.py [--plans 300] [--rounds 3] [--sizes 0,100000,1000000]
 Loopback only; no network.
 """
 
@@ -65,6 +67,7 @@ from fibric.controller import applier, watch  # noqa: E402
 from fibric.store import plan_store, receipt_store, sealed, stamps  # noqa: E402
 
 WIDTHS = (1, 8, 32)
+SETTLE_SECONDS = 1.0  # p99 sealing lag is under it (docs/receipts.md): the server is idle after it
 LIFTED = settings.RateLimitSettings(reads_per_minute=10**7, writes_per_minute=10**7, events_per_minute=10**7)
 
 
@@ -286,42 +289,66 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-async def main_async(count: int, sizes: list[int]) -> None:
+async def main_async(count: int, sizes: list[int], rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as folder:
         tmp = Path(folder)
         fibric = Fibric(tmp)
-        async with bare_session(tmp) as session:
-            await bare_rate(session, 4, 1, 10**6)  # warm-up
-            bare = {w: await bare_rate(session, count, w, 10**6 + 10**4 * w) for w in WIDTHS}
-        print(f"{count} two-action plans (orders.hold + orders.notify, the example order server over "
-              "stdio); actions/s")
-        print("  bare MCP SDK calls, one session: " + ", ".join(f"{w} in flight {bare[w]:.0f}/s"
-                                                                for w in WIDTHS))
-        by_size: dict[int, float] = {}
+        print(f"{count} two-action plans per width (orders.hold + orders.notify, the example order server "
+              f"over stdio), in {rounds} rounds of bare calls then approvals; actions/s, medians")
+        base: float | None = None
         filled = 0
         for size in sizes:
             prefill(fibric.data, fibric.tenant, fibric.operator_id, size - filled)
             filled = size
             async with fibric.serving() as (running, url):
                 await fibric.approvals(running, url, 4, 1)  # warm-up: policy compiled, caches
-                running.sealer.lags.clear()
-                if size == sizes[0]:
-                    rates = {w: await fibric.approvals(running, url, count, w) for w in WIDTHS}
-                    for w in WIDTHS:
-                        print(f"  approve, {w:>2} in flight: {rates[w]:6.1f} actions/s "
-                              f"({rates[w] / bare[w]:.2f} of bare at {w}; {rates[w] / bare[8]:.2f} of bare "
-                              f"at 8)")
-                    print(f"  8 in flight against one at a time: {rates[8] / rates[1]:.2f}x")
-                    lags = list(running.sealer.lags)
-                    print(f"  sealing lag under these approvals: p50 {statistics.median(lags) * 1000:.0f} "
-                          f"ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms ({len(lags)} receipts)")
-                    by_size[size] = rates[8]
+                if base is None:
+                    base = await compare(fibric, running, url, tmp, count, rounds)
                 else:
-                    by_size[size] = await fibric.approvals(running, url, count, 8)
-            if size != sizes[0]:
-                print(f"  with {size:,} receipts already in the ledger: {by_size[size]:6.1f} actions/s "
-                      f"at 8 in flight ({by_size[size] / by_size[sizes[0]]:.2f} of the rate with "
-                      f"{sizes[0]:,})")
+                    rate_now = await fibric.approvals(running, url, count, 8)
+                    print(f"  with {size:,} receipts already in the ledger: {rate_now:6.1f} actions/s "
+                          f"at 8 in flight ({rate_now / base:.2f} of the rate with {sizes[0]:,})")
+
+
+async def compare(fibric: Fibric, running: system.System, url: str, tmp: Path, count: int,
+                  rounds: int) -> float:
+    """Bare calls and approvals in alternating rounds at each width; the 8-in-flight approval rate.
+
+    Each round measures the baseline right before the approvals it is compared
+    with, so a neighbour's load that comes and goes on a shared machine moves
+    both sides of a ratio, not one. The ratios reported are the medians of
+    the rounds' ratios.
+    """
+    per_round = max(1, count // rounds)
+    bare: dict[int, list[float]] = {w: [] for w in WIDTHS}
+    approved: dict[int, list[float]] = {w: [] for w in WIDTHS}
+    running.sealer.lags.clear()
+    async with bare_session(tmp) as session:
+        await bare_rate(session, 4, 1, 10**6)  # warm-up
+        offset = 10**6 + 10
+        for _ in range(rounds):
+            for w in WIDTHS:
+                await asyncio.sleep(SETTLE_SECONDS)  # sealing catches up: bare calls beside an idle server
+                bare[w].append(await bare_rate(session, per_round, w, offset))
+                offset += per_round
+                approved[w].append(await fibric.approvals(running, url, per_round, w))
+    rate = {w: statistics.median(approved[w]) for w in WIDTHS}
+    print("  bare MCP SDK calls, one session: " + ", ".join(
+        f"{w} in flight {statistics.median(bare[w]):.0f}/s" for w in WIDTHS))
+    for w in WIDTHS:
+        print(f"  approve, {w:>2} in flight: {rate[w]:6.1f} actions/s "
+              f"({ratio(approved[w], bare[w]):.2f} of bare at {w}; {ratio(approved[w], bare[8]):.2f} "
+              f"of bare at 8)")
+    print(f"  8 in flight against one at a time: {ratio(approved[8], approved[1]):.2f}x")
+    lags = list(running.sealer.lags)
+    print(f"  sealing lag under these approvals: p50 {statistics.median(lags) * 1000:.0f} "
+          f"ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms ({len(lags)} receipts)")
+    return rate[8]
+
+
+def ratio(tops: list[float], bottoms: list[float]) -> float:
+    """The median over rounds of one measurement against the other taken in the same round."""
+    return statistics.median(top / bottom for top, bottom in zip(tops, bottoms, strict=True))
 
 
 def main() -> None:
@@ -329,9 +356,11 @@ def main() -> None:
     parser.add_argument("--plans", type=int, default=300)
     parser.add_argument("--sizes", default="0,100000,1000000",
                         help="receipts already in the ledger, in increasing order")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of bare calls and approvals at each width")
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(",")]
-    asyncio.run(main_async(options.plans, sizes))
+    asyncio.run(main_async(options.plans, sizes, max(1, options.rounds)))
 
 
 if __name__ == "__main__":
