@@ -26,10 +26,12 @@ database, and makes the next query's database while it is idle.
 Workers are started by the pool's own thread with subprocess (a fresh
 interpreter, never a fork of the threaded server) with nothing of the
 server's environment (only PYTHONPATH, to this fibric, and MALLOC_ARENA_MAX),
-and die with that thread (PR_SET_PDEATHSIG), so with the server. The wire, one message each way per
-query over a socket pair (multiprocessing.connection framing): the request as
-JSON; the answer as a 4-byte header length, a JSON header, then the rows' JSON
-back to back.
+and die with that thread (PR_SET_PDEATHSIG), so with the server. The wire, over
+a socket pair (multiprocessing.connection framing): the request as JSON; the
+worker's TAKEN as it starts on it; the answer as a 4-byte header length, a
+JSON header, then the rows' JSON back to back. A worker found dead before its
+TAKEN had died idle (an operator's kill, the OOM killer): the query goes to
+another worker. One that dies after it died of the query.
 """
 
 from __future__ import annotations
@@ -66,9 +68,11 @@ PROCESS_MEMORY = 768 * 2**20  # a worker's address space: DuckDB's QUERY_MEMORY,
 RETIRE_RSS = 384 * 2**20  # a worker this large after a query is replaced rather than reused
 GRACE = 2.0  # seconds past a query's time budget before its worker is killed
 START_SECONDS = 30.0  # the longest a query waits for a worker to start
+GONE_RETRIES = 2  # workers found dead as a query was handed over, before the query fails
 WARM = 2  # idle workers kept started: a tenant's two queries at once (QUERIES_PER_TENANT) wait for none
 
 READY = b"ready"
+TAKEN = b"taken"  # a worker's first word on a query: a death after it is the query's doing, before it not
 HEADER = struct.Struct("!I")
 _SPAWN, _STOP = "spawn", "stop"
 _PR_SET_PDEATHSIG = 1
@@ -81,7 +85,11 @@ class _Overtime(Exception):
 
 
 class _Lost(Exception):
-    """The worker's pipe broke: the process died (over its memory cap, crashed or killed)."""
+    """The worker's pipe broke after it took the query: it died (over its memory cap, crashed or killed)."""
+
+
+class _Gone(Exception):
+    """The worker's pipe broke before it took the query: it had died idle (killed, say), unnoticed."""
 
 
 class _Worker:
@@ -109,15 +117,25 @@ class _Worker:
             return False
 
     def exchange(self, request: bytes, timeout: float, maxlength: int | None) -> bytes:
-        """The worker's reply to `request`: _Overtime after `timeout`, _Lost if it died first."""
+        """The worker's reply to `request`: _Overtime after `timeout`; _Gone if it was dead before it
+        took the query, _Lost if it died running it."""
+        deadline = time.monotonic() + timeout
         self.querying = True
         try:
-            self._conn.send_bytes(request)
-            if not self._conn.poll(timeout):
-                raise _Overtime
-            return self._conn.recv_bytes(maxlength)
-        except (EOFError, OSError) as e:
-            raise _Lost(str(e)) from e
+            try:
+                self._conn.send_bytes(request)
+                if not self._conn.poll(timeout):
+                    raise _Overtime
+                if self._conn.recv_bytes() != TAKEN:
+                    raise _Lost("the worker answered out of turn")
+            except (EOFError, OSError) as e:
+                raise _Gone(str(e)) from e
+            try:
+                if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                    raise _Overtime
+                return self._conn.recv_bytes(maxlength)
+            except (EOFError, OSError) as e:
+                raise _Lost(str(e)) from e
         finally:
             self.querying = False
 
@@ -182,24 +200,35 @@ class Pool:
                               "max_bytes": max_bytes, "timeout": timeout}).encode()
         # The answer is the result's document, cut up: never more than max_bytes, plus the row sizes.
         maxlength = None if max_bytes is None else 2 * max_bytes + 16 * max_rows + 4096
-        worker = self._acquire()
-        try:
-            reply = worker.exchange(request, timeout + self.grace, maxlength)
-        except _Overtime:
-            self._discard(worker, "killed")  # kills it first: its CPU and memory stop here
-            raise audit_sql.QueryRejected(audit_sql.OVERTIME.format(timeout=timeout)) from None
-        except _Lost as e:
-            self._discard(worker, "died")
-            if self._closed:
-                raise errors.TemporaryError(_SHUTTING_DOWN) from None
-            log.warning("receipt query worker %d died mid-query (%s, exit %s)", worker.pid, e,
-                        worker.process.poll())
-            raise audit_sql.QueryRejected(over_memory(self.memory)) from None
-        except BaseException:
-            self._discard(worker, "failed")  # its pipe may hold a half-read answer: never reuse it
-            raise
-        self._release(worker)
-        return decode(reply)
+        gone = 0
+        while True:
+            worker = self._acquire()
+            try:
+                reply = worker.exchange(request, timeout + self.grace, maxlength)
+            except _Gone:
+                self._discard(worker, "died")  # it died idle, the moment before: not this query's doing
+                if self._closed:
+                    raise errors.TemporaryError(_SHUTTING_DOWN) from None
+                gone += 1
+                if gone <= GONE_RETRIES:
+                    continue  # on another worker
+                raise errors.TemporaryError("receipt query workers die before they take a query; the "
+                                            "server log may say why") from None
+            except _Overtime:
+                self._discard(worker, "killed")  # kills it first: its CPU and memory stop here
+                raise audit_sql.QueryRejected(audit_sql.OVERTIME.format(timeout=timeout)) from None
+            except _Lost as e:
+                self._discard(worker, "died")
+                if self._closed:
+                    raise errors.TemporaryError(_SHUTTING_DOWN) from None
+                log.warning("receipt query worker %d died mid-query (%s, exit %s)", worker.pid, e,
+                            worker.process.poll())
+                raise audit_sql.QueryRejected(over_memory(self.memory)) from None
+            except BaseException:
+                self._discard(worker, "failed")  # its pipe may hold a half-read answer: never reuse it
+                raise
+            self._release(worker)
+            return decode(reply)
 
     def pids(self) -> list[int]:
         """The live workers' pids."""
@@ -462,6 +491,7 @@ def serve(conn: connection.Connection, memory: int) -> None:
             request = conn.recv_bytes()
         except EOFError:
             return
+        conn.send_bytes(TAKEN)
         try:
             reply, spent = answer(request, database, memory)
         finally:

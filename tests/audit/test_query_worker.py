@@ -124,6 +124,31 @@ def test_interruptible_queries_still_stop_in_the_worker_and_keep_it(
     assert pool.counters["killed"] == pool.counters["died"] == 0  # DuckDB stopped both: no worker lost
 
 
+def test_a_worker_found_dead_as_it_is_handed_a_query_is_not_the_querys_fault(
+    app: Any, client: TestClient
+) -> None:
+    """A worker killed idle the moment before a query reaches it: the query runs on another."""
+    assert ask(client, "SELECT 1")[0] == 200
+    pool = pool_of(app)
+    idle = pool.pids()
+    for pid in idle:  # alive to the pool, but they will never take the query
+        os.kill(pid, signal.SIGSTOP)
+
+    def kill_once_handed() -> None:
+        deadline = time.monotonic() + 10
+        while not pool.busy() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for pid in idle:
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_once_handed)
+    killer.start()
+    status, body = ask(client, "SELECT 5 AS n")
+    killer.join()
+    assert status == 200 and body["rows"] == [[5]], body  # not "ran out of memory": it never ran
+    assert pool.counters["died"] >= 1
+
+
 def test_a_worker_that_dies_is_replaced(app: Any, client: TestClient) -> None:
     assert ask(client, "SELECT 1")[0] == 200
     pool = pool_of(app)
