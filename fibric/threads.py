@@ -13,16 +13,21 @@ pool with its own bound (`settings.ThreadSettings`, docs/operations.md#bulkheads
 | `delivery` | the webhook dispatcher's store work |
 | `connectors` | the connector runtime's pin and secret reads |
 | `controller` | reconciles, the folder watcher, the scheduler's and recovery's store reads |
+| `worker` | the API's quick work: nearly every route's store queries, admission, idempotency |
+| `slow` | the API's slow work: routes that may take seconds (a receipts query, an apply) |
 
-The API's quick and slow threads are the app's own (fibric/api/workers.py);
-DNS needs no thread at all (fibric/trust/resolver.py); Rego runs in worker
-processes (fibric/policies/workerpool.py). Nothing uses the loop's default
-executor.
+The first four are a running system's (`Pools`); the API's two are made and
+closed with each app (fibric/api/workers.py says why quick and slow are
+apart). DNS needs no thread at all (fibric/trust/resolver.py); Rego runs in
+worker processes (fibric/policies/workerpool.py). Nothing uses the loop's
+default executor.
 
 `Pool.run` keeps two guarantees: the caller's context variables are copied
 into the thread, and a cancelled caller still waits for its thread to finish
 before the cancellation goes on (a thread cannot be stopped; nothing that
-follows a cancel may race a write that is still running).
+follows a cancel may race a write that is still running). A `Pool` is also a
+`concurrent.futures.Executor`, for code that hands work to an executor itself
+(`loop.run_in_executor`), so that work too runs on a named pool.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import contextvars
 import functools
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -49,8 +54,8 @@ class PoolClosed(RuntimeError):
     """
 
 
-class Pool:
-    """One named, bounded pool; threads start on first use and are named `fibric-<name>-N`."""
+class Pool(Executor):
+    """One named, bounded pool; threads start on first use and are named `fibric-<name>_N`."""
 
     def __init__(self, name: str, size: int) -> None:
         if size < 1:
@@ -64,17 +69,26 @@ class Pool:
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn(*args, **kwargs)` in one of this pool's threads, with the caller's context."""
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        try:
-            future = asyncio.get_running_loop().run_in_executor(self._threads(), call)
-        except RuntimeError as e:  # closed between _threads() and the submit
-            if self._closed:
-                raise PoolClosed(f"the {self.name} thread pool is closed") from e
-            raise
+        future = asyncio.get_running_loop().run_in_executor(self, call)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             await outlast(future)
             raise
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """`fn(*args, **kwargs)` in one of this pool's threads, as a concurrent future (no context copied)."""
+        threads = self._threads()
+        try:
+            return threads.submit(fn, *args, **kwargs)
+        except RuntimeError as e:  # closed between _threads() and the submit
+            if self._closed:
+                raise PoolClosed(f"the {self.name} thread pool is closed") from e
+            raise
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Executor's name for `close` (work not yet started is always cancelled)."""
+        self.close(wait=wait)
 
     def close(self, *, wait: bool = True) -> None:
         """Stop taking work; with `wait`, return once the running work is done."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -50,11 +49,11 @@ from fibric.store import sealed as sealed_module
 def create_app(
     settings: settings_module.Settings,
     state: store.StateStore,
-    controller: Any | None = None,
+    controller: context.Controller | None = None,
     *,
     receipts: receipt_store.Ledger | None = None,
     sealed: sealed_module.SealedLedger | None = None,
-    executor: Any | None = None,
+    executor: context.Executor | None = None,
     boundary: trust.Boundary | None = None,
     engine: policies.Engine | None = None,
     metrics: metrics_module.Metrics | None = None,
@@ -94,10 +93,10 @@ def create_app(
                     await controller.stop()
                 if sealed is None:
                     lake.close()
-                query_workers = getattr(app.state, "query_workers", None)  # routes.receipts makes it
+                query_workers = context.query_workers_of(app)  # routes.receipts makes it
                 if query_workers is not None:
                     query_workers.close()
-                    app.state.query_workers = None
+                    context.keep_query_workers(app, None)
                 app.state.quick_threads = None
 
     app = FastAPI(
@@ -115,7 +114,9 @@ def create_app(
     app.state.fibric = context.Context(settings=settings, state=state, receipts=record, sealed=lake,
                                        controller=controller,
                                        boundary=boundary or trust.Boundary.of(settings), metrics=metrics)
-    app.state.executor = executor
+    app.state.executor = executor  # hooks set later by the system or a test (context.py)
+    app.state.event_router = None
+    context.keep_query_workers(app, None)
     error_responses.install(app)
     # add_middleware wraps: the last added runs first.
     app.add_middleware(idempotency.Idempotency, state=state, box=secretbox.for_store(state, settings))

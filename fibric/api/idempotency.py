@@ -86,13 +86,12 @@ class Idempotency:
         body, replay = await middleware.read_body(receive)
         tenant_id = principal.tenant_id
         request_state = scope["state"]
-        verify: auth.Verification | None = request_state.pop(auth.VERIFY, None)
+        # A key admitted from memory is checked against the store before anything
+        # is claimed or replayed: a revoked key must never read a stored answer.
+        owed_key_check = auth.take_owed(request_state)
 
         def claim() -> idempotency_store.Outcome | None:
-            # A key admitted from memory is checked against the store before anything
-            # is claimed or replayed: a revoked key must never read a stored answer.
-            if verify is not None:
-                verify()
+            owed_key_check()
             if problem:
                 return None
             return idempotency_store.begin(self.state, tenant_id, key, fingerprint(scope, body))
@@ -100,7 +99,7 @@ class Idempotency:
         try:
             outcome = await workers.run(claim)
         except errors.FibricError as e:  # the key failed its check: the route answers 401
-            request_state[auth.PRINCIPAL], request_state[auth.FAILURE] = None, e
+            auth.refuse(request_state, e)
             await self.app(scope, replay, send)
             return
         if outcome is None:

@@ -40,8 +40,8 @@ class Route(APIRoute):
         handler = super().get_route_handler()
 
         async def route_handler(request: Request) -> Response:
-            auth.DEFERRABLE.set(True)
-            workers.QUICK.set(getattr(request.app.state, "quick_threads", None))
+            auth.defer_to_endpoint()
+            workers.for_request(request.scope)
             return await handler(jsonbody.StrictJSONRequest(request.scope, request.receive))
 
         return route_handler

@@ -8,6 +8,7 @@ import contextvars
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -68,6 +69,48 @@ def test_a_cancelled_caller_waits_for_the_thread_to_finish(run: Any) -> None:
     assert finished and finished[0] <= cancelled_at  # the write was over before the cancel went on
 
 
+@RUNNERS
+def test_on_an_apps_pools_a_cancelled_caller_waits_for_the_thread_to_finish(run: Any) -> None:
+    # The same guarantee on the app's own quick and slow pools (threads.Pool.run), under a cancel
+    # that is delivered again while the caller waits (as anyio's cancel scopes do).
+    started = threading.Event()
+    finished: list[tuple[float, str]] = []
+
+    def write() -> None:
+        started.set()
+        time.sleep(0.3)
+        finished.append((time.monotonic(), threading.current_thread().name))
+
+    async def main() -> float:
+        with workers.quick_threads(1, slow=1) as pools:
+            workers.QUICK.set(pools)
+            task = asyncio.create_task(run(write))
+            await asyncio.to_thread(started.wait, 5)
+            task.cancel()
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return time.monotonic()
+
+    cancelled_at = asyncio.run(main())
+    assert finished and finished[0][0] <= cancelled_at
+    assert finished[0][1] == ("fibric-worker_0" if run is workers.run else "fibric-slow_0")
+
+
+@RUNNERS
+def test_outside_an_app_the_work_never_runs_on_the_loops_default_executor(run: Any) -> None:
+    class Refusing(ThreadPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the loop's default executor was used")
+
+    async def main() -> str:
+        asyncio.get_running_loop().set_default_executor(Refusing(1))
+        return await run(lambda: threading.current_thread().name)
+
+    assert asyncio.run(main()).startswith("fibric-")
+
+
 def test_worker_threads_come_from_the_environment() -> None:
     assert settings.Settings.from_env({"FIBRIC_WORKER_THREADS": "2"}).server.worker_threads == 2
     assert settings.Settings.from_env({}).server.worker_threads is None
@@ -96,7 +139,7 @@ def test_the_app_sizes_its_slow_pool_from_the_environment(
     with TestClient(app, headers={"Authorization": f"Bearer {secret}"}) as client:
         assert client.post("/v1/apply", json={"documents": [policy_doc()]}).status_code == 200  # slow
         threads = app.state.quick_threads
-        assert threads.slow._max_workers == 3
+        assert threads.slow.size == 3
         slow = [t.name for t in threading.enumerate() if t.name.startswith("fibric-slow")]
         assert slow == ["fibric-slow_0"]
 

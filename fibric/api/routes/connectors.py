@@ -81,8 +81,8 @@ def delete_connector(ctx: context.Ctx, principal: Writer, connector_id: str) -> 
 def ack_connector(ctx: context.Ctx, principal: Writer, connector_id: str) -> JSONResponse:
     """Accept the tools as listed now as the new pins, clearing ToolsChanged (`fibric connector ack`)."""
     obj = objects.get(ctx, principal, "Connector", connector_id)
-    acknowledge = getattr(ctx.controller, "acknowledge_tools", None)
-    if acknowledge is None or not acknowledge(obj.tenant_id, obj.name):
+    runtime = ctx.controller if isinstance(ctx.controller, context.ToolAcknowledger) else None
+    if runtime is None or not runtime.acknowledge_tools(obj.tenant_id, obj.name):
         # No runtime here runs it: pin what the status shows; runtimes re-read pins on their next ensure.
         listed = obj.status.get("tool_hashes")
         hashes = {str(k): str(v) for k, v in listed.items()} if isinstance(listed, dict) else {}

@@ -113,7 +113,7 @@ def ingest_event(request: Request, ctx: context.Ctx, principal: Writer, body: Ev
 
 def wake_router(request: Request) -> None:
     """Tell the event router (if this app has one) that a new event is stored."""
-    event_router = getattr(request.app.state, "event_router", None)
+    event_router = context.event_router_of(request)
     if event_router is not None:
         event_router.wake()
 

@@ -116,9 +116,10 @@ async def running_queries(request: Request) -> RunningQueries:
 async def query_workers(request: Request) -> query_worker.Pool:
     """The app's worker pool for queries (app.state.query_workers), started on first use and closed
     with the app (app.py's lifespan); async, so on the event loop and made once."""
-    pool: query_worker.Pool | None = getattr(request.app.state, "query_workers", None)
+    pool = context.query_workers_of(request.app)
     if pool is None:
-        pool = request.app.state.query_workers = query_worker.Pool(QUERIES_PER_SERVER)
+        pool = query_worker.Pool(QUERIES_PER_SERVER)
+        context.keep_query_workers(request.app, pool)
     return pool
 
 

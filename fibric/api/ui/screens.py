@@ -99,9 +99,7 @@ async def signed_in(request: Request, scope: str) -> Session:
     key = keycookie.key_of(request)
     if key is None:
         raise SignedOut
-    principal = await auth.authenticated(request)
-    await auth.settle()  # the store's check that the key is still valid (auth.py), before anything else
-    auth.check(principal, [scope])
+    principal = await auth.authorized(request, scope)  # the key still valid (auth.py), before anything else
     return Session(principal, csrf.token(key))
 
 
