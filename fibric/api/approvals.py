@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from fibric import errors, store
 from fibric.api import context, workers
@@ -34,7 +33,7 @@ class NoExecutor(errors.FibricError):
 
 
 async def approve(
-    ctx: context.Context, executor: Any | None, principal: store.Principal, plan_id: str, *,
+    ctx: context.Context, executor: context.Executor | None, principal: store.Principal, plan_id: str, *,
     approver: str | None, only: Sequence[str] | None, digest: str | None,
 ) -> plan_store.Plan:
     """Approve the tenant's plan as `principal` and have the executor dispose of it; the plan after."""
