@@ -106,48 +106,33 @@ async def test_an_unexpected_failure_is_a_failed_run_and_the_entity_is_free_agai
     assert after is not None and after.status == "succeeded" and after.event_ids != failed.event_ids
 
 
+@pytest.mark.parametrize("moment", ["while its row is written", "while the model proposes"])
 async def test_a_cancelled_run_hands_its_events_back(
     state: store.StateStore, tenant: store.Tenant, runner: operator_runs.Runner,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, moment: str,
 ) -> None:
+    """Shutdown at any moment of a run: it ends failed, never left 'running', and its events go back."""
     apply_examples(state, tenant.id)
-    monkeypatch.setattr(proposers, "for_model", lambda *a, **k: Stand(gate=asyncio.Event()))
-    pending = queue_one(state, tenant)
-    task = asyncio.create_task(runner.run_events(pending))
-    while not run_store.list_runs(state, tenant.id):
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    [run] = run_store.list_runs(state, tenant.id)
-    assert run.status == "failed" and "shut down" in (run.error or "")
-    assert routing_store.pending_keys(state) == [pending]  # the next start runs them again
-
-
-async def test_a_run_cancelled_while_its_row_is_written_hands_its_events_back(
-    state: store.StateStore, tenant: store.Tenant, runner: operator_runs.Runner,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Shutdown between the run's commit and the runner seeing it: no run is left 'running'."""
-    apply_examples(state, tenant.id)
-    monkeypatch.setattr(proposers, "for_model", lambda *a, **k: Stand(gate=asyncio.Event()))
+    stand = Stand(gate=asyncio.Event())
+    monkeypatch.setattr(proposers, "for_model", lambda *a, **k: stand)
     committed = threading.Event()
-    real_start = run_store.start
+    if moment == "while its row is written":
+        real_start = run_store.start
 
-    def slow_start(*args: Any, **kwargs: Any) -> run_store.Run | None:
-        run = real_start(*args, **kwargs)
-        committed.set()
-        time.sleep(0.3)  # the coroutine is still waiting for this thread when the cancel lands
-        return run
+        def slow_start(*args: Any, **kwargs: Any) -> run_store.Run | None:
+            run = real_start(*args, **kwargs)
+            committed.set()
+            time.sleep(0.3)  # the coroutine still waits for this thread when the cancel lands
+            return run
 
-    monkeypatch.setattr(run_store, "start", slow_start)
+        monkeypatch.setattr(run_store, "start", slow_start)
     pending = queue_one(state, tenant)
     task = asyncio.create_task(runner.run_events(pending))
-    while not committed.is_set():
+    while not (committed.is_set() or stand.seen):
         await asyncio.sleep(0.005)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     [run] = run_store.list_runs(state, tenant.id)
     assert run.status == "failed" and "shut down" in (run.error or "")
-    assert routing_store.pending_keys(state) == [pending]
+    assert routing_store.pending_keys(state) == [pending]  # the next start runs them again
