@@ -6,7 +6,7 @@ receiver in its own process; compared with bare httpx POSTs of the same
 bodies, at the same concurrency, to the same receiver in the same run.
 Latency: events committed one at a time while the dispatcher runs; the time
 from commit to arrival at the receiver, p50/p99, with the default poll
-interval and with `notify()` after the commit.
+interval and with `wake()` after the commit.
 
 Run: python bench/bench_webhooks.py [--events 2000] [--store postgresql://...]
 """
@@ -109,7 +109,7 @@ async def latency(state: store.StateStore, tenant: store.Tenant, config: setting
             event_id, at = await asyncio.to_thread(commit)
             committed[event_id] = at
             if notify:
-                service.notify()
+                service.wake()
             await asyncio.sleep(0.02)
         await asyncio.sleep(1.0)
     finally:
@@ -164,7 +164,7 @@ async def main(events: int, store_url: str | None) -> None:
         print(f"  fibric dispatcher {fibric:8.0f}/s   ratio {fibric / bare:.2f}")
         for notify in (False, True):
             ms = await latency(state, tenant, config, box, url, 200, notify)
-            how = "notify() after commit" if notify else (
+            how = "wake() after commit" if notify else (
                 "LISTEN/NOTIFY" if state.dialect == "postgresql" else f"poll every {config.poll_seconds}s")
             print(f"latency commit -> received, {how}: p50 {pct(ms, 0.5):.1f} ms, p99 {pct(ms, 0.99):.1f} ms"
                   f" ({len(ms)} events)")

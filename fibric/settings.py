@@ -115,7 +115,8 @@ class ControllerSettings:
         "Seconds between full reconciles, which catch writes made by other processes.",
         env="FIBRIC_RESYNC_SECONDS"))
     max_backoff_seconds: float = field(default=300.0, metadata=about(
-        "Longest wait before retrying an object whose reconcile failed."))
+        "Longest wait before retrying an object whose reconcile failed, or a background service "
+        "(event router, scheduler, recovery, webhook dispatcher, sealer) whose pass failed."))
     specs_dir: Path | None = field(default=None, metadata=about(
         "A specs folder to apply at start, as the `--tenant` tenant's, pruning what left it.",
         env="FIBRIC_SPECS", flag="--specs"))

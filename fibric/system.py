@@ -33,6 +33,7 @@ from fibric.controller import (
     recovery,
     scheduler,
     sealer,
+    service,
 )
 from fibric.proposers import llm
 from fibric.store import backends, leadership, legacy, pin_store, receipt_store, sealed, secretbox, vault
@@ -128,13 +129,15 @@ def build(
         runner = operator_runs.Runner(state, decider, runtime=runtime, ledger=ledger, llm=config.llm,
                                       environ=environ, http=model_http.client, pool=pools.executor,
                                       plans_expire=config.executor, metrics=counts)
+        backoff = service.Backoff.of(config.controller)  # every background service's retries
         router = event_routing.Router(state, runner, poll_seconds=tune.router_poll_seconds,
-                                      concurrency=limits.run_concurrency, tenant_runs=limits.tenant_runs)
+                                      concurrency=limits.run_concurrency, tenant_runs=limits.tenant_runs,
+                                      backoff=backoff)
         # Receipts of record sealed into the auditors' ledger, continuously (docs/receipts.md#sealing).
         # (The lock's name holds no URL: it is logged, and a URL may carry a password.)
-        the_sealer = sealer.Sealer(ledger, lake, metrics=counts, leader=leadership.Leadership(
-            lake.catalog.removeprefix("postgres:"), f"fibric-sealer:{lake.schema}")
-            if lake.shared else None)
+        sealing_lock = (leadership.Leadership(lake.catalog.removeprefix("postgres:"),
+                                              f"fibric-sealer:{lake.schema}") if lake.shared else None)
+        the_sealer = sealer.Sealer(ledger, lake, metrics=counts, backoff=backoff, leader=sealing_lock)
         # The executor behind approve, and its recovery of what a crash left open (docs/executor.md).
         the_executor = executor.Executor(
             state, ledger, runtime, decider, lease_seconds=config.executor.lease_seconds,
@@ -144,12 +147,13 @@ def build(
             model_http,  # first, so stopped last: after the router and scheduler whose runs use it
             *tune.services,
             *([router] if tune.route_events else []),
-            scheduler.Scheduler(state, runner),
-            recovery.Recovery(the_executor, interval=config.executor.recovery_interval_seconds),
+            scheduler.Scheduler(state, runner, backoff=backoff),
+            recovery.Recovery(the_executor, interval=config.executor.recovery_interval_seconds,
+                              backoff=backoff),
             # Webhook deliveries from the outbox (docs/webhooks.md).
             dispatch.Dispatcher(state, config.webhooks, box, environ=environ, boundary=fence,
                                 pool=pools.delivery, tenant_deliveries=limits.tenant_deliveries,
-                                metrics=counts),
+                                metrics=counts, backoff=backoff),
             the_sealer,
         ]
         controller = loop.Controller(state, config.controller, connectors=runtime,

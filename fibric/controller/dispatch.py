@@ -12,7 +12,8 @@ started: the next pass runs as soon as a slot frees.
 All state is in the store (fibric/store/deliveries.py), so a dispatcher that
 stops mid-backoff loses nothing: the next one, in this process or another
 replica, picks the deliveries up when they are due. The service wakes every
-`poll_seconds`, and at once on `notify()`.
+`poll_seconds`, at once on `wake()`, when an attempt ends (a slot is free) and,
+on PostgreSQL, on every committed outbox event (LISTEN/NOTIFY, from any replica).
 
 Retries (docs/webhooks.md#retries): any non-2xx answer, timeout or connection
 error is retried after `RETRY_BASE_SECONDS * 2**(n-1)` (capped at
@@ -27,18 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import random
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 from fibric import errors, settings, store, threads, timefmt, trust
 from fibric import metrics as metrics_module
 from fibric.controller import delivery as delivery_module
+from fibric.controller import service
 from fibric.store import backends, deliveries, outbox, secretbox, vault, webhook_store
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ Clock = Callable[[], datetime]
 
 def retry_delay(attempt: int, rng: random.Random) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based)."""
-    base = min(RETRY_BASE_SECONDS * 2 ** (attempt - 1), RETRY_CAP_SECONDS)
+    base = service.Backoff(RETRY_BASE_SECONDS, RETRY_CAP_SECONDS).delay(attempt)
     return base * rng.uniform(1 - JITTER, 1 + JITTER)
 
 
@@ -81,7 +81,7 @@ def outcome(
     return deliveries.Outcome(attempt, "pending", due, disable_after_seconds=after)
 
 
-class Dispatcher:
+class Dispatcher(service.Service):
     """Delivers webhooks; start() and stop() run in the controller's lifespan."""
 
     def __init__(
@@ -97,6 +97,7 @@ class Dispatcher:
         pool: threads.Pool | None = None,
         tenant_deliveries: int = 4,
         metrics: metrics_module.Metrics | None = None,
+        backoff: service.Backoff | None = None,
     ) -> None:
         """`clock` is injectable so tests move time instead of waiting out a backoff
         (without one, which deliveries are due and whose claim lapsed is judged on the
@@ -107,6 +108,7 @@ class Dispatcher:
         and resolves their hosts; `pool` runs the store work (the system's delivery
         pool); `tenant_deliveries` is one tenant's share of attempts in flight; `metrics`
         counts the attempts."""
+        super().__init__("webhook dispatch", poll_seconds=config.poll_seconds, backoff=backoff)
         self.metrics = metrics or metrics_module.Metrics()
         self.state = state
         self.config = config
@@ -121,21 +123,14 @@ class Dispatcher:
         self.tenant_deliveries = max(1, tenant_deliveries)
         self._sender: delivery_module.Sender | None = None
         self._in_flight: dict[asyncio.Task[None], str] = {}  # attempt -> its tenant
-        self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping = False
         self._pruned_at: datetime | None = None
 
     # --- service ---------------------------------------------------------------
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="fibric-webhooks")
-        if isinstance(self.state.backend, backends.PostgresBackend):
+        await super().start()
+        if isinstance(self.state.backend, backends.PostgresBackend) and self._listener is None:
             self._listener = asyncio.create_task(self._listen(self.state.backend.url),
                                                  name="fibric-webhooks-listen")
 
@@ -145,33 +140,13 @@ class Dispatcher:
         A dropped attempt's claim lapses and the delivery is attempted again
         later, here or by another replica (deliveries are at least once).
         """
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        attempts = list(self._in_flight)
-        if attempts:
-            _, late = await asyncio.wait(attempts, timeout=grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*attempts, return_exceptions=True)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        await super().stop()
+        await service.finish(self._in_flight, grace)
         await self.aclose()
-
-    def notify(self) -> None:
-        """Look for work now (after committing an outbox event). Thread-safe, never blocks."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(wake.set)
 
     @property
     def sender(self) -> delivery_module.Sender:
@@ -184,36 +159,20 @@ class Dispatcher:
             await self._sender.aclose()
             self._sender = None
 
-    async def _run(self) -> None:
-        """Claim work whenever there is capacity: an attempt that hangs holds its slot, not the queue."""
-        assert self._wake is not None
-        while not self._stopping:
-            self._wake.clear()  # before the pass: a wake-up during it means "look again"
-            try:
-                fanned, started = await self._launch()
-            except threads.PoolClosed:
-                log.info("webhook dispatch stops: the system is shutting down")
-                return
-            except Exception:  # a store outage must not kill the service; the next pass retries
-                log.exception("webhook dispatch pass failed")
-                fanned, started = 0, []
-            if (fanned or started) and not self._stopping:
-                continue
-            waiting: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-            waiting += list(self._in_flight)  # a finished attempt frees a slot: look again then
-            try:
-                await asyncio.wait(waiting, timeout=self.config.poll_seconds,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiting[0].cancel()
+    async def _pass(self) -> bool:
+        """Claim work whenever there is capacity: an attempt that hangs holds its slot, not the queue.
+
+        A pass does not wait for its attempts; each one that ends wakes the service (a slot is free).
+        """
+        fanned, started = await self._launch()
+        return bool(fanned or started)
 
     async def _listen(self, url: str) -> None:
         """PostgreSQL: wake on every committed outbox event, from any replica (LISTEN/NOTIFY)."""
         while not self._stopping:
             try:
                 async for _ in outbox.commits(url):
-                    if self._wake is not None:
-                        self._wake.set()
+                    self.wake()
             except errors.TemporaryError as e:  # polling still finds the work; listen again shortly
                 log.warning("webhook dispatcher: %s; polling only", e)
                 await asyncio.sleep(5)
@@ -251,9 +210,13 @@ class Dispatcher:
             task = asyncio.create_task(self._deliver_one(item, found.get(item.webhook_id), gone),
                                        name=f"fibric-delivery-{item.id}")
             self._in_flight[task] = item.tenant_id
-            task.add_done_callback(self._in_flight.pop)
+            task.add_done_callback(self._attempt_ended)
             started.append(task)
         return fanned, started
+
+    def _attempt_ended(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self.wake()  # a slot is free: look for more work
 
     async def _deliver_one(
         self, item: deliveries.Delivery, endpoint: webhook_store.Endpoint | None, gone: dict[str, str]

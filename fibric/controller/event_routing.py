@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
-import threading
 import time
 
-from fibric import store, threads
-from fibric.controller import operator_runs
+from fibric import store
+from fibric.controller import operator_runs, service
 from fibric.store import routing_store, run_store
 
 log = logging.getLogger(__name__)
 
 
-class Router:
+class Router(service.Service):
     """Routes events to subscribed operators and runs them, single-flight per entity."""
 
     def __init__(
@@ -45,58 +43,26 @@ class Router:
         tenant_runs: int = 2,
         reap_seconds: float = 30.0,
         stop_timeout: float = 10.0,
+        backoff: service.Backoff | None = None,
     ) -> None:
         """`tenant_runs` is one tenant's share of the `concurrency` runs at once (a bulkhead)."""
         if concurrency < 1 or poll_seconds <= 0:
             raise ValueError("a router needs concurrency >= 1 and a positive poll interval")
+        super().__init__("event routing", poll_seconds=poll_seconds, backoff=backoff,
+                         stop_timeout=stop_timeout)
         self.state = state
         self.runner = runner
-        self.poll_seconds = poll_seconds
         self.batch = batch
         self.concurrency = concurrency
         self.tenant_runs = max(1, tenant_runs)
         self.reap_seconds = reap_seconds
-        self.stop_timeout = stop_timeout
-        self._lock = threading.Lock()  # guards _loop: wake() runs on request threads
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._woken = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._running: dict[routing_store.PendingKey, asyncio.Task[None]] = {}
-        self._closing = False
         self._reaped_at = 0.0
-
-    def wake(self) -> None:
-        """Route now rather than at the next poll. Thread-safe, never blocks; a no-op when not running."""
-        with self._lock:
-            loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed under us
-                loop.call_soon_threadsafe(self._woken.set)
-
-    async def start(self) -> None:
-        if self._task is not None:
-            return
-        self._woken = asyncio.Event()
-        self._woken.set()  # a first pass at once: events stored while no router ran
-        with self._lock:
-            self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._serve(), name="fibric-router")
 
     async def stop(self) -> None:
         """Stop routing; in-flight runs get `stop_timeout` to finish, then are cancelled (events requeue)."""
-        with self._lock:
-            self._loop = None
-        self._closing = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        running = list(self._running.values())
-        if running:
-            _, pending = await asyncio.wait(running, timeout=self.stop_timeout)
-            for leftover in pending:
-                leftover.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+        await super().stop()
+        await service.finish(self._running.values(), self.stop_timeout)
 
     async def pump(self) -> None:
         """One pass: route everything unrouted, then start runs for the keys that have work."""
@@ -112,22 +78,13 @@ class Router:
                             ", ".join(reaped))
         await self._dispatch()
 
-    async def _serve(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.poll_seconds)
-            self._woken.clear()
-            try:
-                await self.pump()
-            except threads.PoolClosed:
-                log.info("event routing stops: the system is shutting down")
-                return
-            except Exception:
-                log.exception("routing pass failed; retrying in %.1fs", self.poll_seconds)
+    async def _pass(self) -> bool:
+        await self.pump()
+        return False  # a run that ends wakes the router: its entity's next events become the next run
 
     async def _dispatch(self) -> None:
         free = self.concurrency - len(self._running)
-        if free <= 0 or self._closing:
+        if free <= 0 or self._stopping:
             return
         keys = await self.runner.pool.run(routing_store.pending_keys, self.state,
                                           limit=self.concurrency * 4 + len(self._running))
@@ -152,5 +109,5 @@ class Router:
                           key.operator_id, key.entity_key)
         finally:
             self._running.pop(key, None)
-            if again and not self._closing:
-                self._woken.set()
+            if again and not self._stopping:
+                self.wake()

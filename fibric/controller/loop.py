@@ -7,12 +7,14 @@ replica, another process or a lost notification converge within
 queued; one key is never reconciled by two workers at once, so a late,
 stale reconcile cannot overwrite a newer one.
 
-With a connector runtime (`connectors=`), the controller owns it: it is
-entered in `start` and left in `stop` (stopping every MCP server), and a
-Connector key first brings the runtime in line with the stored spec on the
-event loop (`ensure`, or `remove` once deleted), then hands the observed
-state to the threaded reconcile, which writes it as the object's status.
-The runtime's own changes come back through `notify`.
+Every kind is reconciled the same way: a threaded reconcile from the
+table (reconcile.reconcilers), preceded, for the kinds that observe
+something living on the event loop, by their step there
+(reconcile.Observer). With a connector runtime (`connectors=`), that step
+owns it: it is entered in `start` and left in `stop` (stopping every MCP
+server), and a Connector key first brings the runtime in line with the
+stored spec, then the threaded reconcile writes what it observed as the
+object's status. The runtime's own changes come back through `notify`.
 
 Replicas sharing a PostgreSQL store all run a controller (each loads the
 policies into its engine and runs its own connectors' MCP sessions), but
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -43,9 +44,9 @@ from datetime import datetime
 from typing import Any, Protocol, cast
 
 from fibric import connectors as mcp
-from fibric import errors, policies, settings, specs, store, threads, timefmt, trust
-from fibric.controller import conditions, reconcile
-from fibric.store import leadership, vault
+from fibric import errors, policies, settings, store, threads, timefmt, trust
+from fibric.controller import conditions, reconcile, service
+from fibric.store import leadership
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,14 @@ Key = tuple[str, str, str]  # (tenant_id, kind, name)
 ALL = "*"  # a key's name meaning "every object of this kind in the tenant" (never a valid name)
 # Operators' conditions depend on these kinds, so a change to one re-reconciles the tenant's operators.
 OPERATOR_INPUTS = frozenset({"Policy", "Connector"})
-BASE_BACKOFF_SECONDS = 0.5
 LEAD_SECONDS = 2.0  # how often a replica checks, or tries to take, the status leadership
-MAX_MESSAGE = 1000
 
 
 class Service(Protocol):
-    """A long-running part of the controller, run on its event loop between start and stop."""
+    """A long-running part of the controller, run on its event loop between start and stop.
+
+    The controller's own background services are `service.Service`s (one loop, one backoff).
+    """
 
     async def start(self) -> None: ...
 
@@ -70,15 +72,6 @@ class _KeyLock:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.users = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class _AnswerChecked:
-    """An operator, read for its reconcile, and its answer check taken on the loop (None: not an LLM
-    route's)."""
-
-    operator: store.StoredObject
-    answer: tuple[bool, str] | None
 
 
 class Controller:
@@ -92,7 +85,7 @@ class Controller:
         reconcilers: Mapping[str, reconcile.Reconciler] | None = None,
         policy_engine: policies.Engine | None = None,
         workers: int = 1,
-        base_backoff_seconds: float = BASE_BACKOFF_SECONDS,
+        base_backoff_seconds: float = service.BASE_BACKOFF_SECONDS,
         stop_timeout_seconds: float = 10.0,
         connectors: mcp.ConnectorRuntime | None = None,
         services: Sequence[Service] = (),
@@ -125,7 +118,10 @@ class Controller:
         self.pool = pool or threads.standalone("controller")
         self.services = list(services)
         self.leader = leader
-        self.answer_check = answer_check
+        # The kinds with a step on the event loop first: the connector runtime, operators' answer checks.
+        self.observers = reconcile.observers(state, self.pool, connectors=connectors, boundary=self.boundary,
+                                             answer_check=answer_check, stop_timeout=stop_timeout_seconds)
+        self._started_observers: list[reconcile.Observer] = []
         self._recording = leader is None  # whether this replica's reconciles write status
         self._started_services: list[Service] = []
         # notify() runs on arbitrary threads; these three fields are shared with it.
@@ -142,9 +138,6 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[Any]] = set()
         self._closing = False
-        self._connectors_host: asyncio.Task[None] | None = None
-        self._connectors_release = asyncio.Event()
-        self._connectors_running: set[tuple[str, str]] = set()  # (tenant_id, name) ensured, not removed
 
     # --- public ---------------------------------------------------------------
 
@@ -170,8 +163,9 @@ class Controller:
             raise RuntimeError("a stopped controller cannot be started again; make a new one")
         if self._tasks:
             return
-        if self.connectors is not None:
-            await self._enter_connectors(self.connectors)
+        for observer in self.observers.values():
+            await observer.start()
+            self._started_observers.append(observer)
         self._queue = asyncio.Queue()
         self._tasks = [asyncio.create_task(self._work(), name=f"fibric-reconcile-{n}")
                        for n in range(self.workers)]
@@ -183,18 +177,18 @@ class Controller:
             buffered, self._buffer = self._buffer, []
         for key in buffered:
             self._notified(key)
-        for service in self.services:
-            await service.start()
-            self._started_services.append(service)
+        for part in self.services:
+            await part.start()
+            self._started_services.append(part)
 
     async def stop(self) -> None:
         """Stop the services, stop taking work, let in-flight reconciles finish (bounded), cancel the rest."""
         while self._started_services:
-            service = self._started_services.pop()
+            part = self._started_services.pop()
             try:
-                await service.stop()
+                await part.stop()
             except Exception:
-                log.exception("service %s failed to stop cleanly", type(service).__name__)
+                log.exception("service %s failed to stop cleanly", type(part).__name__)
         with self._lock:
             self._stopped = True
             self._loop = None
@@ -215,7 +209,8 @@ class Controller:
         self._tasks = []
         if self.leader is not None:
             await self.pool.run(self.leader.close)
-        await self._exit_connectors()
+        while self._started_observers:
+            await self._started_observers.pop().stop()
 
     def acknowledge_tools(self, tenant_id: str, name: str, timeout: float = 30.0) -> bool:
         """Accept a running connector's current tool definitions as its pins, then record its status.
@@ -294,10 +289,12 @@ class Controller:
             else:
                 for obj in objects:
                     self._add((obj.tenant_id, obj.kind, obj.name))
-                # Connectors deleted without a notification (another replica) still get removed.
-                present = {(o.tenant_id, o.name) for o in objects if o.kind == "Connector"}
-                for tenant_id, name in self._connectors_running - present:
-                    self._add((tenant_id, "Connector", name))
+                # What an observer runs but the store lost without a notification (another replica
+                # deleted it) is reconciled too, so it stops.
+                for kind, observer in self.observers.items():
+                    present = {(o.tenant_id, o.name) for o in objects if o.kind == kind}
+                    for tenant_id, name in observer.running() - present:
+                        self._add((tenant_id, kind, name))
             await asyncio.sleep(self.settings.resync_seconds)
 
     async def _lead(self, leader: leadership.Leadership) -> None:
@@ -324,11 +321,8 @@ class Controller:
                     result = reconcile.Result()
                 else:
                     now = timefmt.now()
-                    observed: Any = None
-                    if key[1] == "Connector" and self.connectors is not None:
-                        observed = await self._sync_connector(self.connectors, key, now)
-                    elif key[1] == "Operator" and self.answer_check is not None:
-                        observed = await self._check_answer(self.answer_check, key)
+                    observer = self.observers.get(key[1])
+                    observed = await observer.observe(key[0], key[2], now) if observer else None
                     result = await self.pool.run(self._reconcile, key, now, observed)
             except Exception as e:
                 self._failed(key, e)
@@ -346,42 +340,6 @@ class Controller:
         for obj in objects:
             self._add((tenant_id, kind, obj.name))
 
-    async def _sync_connector(
-        self, runtime: mcp.ConnectorRuntime, key: Key, now: datetime
-    ) -> mcp.ConnectorState | None:
-        """On the loop: make the runtime match the stored Connector; its observed state (None: deleted)."""
-        tenant_id, _, name = key
-        try:
-            obj = await self.pool.run(self.state.get_object, tenant_id, "Connector", name)
-        except errors.NotFound:
-            await runtime.remove(tenant_id, name)
-            self._connectors_running.discard((tenant_id, name))
-            return None
-        try:
-            spec = specs.models.ConnectorSpec.model_validate(obj.spec)
-            grant = await self.pool.run(self._grant, obj, spec)
-        except trust.NotPermitted as e:
-            await runtime.remove(tenant_id, name, forget_pins=False)
-            self._connectors_running.discard((tenant_id, name))
-            await self.pool.run(self._mark_failed, key, str(e)[:MAX_MESSAGE], now, "NotPermitted")
-            raise
-        try:
-            observed = await runtime.ensure(tenant_id, name, spec, obj.generation, grant=grant)
-        except Exception as e:
-            await self.pool.run(self._mark_failed, key, (str(e) or type(e).__name__)[:MAX_MESSAGE], now)
-            raise
-        self._connectors_running.add((tenant_id, name))
-        return observed
-
-    def _grant(self, obj: store.StoredObject, spec: specs.models.ConnectorSpec) -> trust.Grant:
-        """What the stored connector may use, by who wrote it (a new secret's fingerprint restarts it)."""
-        grant = self.boundary.grant(spec, trust.Origin(obj.origin))
-        refs = trust.secret_refs("Connector", obj.spec)
-        if refs:
-            found = vault.info(self.state, obj.tenant_id, next(iter(refs)))
-            grant = dataclasses.replace(grant, secret_fingerprint=found.fingerprint if found else None)
-        return grant
-
     async def _acknowledge(self, runtime: mcp.ConnectorRuntime, tenant_id: str, name: str) -> bool:
         if name not in runtime.names(tenant_id):
             return False
@@ -389,75 +347,27 @@ class Controller:
         await self._process((tenant_id, "Connector", name))  # store the cleared condition before answering
         return True
 
-    async def _enter_connectors(self, runtime: mcp.ConnectorRuntime) -> None:
-        """Enter the runtime in its own task: anyio scopes are per task, and `stop` may run in another."""
-        entered = asyncio.Event()
-
-        async def host() -> None:
-            async with runtime:
-                entered.set()
-                await self._connectors_release.wait()
-
-        task = self._connectors_host = asyncio.create_task(host(), name="fibric-connectors")
-        waiter = asyncio.create_task(entered.wait())
-        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if task.done():
-            self._connectors_host = None
-            task.result()  # entering failed: raise why
-
-    async def _exit_connectors(self) -> None:
-        """Leave the runtime: every connector's server stops (bounded by stop_timeout_seconds)."""
-        task, self._connectors_host = self._connectors_host, None
-        if task is None:
-            return
-        self._connectors_release.set()
-        _, pending = await asyncio.wait([task], timeout=self.stop_timeout_seconds)
-        if pending:
-            log.warning("connectors still stopping after %.0fs at shutdown; cancelling",
-                        self.stop_timeout_seconds)
-            task.cancel()
-        for outcome in await asyncio.gather(task, return_exceptions=True):
-            if isinstance(outcome, Exception):
-                log.error("connector runtime failed while stopping: %s", outcome, exc_info=outcome)
-        self._connectors_running.clear()
-
-    async def _check_answer(self, check: reconcile.AnswerCheck, key: Key) -> _AnswerChecked | None:
-        """The operator's answer check, on the loop (it reads the connector runtime); None if it is gone."""
-        try:
-            operator = await self.pool.run(self.state.get_object, *key)
-        except errors.NotFound:
-            return None
-        return _AnswerChecked(operator, check(operator))
-
-    def _reconcile(
-        self, key: Key, now: datetime, observed: mcp.ConnectorState | _AnswerChecked | None = None
-    ) -> reconcile.Result:
+    def _reconcile(self, key: Key, now: datetime, observed: reconcile.Reconciler | None = None
+                   ) -> reconcile.Result:
         """Runs in a worker thread: read the object fresh and reconcile it; record a failure on it.
 
-        `observed` is the connector runtime's state for a Connector key, when a runtime runs, or
-        an Operator key's answer check, with the operator it read.
+        `observed` is the kind's reconciler bound to what its observer saw on the loop, if it has one.
         """
         tenant_id, kind, name = key
-        reconciler = self.reconcilers.get(kind)
+        reconciler = observed or self.reconcilers.get(kind)
         if reconciler is None:
             log.warning("no reconciler for kind %s; skipping '%s'", kind, name)
             return reconcile.Result()
-        try:  # an Operator was read on the loop for its answer check, under this key's lock
-            obj = observed.operator if isinstance(observed, _AnswerChecked) else self.state.get_object(
-                tenant_id, kind, name)
+        try:
+            obj = self.state.get_object(tenant_id, kind, name)
         except errors.NotFound:
             return reconcile.Result()  # deleted: nothing left to observe
         state = self.state if self._recording else cast(store.StateStore, _Observing(self.state))
         try:
-            if isinstance(observed, mcp.ConnectorState):
-                return reconcile.reconcile_connector(state, obj, now, observed=observed)
-            if isinstance(observed, _AnswerChecked):
-                return reconcile.reconcile_operator(state, obj, now, answer=observed.answer)
             return reconciler(state, obj, now)
         except Exception as e:
             # Recorded while this key is still held, so it cannot overwrite a newer success.
-            self._mark_failed(key, (str(e) or type(e).__name__)[:MAX_MESSAGE], now)
+            self._mark_failed(key, reconcile.failure_message(e), now, reconcile.failure_reason(e))
             raise
 
     def _failed(self, key: Key, error: Exception) -> None:
@@ -470,7 +380,7 @@ class Controller:
         elif isinstance(error, errors.TemporaryError):
             delay = min(cap, max(error.delay, 0.0))
         else:
-            delay = min(cap, self.base_backoff_seconds * 2 ** min(failures - 1, 32))
+            delay = service.Backoff(self.base_backoff_seconds, cap).delay(failures)
         log.error(
             "reconcile of %s '%s' (tenant %s) failed (attempt %d)%s: %s",
             key[1], key[2], key[0], failures,
@@ -489,8 +399,6 @@ class Controller:
                 conditions.of(obj.status), conditions.READY, conditions.FALSE, reason, message, now,
             )
             status = {**obj.status, "conditions": conds}
-            if reason == "NotPermitted" and obj.kind == "Connector":
-                status.update(connection="disconnected", last_error=message)
             if status != obj.status:
                 self.state.set_status(obj, status)
         except errors.NotFound:

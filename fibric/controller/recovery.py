@@ -17,50 +17,33 @@ claimable when its leases expire. Each pass
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
-from fibric import errors, threads
-from fibric.controller import declines
+from fibric import errors
+from fibric.controller import declines, service
 from fibric.controller import executor as executor_module
 from fibric.store import intents, plan_store
 
 log = logging.getLogger(__name__)
 
 
-class Recovery:
-    """The controller service that runs recovery passes (fibric.controller.loop.Service)."""
+class Recovery(service.Service):
+    """The controller service that runs recovery passes, one every `interval` seconds."""
 
-    def __init__(self, executor: executor_module.Executor, *, interval: float = 5.0) -> None:
+    def __init__(self, executor: executor_module.Executor, *, interval: float = 5.0,
+                 backoff: service.Backoff | None = None) -> None:
+        super().__init__("executor recovery", poll_seconds=interval, backoff=backoff)
         self.executor = executor
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="fibric-executor-recovery")
+    @property
+    def interval(self) -> float:
+        return self.poll_seconds
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await recover_once(self.executor)
-                # Plans nobody decided on in time: closed, their actions declined (declines.py).
-                await self.executor.pool.run(declines.expire_due, self.executor.state)
-            except threads.PoolClosed:
-                log.info("executor recovery stops: the system is shutting down")
-                return
-            except errors.FibricError as e:
-                log.warning("executor recovery pass failed, retrying in %.0fs: %s", self.interval, e)
-            except Exception:  # a bug or an unwrapped driver error must not end recovery for good
-                log.exception("executor recovery pass failed, retrying in %.0fs", self.interval)
-            await asyncio.sleep(self.interval)
+    async def _pass(self) -> bool:
+        await recover_once(self.executor)
+        # Plans nobody decided on in time: closed, their actions declined (declines.py).
+        await self.executor.pool.run(declines.expire_due, self.executor.state)
+        return False
 
 
 async def recover_once(executor: executor_module.Executor) -> int:

@@ -25,14 +25,14 @@ from datetime import datetime
 
 from croniter import croniter
 
-from fibric import store, threads
-from fibric.controller import operator_runs
+from fibric import store
+from fibric.controller import operator_runs, service
 from fibric.store import schedules
 
 log = logging.getLogger(__name__)
 
 
-class Scheduler:
+class Scheduler(service.Service):
     """Fires operators' cron schedules, at most once per due tick across replicas and restarts."""
 
     def __init__(
@@ -43,33 +43,22 @@ class Scheduler:
         poll_seconds: float = 5.0,
         clock: Callable[[], datetime] | None = None,
         stop_timeout: float = 10.0,
+        backoff: service.Backoff | None = None,
     ) -> None:
         """`clock` None reads the database's (every replica's scheduler judges ticks by the same one)."""
         if poll_seconds <= 0:
             raise ValueError("the scheduler needs a positive poll interval")
+        super().__init__("scheduling", poll_seconds=poll_seconds, backoff=backoff, stop_timeout=stop_timeout)
         self.state = state
         self.runner = runner
-        self.poll_seconds = poll_seconds
         self.clock = clock
-        self.stop_timeout = stop_timeout
-        self._task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[object]] = set()
         self._bad: set[tuple[str, str, str]] = set()  # (tenant, operator, expression) already logged
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._serve(), name="fibric-scheduler")
-
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        if self._runs:
-            _, pending = await asyncio.wait(list(self._runs), timeout=self.stop_timeout)
-            for leftover in pending:
-                leftover.cancel()
-            await asyncio.gather(*list(self._runs), return_exceptions=True)
+        """Stop ticking; scheduled runs in flight get `stop_timeout` to finish, then are cancelled."""
+        await super().stop()
+        await service.finish(self._runs, self.stop_timeout)
 
     async def tick(self) -> list[asyncio.Task[object]]:
         """Fire every due schedule now; the runs it started, as tasks (await them to see them finish)."""
@@ -120,13 +109,6 @@ class Scheduler:
                     found.append(operator)
         return found
 
-    async def _serve(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except threads.PoolClosed:
-                log.info("the scheduler stops: the system is shutting down")
-                return
-            except Exception:
-                log.exception("scheduler tick failed; trying again in %.0fs", self.poll_seconds)
-            await asyncio.sleep(self.poll_seconds)
+    async def _pass(self) -> bool:
+        await self.tick()
+        return False

@@ -22,16 +22,15 @@ belongs to one thread at a time, and the hot path never waits for it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
 from fibric import metrics as metrics_module
 from fibric import threads
+from fibric.controller import service
 from fibric.store import leadership, receipt_store, sealed
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ BATCH = 5_000  # receipts per tenant per pass
 LAGS_KEPT = 10_000
 
 
-class Sealer:
+class Sealer(service.Service):
     """Seals receipts of record into the sealed ledger; started and stopped with the controller."""
 
     def __init__(
@@ -53,53 +52,28 @@ class Sealer:
         maintain_every: float = 300.0,
         leader: leadership.Leadership | None = None,
         metrics: metrics_module.Metrics | None = None,
+        backoff: service.Backoff | None = None,
     ) -> None:
         """`leader` elects the one replica that seals a lake replicas share (None: this process alone);
         `metrics` receives each pass's lags."""
+        super().__init__("sealing", poll_seconds=interval, backoff=backoff, min_gap=min_gap)
         self.metrics = metrics or metrics_module.Metrics()
         self.record = record
         self.lake = lake
         self.leader = leader
-        self.interval = interval
-        self.min_gap = min(min_gap, interval)
         self.maintain_every = maintain_every
         self.pool = threads.Pool("sealer", 1)  # one thread: the lake's connection is used from it only
         self.lags: deque[float] = deque(maxlen=LAGS_KEPT)  # seconds, newest last
         self.sealed = 0
-        self._lock = threading.Lock()  # guards _loop: wake() runs on other threads
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._woken = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._maintained = time.monotonic()
 
-    def wake(self) -> None:
-        """Seal now rather than at the next interval. Thread-safe, never blocks."""
-        if self._woken.is_set():  # already woken: no need to wake the loop again (a receipt each)
-            return
-        with self._lock:
-            loop = self._loop
-        if loop is None:
-            return
-        if _running_loop() is loop:
-            self._woken.set()
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._woken.set)
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._woken = asyncio.Event()
-            with self._lock:
-                self._loop = asyncio.get_running_loop()
-            self._task = asyncio.create_task(self._serve(), name="fibric-sealer")
+    @property
+    def interval(self) -> float:
+        return self.poll_seconds
 
     async def stop(self) -> None:
-        with self._lock:
-            self._loop = None
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        """Stop sealing, hand the lake's leadership on at once, and close the sealer's thread."""
+        await super().stop()
         if self.leader is not None:
             with contextlib.suppress(Exception):
                 await self.pool.run(self.leader.close)  # another replica takes over at once
@@ -107,9 +81,14 @@ class Sealer:
 
     async def seal_once(self) -> int:
         """One pass: seal every tenant's unsealed receipts (up to BATCH each); how many."""
-        return await self.pool.run(self._pass)
+        return await self.pool.run(self._seal)
 
-    def _pass(self) -> int:
+    async def _pass(self) -> bool:
+        while await self.seal_once() >= BATCH:  # a backlog: keep going
+            pass
+        return False
+
+    def _seal(self) -> int:
         if self.leader is not None:
             owner, gained = self.leader.hold()
             if not owner:
@@ -134,26 +113,3 @@ class Sealer:
                 self.lake.maintain(keep=timedelta(seconds=max(60.0, 2 * self.maintain_every)))
             except Exception:
                 log.exception("sealed ledger maintenance failed; it is tried again later")
-
-    async def _serve(self) -> None:
-        while True:
-            started = time.monotonic()
-            try:
-                while await self.seal_once() >= BATCH:  # a backlog: keep going
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the store or the lake briefly unavailable: the next pass catches up
-                log.exception("sealing pass failed; retrying in %.1fs", max(self.interval, 1.0))
-                await asyncio.sleep(max(self.interval, 1.0))
-            await asyncio.sleep(max(0.0, started + self.min_gap - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.interval)
-            self._woken.clear()
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

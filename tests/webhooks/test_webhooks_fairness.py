@@ -145,7 +145,7 @@ async def test_a_tenant_whose_receiver_hangs_does_not_delay_another_tenants_deli
         await asyncio.sleep(0.5)  # the hung tenant's attempts are in flight, waiting on its receiver
         started = time.monotonic()
         propose(state, other_tenant)
-        service.notify()
+        service.wake()
         [got] = await asyncio.to_thread(receiver.wait_for, 1, 5.0)
         took = time.monotonic() - started
         hung = [d for d in deliveries.list_deliveries(state, tenant.id, state.get_object(
