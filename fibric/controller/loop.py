@@ -10,7 +10,7 @@ stale reconcile cannot overwrite a newer one.
 Every kind is reconciled the same way: a threaded reconcile from the
 table (reconcile.reconcilers), preceded, for the kinds that observe
 something living on the event loop, by their step there
-(reconcile.Observer). With a connector runtime (`connectors=`), that step
+(observers.Observer). With a connector runtime (`connectors=`), that step
 owns it: it is entered in `start` and left in `stop` (stopping every MCP
 server), and a Connector key first brings the runtime in line with the
 stored spec, then the threaded reconcile writes what it observed as the
@@ -45,7 +45,7 @@ from typing import Any, Protocol, cast
 
 from fibric import connectors as mcp
 from fibric import errors, policies, settings, store, threads, timefmt, trust
-from fibric.controller import conditions, reconcile, service
+from fibric.controller import conditions, observers, reconcile, service
 from fibric.store import leadership
 
 log = logging.getLogger(__name__)
@@ -119,9 +119,9 @@ class Controller:
         self.services = list(services)
         self.leader = leader
         # The kinds with a step on the event loop first: the connector runtime, operators' answer checks.
-        self.observers = reconcile.observers(state, self.pool, connectors=connectors, boundary=self.boundary,
+        self.observers = observers.for_kinds(state, self.pool, connectors=connectors, boundary=self.boundary,
                                              answer_check=answer_check, stop_timeout=stop_timeout_seconds)
-        self._started_observers: list[reconcile.Observer] = []
+        self._started_observers: list[observers.Observer] = []
         self._recording = leader is None  # whether this replica's reconciles write status
         self._started_services: list[Service] = []
         # notify() runs on arbitrary threads; these three fields are shared with it.
