@@ -115,7 +115,7 @@ def sealing(folder: Path, count: int) -> float:
     record = receipt_store.StoreLedger(state)
     with state.backend.transaction(write=True) as cur:  # one transaction: the appends are not measured
         for n in range(count):
-            receipt_store.append(cur, state.dialect, new_receipt(n))
+            receipt_store.append(cur, state.sql, new_receipt(n))
     lake = sealed.SealedLedger(data)
     try:
         started = time.perf_counter()

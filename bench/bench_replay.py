@@ -82,7 +82,7 @@ def record(state: store.StateStore, tenant: store.Tenant, docs: list[dict[str, A
     for start in range(0, len(rows), 5000):
         with state.backend.transaction(write=True) as cur:
             for row in rows[start:start + 5000]:
-                receipt_store.append(cur, state.dialect, row)
+                receipt_store.append(cur, state.sql, row)
 
 
 def main() -> None:

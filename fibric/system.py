@@ -36,7 +36,7 @@ from fibric.controller import (
     service,
 )
 from fibric.proposers import llm
-from fibric.store import backends, leadership, legacy, pin_store, receipt_store, sealed, secretbox, vault
+from fibric.store import leadership, legacy, pin_store, receipt_store, sealed, secretbox, vault
 
 
 @dataclass(frozen=True)
@@ -170,12 +170,7 @@ def build(
 
 def status_leader(state: store.StateStore) -> leadership.Leadership | None:
     """Replicas on one PostgreSQL store elect the one that records status (loop.py); alone, no election."""
-    if not isinstance(state.backend, backends.PostgresBackend):
-        return None
-    with state.backend.transaction(write=False) as cur:  # advisory locks are per database: name the schema
-        cur.execute("SELECT current_schema()")
-        schema = cur.fetchone()[0]
-    return leadership.Leadership(state.backend.url, f"fibric-status:{schema}")
+    return leadership.among_replicas(state.backend, "fibric-status")
 
 
 def open_engine(config: settings.PolicySettings, environ: Mapping[str, str]) -> policies.Engine:

@@ -88,7 +88,7 @@ def _close(state: store.StateStore, plan: plan_store.Plan, *, status: str, reaso
                 for a in plan.actions]
     try:
         with state.backend.transaction(write=True) as cur:  # durable: the decision is answered after it
-            written = [receipt_store.append(cur, state.dialect, p) for p in prepared]
+            written = [receipt_store.append(cur, state.sql, p) for p in prepared]
             results = [executor.result_of(r) for r in written]
             if not plan_store.close_in(cur, plan.tenant_id, plan.id, status=status, reason=reason, by=by,
                                        results=results, now=now):

@@ -39,7 +39,7 @@ from fibric import errors, settings, store, threads, timefmt, trust
 from fibric import metrics as metrics_module
 from fibric.controller import delivery as delivery_module
 from fibric.controller import service
-from fibric.store import backends, deliveries, outbox, secretbox, vault, webhook_store
+from fibric.store import deliveries, outbox, secretbox, vault, webhook_store
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,9 @@ class Dispatcher(service.Service):
 
     async def start(self) -> None:
         await super().start()
-        if isinstance(self.state.backend, backends.PostgresBackend) and self._listener is None:
-            self._listener = asyncio.create_task(self._listen(self.state.backend.url),
-                                                 name="fibric-webhooks-listen")
+        url = outbox.listen_url(self.state)  # None: the store announces no commits (SQLite), so poll
+        if url is not None and self._listener is None:
+            self._listener = asyncio.create_task(self._listen(url), name="fibric-webhooks-listen")
 
     async def stop(self, *, grace: float = 5.0) -> None:
         """Stop claiming; let attempts in flight finish for `grace` seconds, then drop them.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fibric import errors
+from fibric.store import dialect as dialect_module
 from fibric.store import filemodes
 
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a SQLite writer waits for the write lock before giving up
@@ -33,7 +34,8 @@ class Cursor(Protocol):
 class Backend(Protocol):
     """How to get a transaction on one kind of database."""
 
-    dialect: str
+    dialect: str  # the dialect's name, for what only reports it
+    sql: dialect_module.Dialect  # what its SQL spells differently (dialect.py)
 
     def transaction(self, *, write: bool, lock_key: str | None = None, durable: bool = True) -> Any:
         """A context manager yielding a cursor inside one transaction.
@@ -54,7 +56,8 @@ class Backend(Protocol):
 class SQLiteBackend:
     """SQLite in WAL mode, one connection per thread (sqlite3 connections are not shared)."""
 
-    dialect = "sqlite"
+    sql = dialect_module.SQLITE
+    dialect = sql.name
 
     def __init__(self, path: Path) -> None:
         # The data dir and state.db are private (filemodes.py); SQLite gives the
@@ -165,7 +168,8 @@ def _rollback(conn: sqlite3.Connection) -> None:
 class PostgresBackend:
     """PostgreSQL through a psycopg connection pool; writers of one key serialize on an advisory lock."""
 
-    dialect = "postgresql"
+    sql = dialect_module.POSTGRESQL
+    dialect = sql.name
 
     def __init__(self, url: str, max_size: int = 10) -> None:
         import psycopg_pool
@@ -203,6 +207,8 @@ class PostgresBackend:
 class _QmarkCursor:
     """Lets the shared SQL use `?` placeholders on psycopg, which wants `%s`."""
 
+    sql = dialect_module.POSTGRESQL
+
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
 
@@ -218,6 +224,11 @@ class _QmarkCursor:
     @property
     def rowcount(self) -> int:
         return int(self._cursor.rowcount)
+
+
+def dialect_of(cur: Any) -> dialect_module.Dialect:
+    """The dialect of a cursor a backend's transaction yielded (for code given only the cursor)."""
+    return getattr(cur, "sql", dialect_module.SQLITE)  # a sqlite3 cursor, as SQLiteBackend yields
 
 
 def _redact(url: str) -> str:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from fibric.store import stamps
+from fibric.store import dialect, stamps
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,16 @@ class Claim:
     expires_at: datetime
 
 
-def next_token(cur: Any, dialect: str) -> int:
+def next_token(cur: Any, sql: dialect.Dialect) -> int:
     """A fencing token larger than every one handed out before, by any process on this store."""
-    if dialect == "postgresql":
-        cur.execute("SELECT nextval('fibric_claim_token')")
-    else:
-        cur.execute("UPDATE claim_tokens SET last = last + 1 WHERE id = 1 RETURNING last")
+    cur.execute(sql.next_value("fibric_claim_token",
+                               counter="UPDATE claim_tokens SET last = last + 1 WHERE id = 1 RETURNING last"))
     return int(cur.fetchone()[0])
 
 
 def take(
     cur: Any,
-    dialect: str,
+    sql: dialect.Dialect,
     kind: Kind,
     key: Sequence[Any],
     holder: str,
@@ -89,15 +87,15 @@ def take(
     """Claim `key` for `holder` for `ttl` seconds; None if someone holds it (or, without `takeover`,
     if the row exists at all). `reentrant`: the holder taking its own claim again renews it and keeps
     its token. `values`: the row's other columns, written when the claim is taken."""
-    moment = now or stamps.db_now(cur, dialect)
-    token = next_token(cur, dialect)
+    moment = now or stamps.db_now(cur, sql)
+    token = next_token(cur, sql)
     extra = dict(values or {})
     columns = [*kind.key, kind.holder, "token", "expires_at", *extra]
     params: list[Any] = [*key, holder, token, stamps.stamp(moment + timedelta(seconds=ttl)), *extra.values()]
-    sql = (f"INSERT INTO {kind.table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
-           f" ON CONFLICT ({', '.join(kind.key)})")
+    insert = (f"INSERT INTO {kind.table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+              f" ON CONFLICT ({', '.join(kind.key)})")
     if not takeover:
-        sql += " DO NOTHING"
+        insert += " DO NOTHING"
     else:
         h, t = kind.holder, kind.table
         kept = f"CASE WHEN {t}.{h} = excluded.{h} THEN {t}.token ELSE excluded.token END" if reentrant \
@@ -106,9 +104,9 @@ def take(
                    *(f"{c} = excluded.{c}" for c in extra)]
         expired = f"{t}.expires_at <= ?" + (f" AND {t}.{kind.open}" if kind.open else "")
         mine = f" OR {t}.{h} = excluded.{h}" if reentrant else ""
-        sql += f" DO UPDATE SET {', '.join(updates)} WHERE ({expired}){mine}"
+        insert += f" DO UPDATE SET {', '.join(updates)} WHERE ({expired}){mine}"
         params.append(stamps.stamp(moment))
-    cur.execute(sql + f" RETURNING {kind.holder}, token, expires_at", params)
+    cur.execute(insert + f" RETURNING {kind.holder}, token, expires_at", params)
     row = cur.fetchone()
     if row is None or row[0] != holder:
         return None
@@ -116,11 +114,11 @@ def take(
 
 
 def take_over(
-    cur: Any, dialect: str, kind: Kind, key: Sequence[Any], holder: str, ttl: float,
+    cur: Any, sql: dialect.Dialect, kind: Kind, key: Sequence[Any], holder: str, ttl: float,
 ) -> Claim | None:
     """Claim an existing row whose holder stopped renewing (recovery); None if it is live or not open."""
-    moment = stamps.db_now(cur, dialect)
-    token = next_token(cur, dialect)
+    moment = stamps.db_now(cur, sql)
+    token = next_token(cur, sql)
     cur.execute(
         f"UPDATE {kind.table} SET {kind.holder} = ?, token = ?, expires_at = ? WHERE {_match(kind)}"
         f" AND expires_at <= ?{_open(kind)} RETURNING {kind.holder}, token, expires_at",
@@ -130,9 +128,9 @@ def take_over(
     return None if row is None else Claim(row[0], int(row[1]), datetime.fromisoformat(row[2]))
 
 
-def renew(cur: Any, dialect: str, kind: Kind, key: Sequence[Any], holder: str, ttl: float) -> bool:
+def renew(cur: Any, sql: dialect.Dialect, kind: Kind, key: Sequence[Any], holder: str, ttl: float) -> bool:
     """Push the expiry of `holder`'s claim forward; False if it is no longer the holder's."""
-    expires = stamps.db_now(cur, dialect) + timedelta(seconds=ttl)
+    expires = stamps.db_now(cur, sql) + timedelta(seconds=ttl)
     cur.execute(
         f"UPDATE {kind.table} SET expires_at = ? WHERE {_match(kind)} AND {kind.holder} = ?{_open(kind)}",
         (stamps.stamp(expires), *key, holder),
@@ -146,28 +144,29 @@ def release(cur: Any, kind: Kind, key: Sequence[Any], holder: str) -> bool:
     return bool(cur.rowcount == 1)
 
 
-def current(cur: Any, dialect: str, kind: Kind, key: Sequence[Any], *, lock: bool = False) -> Claim | None:
+def current(cur: Any, sql: dialect.Dialect, kind: Kind, key: Sequence[Any], *, lock: bool = False
+            ) -> Claim | None:
     """The claim on `key` as it stands, live or expired (None: no row); `lock` holds the row (PostgreSQL)."""
-    locking = " FOR UPDATE" if lock and dialect == "postgresql" else ""
+    locking = sql.for_update if lock else ""
     cur.execute(f"SELECT {kind.holder}, token, expires_at FROM {kind.table} WHERE {_match(kind)}"
                 f"{_open(kind)}{locking}", tuple(key))
     row = cur.fetchone()
     return None if row is None else Claim(row[0], int(row[1]), datetime.fromisoformat(row[2]))
 
 
-def fence(cur: Any, dialect: str, kind: Kind, key: Sequence[Any], token: int) -> bool:
+def fence(cur: Any, sql: dialect.Dialect, kind: Kind, key: Sequence[Any], token: int) -> bool:
     """Whether the claim with `token` still holds `key`, live; on PostgreSQL the row stays locked
     until the caller's transaction ends, so no takeover lands between this check and its write."""
-    claim = current(cur, dialect, kind, key, lock=True)
-    return claim is not None and claim.token == token and claim.expires_at > stamps.db_now(cur, dialect)
+    claim = current(cur, sql, kind, key, lock=True)
+    return claim is not None and claim.token == token and claim.expires_at > stamps.db_now(cur, sql)
 
 
-def expired(cur: Any, dialect: str, kind: Kind, *, limit: int | None = None) -> list[tuple[Any, ...]]:
+def expired(cur: Any, sql: dialect.Dialect, kind: Kind, *, limit: int | None = None) -> list[tuple[Any, ...]]:
     """The keys of every claim of this kind whose holder stopped renewing (oldest expiry first)."""
     cur.execute(
         f"SELECT {', '.join(kind.key)} FROM {kind.table} WHERE expires_at <= ?{_open(kind)}"
         " ORDER BY expires_at" + (" LIMIT ?" if limit is not None else ""),
-        (stamps.stamp(stamps.db_now(cur, dialect)), *(() if limit is None else (limit,))),
+        (stamps.stamp(stamps.db_now(cur, sql)), *(() if limit is None else (limit,))),
     )
     return [tuple(r) for r in cur.fetchall()]
 

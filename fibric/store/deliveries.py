@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,10 +35,6 @@ from fibric.store import state as state_module
 STATUSES = ("pending", "delivered", "failed")
 TEST_EVENT = "webhook.test"
 CANDIDATES = 4  # claim_due ranks this many times what it takes, for dispatchers racing on one queue
-_COLUMNS = (
-    "seq, id, reseller_id, tenant_id, webhook_id, event_id, event_type, body, status, attempts,"
-    " next_attempt_at, claim, last_status_code, last_error, created_at, updated_at"
-)
 
 
 @dataclass(frozen=True)
@@ -59,6 +55,10 @@ class Delivery:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+
+
+_FIELDS = tuple(f.name for f in fields(Delivery))  # a delivery's columns are its fields, in order
+_COLUMNS = ", ".join(_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ def fan_out(state: state_module.StateStore, *, now: datetime | None = None, limi
     Due on the database's clock, which claims read, unless `now` is given (a test driving time).
     """
     with state.backend.transaction(write=True) as cur:
-        now = now or stamps.db_now(cur, state.dialect)
-        events = outbox.claim(cur, state.dialect, limit=limit)
+        now = now or stamps.db_now(cur, state.sql)
+        events = outbox.claim(cur, state.sql, limit=limit)
         endpoints: dict[str, list[webhook_store.Endpoint]] = {}
         for event in events:
             if event.tenant_id not in endpoints:
@@ -143,10 +143,10 @@ def claim_due(
     cap = per_tenant if per_tenant is not None else limit
     allowance = {t: cap - n for t, n in busy.items()}
     wanted = limit + sum(max(0, n) for n in busy.values())
-    lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
+    lock = state.sql.skip_locked
     claimed: list[Delivery] = []
     with state.backend.transaction(write=True) as cur:
-        now = now or stamps.db_now(cur, state.dialect)
+        now = now or stamps.db_now(cur, state.sql)
         until = stamps.stamp(now + timedelta(seconds=lease_seconds))
         # Window functions cannot take row locks (PostgreSQL): rank first, then lock what was
         # chosen. Ranked beyond what one pass takes, so a dispatcher whose first choices another
@@ -169,12 +169,12 @@ def claim_due(
                 f" AND next_attempt_at <= ?{lock}",
                 (*chosen, stamps.stamp(now)),
             )
-            for row in cur.fetchall():
-                token = str(claims.next_token(cur, state.dialect))  # fences its record (claims.py)
+            for due in [_delivery(row) for row in cur.fetchall()]:
+                token = str(claims.next_token(cur, state.sql))  # fences its record (claims.py)
                 cur.execute("UPDATE webhook_deliveries SET claim = ?, next_attempt_at = ? WHERE id = ?",
-                            (token, until, row[1]))
-                claimed.append(_delivery((*row[:11], token, *row[12:])))
-                allowance[row[3]] = allowance.get(row[3], cap) - 1
+                            (token, until, due.id))
+                claimed.append(replace(due, claim=token))
+                allowance[due.tenant_id] = allowance.get(due.tenant_id, cap) - 1
     return claimed
 
 
@@ -209,7 +209,7 @@ def record(
     with state.backend.transaction(write=True) as cur:
         retry_at = outcome.next_attempt_at
         if on_database_clock and retry_at is not None:
-            retry_at = stamps.db_now(cur, state.dialect) + (retry_at - attempt.started_at)
+            retry_at = stamps.db_now(cur, state.sql) + (retry_at - attempt.started_at)
         cur.execute(
             "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
             " claim = NULL, last_status_code = ?, last_error = ?, updated_at = ? WHERE id = ? AND claim = ?",
@@ -325,9 +325,11 @@ def _read(cur: Any, tenant_id: str, delivery_id: str) -> Delivery:
 
 
 def _delivery(row: Any) -> Delivery:
-    return Delivery(
-        seq=int(row[0]), id=row[1], reseller_id=row[2], tenant_id=row[3], webhook_id=row[4],
-        event_id=row[5], event_type=row[6], body=row[7], status=row[8], attempts=int(row[9]),
-        next_attempt_at=stamps.parse(row[10]), claim=row[11], last_status_code=row[12], last_error=row[13],
-        created_at=datetime.fromisoformat(row[14]), updated_at=datetime.fromisoformat(row[15]),
-    )
+    """The delivery of one row of `SELECT {_COLUMNS}`."""
+    values = dict(zip(_FIELDS, row, strict=True))
+    return Delivery(**{
+        **values, "seq": int(values["seq"]), "attempts": int(values["attempts"]),
+        "next_attempt_at": stamps.parse(values["next_attempt_at"]),
+        "created_at": datetime.fromisoformat(values["created_at"]),
+        "updated_at": datetime.fromisoformat(values["updated_at"]),
+    })

@@ -64,8 +64,8 @@ def begin(state: state_module.StateStore, tenant_id: str, key: str, fingerprint:
     """Claim `key` for a request whose parameters hash to `fingerprint`, or say why not."""
     for _ in range(3):  # a record released between our insert and our read: claim again
         with state.backend.transaction(write=True) as cur:
-            now = stamps.db_now(cur, state.dialect)  # the lock is judged by every replica alike
-            attempt = str(claims.next_token(cur, state.dialect))  # fences finish and release (claims.py)
+            now = stamps.db_now(cur, state.sql)  # the lock is judged by every replica alike
+            attempt = str(claims.next_token(cur, state.sql))  # fences finish and release (claims.py)
             if random.random() < _PURGE_CHANCE:
                 cur.execute("DELETE FROM idempotency_keys WHERE expires_at < ?", (stamps.stamp(now),))
             cur.execute(

@@ -79,9 +79,9 @@ def begin_execution(
 ) -> Execution:
     """Record that `holder` disposes of the (just approved) plan; Conflict if an execution exists."""
     with state.backend.transaction(write=True, durable=False) as cur:  # the first intent's commit syncs it
-        now = stamps.db_now(cur, state.dialect)
+        now = stamps.db_now(cur, state.sql)
         taken = claims.take(
-            cur, state.dialect, claims.EXECUTION, (tenant_id, plan_id), holder, ttl, now=now, takeover=False,
+            cur, state.sql, claims.EXECUTION, (tenant_id, plan_id), holder, ttl, now=now, takeover=False,
             values={"only_actions": None if only_actions is None else json.dumps(list(only_actions)),
                     "started_at": stamps.stamp(now)})
         if taken is None:
@@ -94,7 +94,7 @@ def renew_execution(
 ) -> bool:
     """Extend `holder`'s claim on an unfinished execution; False if it lost it."""
     with state.backend.transaction(write=True, durable=False) as cur:  # a lost renewal only expires sooner
-        return claims.renew(cur, state.dialect, claims.EXECUTION, (tenant_id, plan_id), holder, ttl)
+        return claims.renew(cur, state.sql, claims.EXECUTION, (tenant_id, plan_id), holder, ttl)
 
 
 def claim_execution(
@@ -105,7 +105,7 @@ def claim_execution(
     The takeover carries a new, larger fencing token: the old holder's writes are refused from now.
     """
     with state.backend.transaction(write=True) as cur:
-        if claims.take_over(cur, state.dialect, claims.EXECUTION, (tenant_id, plan_id), holder, ttl) is None:
+        if claims.take_over(cur, state.sql, claims.EXECUTION, (tenant_id, plan_id), holder, ttl) is None:
             return None
         return _read_execution(cur, tenant_id, plan_id)
 
@@ -181,7 +181,7 @@ def stale_executions(state: state_module.StateStore, *, limit: int = 100) -> lis
     """Unfinished executions of every tenant whose holder stopped renewing, oldest expiry first."""
     with state.backend.transaction(write=False) as cur:
         return [_read_execution(cur, tenant_id, plan_id)
-                for tenant_id, plan_id in claims.expired(cur, state.dialect, claims.EXECUTION, limit=limit)]
+                for tenant_id, plan_id in claims.expired(cur, state.sql, claims.EXECUTION, limit=limit)]
 
 
 def unstarted_approvals(
@@ -190,7 +190,7 @@ def unstarted_approvals(
     """(tenant_id, plan_id) of plans approved `older_than` seconds ago that no execution ever recorded:
     the process died between approving and starting."""
     with state.backend.transaction(write=False) as cur:
-        cutoff = stamps.stamp(stamps.db_now(cur, state.dialect) - timedelta(seconds=older_than))
+        cutoff = stamps.stamp(stamps.db_now(cur, state.sql) - timedelta(seconds=older_than))
         cur.execute(
             "SELECT p.tenant_id, p.id FROM plans p WHERE p.status = 'approved' AND p.approved_at <= ?"
             " AND NOT EXISTS (SELECT 1 FROM executions e"
@@ -238,7 +238,7 @@ def record(
     except (TypeError, ValueError) as e:
         raise errors.PermanentError(f"intent is not JSON: {e}") from e
     with state.backend.transaction(write=True) as cur:
-        if fence is not None and not claims.fence(cur, state.dialect, claims.EXECUTION, (tenant_id, plan_id),
+        if fence is not None and not claims.fence(cur, state.sql, claims.EXECUTION, (tenant_id, plan_id),
                                                   fence):
             raise ClaimLost(f"plan {plan_id}: claim {fence} no longer holds its execution; the actions not "
                             "yet disposed are left to whoever does")
@@ -293,7 +293,7 @@ def settle(
     DEDUP, an intent that could not be written) is written with its events.
     AlreadyApplied when an `applied` receipt for the key exists already.
     """
-    lock = " FOR UPDATE" if state.dialect == "postgresql" else ""
+    lock = state.sql.for_update
     prepared = receipt_store.prepare(new)  # before the write lock is taken
     with state.backend.transaction(write=True, durable=False) as cur:  # synced by the next durable commit
         if intent is not None:
@@ -304,7 +304,7 @@ def settle(
                 written = cur.fetchone()
                 if written is not None:
                     return receipt_store.from_row(written)
-        receipt = receipt_store.append(cur, state.dialect, prepared)
+        receipt = receipt_store.append(cur, state.sql, prepared)
         if intent is not None:
             cur.execute(
                 "UPDATE intents SET state = 'completed', receipt_id = ?, completed_at = ?"

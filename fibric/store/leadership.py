@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from fibric.store import backends
+
 log = logging.getLogger(__name__)
 
 
@@ -64,3 +66,14 @@ class Leadership:
                 conn.close()
             except Exception:  # already broken
                 log.debug("closing the %s session failed", self.name, exc_info=True)
+
+
+def among_replicas(backend: backends.Backend, name: str) -> Leadership | None:
+    """The election of `name` among the replicas sharing this store; None for one no replicas share
+    (SQLite: its one process does the work alone). Named per schema, as advisory locks are per database."""
+    if not isinstance(backend, backends.PostgresBackend):
+        return None
+    with backend.transaction(write=False) as cur:
+        cur.execute("SELECT current_schema()")
+        schema = cur.fetchone()[0]
+    return Leadership(backend.url, f"{name}:{schema}")

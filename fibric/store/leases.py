@@ -31,8 +31,8 @@ def acquire(
     Re-acquiring one's own lease renews it (and keeps its token).
     """
     with state.backend.transaction(write=True, durable=False) as cur:  # the next durable commit syncs it
-        moment = now or stamps.db_now(cur, state.dialect)
-        return claims.take(cur, state.dialect, claims.ENTITY, (tenant_id, entity_key), holder, ttl,
+        moment = now or stamps.db_now(cur, state.sql)
+        return claims.take(cur, state.sql, claims.ENTITY, (tenant_id, entity_key), holder, ttl,
                            now=moment, reentrant=True, values={"acquired_at": stamps.stamp(moment)})
 
 
@@ -42,7 +42,7 @@ def renew(
     """Push the expiry of `holder`'s leases on these entities forward; returns the keys it no longer holds."""
     with state.backend.transaction(write=True, durable=False) as cur:  # a lost renewal only expires sooner
         return [key for key in entity_keys
-                if not claims.renew(cur, state.dialect, claims.ENTITY, (tenant_id, key), holder, ttl)]
+                if not claims.renew(cur, state.sql, claims.ENTITY, (tenant_id, key), holder, ttl)]
 
 
 def release(state: state_module.StateStore, tenant_id: str, entity_keys: Iterable[str], holder: str) -> None:
@@ -62,7 +62,7 @@ def holder_of(state: state_module.StateStore, tenant_id: str, entity_key: str) -
     with state.backend.transaction(write=False) as cur:
         cur.execute(
             "SELECT holder FROM leases WHERE tenant_id = ? AND entity_key = ? AND expires_at > ?",
-            (tenant_id, entity_key, stamps.stamp(stamps.db_now(cur, state.dialect))),
+            (tenant_id, entity_key, stamps.stamp(stamps.db_now(cur, state.sql))),
         )
         row = cur.fetchone()
     return None if row is None else str(row[0])

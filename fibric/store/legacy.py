@@ -131,5 +131,5 @@ def _insert(state: state_module.StateStore, path: Path, rows: list[tuple[Any, ..
         for tenant_id, (tenant_seq, head_hash) in heads.items():
             cur.execute("INSERT INTO receipt_heads (tenant_id, tenant_seq, hash) VALUES (?, ?, ?)",
                         (tenant_id, tenant_seq, head_hash))
-        if state.dialect == "postgresql":
+        if state.sql.sequences:  # a sequence the rows bypassed: start it past them
             cur.execute("SELECT setval('fibric_receipt_seq', (SELECT MAX(seq) FROM receipts))")

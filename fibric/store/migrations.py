@@ -1,14 +1,16 @@
 """Versioned schema migrations, applied in order on start by every process.
 
 Each migration is a list of statements written once for both backends; the
-only dialect difference is spelled `{serial}` (an auto-incrementing key),
-except where a statement is a mapping of dialect to its own text (triggers).
+only dialect difference is spelled `{serial}` (an auto-incrementing key,
+dialect.py), except where a statement is a mapping of dialect to its own text (triggers).
 Never edit a released migration: add the next one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from fibric.store import dialect
 
 Statement = str | Mapping[str, str]
 
@@ -521,16 +523,10 @@ MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
     ),
 ]
 
-SERIAL = {
-    "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
-    "postgresql": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-}
-
-
-def statements(dialect: str, statements: list[Statement]) -> list[str]:
-    """The migration's statements for `dialect` (a per-dialect statement absent for it is skipped)."""
-    texts = [s if isinstance(s, str) else s.get(dialect) for s in statements]
-    return [t.replace("{serial}", SERIAL[dialect]) for t in texts if t is not None]
+def statements(sql: dialect.Dialect, statements: list[Statement]) -> list[str]:
+    """The migration's statements in `sql`'s dialect (a per-dialect statement absent for it is skipped)."""
+    texts = [s if isinstance(s, str) else s.get(sql.name) for s in statements]
+    return [t.replace("{serial}", sql.serial) for t in texts if t is not None]
 
 
 LATEST = MIGRATIONS[-1][0]

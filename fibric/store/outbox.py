@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from fibric import errors, ids, timefmt
-from fibric.store import backends, stamps
+from fibric.store import backends, dialect, stamps
 from fibric.store import state as state_module
 
 EVENT_TYPES = ("plan.proposed", "plan.executed", "action.disposed", "receipt.created", "plan.rejected",
@@ -52,6 +52,10 @@ class OutboxEvent:
         }
 
 
+_FIELDS = tuple(f.name for f in fields(OutboxEvent))  # an event's columns are its fields, in order
+_COLUMNS = ", ".join(_FIELDS)
+
+
 def new_event_id() -> str:
     return ids.new_id("webhook_event")
 
@@ -73,11 +77,19 @@ def enqueue(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (event_id, reseller_id, tenant_id, type, body, stamps.stamp(at or datetime.now(UTC))),
     )
-    if isinstance(cur, backends._QmarkCursor):
+    notify = backends.dialect_of(cur).notify
+    if notify is not None:
         # PostgreSQL delivers a NOTIFY only if and when the transaction commits: every
         # replica's dispatcher wakes at once instead of at its next poll.
-        cur.execute("SELECT pg_notify(?, '')", (NOTIFY_CHANNEL,))
+        cur.execute(notify, (NOTIFY_CHANNEL,))
     return event_id
+
+
+def listen_url(state: state_module.StateStore) -> str | None:
+    """Where `commits` can listen for this store's commits; None when the store announces none
+    (SQLite: a dispatcher polls, and is woken in-process)."""
+    backend = state.backend
+    return backend.url if isinstance(backend, backends.PostgresBackend) else None
 
 
 async def commits(url: str) -> AsyncIterator[None]:
@@ -102,8 +114,7 @@ def pending(state: state_module.StateStore, *, limit: int = 100) -> list[OutboxE
     """Undispatched events of every tenant, oldest first."""
     with state.backend.transaction(write=False) as cur:
         cur.execute(
-            "SELECT seq, id, reseller_id, tenant_id, type, payload, created_at FROM outbox"
-            " WHERE dispatched_at IS NULL ORDER BY seq LIMIT ?",
+            f"SELECT {_COLUMNS} FROM outbox WHERE dispatched_at IS NULL ORDER BY seq LIMIT ?",
             (limit,),
         )
         return [_event(r) for r in cur.fetchall()]
@@ -113,8 +124,7 @@ def history(state: state_module.StateStore, *, after_seq: int = 0, limit: int = 
     """Every event enqueued after `after_seq`, fanned out or not, oldest first (tests, diagnostics)."""
     with state.backend.transaction(write=False) as cur:
         cur.execute(
-            "SELECT seq, id, reseller_id, tenant_id, type, payload, created_at FROM outbox"
-            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {_COLUMNS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
         return [_event(r) for r in cur.fetchall()]
@@ -127,17 +137,15 @@ def last_seq(state: state_module.StateStore) -> int:
         return int(cur.fetchone()[0])
 
 
-def claim(cur: Any, dialect: str, *, limit: int = 100) -> list[OutboxEvent]:
+def claim(cur: Any, sql: dialect.Dialect, *, limit: int = 100) -> list[OutboxEvent]:
     """Undispatched events, oldest first, locked for this write transaction.
 
     On PostgreSQL the rows are locked with SKIP LOCKED, so replicas fanning
     out at once take disjoint events; SQLite's write transaction already
     excludes every other writer.
     """
-    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
     cur.execute(
-        "SELECT seq, id, reseller_id, tenant_id, type, payload, created_at FROM outbox"
-        f" WHERE dispatched_at IS NULL ORDER BY seq LIMIT ?{lock}",
+        f"SELECT {_COLUMNS} FROM outbox WHERE dispatched_at IS NULL ORDER BY seq LIMIT ?{sql.skip_locked}",
         (limit,),
     )
     return [_event(r) for r in cur.fetchall()]
@@ -153,7 +161,7 @@ def mark_dispatched(cur: Any, event_id: str, at: datetime | None = None) -> bool
 
 
 def _event(row: Any) -> OutboxEvent:
-    return OutboxEvent(
-        seq=int(row[0]), id=row[1], reseller_id=row[2], tenant_id=row[3], type=row[4],
-        payload=json.loads(row[5]), created_at=datetime.fromisoformat(row[6]),
-    )
+    """The event of one row of `SELECT {_COLUMNS}`."""
+    values = dict(zip(_FIELDS, row, strict=True))
+    return OutboxEvent(**{**values, "seq": int(values["seq"]), "payload": json.loads(values["payload"]),
+                          "created_at": datetime.fromisoformat(values["created_at"])})

@@ -114,7 +114,7 @@ def propose(
         if row is None:
             raise errors.NotFound(f"no tenant '{tenant_id}'")
         if run_id is not None:
-            lock = " FOR UPDATE" if state.dialect == "postgresql" else ""  # a takeover waits for this write
+            lock = state.sql.for_update  # a takeover waits for this write
             cur.execute(f"SELECT status FROM runs WHERE tenant_id = ? AND id = ?{lock}", (tenant_id, run_id))
             running = cur.fetchone()
             if running is not None and running[0] != "running":
@@ -179,7 +179,7 @@ def approve(
     """
     with state.backend.transaction(write=True, durable=False) as cur:
         # The database's clock: recovery on any replica judges an approval's age by it.
-        approved_at = stamps.stamp(stamps.db_now(cur, state.dialect))
+        approved_at = stamps.stamp(stamps.db_now(cur, state.sql))
         cur.execute(
             "UPDATE plans SET status = 'approved', approver = ?, approved_at = ?, decided_by = ?,"
             " decided_at = ? WHERE tenant_id = ? AND id = ? AND status = 'proposed'"

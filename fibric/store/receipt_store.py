@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from fibric import errors, ids, timefmt
-from fibric.store import pages, stamps
+from fibric.store import dialect, pages, stamps
 from fibric.store import state as state_module
 
 GENESIS = "0" * 64  # prev_hash of a tenant's first receipt
@@ -151,7 +151,7 @@ class StoreLedger:
     def append(self, new: NewReceipt, *, at: datetime | None = None) -> Receipt:
         """Write one receipt in a transaction of its own (see `append` to join the caller's)."""
         with self.state.backend.transaction(write=True) as cur:
-            return append(cur, self.state.dialect, new, at=at)
+            return append(cur, self.state.sql, new, at=at)
 
     def get(self, tenant_id: str, receipt_id: str) -> Receipt:
         """The tenant's receipt by id; NotFound for another tenant's, like one that never existed."""
@@ -294,28 +294,28 @@ def prepare(new: NewReceipt, *, at: datetime | None = None) -> Prepared:
     return Prepared(_prepare(new, at))
 
 
-def append(cur: Any, dialect: str, new: NewReceipt | Prepared, *, at: datetime | None = None) -> Receipt:
+def append(
+    cur: Any, sql: dialect.Dialect, new: NewReceipt | Prepared, *, at: datetime | None = None,
+) -> Receipt:
     """Insert one receipt at the end of its tenant's chain, in the caller's write transaction.
 
     The tenant's head row is locked first (FOR UPDATE on PostgreSQL; SQLite's
     write transaction excludes every other writer), so concurrent appends of
     one tenant, from any process, queue here and chain one after another.
-    AlreadyApplied when the key was applied already (the unique index).
+    AlreadyApplied when the key was applied already (the unique index). `sql` may
+    still be given by its name (a caller from before dialect.py).
     """
     values = dict((new if isinstance(new, Prepared) else prepare(new, at=at)).values)
-    head = _lock_head(cur, dialect, new.tenant_id)
+    head = _lock_head(cur, sql, new.tenant_id)
     tenant_seq, prev_hash = int(head[0]), str(head[1])
-    values.update(seq=_next_seq(cur, dialect), tenant_seq=tenant_seq + 1, id=ids.new_id("receipt"),
+    values.update(seq=_next_seq(cur, sql), tenant_seq=tenant_seq + 1, id=ids.new_id("receipt"),
                   prev_hash=prev_hash)
     values["hash"] = chain_hash(values)
-    if dialect == "postgresql":  # a failed INSERT must not abort the caller's transaction
-        cur.execute("SAVEPOINT fibric_receipt")
     try:
-        cur.execute(f"INSERT INTO receipts ({COLUMNS}) VALUES ({', '.join('?' for _ in FIELDS)})",
-                    [stored(f, values[f]) for f in FIELDS])
+        with sql.may_fail(cur, "fibric_receipt"):  # a failed INSERT must not abort the caller's transaction
+            cur.execute(f"INSERT INTO receipts ({COLUMNS}) VALUES ({', '.join('?' for _ in FIELDS)})",
+                        [stored(f, values[f]) for f in FIELDS])
     except Exception as e:
-        if dialect == "postgresql":
-            cur.execute("ROLLBACK TO SAVEPOINT fibric_receipt")
         if "receipts_applied_once" in str(e) or ("UNIQUE" in str(e) and "idempotency_key" in str(e)):
             raise AlreadyApplied(f"idempotency key {new.idempotency_key} was applied already") from e
         raise
@@ -324,14 +324,14 @@ def append(cur: Any, dialect: str, new: NewReceipt | Prepared, *, at: datetime |
     return Receipt(**{f: values[f] for f in FIELDS})
 
 
-def _lock_head(cur: Any, dialect: str, tenant_id: str) -> tuple[Any, ...]:
+def _lock_head(cur: Any, sql: dialect.Dialect, tenant_id: str) -> tuple[Any, ...]:
     """The tenant's head row (tenant_seq, hash), locked until the transaction ends; made if missing.
 
     A tenant's first two receipts, written at once, must queue like any others,
     so the head row is there before it is locked: FOR UPDATE cannot lock a row
     that does not exist.
     """
-    lock = " FOR UPDATE" if dialect == "postgresql" else ""  # SQLite's write transaction is the lock
+    lock = sql.for_update  # SQLite's write transaction is the lock
     cur.execute(f"SELECT tenant_seq, hash FROM receipt_heads WHERE tenant_id = ?{lock}", (tenant_id,))
     head = cur.fetchone()
     if head is None:
@@ -400,12 +400,10 @@ def _prepare(new: NewReceipt, at: datetime | None) -> dict[str, Any]:
     return values
 
 
-def _next_seq(cur: Any, dialect: str) -> int:
+def _next_seq(cur: Any, sql: dialect.Dialect) -> int:
     """The receipt's place in the whole ledger (part of its hash, so known before the insert)."""
-    if dialect == "postgresql":
-        cur.execute("SELECT nextval('fibric_receipt_seq')")
-    else:  # the write transaction excludes every other writer
-        cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM receipts")
+    cur.execute(sql.next_value("fibric_receipt_seq",
+                               counter="SELECT COALESCE(MAX(seq), 0) + 1 FROM receipts"))
     return int(cur.fetchone()[0])
 
 

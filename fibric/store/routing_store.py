@@ -57,7 +57,7 @@ def subscribed(spec: Mapping[str, Any], event_type: str) -> bool:
 
 def route_pending(state: state_module.StateStore, *, limit: int = DEFAULT_BATCH) -> Routed:
     """Route up to `limit` unrouted events (oldest first) in one transaction. Blocking."""
-    lock = " FOR UPDATE SKIP LOCKED" if state.dialect == "postgresql" else ""
+    lock = state.sql.skip_locked
     now = stamps.stamp(datetime.now(UTC))
     with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
         cur.execute(
@@ -97,7 +97,7 @@ def pending_keys(
     another's runs to the back of the line.
     """
     with state.backend.transaction(write=False) as cur:
-        moment = now or stamps.db_now(cur, state.dialect)
+        moment = now or stamps.db_now(cur, state.sql)
         cur.execute(
             "SELECT tenant_id, operator_id, entity_key FROM ("
             " SELECT tenant_id, operator_id, entity_key, first,"

@@ -98,22 +98,22 @@ def start(
     run_id = ids.new_id("run")
     with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
         key = (tenant_id, operator_id, entity_key)
-        held = claims.current(cur, state.dialect, claims.RUN, key, lock=True)
+        held = claims.current(cur, state.sql, claims.RUN, key, lock=True)
         # The database's clock (leases are compared across replicas), read once the lease row is
         # ours to judge: a start that waited for the write lock (SQLite) or the row lock
         # (PostgreSQL) must not be stamped before the finish of the run it waited for.
-        moment = now or stamps.db_now(cur, state.dialect)
+        moment = now or stamps.db_now(cur, state.sql)
         if held is not None:
             if held.expires_at > moment:
                 return None
             _interrupt(cur, tenant_id, held.holder, moment)
-        if claims.take(cur, state.dialect, claims.RUN, key, run_id, lease_seconds, now=moment) is None:
+        if claims.take(cur, state.sql, claims.RUN, key, run_id, lease_seconds, now=moment) is None:
             return None  # another claimant took it first
         if held is None and now is None:
             # No row to lock meant nothing held us back between the read of the clock and the
             # take: a whole run of another replica may have started and finished in that gap
             # (a descheduled process). The run starts now, after whatever the take waited for.
-            moment = stamps.db_now(cur, state.dialect)
+            moment = stamps.db_now(cur, state.sql)
         event_ids: list[str] = []
         if trigger == "event":
             cur.execute(
@@ -146,7 +146,7 @@ def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: d
     if outcome.status not in ("succeeded", "failed"):
         raise errors.PermanentError(f"a finished run succeeded or failed, not {outcome.status!r}")
     with state.backend.transaction(write=True, durable=False) as cur:  # see backends.transaction
-        moment = now or stamps.db_now(cur, state.dialect)  # inside: see start()
+        moment = now or stamps.db_now(cur, state.sql)  # inside: see start()
         cur.execute(
             "UPDATE runs SET status = ?, sensed = ?, proposed = ?, plan_id = ?, proposal_digest = ?,"
             " proposed_by = ?, error = ?, finished_at = ?"
@@ -168,7 +168,7 @@ def finish(state: state_module.StateStore, run: Run, outcome: Outcome, *, now: d
 def release(state: state_module.StateStore, run: Run, reason: str = INTERRUPTED) -> None:
     """Give up a run unfinished (shutdown): failed with `reason`, its events back in the queue. Blocking."""
     with state.backend.transaction(write=True) as cur:
-        _interrupt(cur, run.tenant_id, run.id, stamps.db_now(cur, state.dialect), reason)
+        _interrupt(cur, run.tenant_id, run.id, stamps.db_now(cur, state.sql), reason)
         claims.release(cur, claims.RUN, (run.tenant_id, run.operator_id, run.entity_key), run.id)
 
 
@@ -176,7 +176,7 @@ def reap(state: state_module.StateStore, *, now: datetime | None = None) -> list
     """Fail the runs whose lease expired (their process died) and requeue their events; their ids."""
     reaped = []
     with state.backend.transaction(write=True) as cur:
-        moment = now or stamps.db_now(cur, state.dialect)
+        moment = now or stamps.db_now(cur, state.sql)
         cur.execute("SELECT tenant_id, operator_id, entity_key, run_id FROM run_leases WHERE expires_at <= ?",
                     (stamps.stamp(moment),))
         for tenant_id, operator_id, entity_key, run_id in cur.fetchall():

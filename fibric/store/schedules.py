@@ -20,7 +20,7 @@ from fibric.store import state as state_module
 def database_now(state: state_module.StateStore) -> datetime:
     """The store's clock, which every replica's scheduler reads (stamps.db_now)."""
     with state.backend.transaction(write=False) as cur:
-        return stamps.db_now(cur, state.dialect)
+        return stamps.db_now(cur, state.sql)
 
 
 def last_fired(state: state_module.StateStore) -> dict[tuple[str, str], datetime]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from fibric import errors, ids
 from fibric.store import backends, migrations, pages, records, stamps
+from fibric.store import dialect as dialect_module  # StateStore.dialect is its name
 
 KEY_PREFIX = "sk_live_"
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,99}")
@@ -78,7 +79,13 @@ class StateStore:
 
     @property
     def dialect(self) -> str:
+        """The dialect's name ("sqlite" or "postgresql"), for what only reports it."""
         return self.backend.dialect
+
+    @property
+    def sql(self) -> dialect_module.Dialect:
+        """What this store's SQL spells differently (dialect.py)."""
+        return self.backend.sql
 
     def close(self) -> None:
         self.backend.close()
@@ -98,7 +105,7 @@ class StateStore:
                 cur.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,))
                 if cur.fetchone():
                     continue
-                for sql in migrations.statements(self.dialect, statements):
+                for sql in migrations.statements(self.sql, statements):
                     cur.execute(sql)
                 cur.execute(
                     "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",

@@ -87,7 +87,7 @@ def test_a_receipt_whose_transaction_rolls_back_takes_no_place_in_the_chain(
 ) -> None:
     first = ledger.append(new_receipt("t_a", 1))
     with pytest.raises(RuntimeError), state.backend.transaction(write=True) as cur:
-        receipt_store.append(cur, state.dialect, new_receipt("t_a", 2))
+        receipt_store.append(cur, state.sql, new_receipt("t_a", 2))
         raise RuntimeError("the intent's completion failed")  # the receipt goes with it
     second = ledger.append(new_receipt("t_a", 3))
     assert (second.tenant_seq, second.prev_hash) == (2, first.hash)

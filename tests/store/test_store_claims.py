@@ -40,7 +40,7 @@ def test_tokens_increase_across_every_kind_and_every_takeover(
     plan_store.approve(state, tenant.id, plan.id, approver="ops")
     execution = intents.begin_execution(state, tenant.id, plan.id, only_actions=None, holder="exe_a", ttl=30)
     with state.backend.transaction(write=True) as cur:
-        run = claims.take(cur, state.dialect, claims.RUN, (tenant.id, "op_1", "order:1"), "run_1", 30)
+        run = claims.take(cur, state.sql, claims.RUN, (tenant.id, "op_1", "order:1"), "run_1", 30)
     assert lease is not None and run is not None
     assert lease.token < execution.token < run.token
 
@@ -71,8 +71,8 @@ def test_a_holder_that_lost_its_claim_cannot_renew_release_or_write_under_it(
     assert leases.holder_of(state, tenant.id, "order:1") == "exe_b"
     with state.backend.transaction(write=False) as cur:
         key = (tenant.id, "order:1")
-        assert not claims.fence(cur, state.dialect, claims.ENTITY, key, old.token)
-        assert claims.fence(cur, state.dialect, claims.ENTITY, key, new.token)
+        assert not claims.fence(cur, state.sql, claims.ENTITY, key, old.token)
+        assert claims.fence(cur, state.sql, claims.ENTITY, key, new.token)
 
 
 def test_an_expired_claim_fences_nothing_even_before_anyone_takes_it_over(
@@ -80,7 +80,7 @@ def test_an_expired_claim_fences_nothing_even_before_anyone_takes_it_over(
 ) -> None:
     mine = expired_lease(state, tenant)
     with state.backend.transaction(write=False) as cur:
-        assert not claims.fence(cur, state.dialect, claims.ENTITY, (tenant.id, "order:1"), mine.token)
+        assert not claims.fence(cur, state.sql, claims.ENTITY, (tenant.id, "order:1"), mine.token)
 
 
 def expired_lease(state: store.StateStore, tenant: store.Tenant) -> claims.Claim:
@@ -109,12 +109,12 @@ def test_a_run_whose_process_died_is_interrupted_by_the_next_start_with_a_larger
     first = start_run(state, tenant)
     assert first is not None and start_run(state, tenant) is None  # single-flight
     with state.backend.transaction(write=False) as cur:
-        before = claims.current(cur, state.dialect, claims.RUN, (tenant.id, "op_1", "order:1"))
+        before = claims.current(cur, state.sql, claims.RUN, (tenant.id, "op_1", "order:1"))
     expire(state, "run_leases")
     second = start_run(state, tenant)
     assert second is not None
     with state.backend.transaction(write=False) as cur:
-        after = claims.current(cur, state.dialect, claims.RUN, (tenant.id, "op_1", "order:1"))
+        after = claims.current(cur, state.sql, claims.RUN, (tenant.id, "op_1", "order:1"))
     assert before is not None and after is not None and after.token > before.token
     assert run_store.get(state, tenant.id, first.id).status == "failed"
 
@@ -145,7 +145,7 @@ def test_a_takeover_waits_for_the_write_a_live_holder_fenced(
 
     def holder() -> None:  # checks its claim, then stalls past the lease before its write commits
         with state.backend.transaction(write=True) as cur:
-            assert claims.fence(cur, state.dialect, claims.EXECUTION, (tenant.id, plan.id), mine.token)
+            assert claims.fence(cur, state.sql, claims.EXECUTION, (tenant.id, plan.id), mine.token)
             fenced.set()
             time.sleep(1.5)
             written.append(time.monotonic())
