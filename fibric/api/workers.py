@@ -43,6 +43,7 @@ from typing import ParamSpec, TypeVar
 from starlette.types import Scope
 
 from fibric import threads
+from fibric.store import dialect as dialects
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -119,6 +120,7 @@ def quick_threads(count: int, slow: int = DEFAULT_SLOW_THREADS) -> Iterator[AppT
 
 
 def default_threads(dialect: str) -> int:
-    """Quick-work threads when `server.worker_threads` is unset: one per CPU for SQLite, else asyncio's."""
+    """Quick-work threads when `server.worker_threads` is unset: one per CPU where queries are CPU work
+    in this process (SQLite), else asyncio's (a network database)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(2, cpus) if dialect == "sqlite" else min(32, cpus + 4)
+    return max(2, cpus) if dialects.named(dialect).in_process else min(32, cpus + 4)
